@@ -1,0 +1,491 @@
+// Package config loads and validates the router agent's YAML configuration
+// (/etc/bgplb/routeragent.yaml by default).
+//
+// Load decodes strictly (unknown keys are errors, so a typo never silently
+// falls back to a default), applies defaults and validates. Every validation
+// error names the key path, e.g. `neighbors[1].prefix: "192.168.2.0/33" is not
+// a valid CIDR`.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where the packaged agent reads its configuration.
+const DefaultPath = "/etc/bgplb/routeragent.yaml"
+
+// DefaultProtocol is the kernel route protocol number that marks routes as
+// ours. It is named "bgplb" in /etc/iproute2/rt_protos.d/bgplb.conf. It is not
+// 186 (FRR's bgp), 17 or any other number iproute2 ships a name for.
+const DefaultProtocol = 196
+
+// Config is the whole agent configuration.
+type Config struct {
+	// ASN is the router's own autonomous system number.
+	ASN uint32 `yaml:"asn"`
+	// RouterID is the BGP identifier (an IPv4 address).
+	RouterID string `yaml:"routerID"`
+	// Listen is where the embedded BGP speaker accepts sessions.
+	Listen Listen `yaml:"listen"`
+	// Neighbors lists the speakers allowed to connect: a prefix (dynamic
+	// neighbours) or one address each.
+	Neighbors []Neighbor `yaml:"neighbors"`
+	// ServiceSubnets are the only prefixes speakers may announce /32s (/128s) from.
+	ServiceSubnets []string `yaml:"serviceSubnets"`
+	// LANInterfaces are the interfaces where clients and nodes share one L2.
+	LANInterfaces []string `yaml:"lanInterfaces"`
+	// Firewall configures the scoped conntrack-INVALID exemptions.
+	Firewall Firewall `yaml:"firewall"`
+	// Routes configures how accepted paths become kernel routes.
+	Routes Routes `yaml:"routes"`
+	// StatusSocket is the unix socket serving `status` as JSON.
+	StatusSocket string `yaml:"statusSocket"`
+	// StateDir holds what the agent must remember across restarts (the
+	// sysctl values it replaced, so uninstall can restore them).
+	StateDir string `yaml:"stateDir"`
+	// Metrics configures the Prometheus endpoint.
+	Metrics Metrics `yaml:"metrics"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+
+	// Parsed forms, filled by Validate.
+	routerID       netip.Addr
+	listenAddrs    []netip.Addr
+	serviceSubnets []netip.Prefix
+}
+
+// Listen is the BGP listener.
+type Listen struct {
+	// Address to listen on (default 0.0.0.0, which GoBGP also binds on ::).
+	Address string `yaml:"address"`
+	// Port to listen on (default 179).
+	Port int `yaml:"port"`
+}
+
+// Neighbor is one allowed speaker or range of speakers.
+type Neighbor struct {
+	// Prefix admits any speaker whose address is in this CIDR (dynamic neighbours).
+	Prefix string `yaml:"prefix"`
+	// Address admits exactly one speaker.
+	Address string `yaml:"address"`
+	// ASN the speaker must use.
+	ASN uint32 `yaml:"asn"`
+	// PasswordFile holds the TCP-MD5 password (optional; surrounding
+	// whitespace is trimmed).
+	PasswordFile string `yaml:"passwordFile"`
+	// HoldTime is the BGP hold time we offer (default 9s; the session uses the
+	// smaller of both sides').
+	HoldTime time.Duration `yaml:"holdTime"`
+	// KeepaliveTime is the keepalive interval (default HoldTime/3).
+	KeepaliveTime time.Duration `yaml:"keepaliveTime"`
+	// MaxPrefixes is how many prefixes one speaker of this entry may have
+	// accepted; more are rejected and counted (default 1000). A speaker that
+	// sends more than twice this many is shut down.
+	MaxPrefixes int `yaml:"maxPrefixes"`
+	// GracefulRestart enables the graceful-restart helper for speakers that
+	// ask for it (default true).
+	GracefulRestart *bool `yaml:"gracefulRestart"`
+
+	password string
+}
+
+// Firewall configures the conntrack-INVALID exemptions.
+type Firewall struct {
+	// Mode is exempt (insert the scoped exemptions) or off.
+	Mode string `yaml:"mode"`
+	// Backend is auto (the one holding the INVALID drop), legacy or nft.
+	Backend string `yaml:"backend"`
+	// Protocols exempted (default [tcp]).
+	Protocols []string `yaml:"protocols"`
+}
+
+// Routes configures kernel route programming.
+type Routes struct {
+	// Table is the routing table (default 254, main).
+	Table int `yaml:"table"`
+	// Metric is the route priority (default 0).
+	Metric int `yaml:"metric"`
+	// Protocol is the route protocol number that marks our routes (default 196).
+	Protocol int `yaml:"protocol"`
+	// ResyncInterval is how often the kernel is compared with the desired
+	// routes even without events (default 30s).
+	ResyncInterval time.Duration `yaml:"resyncInterval"`
+	// StaleTimeout is how long routes found at start are kept for a peer that
+	// has not sent End-of-RIB (default 120s).
+	StaleTimeout time.Duration `yaml:"staleTimeout"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Address to serve /metrics on (default 127.0.0.1:9479; "off" disables).
+	Address string `yaml:"address"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Format is json or text (default text; journald adds timestamps).
+	Format string `yaml:"format"`
+	// Level is debug, info, warn or error (default info).
+	Level string `yaml:"level"`
+}
+
+// Error is one invalid key.
+type Error struct {
+	// Path is the key path, e.g. neighbors[1].prefix.
+	Path string
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e Error) Error() string { return e.Path + ": " + e.Msg }
+
+// Errors is every problem found in one config.
+type Errors []Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes, defaults and validates YAML. Password files are read.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// SetDefaults fills every unset key with its default.
+func (c *Config) SetDefaults() {
+	if c.Listen.Address == "" {
+		c.Listen.Address = "0.0.0.0"
+	}
+	if c.Listen.Port == 0 {
+		c.Listen.Port = 179
+	}
+	for i := range c.Neighbors {
+		n := &c.Neighbors[i]
+		if n.HoldTime == 0 {
+			n.HoldTime = 9 * time.Second
+		}
+		if n.KeepaliveTime == 0 {
+			n.KeepaliveTime = n.HoldTime / 3
+		}
+		if n.MaxPrefixes == 0 {
+			n.MaxPrefixes = 1000
+		}
+		if n.GracefulRestart == nil {
+			t := true
+			n.GracefulRestart = &t
+		}
+	}
+	if c.Firewall.Mode == "" {
+		c.Firewall.Mode = "exempt"
+	}
+	if c.Firewall.Backend == "" {
+		c.Firewall.Backend = "auto"
+	}
+	if len(c.Firewall.Protocols) == 0 {
+		c.Firewall.Protocols = []string{"tcp"}
+	}
+	if c.Routes.Table == 0 {
+		c.Routes.Table = 254
+	}
+	if c.Routes.Protocol == 0 {
+		c.Routes.Protocol = DefaultProtocol
+	}
+	if c.Routes.ResyncInterval == 0 {
+		c.Routes.ResyncInterval = 30 * time.Second
+	}
+	if c.Routes.StaleTimeout == 0 {
+		c.Routes.StaleTimeout = 120 * time.Second
+	}
+	if c.StatusSocket == "" {
+		c.StatusSocket = "/run/bgplb/routeragent.sock"
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/bgplb"
+	}
+	if c.Metrics.Address == "" {
+		c.Metrics.Address = "127.0.0.1:9479"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+}
+
+// reservedProtocols are route protocol numbers the kernel or other daemons
+// use (iproute2's rt_protos): taking one would make their routes look ours.
+var reservedProtocols = map[int]string{
+	42: "babel", 99: "openr", 186: "bgp (FRR)", 187: "isis (FRR)", 188: "ospf (FRR)",
+	189: "rip (FRR)", 190: "ripng (FRR)", 191: "nhrp (FRR)", 192: "eigrp (FRR)",
+}
+
+// Validate checks every key and fills the parsed forms. It reads password
+// files, so a missing one is reported at start and on reload.
+func (c *Config) Validate() error {
+	var es Errors
+	add := func(path, format string, a ...any) { es = append(es, Error{Path: path, Msg: fmt.Sprintf(format, a...)}) }
+
+	if c.ASN == 0 {
+		add("asn", "is required (the router's AS number)")
+	}
+	if c.RouterID == "" {
+		add("routerID", "is required (an IPv4 address)")
+	} else if a, err := netip.ParseAddr(c.RouterID); err != nil || !a.Is4() {
+		add("routerID", "%q is not an IPv4 address", c.RouterID)
+	} else {
+		c.routerID = a
+	}
+	c.listenAddrs = nil
+	if a, err := netip.ParseAddr(c.Listen.Address); err != nil {
+		add("listen.address", "%q is not an IP address", c.Listen.Address)
+	} else {
+		c.listenAddrs = append(c.listenAddrs, a)
+	}
+	if c.Listen.Port < 1 || c.Listen.Port > 65535 {
+		add("listen.port", "%d is not a TCP port (1-65535)", c.Listen.Port)
+	}
+
+	if len(c.Neighbors) == 0 {
+		add("neighbors", "at least one neighbor (prefix or address) is required")
+	}
+	seen := map[netip.Prefix]int{}
+	for i := range c.Neighbors {
+		n := &c.Neighbors[i]
+		p := fmt.Sprintf("neighbors[%d]", i)
+		var pfx netip.Prefix
+		switch {
+		case n.Prefix != "" && n.Address != "":
+			add(p, "set either prefix or address, not both")
+		case n.Prefix != "":
+			q, err := netip.ParsePrefix(n.Prefix)
+			if err != nil {
+				add(p+".prefix", "%q is not a valid CIDR", n.Prefix)
+			} else if q.Masked() != q {
+				add(p+".prefix", "%q has host bits set (did you mean %s?)", n.Prefix, q.Masked())
+			} else {
+				pfx = q
+			}
+		case n.Address != "":
+			a, err := netip.ParseAddr(n.Address)
+			if err != nil {
+				add(p+".address", "%q is not an IP address", n.Address)
+			} else {
+				pfx = netip.PrefixFrom(a, a.BitLen())
+			}
+		default:
+			add(p, "one of prefix or address is required")
+		}
+		if pfx.IsValid() {
+			if j, dup := seen[pfx]; dup {
+				add(p, "same speakers as neighbors[%d] (%s)", j, pfx)
+			}
+			seen[pfx] = i
+		}
+		if n.ASN == 0 {
+			add(p+".asn", "is required (the speakers' AS number)")
+		}
+		if n.HoldTime != 0 && n.HoldTime < 3*time.Second {
+			add(p+".holdTime", "%s is below the BGP minimum of 3s", n.HoldTime)
+		}
+		if n.HoldTime%time.Second != 0 || n.KeepaliveTime%time.Second != 0 {
+			add(p+".holdTime", "BGP timers are whole seconds (holdTime %s, keepaliveTime %s)", n.HoldTime, n.KeepaliveTime)
+		}
+		if n.KeepaliveTime < time.Second || n.KeepaliveTime > n.HoldTime {
+			add(p+".keepaliveTime", "%s must be between 1s and holdTime (%s)", n.KeepaliveTime, n.HoldTime)
+		}
+		if n.MaxPrefixes < 0 {
+			add(p+".maxPrefixes", "%d is negative", n.MaxPrefixes)
+		}
+		n.password = ""
+		if n.PasswordFile != "" {
+			b, err := os.ReadFile(n.PasswordFile)
+			if err != nil {
+				add(p+".passwordFile", "cannot read: %v", err)
+			} else if pw := strings.TrimSpace(string(b)); pw == "" {
+				add(p+".passwordFile", "%s is empty", n.PasswordFile)
+			} else if len(pw) > 80 {
+				add(p+".passwordFile", "TCP-MD5 keys are at most 80 bytes, %s has %d", n.PasswordFile, len(pw))
+			} else {
+				n.password = pw
+			}
+		}
+	}
+
+	c.serviceSubnets = nil
+	if len(c.ServiceSubnets) == 0 {
+		add("serviceSubnets", "at least one service subnet is required (the only prefixes speakers may announce)")
+	}
+	for i, s := range c.ServiceSubnets {
+		p := fmt.Sprintf("serviceSubnets[%d]", i)
+		q, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			add(p, "%q is not a valid CIDR", s)
+		case q.Masked() != q:
+			add(p, "%q has host bits set (did you mean %s?)", s, q.Masked())
+		case q.Bits() == 0:
+			add(p, "%q would accept any route, including a default route", s)
+		default:
+			c.serviceSubnets = append(c.serviceSubnets, q)
+		}
+	}
+	if len(c.LANInterfaces) == 0 {
+		add("lanInterfaces", "at least one LAN interface is required")
+	}
+	for i, ifc := range c.LANInterfaces {
+		if ifc == "" || len(ifc) > 15 || strings.ContainsAny(ifc, "/ \t\n") {
+			add(fmt.Sprintf("lanInterfaces[%d]", i), "%q is not an interface name", ifc)
+		}
+	}
+
+	switch c.Firewall.Mode {
+	case "exempt", "off":
+	default:
+		add("firewall.mode", "%q is not one of exempt, off", c.Firewall.Mode)
+	}
+	switch c.Firewall.Backend {
+	case "auto", "legacy", "nft":
+	default:
+		add("firewall.backend", "%q is not one of auto, legacy, nft", c.Firewall.Backend)
+	}
+	for i, pr := range c.Firewall.Protocols {
+		switch pr {
+		case "tcp", "udp", "sctp", "dccp":
+		default:
+			add(fmt.Sprintf("firewall.protocols[%d]", i), "%q is not one of tcp, udp, sctp, dccp", pr)
+		}
+	}
+
+	if c.Routes.Table < 1 || c.Routes.Table > 0xfffffffe || c.Routes.Table == 255 {
+		add("routes.table", "%d is not a usable routing table (1-4294967294, not 255 local)", c.Routes.Table)
+	}
+	if c.Routes.Metric < 0 || int64(c.Routes.Metric) > 0xffffffff {
+		add("routes.metric", "%d is not a route metric (0-4294967295)", c.Routes.Metric)
+	}
+	if pr := c.Routes.Protocol; pr < 19 || pr > 255 {
+		add("routes.protocol", "%d is reserved or out of range (use 19-255, default %d)", pr, DefaultProtocol)
+	} else if who, ok := reservedProtocols[pr]; ok {
+		add("routes.protocol", "%d is used by %s; pick a number of our own (default %d)", pr, who, DefaultProtocol)
+	}
+	if c.Routes.ResyncInterval < time.Second {
+		add("routes.resyncInterval", "%s is shorter than 1s", c.Routes.ResyncInterval)
+	}
+	if c.Routes.StaleTimeout < 0 {
+		add("routes.staleTimeout", "%s is negative", c.Routes.StaleTimeout)
+	}
+	if !strings.HasPrefix(c.StatusSocket, "/") {
+		add("statusSocket", "%q is not an absolute path", c.StatusSocket)
+	}
+	if !strings.HasPrefix(c.StateDir, "/") {
+		add("stateDir", "%q is not an absolute path", c.StateDir)
+	}
+	if c.Metrics.Address != "off" {
+		if _, err := netip.ParseAddrPort(c.Metrics.Address); err != nil {
+			if host, port, ok := strings.Cut(c.Metrics.Address, ":"); !ok || host != "" || !isPort(port) {
+				add("metrics.address", "%q is not host:port (or off)", c.Metrics.Address)
+			}
+		}
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		add("log.format", "%q is not one of json, text", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if len(es) > 0 {
+		return es
+	}
+	return nil
+}
+
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n < 65536
+}
+
+// RouterIDAddr is the parsed routerID (valid after Validate).
+func (c *Config) RouterIDAddr() netip.Addr { return c.routerID }
+
+// ServicePrefixes are the parsed serviceSubnets (valid after Validate).
+func (c *Config) ServicePrefixes() []netip.Prefix { return c.serviceSubnets }
+
+// NeighborPrefix is the range of speakers an entry admits (a /32 or /128 for
+// address:), valid after Validate.
+func (n *Neighbor) NeighborPrefix() netip.Prefix {
+	if n.Address != "" {
+		a, _ := netip.ParseAddr(n.Address)
+		return netip.PrefixFrom(a, a.BitLen())
+	}
+	p, _ := netip.ParsePrefix(n.Prefix)
+	return p
+}
+
+// Password is the TCP-MD5 password read from PasswordFile (valid after Validate).
+func (n *Neighbor) Password() string { return n.password }
+
+// Families says which address families the service subnets need.
+func (c *Config) Families() (v4, v6 bool) {
+	for _, p := range c.serviceSubnets {
+		if p.Addr().Is4() {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
+}
+
+// NeighborFor returns the most specific neighbor entry admitting addr.
+func (c *Config) NeighborFor(addr netip.Addr) (*Neighbor, bool) {
+	var best *Neighbor
+	bits := -1
+	for i := range c.Neighbors {
+		p := c.Neighbors[i].NeighborPrefix()
+		if p.IsValid() && p.Contains(addr) && p.Bits() > bits {
+			best, bits = &c.Neighbors[i], p.Bits()
+		}
+	}
+	return best, best != nil
+}

@@ -261,7 +261,9 @@ var reservedProtocols = map[int]string{
 // files, so a missing one is reported at start and on reload.
 func (c *Config) Validate() error {
 	var es Errors
-	add := func(path, format string, a ...any) { es = append(es, Error{Path: path, Msg: fmt.Sprintf(format, a...)}) }
+	add := func(path, format string, a ...any) {
+		es = append(es, Error{Path: path, Msg: fmt.Sprintf(format, a...)})
+	}
 
 	if c.ASN == 0 {
 		add("asn", "is required (the router's AS number)")

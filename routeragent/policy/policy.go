@@ -1,0 +1,156 @@
+// Package policy decides which received BGP paths the router accepts and turns
+// the accepted ones into the routes the kernel should have. It is pure: no
+// GoBGP, netlink or clock, so every rule is table-tested.
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+)
+
+// Path is one received announcement, reduced to what the policy needs.
+type Path struct {
+	// Peer is the announcing speaker's address (the BGP session's remote end).
+	Peer netip.Addr
+	// Prefix is the announced destination.
+	Prefix netip.Prefix
+	// NextHop is the announced next hop.
+	NextHop netip.Addr
+	// Seq orders paths by arrival; the max-prefix limit keeps the earliest.
+	Seq uint64
+}
+
+// Reason says why a path was rejected; "" means accepted.
+type Reason string
+
+// Rejection reasons. They appear in status, logs and metric labels, so they
+// are stable identifiers.
+const (
+	Accept               Reason = ""
+	RejectDefaultRoute   Reason = "default-route"
+	RejectFamilyMismatch Reason = "family-mismatch"
+	RejectNotHostRoute   Reason = "not-host-route"
+	RejectOutsideSubnets Reason = "outside-service-subnets"
+	RejectNextHopNotPeer Reason = "next-hop-not-peer"
+	RejectNextHopNotLAN  Reason = "next-hop-not-on-lan"
+	RejectMaxPrefixes    Reason = "max-prefixes"
+)
+
+// Reasons lists every rejection reason, for metrics and status tables.
+var Reasons = []Reason{RejectDefaultRoute, RejectFamilyMismatch, RejectNotHostRoute,
+	RejectOutsideSubnets, RejectNextHopNotPeer, RejectNextHopNotLAN, RejectMaxPrefixes}
+
+// Policy is the import policy.
+type Policy struct {
+	// ServiceSubnets are the only ranges host routes may come from.
+	ServiceSubnets []netip.Prefix
+	// Connected are the subnets configured on the LAN interfaces; a next hop
+	// must lie in one of them (and not be one of our own addresses).
+	Connected []netip.Prefix
+	// Local are our own addresses on the LAN interfaces.
+	Local []netip.Addr
+	// MaxPrefixes returns the limit for a peer (0 = unlimited).
+	MaxPrefixes func(peer netip.Addr) int
+}
+
+// Check decides one path on its own (everything but the max-prefix limit).
+func (p *Policy) Check(path Path) Reason {
+	pfx := path.Prefix.Masked()
+	nh := path.NextHop.Unmap()
+	peer := path.Peer.Unmap()
+	switch {
+	case pfx.Bits() == 0:
+		return RejectDefaultRoute
+	case !nh.IsValid() || nh.Is4() != pfx.Addr().Is4():
+		return RejectFamilyMismatch
+	case pfx.Bits() != pfx.Addr().BitLen():
+		return RejectNotHostRoute
+	case !containedIn(pfx.Addr(), p.ServiceSubnets):
+		return RejectOutsideSubnets
+	case nh != peer:
+		return RejectNextHopNotPeer
+	case !containedIn(nh, p.Connected) || slices.Contains(p.Local, nh):
+		return RejectNextHopNotLAN
+	}
+	return Accept
+}
+
+func containedIn(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Rejected is a path with the reason it was refused.
+type Rejected struct {
+	Path   Path
+	Reason Reason
+}
+
+// Evaluate decides every path. Per peer, at most MaxPrefixes paths are
+// accepted: the earliest by Seq (then by prefix), so a peer that goes over its
+// limit never displaces routes that already carry traffic. Both results are
+// sorted by peer, prefix.
+func (p *Policy) Evaluate(paths []Path) (accepted []Path, rejected []Rejected) {
+	byPeer := map[netip.Addr][]Path{}
+	for _, path := range paths {
+		if r := p.Check(path); r != Accept {
+			rejected = append(rejected, Rejected{Path: path, Reason: r})
+			continue
+		}
+		byPeer[path.Peer] = append(byPeer[path.Peer], path)
+	}
+	for peer, ps := range byPeer {
+		limit := 0
+		if p.MaxPrefixes != nil {
+			limit = p.MaxPrefixes(peer)
+		}
+		if limit > 0 && len(ps) > limit {
+			sort.Slice(ps, func(i, j int) bool {
+				if ps[i].Seq != ps[j].Seq {
+					return ps[i].Seq < ps[j].Seq
+				}
+				return ps[i].Prefix.Addr().Less(ps[j].Prefix.Addr())
+			})
+			for _, r := range ps[limit:] {
+				rejected = append(rejected, Rejected{Path: r, Reason: RejectMaxPrefixes})
+			}
+			ps = ps[:limit]
+		}
+		accepted = append(accepted, ps...)
+	}
+	sort.Slice(accepted, func(i, j int) bool { return lessPath(accepted[i], accepted[j]) })
+	sort.Slice(rejected, func(i, j int) bool { return lessPath(rejected[i].Path, rejected[j].Path) })
+	return accepted, rejected
+}
+
+func lessPath(a, b Path) bool {
+	if c := a.Peer.Compare(b.Peer); c != 0 {
+		return c < 0
+	}
+	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+		return c < 0
+	}
+	return a.Prefix.Bits() < b.Prefix.Bits()
+}
+
+// DesiredRoutes turns accepted paths into one route per prefix whose next
+// hops are every distinct announcing next hop, sorted (ECMP).
+func DesiredRoutes(accepted []Path) map[netip.Prefix][]netip.Addr {
+	out := make(map[netip.Prefix][]netip.Addr, len(accepted))
+	for _, p := range accepted {
+		pfx := p.Prefix.Masked()
+		nh := p.NextHop.Unmap()
+		if !slices.Contains(out[pfx], nh) {
+			out[pfx] = append(out[pfx], nh)
+		}
+	}
+	for _, nhs := range out {
+		slices.SortFunc(nhs, netip.Addr.Compare)
+	}
+	return out
+}

@@ -1,0 +1,75 @@
+# bgplb build, test and release targets. `make help` lists them.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+GO ?= go
+BIN := $(CURDIR)/bin
+CONTROLLER_TOOLS_VERSION ?= v0.19.0
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+PROGRAMS := bgplb-controller bgplb-speaker bgplb-routeragent
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/bgplb/bgplb/internal/version.Version=$(VERSION)
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC roles from markers.
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=bgplb-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac/controller
+	$(CONTROLLER_GEN) rbac:roleName=bgplb-speaker paths="./speaker/..." output:rbac:artifacts:config=config/rbac/speaker
+
+.PHONY: fmt
+fmt: ## gofmt the tree.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## go vet.
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: vet ## Static checks: gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: check-generated
+check-generated: generate manifests ## Fail when generated files are stale.
+	@if [ -n "$$(git status --porcelain -- api config/crd config/rbac)" ]; then \
+	  echo "generated files are stale; run 'make generate manifests' and commit:"; \
+	  git status --porcelain -- api config/crd config/rbac; git diff --stat -- api config; exit 1; fi
+
+.PHONY: envtest-assets
+envtest-assets: ## Build kube-apiserver and etcd for envtest from the Go module proxy (cached).
+	@hack/envtest-assets.sh >/dev/null
+
+##@ Test
+
+# Every test, including envtest suites against a real apiserver and, as root,
+# kernel tests in network namespaces the tests create.
+.PHONY: test
+test: check-generated lint envtest-assets ## Run all tests (the README's test command).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
+	  $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
+
+.PHONY: bench
+bench: envtest-assets build ## Run the benchmarks and print their numbers.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" \
+	  $(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(BENCHFLAGS) ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build static binaries into bin/.
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS))
+
+$(CONTROLLER_GEN):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(BIN)/controller-gen $@

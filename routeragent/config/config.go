@@ -25,9 +25,11 @@ import (
 const DefaultPath = "/etc/bgplb/routeragent.yaml"
 
 // DefaultProtocol is the kernel route protocol number that marks routes as
-// ours. It is named "bgplb" in /etc/iproute2/rt_protos.d/bgplb.conf. It is not
-// 186 (FRR's bgp), 17 or any other number iproute2 ships a name for.
-const DefaultProtocol = 196
+// ours. It is named "bgplb" in /etc/iproute2/rt_protos.d/bgplb.conf. It is
+// none of the numbers iproute2 names and outside FRR's range (186-199; FRR's
+// rt_protos.d names 196 "static" for staticd), so FRR and the agent can share
+// a router.
+const DefaultProtocol = 220
 
 // Config is the whole agent configuration.
 type Config struct {
@@ -115,7 +117,7 @@ type Routes struct {
 	Table int `yaml:"table"`
 	// Metric is the route priority (default 0).
 	Metric int `yaml:"metric"`
-	// Protocol is the route protocol number that marks our routes (default 196).
+	// Protocol is the route protocol number that marks our routes (default 220).
 	Protocol int `yaml:"protocol"`
 	// ResyncInterval is how often the kernel is compared with the desired
 	// routes even without events (default 30s).
@@ -255,6 +257,8 @@ func (c *Config) SetDefaults() {
 var reservedProtocols = map[int]string{
 	42: "babel", 99: "openr", 186: "bgp (FRR)", 187: "isis (FRR)", 188: "ospf (FRR)",
 	189: "rip (FRR)", 190: "ripng (FRR)", 191: "nhrp (FRR)", 192: "eigrp (FRR)",
+	193: "ldp (FRR)", 194: "sharp (FRR)", 195: "pbr (FRR)", 196: "static (FRR staticd)",
+	197: "openfabric (FRR)", 198: "srte (FRR)", 199: "FRR (reserved)",
 }
 
 // Validate checks every key and fills the parsed forms. It reads password

@@ -1,0 +1,412 @@
+// Package routes programs the kernel with the routes the agent wants, through
+// netlink, and never touches a route that is not ours.
+//
+// Our routes carry our own protocol number (220 by default, named "bgplb"). A route of another
+// protocol for the same (table, prefix, metric) is never replaced or deleted:
+// it is reported as a conflict. The kernel's RouteReplace ignores the protocol
+// when it matches, so new prefixes are added with NLM_F_EXCL (RouteAdd) and
+// only our own routes are replaced; deletes carry our protocol, which the
+// kernel matches, so a delete can never remove a foreign route.
+package routes
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Config says where and how our routes live.
+type Config struct {
+	// Table is the routing table (254 = main).
+	Table int
+	// Metric is the route priority.
+	Metric int
+	// Protocol marks routes as ours.
+	Protocol int
+}
+
+// Conflict is a foreign route occupying a key we want.
+type Conflict struct {
+	Prefix   netip.Prefix `json:"prefix"`
+	Protocol int          `json:"protocol"`
+	// Route is the foreign route as the kernel reports it.
+	Route string `json:"route"`
+}
+
+// PrefixError is a route that could not be programmed.
+type PrefixError struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Err    string       `json:"error"`
+}
+
+// Result is the outcome of one reconcile pass.
+type Result struct {
+	// Installed are our routes in the kernel after the pass.
+	Installed map[netip.Prefix][]netip.Addr
+	// Conflicts are desired prefixes held by a foreign route.
+	Conflicts []Conflict
+	// Errors are desired prefixes that failed; the next pass retries them.
+	Errors []PrefixError
+	// Added, Replaced, Deleted count the changes made in this pass.
+	Added, Replaced, Deleted int
+}
+
+// Reconciler makes the kernel's routes of our protocol equal the desired set.
+// It caches what it believes is installed and refreshes that cache from the
+// kernel on every full pass (Resync), on EEXIST, and after errors.
+type Reconciler struct {
+	h   *netlink.Handle
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	synced  bool
+	ours    map[netip.Prefix][]netip.Addr // our routes at cfg.Metric
+	strays  []netlink.Route               // our routes at another metric
+	foreign map[netip.Prefix]netlink.Route
+}
+
+// New returns a reconciler using h (a handle bound to the target namespace).
+func New(h *netlink.Handle, cfg Config, log *slog.Logger) *Reconciler {
+	return &Reconciler{h: h, cfg: cfg, log: log}
+}
+
+// Load lists our routes currently in the kernel (for example left by a
+// previous run of the agent) and primes the cache with them.
+func (r *Reconciler) Load() (map[netip.Prefix][]netip.Addr, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.refresh(); err != nil {
+		return nil, err
+	}
+	return clone(r.ours), nil
+}
+
+// Installed returns our routes as last seen or programmed.
+func (r *Reconciler) Installed() map[netip.Prefix][]netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return clone(r.ours)
+}
+
+func (r *Reconciler) refresh() error {
+	var rts []netlink.Route
+	var err error
+	for i := 0; i < 5; i++ {
+		rts, err = r.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: r.cfg.Table}, netlink.RT_FILTER_TABLE)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("list routes in table %d: %w", r.cfg.Table, err)
+	}
+	r.ours = map[netip.Prefix][]netip.Addr{}
+	r.foreign = map[netip.Prefix]netlink.Route{}
+	r.strays = nil
+	for _, rt := range rts {
+		if rt.Type != unix.RTN_UNICAST || rt.Table != r.cfg.Table {
+			continue
+		}
+		pfx, ok := dstPrefix(rt)
+		if !ok {
+			continue
+		}
+		metric := r.metric(pfx.Addr())
+		switch {
+		case int(rt.Protocol) == r.cfg.Protocol && rt.Priority == metric:
+			r.ours[pfx] = gateways(rt)
+		case int(rt.Protocol) == r.cfg.Protocol:
+			r.strays = append(r.strays, rt)
+		case rt.Priority == metric:
+			r.foreign[pfx] = rt
+		}
+	}
+	r.synced = true
+	return nil
+}
+
+// Reconcile programs desired into the kernel. With full set (and always on
+// the first call) it first re-reads the table, so routes lost without a
+// netlink notification (a link went down) or added by someone else are seen.
+func (r *Reconciler) Reconcile(desired map[netip.Prefix][]netip.Addr, full bool) Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var res Result
+	if full || !r.synced {
+		if err := r.refresh(); err != nil {
+			res.Errors = append(res.Errors, PrefixError{Err: err.Error()})
+			res.Installed = clone(r.ours)
+			return res
+		}
+		for _, rt := range r.strays {
+			rt := rt
+			if err := r.h.RouteDel(&rt); err != nil && !errors.Is(err, syscall.ESRCH) {
+				pfx, _ := dstPrefix(rt)
+				res.Errors = append(res.Errors, PrefixError{Prefix: pfx, Err: fmt.Sprintf("delete our route at old metric %d: %v", rt.Priority, err)})
+			} else {
+				res.Deleted++
+			}
+		}
+		r.strays = nil
+	}
+	refreshed := full
+	prefixes := make([]netip.Prefix, 0, len(desired))
+	for p := range desired {
+		prefixes = append(prefixes, p)
+	}
+	sort.Slice(prefixes, func(i, j int) bool { return prefixes[i].Addr().Less(prefixes[j].Addr()) })
+	for _, pfx := range prefixes {
+		nhs := desired[pfx]
+		if len(nhs) == 0 {
+			continue
+		}
+		if f, ok := r.foreign[pfx]; ok {
+			res.Conflicts = append(res.Conflicts, conflict(pfx, f))
+			continue
+		}
+		cur, ours := r.ours[pfx]
+		if ours && slices.Equal(cur, nhs) {
+			continue
+		}
+		rt := r.route(pfx, nhs)
+		if ours {
+			if err := r.h.RouteReplace(rt); err != nil {
+				res.Errors = append(res.Errors, PrefixError{Prefix: pfx, Err: fmt.Sprintf("replace: %v", err)})
+				continue
+			}
+			r.ours[pfx] = slices.Clone(nhs)
+			res.Replaced++
+			continue
+		}
+		err := r.h.RouteAdd(rt)
+		if errors.Is(err, syscall.EEXIST) && !refreshed {
+			// Someone holds this key and our cache did not know: look.
+			refreshed = true
+			if rerr := r.refresh(); rerr != nil {
+				res.Errors = append(res.Errors, PrefixError{Prefix: pfx, Err: rerr.Error()})
+				continue
+			}
+			if f, ok := r.foreign[pfx]; ok {
+				res.Conflicts = append(res.Conflicts, conflict(pfx, f))
+				continue
+			}
+			if _, ok := r.ours[pfx]; ok {
+				err = r.h.RouteReplace(rt)
+			}
+		}
+		if err != nil {
+			res.Errors = append(res.Errors, PrefixError{Prefix: pfx, Err: fmt.Sprintf("add: %v", err)})
+			continue
+		}
+		r.ours[pfx] = slices.Clone(nhs)
+		res.Added++
+	}
+	for pfx, nhs := range r.ours {
+		if len(desired[pfx]) > 0 {
+			continue
+		}
+		err := r.h.RouteDel(r.route(pfx, nhs))
+		if err != nil && !errors.Is(err, syscall.ESRCH) {
+			res.Errors = append(res.Errors, PrefixError{Prefix: pfx, Err: fmt.Sprintf("delete: %v", err)})
+			continue
+		}
+		delete(r.ours, pfx)
+		res.Deleted++
+	}
+	if len(res.Errors) > 0 {
+		// Resync the cache next time: an error may mean it is wrong.
+		r.synced = false
+	}
+	res.Installed = clone(r.ours)
+	return res
+}
+
+// Flush deletes every route of our protocol in the table, at any metric.
+func (r *Reconciler) Flush() (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.refresh(); err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	del := func(rt *netlink.Route) {
+		if err := r.h.RouteDel(rt); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", rt.Dst, err))
+			return
+		}
+		n++
+	}
+	for pfx, nhs := range r.ours {
+		del(r.route(pfx, nhs))
+	}
+	for _, rt := range r.strays {
+		rt := rt
+		del(&rt)
+	}
+	r.synced = false
+	return n, errors.Join(errs...)
+}
+
+func (r *Reconciler) route(pfx netip.Prefix, nhs []netip.Addr) *netlink.Route {
+	rt := &netlink.Route{
+		Dst:      &net.IPNet{IP: pfx.Addr().AsSlice(), Mask: net.CIDRMask(pfx.Bits(), pfx.Addr().BitLen())},
+		Table:    r.cfg.Table,
+		Priority: r.metric(pfx.Addr()),
+		Protocol: netlink.RouteProtocol(r.cfg.Protocol),
+		Type:     unix.RTN_UNICAST,
+		Family:   family(pfx.Addr()),
+	}
+	if len(nhs) == 1 {
+		rt.Gw = nhs[0].AsSlice()
+	} else {
+		for _, nh := range nhs {
+			rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{Gw: nh.AsSlice()})
+		}
+	}
+	return rt
+}
+
+// metric is the priority the kernel gives our route: IPv6 turns 0 into 1024
+// (IP6_RT_PRIO_USER), and a listing must compare with what the kernel stores.
+func (r *Reconciler) metric(a netip.Addr) int {
+	if r.cfg.Metric == 0 && !a.Is4() {
+		return 1024
+	}
+	return r.cfg.Metric
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+func conflict(pfx netip.Prefix, rt netlink.Route) Conflict {
+	return Conflict{Prefix: pfx, Protocol: int(rt.Protocol), Route: rt.String()}
+}
+
+func dstPrefix(rt netlink.Route) (netip.Prefix, bool) {
+	if rt.Dst == nil {
+		return netip.Prefix{}, false // a default route is never ours
+	}
+	a, ok := netip.AddrFromSlice(rt.Dst.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := rt.Dst.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
+}
+
+func gateways(rt netlink.Route) []netip.Addr {
+	var out []netip.Addr
+	add := func(ip net.IP) {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	if rt.Gw != nil {
+		add(rt.Gw)
+	}
+	for _, nh := range rt.MultiPath {
+		if nh.Gw != nil {
+			add(nh.Gw)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func clone(m map[netip.Prefix][]netip.Addr) map[netip.Prefix][]netip.Addr {
+	out := make(map[netip.Prefix][]netip.Addr, len(m))
+	for k, v := range m {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// WithStale adds to desired the stale routes (found at start) whose next hop
+// keep still holds: the peer that announced it has not yet sent End-of-RIB
+// and the stale timeout has not passed. Pure.
+func WithStale(desired, stale map[netip.Prefix][]netip.Addr, keep func(nh netip.Addr) bool) map[netip.Prefix][]netip.Addr {
+	out := clone(desired)
+	for pfx, nhs := range stale {
+		for _, nh := range nhs {
+			if keep(nh) && !slices.Contains(out[pfx], nh) {
+				out[pfx] = append(out[pfx], nh)
+			}
+		}
+		if nhs := out[pfx]; len(nhs) > 0 {
+			slices.SortFunc(nhs, netip.Addr.Compare)
+		}
+	}
+	return out
+}
+
+// LANAddresses returns the subnets and our addresses on the given interfaces.
+// Missing interfaces are returned by name, not as an error: they may appear later.
+func LANAddresses(h *netlink.Handle, ifaces []string) (connected []netip.Prefix, local []netip.Addr, missing []string, err error) {
+	for _, name := range ifaces {
+		link, lerr := h.LinkByName(name)
+		if lerr != nil {
+			var nf netlink.LinkNotFoundError
+			if errors.As(lerr, &nf) {
+				missing = append(missing, name)
+				continue
+			}
+			return nil, nil, nil, fmt.Errorf("link %s: %w", name, lerr)
+		}
+		addrs, aerr := h.AddrList(link, netlink.FAMILY_ALL)
+		if aerr != nil {
+			return nil, nil, nil, fmt.Errorf("addresses of %s: %w", name, aerr)
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || ip.IsLinkLocalUnicast() {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			ip = ip.Unmap()
+			local = append(local, ip)
+			connected = append(connected, netip.PrefixFrom(ip, ones).Masked())
+		}
+	}
+	return connected, local, missing, nil
+}
+
+// RTProtosConf is the iproute2 file naming our protocol, so `ip route` shows
+// "proto bgplb". The packaging installs it at RTProtosPath.
+func RTProtosConf(protocol int) string {
+	return fmt.Sprintf("# bgplb-routeragent marks its routes with this protocol number.\n%d bgplb\n", protocol)
+}
+
+// RTProtosPath is where RTProtosConf is installed.
+const RTProtosPath = "/etc/iproute2/rt_protos.d/bgplb.conf"
+
+// InstallRTProtos writes RTProtosConf to path if its content differs.
+func InstallRTProtos(path string, protocol int) error {
+	want := RTProtosConf(protocol)
+	if b, err := os.ReadFile(path); err == nil && string(b) == want {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("install %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+		return fmt.Errorf("install %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// wellKnownCommunities are the names accepted in spec.communities (RFC 1997,
+// RFC 7999, RFC 8326, RFC 7611, RFC 3765, draft-ietf-idr-long-lived-gr).
+var wellKnownCommunities = map[string]uint32{
+	"graceful-shutdown":   0xFFFF0000,
+	"accept-own":          0xFFFF0001,
+	"llgr-stale":          0xFFFF0006,
+	"no-llgr":             0xFFFF0007,
+	"blackhole":           0xFFFF029A,
+	"no-export":           0xFFFFFF01,
+	"no-advertise":        0xFFFFFF02,
+	"no-export-subconfed": 0xFFFFFF03,
+	"local-as":            0xFFFFFF03,
+	"no-peer":             0xFFFFFF04,
+}
+
+// ParseCommunity parses one spec.communities entry into either a standard
+// community (large is nil) or a large community.
+func ParseCommunity(s string) (std uint32, large *LargeCommunity, err error) {
+	if v, ok := wellKnownCommunities[strings.ToLower(s)]; ok {
+		return v, nil, nil
+	}
+	parts := strings.Split(s, ":")
+	switch len(parts) {
+	case 2:
+		hi, err1 := strconv.ParseUint(parts[0], 10, 16)
+		lo, err2 := strconv.ParseUint(parts[1], 10, 16)
+		if err1 != nil || err2 != nil {
+			return 0, nil, fmt.Errorf("community %q: both numbers must be 0-65535", s)
+		}
+		return uint32(hi)<<16 | uint32(lo), nil, nil
+	case 3:
+		var v [3]uint32
+		for i, p := range parts {
+			n, err := strconv.ParseUint(p, 10, 32)
+			if err != nil {
+				return 0, nil, fmt.Errorf("large community %q: every number must be 0-4294967295", s)
+			}
+			v[i] = uint32(n)
+		}
+		return 0, &LargeCommunity{v[0], v[1], v[2]}, nil
+	}
+	return 0, nil, fmt.Errorf("community %q: want ASN:value, global:local1:local2 or a well-known name", s)
+}
+
+// ParseAddresses parses IPPool spec.addresses entries: CIDRs
+// ("192.168.254.0/24") and inclusive ranges ("192.168.254.10-192.168.254.20").
+func ParseAddresses(entries []string) ([]AddrRange, error) {
+	var out []AddrRange
+	for _, e := range entries {
+		e = strings.TrimSpace(e)
+		if from, to, ok := strings.Cut(e, "-"); ok {
+			a, err1 := netip.ParseAddr(strings.TrimSpace(from))
+			b, err2 := netip.ParseAddr(strings.TrimSpace(to))
+			if err1 != nil || err2 != nil || a.BitLen() != b.BitLen() || b.Less(a) {
+				return nil, fmt.Errorf("address range %q: want FIRST-LAST of one family, FIRST <= LAST", e)
+			}
+			out = append(out, AddrRange{From: a.Unmap(), To: b.Unmap()})
+			continue
+		}
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			return nil, fmt.Errorf("address %q: want a CIDR or a FIRST-LAST range: %w", e, err)
+		}
+		p = p.Masked()
+		out = append(out, AddrRange{From: p.Addr(), To: lastAddr(p)})
+	}
+	return out, nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// attrs are the attributes one advertisement contributes.
+type attrs struct {
+	communities []uint32
+	large       []LargeCommunity
+	localPref   uint32
+	lenV4       int
+	lenV6       int
+}
+
+// Desired computes, for the node in.Node, the advertisements per peer.
+//
+// A Service address is announced to a peer when all of these hold:
+//   - the address lies in an IPPool and an advertisement selects that pool,
+//     the Service (serviceSelectors), this node (nodeSelectors) and the peer;
+//   - the peer selects this node and has the address's family;
+//   - this node is Ready and not labelled LabelExcludeFromLB;
+//   - externalTrafficPolicy Cluster: the Service has a usable endpoint
+//     anywhere; Local: it has a usable endpoint on this node.
+func Desired(in Input) Result {
+	res := Result{Peers: map[string][]Advertisement{}}
+	problems := map[string]bool{}
+
+	var self *Node
+	for i := range in.Nodes {
+		if in.Nodes[i].Name == in.Node {
+			self = &in.Nodes[i]
+			break
+		}
+	}
+	var selfLabels map[string]string
+	if self != nil {
+		selfLabels = self.Labels
+	}
+
+	// Peers this node opens a session to.
+	peers := map[string]Peer{}
+	for _, p := range in.Peers {
+		if self != nil && matchesAny(p.NodeSelectors, selfLabels) {
+			peers[p.Name] = p
+			res.Peers[p.Name] = nil
+		}
+	}
+	knownPeers := map[string]bool{}
+	for _, p := range in.Peers {
+		knownPeers[p.Name] = true
+	}
+
+	// Which advertisements select which pool; parse attributes once.
+	advPools := make([]map[string]bool, len(in.Advertisements))
+	advAttrs := make([]attrs, len(in.Advertisements))
+	selected := map[string]bool{}
+	for i, a := range in.Advertisements {
+		advPools[i] = map[string]bool{}
+		for _, pool := range in.Pools {
+			if (len(a.Pools) == 0 && len(a.PoolSelectors) == 0) ||
+				slices.Contains(a.Pools, pool.Name) ||
+				(len(a.PoolSelectors) > 0 && matchesAny(a.PoolSelectors, pool.Labels)) {
+				advPools[i][pool.Name] = true
+				selected[pool.Name] = true
+			}
+		}
+		at := attrs{lenV4: a.AggregationLength, lenV6: a.AggregationLengthV6}
+		if at.lenV4 <= 0 || at.lenV4 > 32 {
+			at.lenV4 = 32
+		}
+		if at.lenV6 <= 0 || at.lenV6 > 128 {
+			at.lenV6 = 128
+		}
+		if a.LocalPref != nil {
+			at.localPref = *a.LocalPref
+		}
+		for _, c := range a.Communities {
+			std, large, err := ParseCommunity(c)
+			switch {
+			case err != nil:
+				problems[fmt.Sprintf("BGPAdvertisement %s: %v", a.Name, err)] = true
+			case large != nil:
+				at.large = append(at.large, *large)
+			default:
+				at.communities = append(at.communities, std)
+			}
+		}
+		advAttrs[i] = at
+		for _, p := range a.Peers {
+			if !knownPeers[p] {
+				problems[fmt.Sprintf("BGPAdvertisement %s: peer %q does not exist", a.Name, p)] = true
+			}
+		}
+	}
+	for _, pool := range in.Pools {
+		if !selected[pool.Name] {
+			res.UnadvertisedPools = append(res.UnadvertisedPools, pool.Name)
+		}
+	}
+	sort.Strings(res.UnadvertisedPools)
+
+	// The node itself must be able to take external traffic.
+	_, excluded := selfLabels[LabelExcludeFromLB]
+	nodeOK := self != nil && self.Ready && !excluded
+	if nodeOK && len(peers) > 0 {
+		gshut := in.Options.GracefulShutdownWhenCordoned && self.Unschedulable
+		type key struct {
+			peer   string
+			prefix netip.Prefix
+		}
+		acc := map[key]*Advertisement{}
+		for _, svc := range in.Services {
+			if !serves(svc, in.Node) {
+				continue
+			}
+			for _, ip := range svc.IPs {
+				ip = ip.Unmap()
+				pool := poolOf(in.Pools, ip)
+				if pool == "" {
+					continue
+				}
+				for i, a := range in.Advertisements {
+					if !advPools[i][pool] || !matchesAny(a.ServiceSelectors, svc.Labels) ||
+						!matchesAny(a.NodeSelectors, selfLabels) {
+						continue
+					}
+					at := advAttrs[i]
+					bits := at.lenV4
+					if ip.Is6() {
+						bits = at.lenV6
+					}
+					prefix, _ := ip.Prefix(bits)
+					for name, peer := range peers {
+						if len(a.Peers) > 0 && !slices.Contains(a.Peers, name) {
+							continue
+						}
+						if peer.Address.Unmap().Is4() != ip.Is4() {
+							continue
+						}
+						k := key{name, prefix}
+						adv := acc[k]
+						if adv == nil {
+							adv = &Advertisement{Prefix: prefix, NextHop: nextHop(peer, ip)}
+							acc[k] = adv
+						}
+						adv.Communities = append(adv.Communities, at.communities...)
+						if gshut {
+							adv.Communities = append(adv.Communities, CommunityGracefulShutdown)
+						}
+						adv.LargeCommunities = append(adv.LargeCommunities, at.large...)
+						adv.LocalPref = max(adv.LocalPref, at.localPref)
+						adv.Services = append(adv.Services, svc.Key())
+					}
+				}
+			}
+		}
+		for k, adv := range acc {
+			adv.Communities = sortUniq(adv.Communities, func(a, b uint32) int { return int(int64(a) - int64(b)) })
+			adv.LargeCommunities = sortUniq(adv.LargeCommunities, compareLarge)
+			adv.Services = sortUniq(adv.Services, strings.Compare)
+			res.Peers[k.peer] = append(res.Peers[k.peer], *adv)
+		}
+		for name := range res.Peers {
+			slices.SortFunc(res.Peers[name], func(a, b Advertisement) int {
+				if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+					return c
+				}
+				return a.Prefix.Bits() - b.Prefix.Bits()
+			})
+		}
+	}
+
+	for p := range problems {
+		res.Problems = append(res.Problems, p)
+	}
+	sort.Strings(res.Problems)
+	return res
+}
+
+// serves reports whether the Service should be announced from node, going
+// by its traffic policy and endpoints.
+func serves(svc Service, node string) bool {
+	for _, ep := range svc.Endpoints {
+		if !ep.Usable() {
+			continue
+		}
+		if svc.TrafficPolicy != TrafficPolicyLocal || ep.NodeName == node {
+			return true
+		}
+	}
+	return false
+}
+
+func poolOf(pools []Pool, ip netip.Addr) string {
+	for _, p := range pools {
+		for _, r := range p.Ranges {
+			if r.Contains(ip) {
+				return p.Name
+			}
+		}
+	}
+	return ""
+}
+
+func nextHop(p Peer, ip netip.Addr) netip.Addr {
+	if p.SourceAddress.IsValid() && p.SourceAddress.Unmap().Is4() == ip.Is4() {
+		return p.SourceAddress.Unmap()
+	}
+	if ip.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+func compareLarge(a, b LargeCommunity) int {
+	for _, d := range [][2]uint32{{a.GlobalAdmin, b.GlobalAdmin}, {a.LocalData1, b.LocalData1}, {a.LocalData2, b.LocalData2}} {
+		if d[0] != d[1] {
+			if d[0] < d[1] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+func sortUniq[T comparable](s []T, cmp func(a, b T) int) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	slices.SortFunc(s, cmp)
+	return slices.Compact(s)
+}

@@ -1,0 +1,516 @@
+// Package firewall keeps scoped conntrack-INVALID exemptions for the service
+// subnets in the iptables backend that holds the host firewall's INVALID
+// drop.
+//
+// Clients and Kubernetes nodes share one L2; a client's SYN to a service
+// address goes through the router, the node answers the client directly, and
+// the router's conntrack marks the client's following packets INVALID. The
+// usual `--ctstate INVALID -j DROP` then kills the connection. The manager
+// owns one chain (BGPLB-EXEMPT) with one ACCEPT rule per LAN interface ×
+// service subnet × protocol, and exactly one jump to it at the top of
+// FORWARD, in the backend (legacy or nf_tables) that holds the drop. Ensure
+// verifies all of that by listing and repairs drift (a ferm reload deletes
+// every chain); it is cheap enough to call every second.
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Status is the firewall state after the last Ensure.
+type Status struct {
+	// Mode is exempt or off.
+	Mode string `json:"mode"`
+	// Backend is where the exemptions live: legacy, nft, or legacy+nft
+	// when both backends drop INVALID packets; "" before the first pass.
+	Backend string `json:"backend"`
+	// Reason says why that backend was chosen.
+	Reason string `json:"reason,omitempty"`
+	// Table is always "filter".
+	Table string `json:"table"`
+	// Chain is our chain, BGPLB-EXEMPT.
+	Chain string `json:"chain"`
+	// Rules are the exemptions with their counters.
+	Rules []RuleStatus `json:"rules"`
+	// Repairs counts passes that found drift after the rules had been in
+	// place (an external flush, a ferm reload, a hand edit) and fixed it.
+	Repairs int `json:"repairs"`
+	// LastRepair is when the last repair happened.
+	LastRepair time.Time `json:"lastRepair,omitzero"`
+	// LastError is the error of the last pass, "" if it succeeded.
+	LastError string `json:"lastError,omitempty"`
+}
+
+// RuleStatus is one exemption and its counters.
+type RuleStatus struct {
+	Interface string `json:"interface"`
+	Subnet    string `json:"subnet"`
+	Protocol  string `json:"protocol"`
+	// Backend is the backend holding this rule.
+	Backend string `json:"backend"`
+	// Packets and Bytes are the rule's counters: packets that would have
+	// been dropped as INVALID without it.
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Option changes how New builds a Manager (tests pass fakes).
+type Option func(*Manager)
+
+// WithRunners replaces the real iptables tools.
+func WithRunners(f RunnerFactory) Option { return func(m *Manager) { m.factory = f } }
+
+// WithSystemDefault fixes the backend of the system's plain `iptables`
+// instead of asking it.
+func WithSystemDefault(b Backend) Option {
+	return func(m *Manager) { m.sysDefault = func() Backend { return b } }
+}
+
+// Manager keeps our chain and jump in place. It is safe for concurrent use;
+// passes are serialised.
+type Manager struct {
+	mu         sync.Mutex
+	cfg        Config
+	log        *slog.Logger
+	factory    RunnerFactory
+	sysDefault func() Backend
+	runners    map[runnerKey]Runner
+	// sticky holds, per family, the backends chosen on evidence (an
+	// INVALID drop seen there). While a firewall reloads no drop may be
+	// visible; we keep the earlier choice instead of jumping backends.
+	sticky     map[Family][]Backend
+	lastReason map[Family]string
+	converged  bool // a pass has succeeded: later changes count as repairs
+	cleaned    bool // the first pass also removed our leftovers elsewhere
+	status     Status
+}
+
+type runnerKey struct {
+	b Backend
+	f Family
+}
+
+// New validates cfg and returns a Manager. It changes nothing on the host.
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Manager, error) {
+	c, err := cfg.normalize()
+	if err != nil {
+		return nil, fmt.Errorf("firewall config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{
+		cfg:        c,
+		log:        log.With("component", "firewall"),
+		factory:    XtablesRunners,
+		sysDefault: SystemDefault,
+		runners:    map[runnerKey]Runner{},
+		sticky:     map[Family][]Backend{},
+		lastReason: map[Family]string{},
+		status:     Status{Mode: c.Mode, Table: TableName, Chain: ChainName},
+	}
+	for _, o := range opts {
+		o(m)
+	}
+	return m, nil
+}
+
+// Status returns the result of the last pass without touching the host.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snapshot()
+}
+
+func (m *Manager) runner(b Backend, f Family) (Runner, error) {
+	k := runnerKey{b, f}
+	if r, ok := m.runners[k]; ok {
+		return r, nil
+	}
+	r, err := m.factory(b, f)
+	if err != nil {
+		return nil, err
+	}
+	m.runners[k] = r
+	return r, nil
+}
+
+// Ensure makes one idempotent pass: list the filter table of the candidate
+// backends, choose where the exemptions belong, and repair whatever differs
+// from the desired chain and jump. In steady state it only lists (one exec
+// per backend and family). Call it on a ticker of at most a second and when
+// poked (ferm hook).
+func (m *Manager) Ensure(ctx context.Context) (Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	if m.cfg.Mode == ModeOff {
+		var err error
+		if !m.cleaned {
+			// The user switched exemptions off: take ours away once.
+			err = m.removeAll(ctx)
+			if err == nil {
+				m.cleaned = true
+			}
+		}
+		m.status = Status{Mode: ModeOff, Table: TableName, Chain: ChainName, Repairs: m.status.Repairs, Reason: "firewall mode off"}
+		m.setErr(err)
+		return m.status, err
+	}
+
+	var (
+		errs     []error
+		changed  []string
+		rules    []RuleStatus
+		backends []string
+		reasons  []string
+	)
+	for _, fam := range []Family{IPv4, IPv6} {
+		want := Desired(m.cfg, fam)
+		if len(want) == 0 {
+			if !m.cleaned {
+				// A family no longer configured: remove leftovers once.
+				if err := m.removeFamily(ctx, fam); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			continue
+		}
+		res, err := m.ensureFamily(ctx, fam, want)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		changed = append(changed, res.changed...)
+		rules = append(rules, res.rules...)
+		for _, b := range res.targets {
+			if !slices.Contains(backends, string(b)) {
+				backends = append(backends, string(b))
+			}
+		}
+		if res.reason != "" {
+			reasons = append(reasons, string(fam)+": "+res.reason)
+		}
+	}
+	err := errors.Join(errs...)
+
+	if len(changed) > 0 {
+		if m.converged {
+			m.status.Repairs++
+			m.status.LastRepair = time.Now()
+			m.log.Warn("repaired firewall drift", "changes", changed, "repairs", m.status.Repairs)
+		} else {
+			m.log.Info("installed firewall exemptions", "changes", changed)
+		}
+	}
+	if err == nil {
+		m.converged = true
+		m.cleaned = true
+	}
+	m.status.Mode = m.cfg.Mode
+	m.status.Backend = strings.Join(backends, "+")
+	m.status.Reason = strings.Join(reasons, "; ")
+	m.status.Table, m.status.Chain = TableName, ChainName
+	m.status.Rules = rules
+	m.setErr(err)
+	return m.snapshot(), err
+}
+
+// snapshot copies the status; the caller holds m.mu.
+func (m *Manager) snapshot() Status {
+	s := m.status
+	s.Rules = slices.Clone(s.Rules)
+	return s
+}
+
+func (m *Manager) setErr(err error) {
+	if err != nil {
+		m.status.LastError = err.Error()
+		m.log.Error("firewall pass failed", "error", err)
+	} else {
+		m.status.LastError = ""
+	}
+}
+
+type familyResult struct {
+	targets []Backend
+	reason  string
+	changed []string
+	rules   []RuleStatus
+}
+
+func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption) (familyResult, error) {
+	var res familyResult
+	candidates := []Backend{Legacy, NFT}
+	if b := Backend(m.cfg.Backend); b != BackendAuto {
+		candidates = []Backend{b}
+	}
+	tables := map[Backend]Table{}
+	runners := map[Backend]Runner{}
+	var errs []error
+	for _, b := range candidates {
+		r, err := m.runner(b, fam)
+		if err != nil {
+			if errors.Is(err, ErrUnavailable) && len(candidates) > 1 {
+				continue // auto: a missing tool is simply not a candidate
+			}
+			return res, fmt.Errorf("firewall %s %s: %w", fam, b, err)
+		}
+		t, err := m.list(ctx, r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("firewall %s %s: %w", fam, b, err))
+			continue
+		}
+		tables[b], runners[b] = t, r
+	}
+	if len(errs) > 0 {
+		// Deciding on a partial view could move the rules to the wrong
+		// backend; keep everything as is until the listing works.
+		return res, errors.Join(errs...)
+	}
+	analyses := map[Backend]Analysis{}
+	for b, t := range tables {
+		analyses[b] = Analyze(t)
+	}
+	targets, reason, evidence := ChooseBackends(Backend(m.cfg.Backend), analyses, m.sticky[fam], m.sysDefault)
+	if len(targets) == 0 {
+		return res, fmt.Errorf("firewall %s: no iptables backend available (%s)", fam, reason)
+	}
+	if evidence {
+		m.sticky[fam] = targets
+	}
+	if m.lastReason[fam] != reason {
+		m.log.Info("firewall backend chosen", "family", fam, "backends", targets, "reason", reason)
+		m.lastReason[fam] = reason
+	}
+	res.targets, res.reason = targets, reason
+
+	for _, b := range targets {
+		t := tables[b]
+		ops := PlanInstall(t, want)
+		if err := m.apply(ctx, runners[b], ops, false); err != nil {
+			errs = append(errs, fmt.Errorf("firewall %s %s: %w", fam, b, err))
+		}
+		for _, op := range ops {
+			res.changed = append(res.changed, fmt.Sprintf("%s/%s: %s", fam, b, op))
+		}
+		rewritten := slices.ContainsFunc(ops, func(o Op) bool { return o.Chain == ChainName })
+		have := t.Rules[ChainName]
+		for i, e := range want {
+			rs := RuleStatus{Interface: e.Interface, Subnet: e.Subnet.String(), Protocol: e.Protocol, Backend: string(b)}
+			if !rewritten && i < len(have) {
+				rs.Packets, rs.Bytes = have[i].Packets, have[i].Bytes
+			}
+			res.rules = append(res.rules, rs)
+		}
+	}
+	// Our chain in a backend that is no longer a target (the INVALID drop
+	// moved, or the configured backend changed): take it away there.
+	for b, t := range tables {
+		if slices.Contains(targets, b) {
+			continue
+		}
+		ops := PlanRemove(t)
+		if len(ops) == 0 {
+			continue
+		}
+		if err := m.apply(ctx, runners[b], ops, true); err != nil {
+			errs = append(errs, fmt.Errorf("firewall %s %s: remove: %w", fam, b, err))
+		}
+		for _, op := range ops {
+			res.changed = append(res.changed, fmt.Sprintf("%s/%s: %s", fam, b, op))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// ChooseBackends decides which backends get the exemptions. An explicit
+// backend wins. In auto mode: every backend holding an INVALID drop
+// reachable from FORWARD (a packet must pass both, so both need the
+// exemption); when none shows one, the earlier evidence-based choice
+// (sticky) if any; else the only backend with FORWARD rules; else the
+// system default. evidence reports whether the choice rests on a drop seen.
+func ChooseBackends(mode Backend, analyses map[Backend]Analysis, sticky []Backend, sysDefault func() Backend) (targets []Backend, reason string, evidence bool) {
+	if mode == Legacy || mode == NFT {
+		return []Backend{mode}, "configured backend " + string(mode), false
+	}
+	var where []string
+	for _, b := range []Backend{Legacy, NFT} {
+		a, ok := analyses[b]
+		if !ok || a.Drop == nil {
+			continue
+		}
+		targets = append(targets, b)
+		where = append(where, fmt.Sprintf("%s (FORWARD rule %d, chain %s: %s)", b, a.Drop.ForwardIndex, a.Drop.Chain, a.Drop.Rule))
+	}
+	if len(targets) > 0 {
+		return targets, "INVALID drop found in " + strings.Join(where, " and "), true
+	}
+	if len(sticky) > 0 {
+		return sticky, "no INVALID drop visible now; keeping " + joinBackends(sticky) + " where it was seen", false
+	}
+	var withRules []Backend
+	for _, b := range []Backend{Legacy, NFT} {
+		if a, ok := analyses[b]; ok && a.ForwardRules > 0 {
+			withRules = append(withRules, b)
+		}
+	}
+	if len(withRules) == 1 {
+		return withRules, "no INVALID drop in any backend; " + string(withRules[0]) + " has the FORWARD rules", false
+	}
+	def := sysDefault()
+	if _, ok := analyses[def]; !ok {
+		for _, b := range []Backend{Legacy, NFT} {
+			if _, ok := analyses[b]; ok {
+				return []Backend{b}, "no INVALID drop in any backend; " + string(b) + " is the only backend available", false
+			}
+		}
+		return nil, "neither iptables-legacy nor iptables-nft is available", false
+	}
+	return []Backend{def}, "no INVALID drop in any backend; using the system default iptables (" + string(def) + ")", false
+}
+
+func joinBackends(bs []Backend) string {
+	s := make([]string, len(bs))
+	for i, b := range bs {
+		s[i] = string(b)
+	}
+	return strings.Join(s, "+")
+}
+
+// Uninstall removes our jump and chain from every backend and family where
+// they exist, and nothing else.
+func (m *Manager) Uninstall(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.removeAll(ctx)
+	m.sticky = map[Family][]Backend{}
+	m.converged = false
+	m.status.Rules = nil
+	m.status.Backend = ""
+	m.setErr(err)
+	return err
+}
+
+func (m *Manager) removeAll(ctx context.Context) error {
+	var errs []error
+	for _, fam := range []Family{IPv4, IPv6} {
+		if err := m.removeFamily(ctx, fam); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) removeFamily(ctx context.Context, fam Family) error {
+	var errs []error
+	for _, b := range []Backend{Legacy, NFT} {
+		r, err := m.runner(b, fam)
+		if errors.Is(err, ErrUnavailable) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("firewall %s %s: %w", fam, b, err))
+			continue
+		}
+		t, err := m.list(ctx, r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("firewall %s %s: %w", fam, b, err))
+			continue
+		}
+		ops := PlanRemove(t)
+		if len(ops) > 0 {
+			m.log.Info("removing firewall exemptions", "family", fam, "backend", b, "changes", len(ops))
+		}
+		if err := m.apply(ctx, r, ops, true); err != nil {
+			errs = append(errs, fmt.Errorf("firewall %s %s: remove: %w", fam, b, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) list(ctx context.Context, r Runner) (Table, error) {
+	var lines []string
+	err := m.retry(ctx, "list filter table", func() error {
+		var err error
+		lines, err = r.ListTable(TableName)
+		return err
+	})
+	if err != nil {
+		return Table{}, err
+	}
+	t, err := ParseTable(lines)
+	if err != nil {
+		return Table{}, fmt.Errorf("parse filter table listing: %w", err)
+	}
+	return t, nil
+}
+
+// apply runs ops in order and stops at the first failure; the next pass
+// lists again and plans from what is really there.
+func (m *Manager) apply(ctx context.Context, r Runner, ops []Op, removing bool) error {
+	for _, op := range ops {
+		err := m.retry(ctx, op.String(), func() error {
+			switch op.Kind {
+			case "new-chain":
+				return r.NewChain(TableName, op.Chain)
+			case "flush-chain":
+				return r.ClearChain(TableName, op.Chain)
+			case "delete-chain":
+				return r.DeleteChain(TableName, op.Chain)
+			case "append":
+				return r.Append(TableName, op.Chain, op.Args...)
+			case "insert":
+				return r.Insert(TableName, op.Chain, op.Pos, op.Args...)
+			case "delete":
+				return r.Delete(TableName, op.Chain, op.Args...)
+			}
+			return fmt.Errorf("unknown op %q", op.Kind)
+		})
+		if err != nil && removing && isNotExist(err) {
+			continue // someone else removed it first: the goal is reached
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lock back-off: attempts and first delay. Each attempt itself waits up to
+// LockWaitSeconds inside iptables.
+const (
+	lockAttempts = 4
+	lockBackoff  = 100 * time.Millisecond
+)
+
+func (m *Manager) retry(ctx context.Context, what string, f func() error) error {
+	delay := lockBackoff
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if !isLockError(err) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if attempt >= lockAttempts {
+			return fmt.Errorf("%s: %w after %d attempts: %w", what, ErrLocked, attempt, err)
+		}
+		m.log.Debug("xtables lock busy, backing off", "op", what, "attempt", attempt, "delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w: %w", what, ErrLocked, ctx.Err())
+		case <-t.C:
+		}
+		delay *= 2
+	}
+}

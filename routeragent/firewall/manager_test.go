@@ -1,0 +1,305 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakes holds one Fake per backend and family; a missing entry is an
+// uninstalled tool.
+type fakes map[runnerKey]*Fake
+
+func (f fakes) factory(b Backend, fam Family) (Runner, error) {
+	r, ok := f[runnerKey{b, fam}]
+	if !ok {
+		return nil, ErrUnavailable
+	}
+	return r, nil
+}
+
+func ferm(f *Fake) *Fake {
+	f.SetPolicy("FORWARD", "DROP")
+	f.AddRule("FORWARD", "-m", "state", "--state", "INVALID", "-j", "DROP")
+	f.AddRule("FORWARD", "-m", "state", "--state", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+	f.AddRule("FORWARD", "-i", "lan0", "-j", "ACCEPT")
+	return f
+}
+
+var testCfg = Config{
+	Interfaces: []string{"lan0"},
+	Subnets:    []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24")},
+}
+
+func newTestManager(t *testing.T, cfg Config, fs fakes) *Manager {
+	t.Helper()
+	m, err := New(cfg, nil, WithRunners(fs.factory), WithSystemDefault(NFT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func wantLines(extra ...string) []string {
+	return append([]string{
+		"-P INPUT ACCEPT", "-P FORWARD DROP", "-P OUTPUT ACCEPT", "-N BGPLB-EXEMPT",
+		`-A FORWARD -m comment --comment "bgplb: conntrack-INVALID exemptions for service subnets" -j BGPLB-EXEMPT`,
+		"-A FORWARD -m state --state INVALID -j DROP",
+		"-A FORWARD -m state --state RELATED,ESTABLISHED -j ACCEPT",
+		"-A FORWARD -i lan0 -j ACCEPT",
+		`-A BGPLB-EXEMPT -d 192.168.254.0/24 -i lan0 -p tcp -m conntrack --ctstate INVALID -m comment --comment "bgplb: tcp from lan0 to 192.168.254.0/24, asymmetric return path" -j ACCEPT`,
+	}, extra...)
+}
+
+func TestEnsureInstallsInTheBackendWithTheDrop(t *testing.T) {
+	ctx := context.Background()
+	legacy, nft := ferm(NewFake()), NewFake()
+	nft.AddRule("FORWARD", "-i", "docker0", "-j", "ACCEPT") // rules, but no INVALID drop
+	nftBefore := nft.Lines()
+	m := newTestManager(t, testCfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: nft})
+
+	st, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(wantLines(), legacy.Lines()); d != "" {
+		t.Errorf("legacy table (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(nftBefore, nft.Lines()); d != "" {
+		t.Errorf("nft table changed (-want +got):\n%s", d)
+	}
+	if st.Backend != "legacy" || st.Repairs != 0 || st.LastError != "" || !strings.Contains(st.Reason, "INVALID drop found in legacy") {
+		t.Errorf("status: %+v", st)
+	}
+
+	// Steady state: lists only.
+	legacy.SetCounters(ChainName, 0, 12, 480)
+	before := legacy.Mutations
+	st, err = m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if legacy.Mutations != before {
+		t.Errorf("second pass mutated %d times", legacy.Mutations-before)
+	}
+	wantRules := []RuleStatus{{Interface: "lan0", Subnet: "192.168.254.0/24", Protocol: "tcp", Backend: "legacy", Packets: 12, Bytes: 480}}
+	if d := cmp.Diff(wantRules, st.Rules); d != "" {
+		t.Errorf("rules (-want +got):\n%s", d)
+	}
+	if st.Repairs != 0 {
+		t.Errorf("repairs %d after a clean pass", st.Repairs)
+	}
+}
+
+func TestEnsureRepairsAfterFermReload(t *testing.T) {
+	ctx := context.Background()
+	legacy := ferm(NewFake())
+	m := newTestManager(t, testCfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: NewFake()})
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// ferm reload: flush and delete every chain, load its rules again.
+	legacy.FlushAll()
+	ferm(legacy)
+	st, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(wantLines(), legacy.Lines()); d != "" {
+		t.Errorf("after repair (-want +got):\n%s", d)
+	}
+	if st.Repairs != 1 || st.LastRepair.IsZero() {
+		t.Errorf("repairs = %d, last %v; want 1", st.Repairs, st.LastRepair)
+	}
+	// Mid-reload (nothing at all visible): stay in legacy, do not jump to nft.
+	legacy.FlushAll()
+	st, err = m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backend != "legacy" || st.Repairs != 2 || !strings.Contains(st.Reason, "keeping legacy") {
+		t.Errorf("status: %+v", st)
+	}
+	// Someone moves our jump below the drop.
+	ferm(legacy)
+	legacy.FlushAll()
+	ferm(legacy)
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := legacy.Delete("filter", "FORWARD", JumpArgs()...); err != nil {
+		t.Fatal(err)
+	}
+	legacy.AddRule("FORWARD", JumpArgs()...)
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(wantLines(), legacy.Lines()); d != "" {
+		t.Errorf("after moving the jump (-want +got):\n%s", d)
+	}
+}
+
+func TestEnsureFollowsTheDropToAnotherBackend(t *testing.T) {
+	ctx := context.Background()
+	legacy, nft := ferm(NewFake()), NewFake()
+	m := newTestManager(t, testCfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: nft})
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The admin migrates the firewall to nft.
+	legacy.FlushAll()
+	legacy.SetPolicy("FORWARD", "ACCEPT")
+	ferm(nft)
+	st, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backend != "nft" {
+		t.Fatalf("backend %q, want nft", st.Backend)
+	}
+	if d := cmp.Diff(wantLines(), nft.Lines()); d != "" {
+		t.Errorf("nft (-want +got):\n%s", d)
+	}
+	// Our leftovers in legacy (the jump came back with the chain? no: it
+	// was flushed) — put some back to see them removed.
+	legacy.AddRule(ChainName, "-j", "ACCEPT")
+	legacy.AddRule("FORWARD", JumpArgs()...)
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT"}, legacy.Lines()); d != "" {
+		t.Errorf("legacy after move (-want +got):\n%s", d)
+	}
+}
+
+func TestUninstallRemovesExactlyOurs(t *testing.T) {
+	ctx := context.Background()
+	legacy, nft := ferm(NewFake()), NewFake()
+	legacy.AddRule("INPUT", "-i", "lo", "-j", "ACCEPT")
+	before := legacy.Lines()
+	cfg := testCfg
+	cfg.Subnets = append(slices.Clone(cfg.Subnets), netip.MustParsePrefix("2001:db8:254::/64"))
+	legacy6 := ferm(NewFake())
+	before6 := legacy6.Lines()
+	m := newTestManager(t, cfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: nft, {Legacy, IPv6}: legacy6})
+	st, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rules) != 2 {
+		t.Errorf("rules: %+v", st.Rules)
+	}
+	if !slices.ContainsFunc(legacy6.Lines(), func(l string) bool { return strings.Contains(l, "-d 2001:db8:254::/64") }) {
+		t.Errorf("no IPv6 exemption: %v", legacy6.Lines())
+	}
+	if err := m.Uninstall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(before, legacy.Lines()); d != "" {
+		t.Errorf("ipv4 after uninstall (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(before6, legacy6.Lines()); d != "" {
+		t.Errorf("ipv6 after uninstall (-want +got):\n%s", d)
+	}
+	// Uninstall twice is fine.
+	if err := m.Uninstall(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestModeOffRemovesOnce(t *testing.T) {
+	ctx := context.Background()
+	legacy := ferm(NewFake())
+	before := legacy.Lines()
+	fs := fakes{{Legacy, IPv4}: legacy}
+	on := newTestManager(t, testCfg, fs)
+	if _, err := on.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	off := newTestManager(t, Config{Mode: ModeOff}, fs)
+	st, err := off.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(before, legacy.Lines()); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	calls := legacy.Calls
+	if _, err := off.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if legacy.Calls != calls {
+		t.Errorf("mode off keeps touching iptables")
+	}
+	if st.Mode != ModeOff || st.Backend != "" {
+		t.Errorf("status: %+v", st)
+	}
+}
+
+func TestExplicitBackend(t *testing.T) {
+	legacy, nft := ferm(NewFake()), NewFake()
+	cfg := testCfg
+	cfg.Backend = "nft"
+	m := newTestManager(t, cfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: nft})
+	st, err := m.Ensure(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backend != "nft" || legacy.Mutations != 0 || legacy.Calls != 0 {
+		t.Errorf("explicit nft touched legacy: %+v, legacy calls %d", st, legacy.Calls)
+	}
+	if !nft.exists(ChainName) {
+		t.Error("no chain in nft")
+	}
+	// A missing tool for the configured backend is an error, not a panic.
+	m = newTestManager(t, cfg, fakes{{Legacy, IPv4}: legacy})
+	if _, err := m.Ensure(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("error %v, want ErrUnavailable", err)
+	}
+}
+
+func TestLockContention(t *testing.T) {
+	ctx := context.Background()
+	legacy := ferm(NewFake())
+	m := newTestManager(t, testCfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: NewFake()})
+
+	// Briefly busy: backs off and succeeds within the pass.
+	legacy.LockedCalls = 2
+	st, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatalf("transient lock: %v", err)
+	}
+	if st.Backend != "legacy" || len(st.Rules) != 1 {
+		t.Errorf("status: %+v", st)
+	}
+
+	// Held for good: a wrapped ErrLocked, the status says so, nothing panics.
+	legacy.FlushAll()
+	ferm(legacy)
+	legacy.LockedCalls = 100
+	st, err = m.Ensure(ctx)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("error %v, want ErrLocked", err)
+	}
+	if !strings.Contains(st.LastError, "xtables lock") {
+		t.Errorf("LastError %q", st.LastError)
+	}
+	// Cancelled while backing off.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	legacy.LockedCalls = 100
+	if _, err := m.Ensure(cctx); !errors.Is(err, ErrLocked) || !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want ErrLocked and context.Canceled", err)
+	}
+	// Lock released: the next pass repairs.
+	legacy.LockedCalls = 0
+	st, err = m.Ensure(ctx)
+	if err != nil || st.LastError != "" || st.Repairs != 1 {
+		t.Errorf("after release: %v %+v", err, st)
+	}
+}

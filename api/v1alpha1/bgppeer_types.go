@@ -1,0 +1,153 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// BGPPeerSpec describes one BGP session that the speakers open to a router.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.keepaliveTime) || duration(self.keepaliveTime) < duration(has(self.holdTime) ? self.holdTime : '90s')",message="keepaliveTime must be shorter than holdTime"
+// +kubebuilder:validation:XValidation:rule="!has(self.sourceAddress) || isIP(self.sourceAddress) && isIP(self.peerAddress) && ip(self.sourceAddress).family() == ip(self.peerAddress).family()",message="sourceAddress must be an IP address of the same family as peerAddress"
+type BGPPeerSpec struct {
+	// PeerAddress is the router's IPv4 or IPv6 address. Each selected node
+	// dials it from its own address; the node's address on that session is the
+	// next hop of every route it announces there.
+	// +kubebuilder:validation:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="peerAddress must be an IPv4 or IPv6 address"
+	PeerAddress string `json:"peerAddress"`
+
+	// PeerASN is the router's autonomous system number (1-4294967295).
+	// When it equals myASN the session is iBGP, otherwise eBGP.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4294967295
+	PeerASN uint32 `json:"peerASN"`
+
+	// MyASN is the autonomous system number the nodes use on this session
+	// (1-4294967295).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4294967295
+	MyASN uint32 `json:"myASN"`
+
+	// PeerPort is the router's TCP port.
+	// +optional
+	// +kubebuilder:default=179
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	PeerPort *int32 `json:"peerPort,omitempty"`
+
+	// SourceAddress is the local address the speaker binds the session to.
+	// Leave it empty to let the kernel choose the node's address towards the
+	// router. When set, it must exist on the node (nodes that lack it fail
+	// the session and report it in their BGPSessionState).
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	SourceAddress string `json:"sourceAddress,omitempty"`
+
+	// HoldTime is the BGP hold time proposed to the router, e.g. "90s".
+	// The shortest accepted value is 3s; GoBGP has no BFD, so short hold
+	// times are the way to detect a dead node quickly.
+	// +optional
+	// +kubebuilder:default="90s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('3s')",message="holdTime must be at least 3s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('65535s')",message="holdTime must be at most 65535s"
+	HoldTime *metav1.Duration `json:"holdTime,omitempty"`
+
+	// KeepaliveTime is the interval between KEEPALIVE messages. It defaults to
+	// a third of holdTime and must be shorter than holdTime.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="keepaliveTime must be at least 1s"
+	KeepaliveTime *metav1.Duration `json:"keepaliveTime,omitempty"`
+
+	// EBGPMultiHop is the IP TTL of the session's packets, for routers that
+	// are not directly connected (2-255). Unset means directly connected
+	// (TTL 1 for eBGP).
+	// +optional
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=255
+	EBGPMultiHop *int32 `json:"ebgpMultiHop,omitempty"`
+
+	// PasswordSecret names a Secret in the bgplb-system namespace holding the
+	// TCP-MD5 (RFC 2385) password of the session.
+	// +optional
+	PasswordSecret *SecretKeyReference `json:"passwordSecret,omitempty"`
+
+	// NodeSelectors limits the nodes that open this session. A node is
+	// selected when any selector matches its labels. Empty selects every node.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	NodeSelectors []metav1.LabelSelector `json:"nodeSelectors,omitempty"`
+
+	// GracefulRestart enables BGP graceful restart (RFC 4724) so that the
+	// router keeps the node's routes while the speaker restarts.
+	// +optional
+	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+}
+
+// SecretKeyReference points at one key of a Secret in the bgplb-system
+// namespace. The speaker may read Secrets only there.
+type SecretKeyReference struct {
+	// Name of the Secret in the bgplb-system namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key in the Secret's data that holds the password.
+	// +optional
+	// +kubebuilder:default=password
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// GracefulRestart configures BGP graceful restart for a session.
+type GracefulRestart struct {
+	// Enabled turns graceful restart on for the session.
+	Enabled bool `json:"enabled"`
+
+	// RestartTime is how long the router keeps the node's routes after the
+	// session drops while the speaker restarts (1s-4095s).
+	// +optional
+	// +kubebuilder:default="120s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('4095s')",message="restartTime must be between 1s and 4095s"
+	RestartTime *metav1.Duration `json:"restartTime,omitempty"`
+}
+
+// BGPPeerStatus is reserved; the per-node session state lives in
+// BGPSessionState objects.
+type BGPPeerStatus struct{}
+
+// BGPPeer is a router the speakers peer with. Every selected node opens its
+// own session to it and announces the service addresses it can serve.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=bgpp
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.peerAddress`
+// +kubebuilder:printcolumn:name="Peer ASN",type=integer,JSONPath=`.spec.peerASN`
+// +kubebuilder:printcolumn:name="My ASN",type=integer,JSONPath=`.spec.myASN`
+// +kubebuilder:printcolumn:name="Hold",type=string,JSONPath=`.spec.holdTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BGPPeer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec describes the session.
+	Spec BGPPeerSpec `json:"spec"`
+	// Status is reserved.
+	// +optional
+	Status BGPPeerStatus `json:"status,omitempty"`
+}
+
+// BGPPeerList is a list of BGPPeers.
+//
+// +kubebuilder:object:root=true
+type BGPPeerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BGPPeer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&BGPPeer{}, &BGPPeerList{})
+}

@@ -30,6 +30,9 @@ type PoolSpec struct {
 	// Deleting pools keep the addresses they have handed out but give out
 	// no new ones.
 	Deleting bool
+	// Problem, when set, makes the pool invalid with reason BadSelector
+	// (the caller could not translate a selector).
+	Problem string
 }
 
 // Port is one port of a Service, for address-sharing collision checks.
@@ -103,8 +106,14 @@ type PoolState struct {
 	Removed                 []RemovedAddress
 	AssignedV4, AvailableV4 int64
 	AssignedV6, AvailableV6 int64
+	// TotalV4 and TotalV6 count the addresses the spec offers (buggy
+	// addresses excluded when avoided), saturated at math.MaxInt64.
+	TotalV4, TotalV6 int64
 	// InUse counts the addresses attributed to this pool, removed included.
 	InUse int
+	// Users names up to five Services holding addresses of a pool that is
+	// being deleted, in name order.
+	Users []string
 }
 
 // RemovedAddress is an assigned address outside its pool's current spec.
@@ -169,6 +178,10 @@ func (a *Allocator) SetPools(specs []PoolSpec) {
 	for _, s := range specs {
 		p := &pool{spec: s}
 		a.pools[s.Name] = p
+		if s.Problem != "" {
+			p.reason, p.problem = "BadSelector", s.Problem
+			continue
+		}
 		rs, err := ParseAddresses(s.Addresses)
 		if err != nil {
 			p.reason, p.problem = "BadAddresses", err.Error()
@@ -656,19 +669,27 @@ func (a *Allocator) States() []PoolState {
 			avail := sat64(r.usable - r.used)
 			if r.Family() == IPv4 {
 				st.AvailableV4 += avail
+				st.TotalV4 += sat64(r.usable)
 			} else {
 				st.AvailableV6 = addSat(st.AvailableV6, avail)
+				st.TotalV6 = addSat(st.TotalV6, sat64(r.usable))
 			}
 		}
 		byPool[name] = st
 		names = append(names, name)
 	}
+	users := map[string][]string{}
 	for addr, u := range a.uses {
 		st := byPool[u.pool]
 		if st == nil {
 			continue
 		}
 		st.InUse++
+		if p := a.pools[u.pool]; p.spec.Deleting {
+			for s := range u.services {
+				users[u.pool] = append(users[u.pool], s)
+			}
+		}
 		if FamilyOf(addr) == IPv4 {
 			st.AssignedV4++
 		} else {
@@ -688,6 +709,10 @@ func (a *Allocator) States() []PoolState {
 	for _, n := range names {
 		st := byPool[n]
 		sort.Slice(st.Removed, func(i, j int) bool { return st.Removed[i].Addr.Less(st.Removed[j].Addr) })
+		if us := users[n]; len(us) > 0 {
+			sort.Strings(us)
+			st.Users = us[:min(5, len(us))]
+		}
 		if st.Valid && len(st.Removed) > 0 {
 			st.Reason = "InUseAddressesRemoved"
 			parts := make([]string, 0, len(st.Removed))

@@ -348,7 +348,7 @@ func TestPoolStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []PoolState{
-		{Name: "a", Valid: true, AssignedV4: 3, AvailableV4: 251, AssignedV6: 1, AvailableV6: math.MaxInt64, InUse: 4},
+		{Name: "a", Valid: true, AssignedV4: 3, AvailableV4: 251, AssignedV6: 1, AvailableV6: math.MaxInt64, TotalV4: 254, TotalV6: math.MaxInt64, InUse: 4},
 		{Name: "b", Reason: "Overlap", Problem: "192.168.254.128-192.168.254.255 overlaps 192.168.254.0-192.168.254.255 of pool a"},
 		{Name: "c", Reason: "BadAddresses", Problem: `CIDR "10.0.0.1/24" has host bits set (did you mean 10.0.0.0/24?)`},
 	}
@@ -364,7 +364,7 @@ func TestPoolStates(t *testing.T) {
 		Name: "a", Valid: true, Reason: "InUseAddressesRemoved",
 		Problem:    "addresses removed from spec.addresses are still assigned and kept until released: 192.168.254.1 (used by default/s0), fd00:: (used by default/v6)",
 		Removed:    []RemovedAddress{{Addr: netip.MustParseAddr("192.168.254.1"), Services: []string{"default/s0"}}, {Addr: netip.MustParseAddr("fd00::"), Services: []string{"default/v6"}}},
-		AssignedV4: 3, AvailableV4: 0, AssignedV6: 1, InUse: 4,
+		AssignedV4: 3, AvailableV4: 0, AssignedV6: 1, TotalV4: 2, InUse: 4,
 	}
 	if d := cmp.Diff([]PoolState{wantA}, st, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); d != "" {
 		t.Errorf("states after shrink (-want +got):\n%s", d)

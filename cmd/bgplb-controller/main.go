@@ -1,0 +1,110 @@
+// Command bgplb-controller allocates addresses from IPPools to Services of
+// type LoadBalancer and writes them to the Services' status.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/controllers"
+	"github.com/bgplb/bgplb/internal/version"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bgplb-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr  = flag.String("metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (\"0\" disables it)")
+		probeAddr    = flag.String("health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+		leaderElect  = flag.Bool("leader-elect", false, "elect one active controller among replicas (a Lease in --leader-election-namespace)")
+		leNamespace  = flag.String("leader-election-namespace", bgplbv1.Namespace, "namespace of the leader-election Lease")
+		withoutClass = flag.Bool("serve-services-without-class", true, "also handle Services of type LoadBalancer that set no spec.loadBalancerClass (those with class "+bgplbv1.LoadBalancerClass+" are always handled)")
+		workers      = flag.Int("service-workers", 8, "concurrent Service reconciles (allocation itself is serialised)")
+		poolInterval = flag.Duration("pool-status-interval", 500*time.Millisecond, "minimum time between IPPool status writes during bursts")
+		qps          = flag.Float64("kube-api-qps", 50, "client-side limit of API requests per second")
+		burst        = flag.Int("kube-api-burst", 100, "client-side burst of API requests")
+		showVersion  = flag.Bool("version", false, "print the version and exit")
+	)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Version)
+		return nil
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := bgplbv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	cfg.UserAgent = "bgplb-controller/" + version.Version
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:  *probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "bgplb-controller",
+		LeaderElectionNamespace: *leNamespace,
+		// Step down cleanly on SIGTERM so the next replica takes over at once.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{
+		ServeServicesWithoutClass: *withoutClass,
+		ServiceWorkers:            *workers,
+		PoolStatusInterval:        *poolInterval,
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz: %w", err)
+	}
+	// Ready once the informer caches are filled: before that nothing can be
+	// allocated.
+	if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("informer caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add readyz: %w", err)
+	}
+	log.Info("starting", "version", version.Version, "leaderElect", *leaderElect, "serveServicesWithoutClass", *withoutClass)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,61 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bgplb/bgplb/controllers/allocator"
+)
+
+// Metrics are the Prometheus metrics of the controller.
+type Metrics struct {
+	inUse       *prometheus.GaugeVec
+	total       *prometheus.GaugeVec
+	allocations *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (use
+// sigs.k8s.io/controller-runtime/pkg/metrics.Registry to serve them on the
+// manager's metrics endpoint).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		inUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgplb_ippool_addresses_in_use",
+			Help: "Addresses of an IPPool assigned to at least one Service.",
+		}, []string{"pool", "family"}),
+		total: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgplb_ippool_addresses_total",
+			Help: "Addresses an IPPool offers (without avoided buggy addresses; very large IPv6 ranges are capped at 2^63-1).",
+		}, []string{"pool", "family"}),
+		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bgplb_service_allocations_total",
+			Help: "Allocation attempts that changed a Service's addresses, by result (allocated, or the failure reason).",
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.inUse, m.total, m.allocations} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) observePools(states []allocator.PoolState) {
+	if m == nil {
+		return
+	}
+	m.inUse.Reset()
+	m.total.Reset()
+	for _, s := range states {
+		m.inUse.WithLabelValues(s.Name, "IPv4").Set(float64(s.AssignedV4))
+		m.inUse.WithLabelValues(s.Name, "IPv6").Set(float64(s.AssignedV6))
+		m.total.WithLabelValues(s.Name, "IPv4").Set(float64(s.TotalV4))
+		m.total.WithLabelValues(s.Name, "IPv6").Set(float64(s.TotalV6))
+	}
+}
+
+func (m *Metrics) allocation(result string) {
+	if m == nil {
+		return
+	}
+	m.allocations.WithLabelValues(result).Inc()
+}

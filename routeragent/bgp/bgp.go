@@ -1,0 +1,555 @@
+// Package bgp runs the router agent's embedded GoBGP v3 speaker. It is the
+// only package of the agent that imports GoBGP.
+//
+// The speaker accepts sessions (passively: the router never dials) from the
+// configured neighbours, exports nothing, and keeps a copy of every path each
+// peer currently has in GoBGP's adj-RIB-in, fed by one ordered watch on
+// GoBGP's post-import-policy stream (announcements, withdrawals, the drops
+// when a session goes down, graceful-restart stale sweeps), End-of-RIB
+// markers and peer state changes. Deciding what to accept is not done here
+// (see package policy): Paths returns everything received.
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/vishvananda/netns"
+
+	"github.com/bgplb/bgplb/routeragent/policy"
+)
+
+// Config is what the speaker needs, free of YAML.
+type Config struct {
+	ASN      uint32
+	RouterID netip.Addr
+	// ListenAddresses empty means all (0.0.0.0 and ::).
+	ListenAddresses []string
+	// ListenPort is the BGP port (179); -1 disables listening (tests only).
+	ListenPort int32
+	Neighbors  []Neighbor
+	// IPv4, IPv6 are the address families to negotiate.
+	IPv4, IPv6 bool
+}
+
+// Neighbor is one allowed speaker (Prefix is a /32 or /128 for a single one).
+type Neighbor struct {
+	Prefix          netip.Prefix
+	Single          bool
+	ASN             uint32
+	Password        string
+	HoldTime        time.Duration
+	Keepalive       time.Duration
+	GracefulRestart bool
+	// HardPrefixLimit shuts a session down (cease) when the peer sends more
+	// prefixes than this; 0 disables. The agent's policy rejects earlier,
+	// at the configured maxPrefixes.
+	HardPrefixLimit uint32
+}
+
+// PeerState is one peer as seen by the speaker.
+type PeerState struct {
+	Address  netip.Addr `json:"address"`
+	ASN      uint32     `json:"asn"`
+	State    string     `json:"state"`
+	Up       bool       `json:"up"`
+	Since    time.Time  `json:"since,omitzero"`
+	EndOfRIB bool       `json:"endOfRIB"`
+	Received int        `json:"received"`
+}
+
+type ribEntry struct {
+	nextHop netip.Addr
+	seq     uint64
+}
+
+type peerInfo struct {
+	asn      uint32
+	state    string
+	since    time.Time
+	eor      map[string]bool // family -> seen since the session came up
+	everEOR  bool
+	received map[netip.Prefix]ribEntry
+}
+
+// Speaker is the embedded BGP speaker.
+type Speaker struct {
+	log *slog.Logger
+	ns  *netns.NsHandle
+
+	mu           sync.Mutex
+	cfg          Config
+	srv          *server.BgpServer
+	cancel       context.CancelFunc
+	peers        map[netip.Addr]*peerInfo
+	seq          uint64
+	decodeErrors int
+	changed      chan struct{}
+}
+
+// Option changes how a Speaker runs.
+type Option func(*Speaker)
+
+// InNetNS runs the GoBGP server goroutine, and so its listening sockets, in
+// the given network namespace (tests). The router never dials out, so no
+// other socket is created.
+func InNetNS(ns netns.NsHandle) Option { return func(s *Speaker) { s.ns = &ns } }
+
+// New returns a speaker; Start starts it.
+func New(cfg Config, log *slog.Logger, opts ...Option) *Speaker {
+	s := &Speaker{log: log, cfg: cfg, peers: map[netip.Addr]*peerInfo{}, changed: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Changed receives (coalesced) whenever received paths, End-of-RIB or peer
+// states changed.
+func (s *Speaker) Changed() <-chan struct{} { return s.changed }
+
+func (s *Speaker) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Start starts GoBGP, the watch, and admits the neighbours.
+func (s *Speaker) Start(ctx context.Context) error {
+	srv := server.NewBgpServer(server.LoggerOption(&logger{l: s.log}))
+	if s.ns != nil {
+		nsh := *s.ns
+		errc := make(chan error, 1)
+		go func() {
+			// Never unlocked: the thread dies with the goroutine.
+			runtime.LockOSThread()
+			if err := netns.Set(nsh); err != nil {
+				errc <- err
+				return
+			}
+			errc <- nil
+			srv.Serve()
+		}()
+		if err := <-errc; err != nil {
+			return fmt.Errorf("enter netns: %w", err)
+		}
+	} else {
+		go srv.Serve()
+	}
+	cfg := s.cfg
+	g := &api.Global{
+		Asn:             cfg.ASN,
+		RouterId:        cfg.RouterID.String(),
+		ListenPort:      cfg.ListenPort,
+		ListenAddresses: cfg.ListenAddresses,
+	}
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: g}); err != nil {
+		srv.Stop()
+		return fmt.Errorf("start BGP on port %d: %w", cfg.ListenPort, err)
+	}
+	// Export nothing: a path from one speaker must never reach another.
+	if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_EXPORT, DefaultAction: api.RouteAction_REJECT,
+	}}); err != nil {
+		srv.Stop()
+		return fmt.Errorf("set export policy: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	err := srv.WatchEvent(wctx, &api.WatchEventRequest{
+		Peer: &api.WatchEventRequest_Peer{},
+		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
+			{Type: api.WatchEventRequest_Table_Filter_POST_POLICY, Init: true},
+			{Type: api.WatchEventRequest_Table_Filter_EOR, Init: true},
+		}},
+	}, s.onEvent)
+	if err != nil {
+		cancel()
+		srv.Stop()
+		return fmt.Errorf("watch BGP events: %w", err)
+	}
+	s.mu.Lock()
+	s.srv, s.cancel = srv, cancel
+	s.mu.Unlock()
+	for i, n := range cfg.Neighbors {
+		if err := s.addNeighbor(ctx, srv, i, n, cfg); err != nil {
+			s.Stop()
+			return err
+		}
+	}
+	return nil
+}
+
+func groupName(i int) string { return "bgplb-neighbors-" + strconv.Itoa(i) }
+
+func (s *Speaker) families(n Neighbor, cfg Config) []*api.AfiSafi {
+	var out []*api.AfiSafi
+	add := func(afi api.Family_Afi) {
+		fam := &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}
+		a := &api.AfiSafi{
+			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: n.GracefulRestart}},
+		}
+		if n.HardPrefixLimit > 0 {
+			a.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: n.HardPrefixLimit, ShutdownThresholdPct: 80}
+		}
+		out = append(out, a)
+	}
+	if cfg.IPv4 {
+		add(api.Family_AFI_IP)
+	}
+	if cfg.IPv6 {
+		add(api.Family_AFI_IP6)
+	}
+	return out
+}
+
+func (s *Speaker) addNeighbor(ctx context.Context, srv *server.BgpServer, i int, n Neighbor, cfg Config) error {
+	timers := &api.Timers{Config: &api.TimersConfig{
+		HoldTime:          uint64(n.HoldTime / time.Second),
+		KeepaliveInterval: uint64(n.Keepalive / time.Second),
+		ConnectRetry:      5,
+	}}
+	gr := &api.GracefulRestart{Enabled: n.GracefulRestart, HelperOnly: true, RestartTime: 120}
+	transport := &api.Transport{PassiveMode: true}
+	if n.Single {
+		err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+			Conf:            &api.PeerConf{NeighborAddress: n.Prefix.Addr().String(), PeerAsn: n.ASN, AuthPassword: n.Password},
+			Timers:          timers,
+			GracefulRestart: gr,
+			Transport:       transport,
+			AfiSafis:        s.families(n, cfg),
+		}})
+		if err != nil {
+			return fmt.Errorf("add neighbor %s: %w", n.Prefix.Addr(), err)
+		}
+		return nil
+	}
+	name := groupName(i)
+	err := srv.AddPeerGroup(ctx, &api.AddPeerGroupRequest{PeerGroup: &api.PeerGroup{
+		Conf:            &api.PeerGroupConf{PeerGroupName: name, PeerAsn: n.ASN, AuthPassword: n.Password},
+		Timers:          timers,
+		GracefulRestart: gr,
+		Transport:       transport,
+		AfiSafis:        s.families(n, cfg),
+	}})
+	if err != nil {
+		return fmt.Errorf("add peer group for %s: %w", n.Prefix, err)
+	}
+	if err := srv.AddDynamicNeighbor(ctx, &api.AddDynamicNeighborRequest{DynamicNeighbor: &api.DynamicNeighbor{
+		Prefix: n.Prefix.String(), PeerGroup: name,
+	}}); err != nil {
+		return fmt.Errorf("add dynamic neighbors %s: %w", n.Prefix, err)
+	}
+	return nil
+}
+
+// Stop stops the speaker. Sessions are closed with a notification, so the
+// speakers see us go at once; the kernel routes stay (see package routes).
+func (s *Speaker) Stop() {
+	s.mu.Lock()
+	srv, cancel := s.srv, s.cancel
+	s.srv, s.cancel = nil, nil
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	cancel()
+	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
+	srv.Stop()
+}
+
+// SameSessions reports whether two configs can be applied without
+// restarting the speaker (only neighbours differ).
+func SameSessions(a, b Config) bool {
+	return a.ASN == b.ASN && a.RouterID == b.RouterID && a.ListenPort == b.ListenPort &&
+		fmt.Sprint(a.ListenAddresses) == fmt.Sprint(b.ListenAddresses) && a.IPv4 == b.IPv4 && a.IPv6 == b.IPv6
+}
+
+// SetNeighbors replaces the neighbour configuration (on reload). Every entry
+// is removed and added again, which resets the sessions of changed entries
+// only when GoBGP must; unchanged configs are skipped by the caller.
+func (s *Speaker) SetNeighbors(ctx context.Context, cfg Config) error {
+	s.mu.Lock()
+	srv, old := s.srv, s.cfg
+	s.mu.Unlock()
+	if srv == nil {
+		return errors.New("speaker not running")
+	}
+	if !SameSessions(old, cfg) {
+		return errors.New("asn, routerID, listen or address families changed: restart the agent")
+	}
+	for i, n := range old.Neighbors {
+		if n.Single {
+			if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: n.Prefix.Addr().String()}); err != nil {
+				return fmt.Errorf("delete neighbor %s: %w", n.Prefix.Addr(), err)
+			}
+			continue
+		}
+		if err := srv.DeleteDynamicNeighbor(ctx, &api.DeleteDynamicNeighborRequest{Prefix: n.Prefix.String(), PeerGroup: groupName(i)}); err != nil {
+			return fmt.Errorf("delete dynamic neighbors %s: %w", n.Prefix, err)
+		}
+		// Sessions of the group must go before the group can.
+		var members []string
+		_ = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.Conf != nil && p.Conf.PeerGroup == groupName(i) {
+				members = append(members, p.Conf.NeighborAddress)
+			}
+		})
+		for _, m := range members {
+			_ = srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: m})
+		}
+		if err := srv.DeletePeerGroup(ctx, &api.DeletePeerGroupRequest{Name: groupName(i)}); err != nil {
+			return fmt.Errorf("delete peer group for %s: %w", n.Prefix, err)
+		}
+	}
+	s.mu.Lock()
+	s.cfg = cfg
+	s.mu.Unlock()
+	for i, n := range cfg.Neighbors {
+		if err := s.addNeighbor(ctx, srv, i, n, cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Speaker) peer(a netip.Addr) *peerInfo {
+	p := s.peers[a]
+	if p == nil {
+		p = &peerInfo{eor: map[string]bool{}, received: map[netip.Prefix]ribEntry{}}
+		s.peers[a] = p
+	}
+	return p
+}
+
+// onEvent runs on GoBGP's watcher goroutine, in event order.
+func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
+	switch e := ev.Event.(type) {
+	case *api.WatchEventResponse_Table:
+		s.mu.Lock()
+		for _, p := range e.Table.Paths {
+			s.onPath(p)
+		}
+		s.mu.Unlock()
+	case *api.WatchEventResponse_Peer:
+		pe := e.Peer
+		if pe.Peer == nil || pe.Peer.State == nil {
+			return
+		}
+		a, err := netip.ParseAddr(pe.Peer.State.NeighborAddress)
+		if err != nil {
+			return
+		}
+		a = a.Unmap()
+		st := pe.Peer.State.SessionState
+		s.mu.Lock()
+		p := s.peer(a)
+		p.asn = pe.Peer.State.PeerAsn
+		if name := stateName(st); name != p.state {
+			p.state = name
+			p.since = time.Now()
+		}
+		if st != api.PeerState_ESTABLISHED {
+			// End-of-RIB counts per session: a new session must send it again.
+			p.eor = map[string]bool{}
+		}
+		s.mu.Unlock()
+		s.log.Info("bgp peer state", "peer", a.String(), "asn", pe.Peer.State.PeerAsn, "state", stateName(st))
+	default:
+		return
+	}
+	s.signal()
+}
+
+func stateName(s api.PeerState_SessionState) string {
+	switch s {
+	case api.PeerState_IDLE:
+		return "idle"
+	case api.PeerState_CONNECT:
+		return "connect"
+	case api.PeerState_ACTIVE:
+		return "active"
+	case api.PeerState_OPENSENT:
+		return "opensent"
+	case api.PeerState_OPENCONFIRM:
+		return "openconfirm"
+	case api.PeerState_ESTABLISHED:
+		return "established"
+	}
+	return "unknown"
+}
+
+func familyName(f *api.Family) string {
+	if f == nil {
+		return ""
+	}
+	if f.Afi == api.Family_AFI_IP6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// onPath applies one post-policy path to our copy of the adj-RIB-in. s.mu held.
+func (s *Speaker) onPath(p *api.Path) {
+	peerAddr, err := netip.ParseAddr(p.NeighborIp)
+	if err != nil {
+		return // a local path (we add none)
+	}
+	peerAddr = peerAddr.Unmap()
+	if p.Nlri == nil {
+		// End-of-RIB (the EOR watch sends a path without NLRI).
+		pi := s.peer(peerAddr)
+		pi.eor[familyName(p.Family)] = true
+		pi.everEOR = true
+		s.log.Debug("bgp end-of-rib", "peer", peerAddr.String(), "family", familyName(p.Family))
+		return
+	}
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		s.decodeErrors++
+		return
+	}
+	pfx, err := netip.ParsePrefix(nlri.String())
+	if err != nil {
+		s.decodeErrors++
+		return
+	}
+	pi := s.peer(peerAddr)
+	if p.IsWithdraw {
+		delete(pi.received, pfx)
+		return
+	}
+	attrs, err := apiutil.GetNativePathAttributes(p)
+	if err != nil {
+		s.decodeErrors++
+		return
+	}
+	var nh netip.Addr
+	for _, a := range attrs {
+		switch a := a.(type) {
+		case *bgp.PathAttributeNextHop:
+			if v, ok := netip.AddrFromSlice(a.Value); ok {
+				nh = v.Unmap()
+			}
+		case *bgp.PathAttributeMpReachNLRI:
+			if v, ok := netip.AddrFromSlice(a.Nexthop); ok && !v.Unmap().IsUnspecified() {
+				nh = v.Unmap()
+			}
+		}
+	}
+	old, ok := pi.received[pfx]
+	seq := old.seq
+	if !ok {
+		s.seq++
+		seq = s.seq
+	}
+	pi.received[pfx] = ribEntry{nextHop: nh, seq: seq}
+}
+
+// Paths returns every path currently received, from all peers.
+func (s *Speaker) Paths() []policy.Path {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, p := range s.peers {
+		n += len(p.received)
+	}
+	out := make([]policy.Path, 0, n)
+	for a, p := range s.peers {
+		for pfx, e := range p.received {
+			out = append(out, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq})
+		}
+	}
+	return out
+}
+
+// EndOfRIB reports whether the peer at addr sent End-of-RIB for its own
+// address family in its current session.
+func (s *Speaker) EndOfRIB(addr netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.peers[addr.Unmap()]
+	if p == nil {
+		return false
+	}
+	fam := "ipv4"
+	if !addr.Unmap().Is4() {
+		fam = "ipv6"
+	}
+	return p.state == "established" && p.eor[fam]
+}
+
+// Peers returns every peer seen since start, sorted by address. Dynamic
+// peers that went away stay listed with their last state.
+func (s *Speaker) Peers() []PeerState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PeerState, 0, len(s.peers))
+	for a, p := range s.peers {
+		fam := "ipv4"
+		if !a.Is4() {
+			fam = "ipv6"
+		}
+		out = append(out, PeerState{Address: a, ASN: p.asn, State: p.state, Up: p.state == "established",
+			Since: p.since, EndOfRIB: p.state == "established" && p.eor[fam], Received: len(p.received)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
+	return out
+}
+
+// DecodeErrors counts paths GoBGP delivered that could not be decoded.
+func (s *Speaker) DecodeErrors() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.decodeErrors
+}
+
+// logger adapts GoBGP's logger to slog.
+type logger struct {
+	l     *slog.Logger
+	level gobgplog.LogLevel
+}
+
+func (g *logger) log(lv slog.Level, msg string, f gobgplog.Fields) {
+	if !g.l.Enabled(context.Background(), lv) {
+		return
+	}
+	args := make([]any, 0, 2*len(f)+2)
+	args = append(args, "component", "gobgp")
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, k, fmt.Sprint(f[k]))
+	}
+	g.l.Log(context.Background(), lv, msg, args...)
+}
+
+func (g *logger) Panic(msg string, f gobgplog.Fields) { g.log(slog.LevelError, msg, f); panic(msg) }
+func (g *logger) Fatal(msg string, f gobgplog.Fields) { g.log(slog.LevelError, msg, f); panic(msg) }
+func (g *logger) Error(msg string, f gobgplog.Fields) { g.log(slog.LevelError, msg, f) }
+func (g *logger) Warn(msg string, f gobgplog.Fields)  { g.log(slog.LevelWarn, msg, f) }
+
+// GoBGP's Info is chatty (every configuration step); it becomes Debug.
+func (g *logger) Info(msg string, f gobgplog.Fields)  { g.log(slog.LevelDebug, msg, f) }
+func (g *logger) Debug(msg string, f gobgplog.Fields) { g.log(slog.LevelDebug-4, msg, f) }
+func (g *logger) SetLevel(l gobgplog.LogLevel)        { g.level = l }
+func (g *logger) GetLevel() gobgplog.LogLevel         { return gobgplog.DebugLevel }

@@ -44,6 +44,10 @@ check-generated: generate manifests ## Fail when generated files are stale.
 	  echo "generated files are stale; run 'make generate manifests' and commit:"; \
 	  git status --porcelain -- api config/crd config/rbac; git diff --stat -- api config; exit 1; fi
 
+.PHONY: deps
+deps: ## Install the Debian packages the tests and the demo use (as root; lists them otherwise).
+	@hack/install-deps.sh
+
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver and etcd for envtest from the Go module proxy (cached).
 	@hack/envtest-assets.sh >/dev/null
@@ -53,7 +57,7 @@ envtest-assets: ## Build kube-apiserver and etcd for envtest from the Go module 
 # Every test, including envtest suites against a real apiserver and, as root,
 # kernel tests in network namespaces the tests create.
 .PHONY: test
-test: check-generated lint envtest-assets ## Run all tests (the README's test command).
+test: deps check-generated lint envtest-assets ## Run all tests (the README's test command).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
 	  $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
 
@@ -62,12 +66,22 @@ bench: envtest-assets build ## Run the benchmarks and print their numbers.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" \
 	  $(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(BENCHFLAGS) ./...
 
+##@ Demo
+
+.PHONY: demo
+demo: deps envtest-assets build ## Replay the story in network namespaces: broken, then fixed (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(BIN)/bgplb-lab demo --bin $(BIN)
+
+.PHONY: demo-down
+demo-down: ## Remove the demo lab, also after an interrupted demo.
+	@if [ -x $(BIN)/bgplb-lab ]; then $(BIN)/bgplb-lab down; else $(GO) run ./cmd/bgplb-lab down; fi
+
 ##@ Build
 
 .PHONY: build
 build: ## Build static binaries into bin/.
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS)) ./cmd/bgplb-lab
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(BIN)

@@ -20,8 +20,8 @@ if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
-  echo "install-deps: missing Debian packages: ${missing[*]} (run as root: sudo $0)" >&2
-  exit 1
+  echo "install-deps: missing Debian packages: ${missing[*]} (run as root: sudo $0); tests that need them will fail" >&2
+  exit 0
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,134 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// DemoService is the Service the demo creates.
+const DemoService = "apt-cache"
+
+// Demo tells the story on a running lab: first the router agent runs with
+// its firewall and sysctl work switched off and the client's request hangs;
+// then it runs fully and the request succeeds. Every line it prints is a
+// measurement of the lab, not a script.
+func Demo(ctx context.Context, l *Lab, w io.Writer) error {
+	say := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	step := func(s string) { fmt.Fprintf(w, "\n== %s\n", s) }
+
+	step("1. Before: the router learns the route over BGP, but its firewall and ICMP redirects are left as they are")
+	if err := l.StartAgent(AgentMode{}); err != nil {
+		return err
+	}
+	if err := l.CreateService(ctx, ServiceSpec{Name: DemoService, EndpointsOn: []string{Node1, Node2}}); err != nil {
+		return err
+	}
+	start := time.Now()
+	ip, err := l.WaitServiceIP(ctx, DemoService, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	svc := &corev1.Service{}
+	if err := l.Kube.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: DemoService}, svc); err != nil {
+		return err
+	}
+	say("$ kubectl get svc %s", DemoService)
+	say("NAME        TYPE           CLUSTER-IP   EXTERNAL-IP     PORT(S)")
+	say("%-11s %-14s %-12s %-15s %d/TCP   (address after %v)", svc.Name, svc.Spec.Type, svc.Spec.ClusterIP, ip, ServicePort, time.Since(start).Round(time.Millisecond))
+	prefix := netip.PrefixFrom(ip, 32)
+	both := []netip.Addr{netip.MustParseAddr(NodeIPs[Node1]), netip.MustParseAddr(NodeIPs[Node2])}
+	if err := l.WaitRoute(ctx, prefix, both, 30*time.Second); err != nil {
+		return fmt.Errorf("%w (agent log: %s)", err, l.LogPath(AgentName))
+	}
+	say("router: %s via %s and %s (ECMP, learned over BGP from both speakers, after %v)", prefix, both[0], both[1], time.Since(start).Round(time.Millisecond))
+
+	dropsBefore, err := l.InvalidDrops()
+	if err != nil {
+		return err
+	}
+	redirBefore, err := l.OutRedirects()
+	if err != nil {
+		return err
+	}
+	say("client %s: GET http://%s/ ...", ClientIP, ip)
+	body, err := l.ClientGet(ctx, ip.String(), 3*time.Second)
+	if err == nil {
+		return fmt.Errorf("the request succeeded before the fix (%q): the lab does not reproduce the story", strings.TrimSpace(body))
+	}
+	say("  failed: %v", shortErr(err))
+	dropsAfter, _ := l.InvalidDrops()
+	redirAfter, _ := l.OutRedirects()
+	say("router: ctstate INVALID DROP counter %d -> %d (the client's ACKs: the router never saw the node's SYN-ACK)", dropsBefore, dropsAfter)
+	say("router: ICMP redirects sent %d -> %d (telling the client to go to the node directly)", redirBefore, redirAfter)
+
+	step("2. After: bgplb-routeragent runs with the exemption and send_redirects=0")
+	if err := l.StopAgent(); err != nil {
+		return err
+	}
+	if err := l.StartAgent(AgentMode{Firewall: true, Redirects: true}); err != nil {
+		return err
+	}
+	// SIGTERM left the routes in place; the new agent adopts them.
+	var okBody string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		okBody, err = l.ClientGet(ctx, ip.String(), 2*time.Second)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the request still fails with the agent running: %w (agent log: %s)", err, l.LogPath(AgentName))
+	}
+	hops, proto, _ := l.RouterRoute(prefix)
+	say("router: %s via %v, protocol %d (bgplb)", prefix, hops, proto)
+	all, lan, err := l.SendRedirects()
+	if err != nil {
+		return err
+	}
+	say("router: send_redirects all=%s %s=%s", all, LANIf, lan)
+	listing, err := l.FirewallListing()
+	if err != nil {
+		return err
+	}
+	say("router: iptables-legacy -L FORWARD (ferm's rules, with our jump first):")
+	for _, line := range strings.Split(strings.TrimRight(listing, "\n"), "\n") {
+		say("  %s", line)
+	}
+	if out, err := nsExec(l.NS(Router), "iptables-legacy", "-w", "5", "-L", "BGPLB-EXEMPT", "-v", "-n"); err == nil {
+		for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+			say("  %s", line)
+		}
+	}
+	redir1, _ := l.OutRedirects()
+	say("client %s: GET http://%s/ -> %q", ClientIP, ip, strings.TrimSpace(okBody))
+	for i := 0; i < 5; i++ {
+		b, err := l.ClientGet(ctx, ip.String(), 2*time.Second)
+		if err != nil {
+			return fmt.Errorf("request %d after the fix failed: %w", i+2, err)
+		}
+		say("client: GET again -> %q", strings.TrimSpace(b))
+	}
+	redir2, _ := l.OutRedirects()
+	say("router: ICMP redirects sent while serving those requests: %d", redir2-redir1)
+	if out, err := l.AgentCommand("status"); err == nil {
+		say("\n$ bgplb-routeragent status")
+		fmt.Fprint(w, out)
+	}
+	return nil
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 && strings.Contains(s, "Client.Timeout") {
+		return "no response within 3s (" + s[i+2:] + ")"
+	}
+	return s
+}

@@ -66,15 +66,20 @@ func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
 	bin := fs.String("bin", "bin", "directory with the bgplb binaries")
 	state := fs.String("state", "/run/bgplb-demo", "directory for the lab's configs and logs")
+	crds := fs.String("crds", "config/crd/bases", "directory of the CRD manifests")
 	keep := fs.Bool("keep", false, "leave the lab running after the demo (remove it with `bgplb-lab down`)")
 	_ = fs.Parse(args)
 	absBin, err := filepath.Abs(*bin)
 	if err != nil {
 		return err
 	}
+	absCRDs, err := filepath.Abs(*crds)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	l, err := lab.Up(ctx, lab.Options{
-		Prefix: demoPrefix, BinDir: absBin, StateDir: *state,
+		Prefix: demoPrefix, BinDir: absBin, StateDir: *state, CRDDir: absCRDs,
 		Logf: func(f string, a ...any) { fmt.Printf("lab: "+f+"\n", a...) },
 	})
 	if err != nil {

@@ -76,6 +76,8 @@ type Options struct {
 	BinDir string
 	// StateDir holds configs, logs and the kubeconfig.
 	StateDir string
+	// CRDDir holds the CRD manifests (config/crd/bases).
+	CRDDir string
 	// Logf reports progress; nil is quiet.
 	Logf func(format string, args ...any)
 }
@@ -283,7 +285,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	if err := l.start("apiserver", l.NS(CP), []string{"KUBEBUILDER_ASSETS=" + assets},
 		filepath.Join(l.opts.BinDir, "bgplb-lab"), "apiserver",
 		"--address", CPIP, "--port", fmt.Sprint(APIServerPort),
-		"--crds", filepath.Join(testenv.RepoRoot(), "config", "crd", "bases"),
+		"--crds", l.opts.CRDDir,
 		"--kubeconfig", l.kubeconfig()); err != nil {
 		return err
 	}

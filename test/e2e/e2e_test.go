@@ -1,0 +1,402 @@
+// Package e2e runs the whole product in the lab (test/lab): a real
+// kube-apiserver, bgplb-controller, two bgplb-speakers and bgplb-routeragent
+// on a router with a ferm firewall, and a client, in network namespaces.
+// It needs root (network namespaces) and the envtest binaries; `make test`
+// provides both in CI.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/bgplb/bgplb/internal/netnstest"
+	"github.com/bgplb/bgplb/internal/testenv"
+	"github.com/bgplb/bgplb/test/lab"
+)
+
+var (
+	theLab  *lab.Lab
+	skipWhy string
+	node1   = netip.MustParseAddr(lab.NodeIPs[lab.Node1])
+	node2   = netip.MustParseAddr(lab.NodeIPs[lab.Node2])
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		switch {
+		case os.Geteuid() != 0:
+			skipWhy = "the end-to-end lab needs root to create network namespaces (CI runs it as root)"
+			return m.Run()
+		case os.Getenv("KUBEBUILDER_ASSETS") == "":
+			if testenv.Required() {
+				fmt.Fprintln(os.Stderr, "e2e: BGPLB_REQUIRE_ENVTEST=1 but KUBEBUILDER_ASSETS is not set")
+				return 1
+			}
+			skipWhy = testenv.ErrNoAssets.Error()
+			return m.Run()
+		}
+		l, cleanup, err := startLab()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: lab up:", err)
+			cleanup()
+			return 1
+		}
+		theLab = l
+		defer cleanup()
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// startLab builds the binaries and brings the lab up with the router agent
+// fully on.
+func startLab() (*lab.Lab, func(), error) {
+	dir, err := os.MkdirTemp("", "bgplb-e2e-")
+	if err != nil {
+		return nil, func() {}, err
+	}
+	bin := filepath.Join(dir, "bin")
+	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/bgplb-controller", "./cmd/bgplb-speaker", "./cmd/bgplb-routeragent", "./cmd/bgplb-lab")
+	cmd.Dir = testenv.RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, func() {}, fmt.Errorf("build binaries: %v\n%s", err, out)
+	}
+	prefix := fmt.Sprintf("%se2e%d-", netnstest.Prefix, os.Getpid()%100000)
+	ctx := context.Background()
+	l, err := lab.Up(ctx, lab.Options{Prefix: prefix, BinDir: bin, StateDir: filepath.Join(dir, "state"),
+		CRDDir: filepath.Join(testenv.RepoRoot(), "config", "crd", "bases"),
+		Logf:   func(f string, a ...any) { fmt.Fprintf(os.Stderr, "lab: "+f+"\n", a...) }})
+	cleanup := func() {
+		if l != nil {
+			if err := l.Down(); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: lab down:", err)
+			}
+		} else {
+			_ = lab.Down(prefix)
+		}
+		if os.Getenv("BGPLB_E2E_KEEP_LOGS") == "" {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintln(os.Stderr, "e2e: logs kept in", dir)
+		}
+	}
+	if err != nil {
+		return nil, cleanup, err
+	}
+	if err := l.StartAgent(lab.AgentMode{Firewall: true, Redirects: true}); err != nil {
+		return nil, cleanup, err
+	}
+	return l, cleanup, nil
+}
+
+func setup(t *testing.T) (*lab.Lab, context.Context) {
+	t.Helper()
+	if theLab == nil {
+		t.Skip("skipping: " + skipWhy)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range []string{"controller", "speaker-node1", "speaker-node2", lab.AgentName} {
+				if b, err := os.ReadFile(theLab.LogPath(name)); err == nil {
+					lines := strings.Split(string(b), "\n")
+					if len(lines) > 40 {
+						lines = lines[len(lines)-40:]
+					}
+					t.Logf("--- last lines of %s:\n%s", name, strings.Join(lines, "\n"))
+				}
+			}
+		}
+	})
+	return theLab, ctx
+}
+
+// createService creates a Service, waits for its address and returns its /32.
+func createService(t *testing.T, ctx context.Context, l *lab.Lab, s lab.ServiceSpec) netip.Prefix {
+	t.Helper()
+	if err := l.CreateService(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.DeleteService(context.Background(), s.Name) })
+	ip, err := l.WaitServiceIP(ctx, s.Name, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.PrefixFrom(ip, 32)
+}
+
+// getEventually retries a client request until it succeeds or timeout.
+func getEventually(ctx context.Context, l *lab.Lab, ip netip.Addr, timeout time.Duration) (string, time.Duration, error) {
+	start := time.Now()
+	for {
+		body, err := l.ClientGet(ctx, ip.String(), 500*time.Millisecond)
+		if err == nil {
+			return body, time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			return "", time.Since(start), err
+		}
+	}
+}
+
+func TestServiceReachableThroughRouterWithECMP(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-basic", EndpointsOn: []string{lab.Node1, lab.Node2}})
+	body, took, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("client could not reach %s through the router: %v", pfx, err)
+	}
+	t.Logf("client reached %s %v after the status write: %q", pfx, took, strings.TrimSpace(body))
+	if !strings.HasPrefix(body, "hello from node") {
+		t.Errorf("unexpected body %q", body)
+	}
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, proto, _ := l.RouterRoute(pfx); proto == 0 {
+		t.Errorf("route has no protocol")
+	}
+}
+
+func TestLocalTrafficPolicyOnlyFromNodeWithEndpoint(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-local", Local: true, EndpointsOn: []string{lab.Node2}})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	body, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(body, "hello from node2") {
+		t.Errorf("Local service answered by the wrong node: %q", body)
+	}
+	// The endpoint moves to node1: the route follows.
+	if err := l.SetEndpoints(ctx, "e2e-local", []string{lab.Node1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeleteServiceRemovesRoute(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-delete", EndpointsOn: []string{lab.Node1, lab.Node2}})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteService(ctx, "e2e-delete"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitRoute(ctx, pfx, nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := l.ClientGet(ctx, pfx.Addr().String(), time.Second); err == nil {
+		t.Fatalf("client still reaches the deleted service: %q", body)
+	}
+}
+
+func TestKilledSpeakerIsRemovedOtherNodeKeepsServing(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-kill", EndpointsOn: []string{lab.Node1, lab.Node2}})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Stop("speaker-"+lab.Node1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.StartSpeaker(lab.Node1); err != nil {
+			t.Errorf("restart speaker: %v", err)
+		}
+	})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node2}, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	body, _, err := getEventually(ctx, l, pfx.Addr(), 5*time.Second)
+	if err != nil || !strings.HasPrefix(body, "hello from node2") {
+		t.Fatalf("node2 does not keep serving: %q, %v", body, err)
+	}
+}
+
+func TestAgentRestartDropsNoRequestAndNoRoute(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-restart", EndpointsOn: []string{lab.Node1, lab.Node2}})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// Watch the router's kernel for any deletion of the service route.
+	updates := make(chan netlink.RouteUpdate, 1024)
+	done := make(chan struct{})
+	if err := l.RouterSubscribe(updates, done); err != nil {
+		t.Fatal(err)
+	}
+	var deleted atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for u := range updates {
+			if u.Type == syscall.RTM_DELROUTE && u.Dst != nil && u.Dst.String() == pfx.String() {
+				deleted.Add(1)
+			}
+		}
+	}()
+
+	// A client loops requests while the agent restarts.
+	var ok, failed atomic.Int32
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var cwg sync.WaitGroup
+	cwg.Add(1)
+	go func() {
+		defer cwg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := l.ClientGet(ctx, pfx.Addr().String(), 2*time.Second); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				ok.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := l.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the agent is down: traffic must keep flowing
+	if err := l.StartAgent(lab.AgentMode{Firewall: true, Redirects: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Until the speakers are back and their End-of-RIB swept nothing.
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitAgentPeers(t, l, 2, 30*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	cwg.Wait()
+	close(done)
+	wg.Wait()
+
+	t.Logf("requests during the restart: %d ok, %d failed", ok.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("%d requests failed during the agent restart (first: %v)", failed.Load(), firstErr.Load())
+	}
+	if ok.Load() == 0 {
+		t.Errorf("no request was made during the restart")
+	}
+	if n := deleted.Load(); n > 0 {
+		t.Errorf("the router's route %s was deleted %d times during the agent restart", pfx, n)
+	}
+}
+
+// waitAgentPeers waits until `status --json` reports n established peers.
+func waitAgentPeers(t *testing.T, l *lab.Lab, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var out string
+	var err error
+	for time.Now().Before(deadline) {
+		out, err = l.AgentCommand("status", "--json", "--socket", l.AgentSocket())
+		if err == nil && strings.Count(strings.ToLower(out), `"established"`) >= n {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("agent does not report %d established peers after %v: %v\n%s", n, timeout, err, out)
+}
+
+func TestDoctorHealthyThenReportsManualDamage(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-doctor", EndpointsOn: []string{lab.Node1}})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out, err := l.AgentCommand("doctor", "--config", l.AgentConfigPath())
+	if err != nil {
+		t.Fatalf("doctor on a healthy router: %v\n%s", err, out)
+	}
+	t.Logf("doctor (healthy):\n%s", out)
+
+	// Stop the agent so that it cannot repair, then break things by hand.
+	if err := l.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.StartAgent(lab.AgentMode{Firewall: true, Redirects: true}); err != nil {
+			t.Errorf("restart agent: %v", err)
+		}
+		waitAgentPeers(t, l, 2, 30*time.Second)
+	})
+	if err := l.ReloadFerm(); err != nil { // a ferm reload flushes our chain and jump
+		t.Fatal(err)
+	}
+	if _, err := exec.Command("ip", "netns", "exec", l.NS(lab.Router), "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=1").CombinedOutput(); err != nil {
+		t.Fatal(err)
+	}
+	out, err = l.AgentCommand("doctor", "--config", l.AgentConfigPath())
+	if err == nil {
+		t.Errorf("doctor exited 0 on a damaged router:\n%s", out)
+	}
+	t.Logf("doctor (damaged):\n%s", out)
+	for _, want := range []string{"send_redirects", "INVALID"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output does not mention %q", want)
+		}
+	}
+}
+
+func TestFermReloadIsRepaired(t *testing.T) {
+	l, ctx := setup(t)
+	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-ferm", EndpointsOn: []string{lab.Node1, lab.Node2}})
+	if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := l.ReloadFerm(); err != nil {
+			t.Fatal(err)
+		}
+		// Right after the reload the exemption is gone; the agent puts it
+		// back and new connections work again.
+		if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
+			t.Fatalf("after ferm reload %d the service stays unreachable: %v", i+1, err)
+		}
+		listing, err := l.FirewallListing()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(listing, "BGPLB-EXEMPT") {
+			t.Fatalf("after ferm reload %d our jump is missing:\n%s", i+1, listing)
+		}
+	}
+}

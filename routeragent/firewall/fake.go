@@ -17,6 +17,8 @@ type Fake struct {
 	// LockedCalls makes the next N calls fail as if another process held
 	// the xtables lock.
 	LockedCalls int
+	// NoTable makes TableExists report false until a chain is created.
+	NoTable bool
 	// Calls counts every call, Mutations the calls that changed something.
 	Calls, Mutations int
 }
@@ -129,6 +131,12 @@ func (f *Fake) lines(counters bool) []string {
 	return out
 }
 
+func (f *Fake) TableExists(table string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.NoTable, nil
+}
+
 func (f *Fake) ListTable(table string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -144,6 +152,7 @@ func (f *Fake) NewChain(table, chain string) error {
 	if err := f.enter(true); err != nil {
 		return err
 	}
+	f.NoTable = false
 	if f.exists(chain) {
 		return &FakeError{Status: 1, Msg: "iptables: Chain already exists."}
 	}

@@ -436,8 +436,15 @@ func (m *Manager) removeFamily(ctx context.Context, fam Family) error {
 }
 
 func (m *Manager) list(ctx context.Context, r Runner) (Table, error) {
+	ok, err := r.TableExists(TableName)
+	if err != nil {
+		return Table{}, err
+	}
+	if !ok {
+		return Table{Policies: map[string]string{}, Rules: map[string][]Rule{}}, nil
+	}
 	var lines []string
-	err := m.retry(ctx, "list filter table", func() error {
+	err = m.retry(ctx, "list filter table", func() error {
 		var err error
 		lines, err = r.ListTable(TableName)
 		return err

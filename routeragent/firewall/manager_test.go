@@ -303,3 +303,11 @@ func TestLockContention(t *testing.T) {
 		t.Errorf("after release: %v %+v", err, st)
 	}
 }
+
+func mustPrefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,6 +17,10 @@ import (
 // Runner is the side-effect boundary: one iptables binary (backend ×
 // family). The real one wraps go-iptables; tests use a fake.
 type Runner interface {
+	// TableExists reports whether the table exists. For the legacy backend
+	// listing a table that does not exist would create it, so the manager
+	// asks first and treats a missing table as empty.
+	TableExists(table string) (bool, error)
 	// ListTable returns `iptables -t TABLE -v -S`: every chain and rule of
 	// the table with counters, in one call.
 	ListTable(table string) ([]string, error)
@@ -65,14 +72,38 @@ func XtablesRunners(b Backend, f Family) (Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &xtables{IPTables: ipt, path: path}, nil
+	names := ""
+	if b == Legacy {
+		// Per network namespace; thread-self, not self, so that a thread
+		// switched into another namespace (tests) reads its own.
+		names = "/proc/thread-self/net/ip_tables_names"
+		if f == IPv6 {
+			names = "/proc/thread-self/net/ip6_tables_names"
+		}
+	}
+	return &xtables{IPTables: ipt, path: path, names: names}, nil
 }
 
 // xtables adds a whole-table listing to go-iptables, which lists one chain
 // at a time; a single `-S` of the table is one exec instead of one per chain.
 type xtables struct {
 	*iptables.IPTables
-	path string
+	path  string
+	names string // legacy: the kernel's list of instantiated tables
+}
+
+func (x *xtables) TableExists(table string) (bool, error) {
+	if x.names == "" {
+		return true, nil // nft: listing a missing table creates nothing
+	}
+	b, err := os.ReadFile(x.names)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // ip_tables not loaded: no legacy table at all
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", x.names, err)
+	}
+	return slices.Contains(strings.Fields(string(b)), table), nil
 }
 
 func (x *xtables) ListTable(table string) ([]string, error) {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the packaging tools bgplb uses from the Go module proxy, at pinned
+# versions, into bin/ (the usual release downloads are not reachable from our
+# CI). Idempotent: a tool already built at its pinned version is not rebuilt.
+#
+# Usage: hack/tools.sh [helm|kustomize|nfpm ...]   builds the named tools (default: all)
+#        hack/tools.sh --path TOOL                 builds TOOL if needed, prints its path
+#
+# Each tool lands in bin/<tool>-<version> with a bin/<tool> symlink, so a
+# version bump here rebuilds it. Tools are built one at a time with their own
+# go.mod (go install pkg@version), never touching bgplb's go.mod.
+set -euo pipefail
+
+HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
+NFPM_VERSION="${NFPM_VERSION:-v2.45.2}"
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${BGPLB_TOOLS_BIN:-$ROOT/bin}"
+
+log() { echo "tools: $*" >&2; }
+
+pkg_of() {
+  case "$1" in
+    helm) echo "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    kustomize) echo "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" ;;
+    nfpm) echo "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" ;;
+    *) echo "tools: unknown tool $1 (helm, kustomize, nfpm)" >&2; return 1 ;;
+  esac
+}
+
+version_of() {
+  case "$1" in
+    helm) echo "$HELM_VERSION" ;;
+    kustomize) echo "$KUSTOMIZE_VERSION" ;;
+    nfpm) echo "$NFPM_VERSION" ;;
+  esac
+}
+
+build() {
+  local tool="$1" pkg version dest gobin
+  pkg="$(pkg_of "$tool")"
+  version="$(version_of "$tool")"
+  dest="$BIN/$tool-$version"
+  if [[ ! -x "$dest" ]]; then
+    log "building $pkg (one-time, cached in $BIN)"
+    mkdir -p "$BIN"
+    gobin="$(mktemp -d)"
+    # GOFLAGS is cleared: bgplb's -mod settings must not leak into the tools'
+    # own modules. Helm reports its version from these ldflags.
+    local ldflags="-s -w"
+    if [[ "$tool" == helm ]]; then
+      ldflags+=" -X helm.sh/helm/v3/internal/version.version=$version"
+    fi
+    if ! (cd "$gobin" && GOFLAGS= GOWORK=off CGO_ENABLED=0 GOBIN="$gobin" \
+          go install -trimpath -ldflags "$ldflags" "$pkg" >&2); then
+      rm -rf "$gobin"
+      log "failed to build $pkg; is the Go module proxy reachable (GOPROXY=$(go env GOPROXY))?"
+      return 1
+    fi
+    mv "$gobin/$tool" "$dest"
+    rm -rf "$gobin"
+  fi
+  ln -sfn "$(basename "$dest")" "$BIN/$tool"
+  echo "$dest"
+}
+
+if [[ "${1:-}" == "--path" ]]; then
+  [[ $# -eq 2 ]] || { echo "usage: $0 --path TOOL" >&2; exit 2; }
+  build "$2"
+  exit 0
+fi
+
+tools=("$@")
+[[ ${#tools[@]} -gt 0 ]] || tools=(kustomize nfpm helm)
+for t in "${tools[@]}"; do
+  build "$t" >/dev/null
+done

@@ -1,0 +1,61 @@
+# Packaging and installation targets (issue 6). Included by the top-level
+# Makefile (`include make/install.mk`); uses its GO, BIN and VERSION when set.
+# Standalone: make -f Makefile -f make/install.mk <target>
+
+GO ?= go
+BIN ?= $(CURDIR)/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+DIST := $(CURDIR)/dist
+TOOLS := $(CURDIR)/hack/tools.sh
+KUSTOMIZE = $(shell $(TOOLS) --path kustomize)
+HELM = $(shell $(TOOLS) --path helm)
+NFPM = $(shell $(TOOLS) --path nfpm)
+
+# Debian versions must start with a digit: v1.2.3 -> 1.2.3, v1.2.3-4-gabc ->
+# 1.2.3+4.gabc, an untagged tree -> 0.0.0~git.<sha>.
+DEB_VERSION ?= $(shell d=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); \
+  if [ -n "$$d" ]; then echo "$${d#v}" | sed 's/-/+/; s/-/./g'; \
+  else echo "0.0.0~git.$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; fi)
+DEB_ARCHES ?= amd64 arm64
+
+##@ Install and packaging
+
+.PHONY: tools
+tools: ## Build helm, kustomize and nfpm (pinned in hack/tools.sh) into bin/.
+	@$(TOOLS)
+
+.PHONY: build-installer
+build-installer: manifests ## Render config/default into dist/install.yaml (commit it).
+	@mkdir -p $(DIST)
+	$(KUSTOMIZE) build config/default > $(DIST)/install.yaml.tmp
+	mv $(DIST)/install.yaml.tmp $(DIST)/install.yaml
+
+.PHONY: helm-lint
+helm-lint: ## helm lint the chart (strict).
+	$(HELM) lint --strict charts/bgplb
+
+.PHONY: helm-package
+helm-package: ## Package charts/bgplb into dist/.
+	@mkdir -p $(DIST)
+	$(HELM) package charts/bgplb --destination $(DIST)
+
+.PHONY: deb
+deb: ## Build dist/bgplb-routeragent_<version>_<arch>.deb for $(DEB_ARCHES).
+	@mkdir -p $(DIST)
+	@set -e; for arch in $(DEB_ARCHES); do \
+	  out=$(DIST)/build/linux-$$arch; mkdir -p $$out $(DIST)/build/stage; \
+	  echo "deb: building bgplb-routeragent for $$arch"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath \
+	    -ldflags '-s -w -X github.com/bgplb/bgplb/internal/version.Version=$(VERSION)' \
+	    -o $$out/bgplb-routeragent ./cmd/bgplb-routeragent; \
+	  cp $$out/bgplb-routeragent $(DIST)/build/stage/bgplb-routeragent; \
+	  ARCH=$$arch DEB_VERSION='$(DEB_VERSION)' \
+	    $(NFPM) package --config packaging/nfpm.yaml --packager deb \
+	    --target $(DIST)/bgplb-routeragent_$(DEB_VERSION)_$$arch.deb; \
+	done
+
+.PHONY: test-install
+test-install: tools envtest-assets ## Packaging tests: chart, manifest on envtest, .deb in a scratch root.
+	KUSTOMIZE="$(KUSTOMIZE)" HELM="$(HELM)" NFPM="$(NFPM)" \
+	  KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
+	  $(GO) test -count=1 ./test/install/

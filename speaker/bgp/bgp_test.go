@@ -1,0 +1,288 @@
+package bgp_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/bgplb/bgplb/speaker/bgp"
+	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
+	"github.com/bgplb/bgplb/speaker/model"
+)
+
+var (
+	lo4 = netip.MustParseAddr("127.0.0.1")
+	lo6 = netip.MustParseAddr("::1")
+)
+
+const wait = 20 * time.Second // upper bound for events; never a timing assertion
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func peerTo(r *bgptest.Router, name string, myASN uint32) bgp.PeerConfig {
+	return bgp.PeerConfig{
+		Name: name, Address: r.Addr, Port: r.Port, PeerASN: r.ASN, MyASN: myASN,
+		RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second,
+	}
+}
+
+func newManager(t *testing.T, peers ...bgp.PeerConfig) *bgp.Manager {
+	t.Helper()
+	m := bgp.NewManager(testr.New(t), nil)
+	if err := m.SetPeers(context.Background(), peers); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Shutdown(context.Background(), bgp.ShutdownOptions{}) })
+	return m
+}
+
+var cmpRoutes = []cmp.Option{
+	cmpopts.EquateEmpty(),
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+}
+
+func waitRoutes(t *testing.T, r *bgptest.Router, want []bgptest.Route) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		got := r.Routes()
+		diff := cmp.Diff(want, got, cmpRoutes...)
+		if diff == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router routes (-want +got):\n%s", diff)
+		}
+		select {
+		case <-r.Changed():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func TestAnnounceIBGPAttributes(t *testing.T) {
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 64512})
+	m := newManager(t, peerTo(r, "r1", 64512))
+	r.WaitEstablished(t, lo4, wait)
+
+	desired := []model.Advertisement{
+		{Prefix: pfx("192.168.254.10/32"), NextHop: netip.IPv4Unspecified(),
+			Communities:      []uint32{65000<<16 | 100, 0xFFFFFF01},
+			LargeCommunities: []model.LargeCommunity{{GlobalAdmin: 64512, LocalData1: 1, LocalData2: 2}},
+			LocalPref:        250},
+		{Prefix: pfx("192.168.254.11/32"), NextHop: netip.IPv4Unspecified()},
+	}
+	if _, _, err := m.Set(context.Background(), "r1", desired); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{
+		{Prefix: pfx("192.168.254.10/32"), NextHop: lo4, Communities: []uint32{65000<<16 | 100, 0xFFFFFF01},
+			LargeCommunities: [][3]uint32{{64512, 1, 2}}, LocalPref: 250},
+		// iBGP: GoBGP sends the default LOCAL_PREF 100 when none is set.
+		{Prefix: pfx("192.168.254.11/32"), NextHop: lo4, LocalPref: 100},
+	})
+
+	st := m.Status(context.Background())
+	if len(st) != 1 || st[0].State != "Established" || st[0].Announced != 2 || st[0].LocalAddress != lo4 || st[0].EstablishedSince.IsZero() {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestAnnounceEBGPNextHopAndASPath(t *testing.T) {
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	m := newManager(t, peerTo(r, "r1", 65001))
+	r.WaitEstablished(t, lo4, wait)
+	if _, _, err := m.Set(context.Background(), "r1", []model.Advertisement{
+		{Prefix: pfx("192.168.254.10/32"), NextHop: netip.IPv4Unspecified(), LocalPref: 300},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// eBGP: next hop is our end of the session, AS_PATH is our ASN, and
+	// LOCAL_PREF is not sent.
+	waitRoutes(t, r, []bgptest.Route{{Prefix: pfx("192.168.254.10/32"), NextHop: lo4, ASPath: []uint32{65001}}})
+}
+
+func TestDiffOnlySendsChanges(t *testing.T) {
+	ctx := context.Background()
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	m := newManager(t, peerTo(r, "r1", 65001))
+	r.WaitEstablished(t, lo4, wait)
+
+	a := model.Advertisement{Prefix: pfx("192.168.254.1/32"), NextHop: netip.IPv4Unspecified()}
+	b := model.Advertisement{Prefix: pfx("192.168.254.2/32"), NextHop: netip.IPv4Unspecified()}
+	c := model.Advertisement{Prefix: pfx("192.168.254.3/32"), NextHop: netip.IPv4Unspecified()}
+	if _, _, err := m.Set(ctx, "r1", []model.Advertisement{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{
+		{Prefix: a.Prefix, NextHop: lo4, ASPath: []uint32{65001}},
+		{Prefix: b.Prefix, NextHop: lo4, ASPath: []uint32{65001}},
+	})
+
+	// Same set again: nothing to do.
+	added, withdrawn, err := m.Set(ctx, "r1", []model.Advertisement{b, a})
+	if err != nil || added != 0 || withdrawn != 0 {
+		t.Fatalf("Set(same) = %d added, %d withdrawn, %v; want 0, 0, nil", added, withdrawn, err)
+	}
+
+	// Replace a with c and change b's communities: one withdraw, two adds.
+	b2 := b
+	b2.Communities = []uint32{65000<<16 | 7}
+	_, updBefore, _ := r.SessionState(lo4)
+	added, withdrawn, err = m.Set(ctx, "r1", []model.Advertisement{b2, c})
+	if err != nil || added != 2 || withdrawn != 1 {
+		t.Fatalf("Set(change) = %d added, %d withdrawn, %v; want 2, 1, nil", added, withdrawn, err)
+	}
+	waitRoutes(t, r, []bgptest.Route{
+		{Prefix: b.Prefix, NextHop: lo4, ASPath: []uint32{65001}, Communities: []uint32{65000<<16 | 7}},
+		{Prefix: c.Prefix, NextHop: lo4, ASPath: []uint32{65001}},
+	})
+	_, updAfter, _ := r.SessionState(lo4)
+	// a's withdraw, b2 and c: at most three UPDATEs; the untouched route is
+	// not re-sent (GoBGP may pack several into one message).
+	if n := updAfter - updBefore; n < 1 || n > 3 {
+		t.Errorf("router received %d UPDATEs for the change, want 1-3", n)
+	}
+}
+
+func TestIPv6OverIPv6Session(t *testing.T) {
+	r := bgptest.Start(t, lo6, 64512, bgptest.Neighbor{Address: lo6, ASN: 65001})
+	m := newManager(t, peerTo(r, "r6", 65001))
+	r.WaitEstablished(t, lo6, wait)
+	if _, _, err := m.Set(context.Background(), "r6", []model.Advertisement{
+		{Prefix: pfx("fd00:254::10/128"), NextHop: netip.IPv6Unspecified(), Communities: []uint32{65000<<16 | 6}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{{Prefix: pfx("fd00:254::10/128"), NextHop: lo6, ASPath: []uint32{65001}, Communities: []uint32{65000<<16 | 6}}})
+}
+
+func TestMD5(t *testing.T) {
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001, Password: "s3cret"})
+	p := peerTo(r, "r1", 65001)
+	p.Password = "s3cret"
+	m := newManager(t, p)
+	if err := bgp.MD5Supported(); err != nil {
+		// The session cannot come up; it must say why instead of sitting
+		// silently in Active.
+		st := m.Status(context.Background())
+		if len(st) != 1 || !strings.Contains(st[0].LastError, "TCP-MD5") {
+			t.Fatalf("status without the TCP-MD5 error: %+v", st)
+		}
+		t.Skipf("skipping the MD5 session: %v (checked that the session reports it)", err)
+	}
+	r.WaitEstablished(t, lo4, wait)
+	if _, _, err := m.Set(context.Background(), "r1", []model.Advertisement{{Prefix: pfx("192.168.254.9/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{{Prefix: pfx("192.168.254.9/32"), NextHop: lo4, ASPath: []uint32{65001}}})
+}
+
+func TestChangedPeerRestartsOnlyThatSession(t *testing.T) {
+	ctx := context.Background()
+	r1 := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	r2 := bgptest.Start(t, lo4, 64513, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	p1, p2 := peerTo(r1, "r1", 65001), peerTo(r2, "r2", 65001)
+	m := newManager(t, p1, p2)
+	r1.WaitEstablished(t, lo4, wait)
+	r2.WaitEstablished(t, lo4, wait)
+	adv := []model.Advertisement{{Prefix: pfx("192.168.254.1/32")}}
+	for _, p := range []string{"r1", "r2"} {
+		if _, _, err := m.Set(ctx, p, adv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRoutes(t, r2, []bgptest.Route{{Prefix: adv[0].Prefix, NextHop: lo4, ASPath: []uint32{65001}}})
+	_, upd2, notif2 := r2.SessionState(lo4)
+
+	p1.HoldTime = 9 * time.Second
+	p1.KeepaliveTime = 3 * time.Second
+	if err := m.SetPeers(ctx, []bgp.PeerConfig{p1, p2}); err != nil {
+		t.Fatal(err)
+	}
+	// The restarted session starts empty; the next Set re-announces.
+	if got := m.Announced("r1"); len(got) != 0 {
+		t.Fatalf("restarted session still claims %d paths", len(got))
+	}
+	r1.WaitEstablished(t, lo4, wait)
+	if _, _, err := m.Set(ctx, "r1", adv); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r1, []bgptest.Route{{Prefix: adv[0].Prefix, NextHop: lo4, ASPath: []uint32{65001}}})
+
+	state, upd, notif := r2.SessionState(lo4)
+	if state != "ESTABLISHED" || upd != upd2 || notif != notif2 {
+		t.Errorf("untouched session r2 disturbed: state %s, updates %d->%d, notifications %d->%d", state, upd2, upd, notif2, notif)
+	}
+
+	// Removing a peer withdraws and closes its session only.
+	if err := m.SetPeers(ctx, []bgp.PeerConfig{p2}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r1, nil)
+	if state, _, _ := r2.SessionState(lo4); state != "ESTABLISHED" {
+		t.Errorf("r2 session state %s after removing r1", state)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	ctx := context.Background()
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001, GracefulRestart: true})
+	p := peerTo(r, "r1", 65001)
+	p.GracefulRestart, p.RestartTime = true, 120*time.Second
+	m := bgp.NewManager(testr.New(t), nil)
+	if err := m.SetPeers(ctx, []bgp.PeerConfig{p}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitEstablished(t, lo4, wait)
+	if _, _, err := m.Set(ctx, "r1", []model.Advertisement{
+		{Prefix: pfx("192.168.254.1/32"), Communities: []uint32{65000<<16 | 1}},
+		{Prefix: pfx("192.168.254.2/32")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{
+		{Prefix: pfx("192.168.254.1/32"), NextHop: lo4, ASPath: []uint32{65001}, Communities: []uint32{65000<<16 | 1}},
+		{Prefix: pfx("192.168.254.2/32"), NextHop: lo4, ASPath: []uint32{65001}},
+	})
+
+	sawGshut := make(chan bool, 1)
+	go func() {
+		sawGshut <- r.Wait(wait, func(routes map[netip.Prefix]bgptest.Route) bool {
+			for _, rt := range routes {
+				if len(rt.Communities) == 0 || rt.Communities[len(rt.Communities)-1] != model.CommunityGracefulShutdown {
+					return false
+				}
+			}
+			return len(routes) == 2
+		})
+	}()
+	if err := m.Shutdown(ctx, bgp.ShutdownOptions{GracefulShutdownFor: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if !<-sawGshut {
+		t.Error("router never saw both routes with GRACEFUL_SHUTDOWN (65535:0)")
+	}
+	// With graceful restart on both sides the router would keep stale routes
+	// after a bare disconnect; they are gone because the speaker withdrew
+	// them and then closed with a Cease.
+	waitRoutes(t, r, nil)
+	deadline := time.Now().Add(wait)
+	for {
+		_, _, notif := r.SessionState(lo4)
+		if notif >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("router received no Cease NOTIFICATION")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

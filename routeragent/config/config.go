@@ -394,9 +394,9 @@ func (c *Config) Validate() error {
 	}
 	for i, pr := range c.Firewall.Protocols {
 		switch pr {
-		case "tcp", "udp", "sctp", "dccp":
+		case "tcp", "udp", "sctp":
 		default:
-			add(fmt.Sprintf("firewall.protocols[%d]", i), "%q is not one of tcp, udp, sctp, dccp", pr)
+			add(fmt.Sprintf("firewall.protocols[%d]", i), "%q is not one of tcp, udp, sctp", pr)
 		}
 	}
 

@@ -10,6 +10,7 @@
 package routes
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -409,4 +411,50 @@ func InstallRTProtos(path string, protocol int) error {
 		return fmt.Errorf("install %s: %w", path, err)
 	}
 	return nil
+}
+
+// WatchLinks signals (coalesced into a channel of size 1) whenever a link or
+// an address changes in the current network namespace, until ctx ends. The
+// kernel drops routes silently when their link goes down, and an interface
+// that reappears needs its sysctls again: the agent resyncs on this signal.
+func WatchLinks(ctx context.Context, log *slog.Logger) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		for ctx.Err() == nil {
+			done := make(chan struct{})
+			lch := make(chan netlink.LinkUpdate, 64)
+			ach := make(chan netlink.AddrUpdate, 64)
+			onErr := func(err error) { log.Debug("netlink subscription", "err", err) }
+			lerr := netlink.LinkSubscribeWithOptions(lch, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr})
+			aerr := netlink.AddrSubscribeWithOptions(ach, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr})
+			if lerr != nil || aerr != nil {
+				log.Error("subscribe to link events; relying on periodic resync", "err", errors.Join(lerr, aerr))
+			}
+			for open := lerr == nil && aerr == nil; open; {
+				select {
+				case <-ctx.Done():
+					open = false
+				case _, ok := <-lch:
+					open = ok
+					signal()
+				case _, ok := <-ach:
+					open = ok
+					signal()
+				}
+			}
+			close(done)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+				signal() // we may have missed events while resubscribing
+			}
+		}
+	}()
+	return out
 }

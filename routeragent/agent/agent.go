@@ -1,0 +1,450 @@
+// Package agent wires the router agent together: configuration, the BGP
+// speaker, the import policy, the kernel route reconciler, the firewall
+// exemptions and the ICMP-redirect sysctls. Work is level-triggered: every
+// event (a BGP change, a link change, a timer) only signals; one loop then
+// recomputes the desired routes from the current state and reconciles.
+//
+// Stopping the agent (SIGTERM) leaves routes and firewall rules in place so
+// a restart never blackholes traffic; on start, routes left by the previous
+// run are kept until the peer that announced them sent End-of-RIB (or the
+// stale timeout passed).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/bgplb/bgplb/routeragent/bgp"
+	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/policy"
+	"github.com/bgplb/bgplb/routeragent/routes"
+	"github.com/bgplb/bgplb/routeragent/sysctl"
+)
+
+// Speaker is the BGP side (package bgp implements it).
+type Speaker interface {
+	Start(ctx context.Context) error
+	Stop()
+	Changed() <-chan struct{}
+	Paths() []policy.Path
+	Peers() []bgp.PeerState
+	EndOfRIB(peer netip.Addr) bool
+	SetNeighbors(ctx context.Context, cfg bgp.Config) error
+}
+
+// Routes is the kernel side (package routes implements it).
+type Routes interface {
+	Load() (map[netip.Prefix][]netip.Addr, error)
+	Reconcile(desired map[netip.Prefix][]netip.Addr, full bool) routes.Result
+}
+
+// Firewall keeps the exemptions (package firewall implements it).
+type Firewall interface {
+	Ensure(ctx context.Context) (firewall.Status, error)
+}
+
+// Redirects sets send_redirects=0 (sysctl.Redirects implements it).
+type Redirects interface {
+	Apply(ifaces []string) (sysctl.Report, error)
+}
+
+// LAN reports the LAN subnets and our addresses on the LAN interfaces.
+type LAN func(ifaces []string) (connected []netip.Prefix, local []netip.Addr, missing []string, err error)
+
+// Deps are the side-effect boundaries, built by the caller (see Main) so
+// tests can pass their own.
+type Deps struct {
+	Speaker   Speaker
+	Routes    Routes
+	Firewall  Firewall // nil when firewall.mode is off
+	Redirects Redirects
+	LAN       LAN
+	// LinkEvents receives when a link or address changed (may be nil).
+	LinkEvents <-chan struct{}
+	// Notify tells systemd our state (READY=1, RELOADING=1, STOPPING=1); may be nil.
+	Notify func(state string)
+	// NewFirewall builds the firewall for a reloaded config (nil: keep).
+	NewFirewall func(cfg *config.Config) (Firewall, error)
+}
+
+// Agent is the running daemon.
+type Agent struct {
+	log  *slog.Logger
+	deps Deps
+
+	reload chan *config.Config
+
+	mu     sync.Mutex
+	cfg    *config.Config
+	status Status
+	fw     Firewall
+
+	// Owned by the run loop.
+	stale         map[netip.Prefix][]netip.Addr
+	staleDeadline time.Time
+	connected     []netip.Prefix
+	local         []netip.Addr
+	missing       []string
+	retry         *time.Timer
+	retryDelay    time.Duration
+}
+
+// New returns an agent for a validated config.
+func New(cfg *config.Config, deps Deps, log *slog.Logger) *Agent {
+	a := &Agent{log: log, deps: deps, cfg: cfg, fw: deps.Firewall, reload: make(chan *config.Config, 1)}
+	a.status.Started = time.Now()
+	return a
+}
+
+// BGPConfig turns the agent config into the speaker's.
+func BGPConfig(c *config.Config) bgp.Config {
+	v4, v6 := c.Families()
+	out := bgp.Config{ASN: c.ASN, RouterID: c.RouterIDAddr(), ListenPort: int32(c.Listen.Port), IPv4: v4, IPv6: v6}
+	if c.Listen.Address != "0.0.0.0" && c.Listen.Address != "::" {
+		out.ListenAddresses = []string{c.Listen.Address}
+	}
+	for _, n := range c.Neighbors {
+		hard := uint32(0)
+		if n.MaxPrefixes > 0 {
+			hard = uint32(2 * n.MaxPrefixes)
+		}
+		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
+			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
+			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
+			HardPrefixLimit: hard,
+		})
+	}
+	return out
+}
+
+// Reload asks the run loop to apply a new (already validated) config.
+func (a *Agent) Reload(cfg *config.Config) {
+	select {
+	case a.reload <- cfg:
+	default:
+		// A reload is pending; replace it with the newest.
+		select {
+		case <-a.reload:
+		default:
+		}
+		a.reload <- cfg
+	}
+}
+
+func (a *Agent) notify(state string) {
+	if a.deps.Notify != nil {
+		a.deps.Notify(state)
+	}
+}
+
+// Run runs until ctx ends. It leaves routes and firewall rules in place.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.config()
+	stale, err := a.deps.Routes.Load()
+	if err != nil {
+		return fmt.Errorf("read our routes from the kernel: %w", err)
+	}
+	if len(stale) > 0 {
+		a.stale = stale
+		a.staleDeadline = time.Now().Add(cfg.Routes.StaleTimeout)
+		a.log.Info("keeping routes from the previous run until their peers sent End-of-RIB",
+			"routes", len(stale), "staleTimeout", cfg.Routes.StaleTimeout.String())
+	}
+	a.refreshLAN()
+	a.applySysctl()
+	if a.fw != nil {
+		// Exemptions first: a route to a service is useless while the
+		// firewall drops its return half.
+		a.ensureFirewall(ctx)
+	}
+	if err := a.deps.Speaker.Start(ctx); err != nil {
+		return fmt.Errorf("start BGP: %w", err)
+	}
+	defer a.deps.Speaker.Stop()
+	a.retry = time.NewTimer(time.Hour)
+	a.retry.Stop()
+	defer a.retry.Stop()
+	a.reconcile(true)
+	a.notify("READY=1")
+	a.log.Info("router agent ready", "asn", cfg.ASN, "routerID", cfg.RouterID, "port", cfg.Listen.Port,
+		"table", cfg.Routes.Table, "protocol", cfg.Routes.Protocol)
+
+	fwCtx, fwCancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.firewallLoop(fwCtx)
+	}()
+	defer func() {
+		fwCancel()
+		wg.Wait()
+	}()
+
+	resync := time.NewTicker(cfg.Routes.ResyncInterval)
+	defer resync.Stop()
+	var staleTimer <-chan time.Time
+	if a.stale != nil {
+		t := time.NewTimer(time.Until(a.staleDeadline))
+		defer t.Stop()
+		staleTimer = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			a.notify("STOPPING=1")
+			a.log.Info("stopping; routes and firewall rules stay in place")
+			return nil
+		case <-a.deps.Speaker.Changed():
+			a.reconcile(false)
+		case <-a.deps.LinkEvents:
+			a.refreshLAN()
+			a.applySysctl()
+			a.reconcile(true)
+		case <-resync.C:
+			a.refreshLAN()
+			a.applySysctl()
+			a.reconcile(true)
+		case <-staleTimer:
+			staleTimer = nil
+			a.reconcile(false)
+		case <-a.retry.C:
+			a.reconcile(true)
+		case nc := <-a.reload:
+			a.notify("RELOADING=1")
+			if err := a.applyReload(ctx, nc); err != nil {
+				a.log.Error("reload refused; running state kept", "err", err)
+			} else {
+				resync.Reset(nc.Routes.ResyncInterval)
+				a.log.Info("configuration reloaded")
+			}
+			a.notify("READY=1")
+		}
+	}
+}
+
+func (a *Agent) config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// applyReload applies what can change at run time; a config that changes
+// the BGP identity or where routes live is refused (restart to apply).
+func (a *Agent) applyReload(ctx context.Context, nc *config.Config) error {
+	old := a.config()
+	if !bgp.SameSessions(BGPConfig(old), BGPConfig(nc)) {
+		return errors.New("asn, routerID, listen or address families changed: restart the agent to apply")
+	}
+	if old.Routes.Table != nc.Routes.Table || old.Routes.Metric != nc.Routes.Metric || old.Routes.Protocol != nc.Routes.Protocol {
+		return errors.New("routes.table, routes.metric or routes.protocol changed: restart the agent to apply")
+	}
+	var fw Firewall = a.fw
+	if a.deps.NewFirewall != nil && (old.Firewall.Mode != nc.Firewall.Mode || old.Firewall.Backend != nc.Firewall.Backend ||
+		!slices.Equal(old.Firewall.Protocols, nc.Firewall.Protocols) || !slices.Equal(old.LANInterfaces, nc.LANInterfaces) ||
+		!slices.Equal(old.ServiceSubnets, nc.ServiceSubnets)) {
+		f, err := a.deps.NewFirewall(nc)
+		if err != nil {
+			return fmt.Errorf("firewall: %w", err)
+		}
+		fw = f
+	}
+	if !sameNeighbors(old, nc) {
+		if err := a.deps.Speaker.SetNeighbors(ctx, BGPConfig(nc)); err != nil {
+			return fmt.Errorf("neighbors: %w", err)
+		}
+	}
+	a.mu.Lock()
+	a.cfg = nc
+	a.fw = fw
+	a.mu.Unlock()
+	a.refreshLAN()
+	a.applySysctl()
+	a.reconcile(true)
+	return nil
+}
+
+func sameNeighbors(a, b *config.Config) bool {
+	if len(a.Neighbors) != len(b.Neighbors) {
+		return false
+	}
+	for i := range a.Neighbors {
+		x, y := a.Neighbors[i], b.Neighbors[i]
+		if x.Prefix != y.Prefix || x.Address != y.Address || x.ASN != y.ASN || x.Password() != y.Password() ||
+			x.HoldTime != y.HoldTime || x.KeepaliveTime != y.KeepaliveTime || x.MaxPrefixes != y.MaxPrefixes ||
+			*x.GracefulRestart != *y.GracefulRestart {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *Agent) refreshLAN() {
+	cfg := a.config()
+	c, l, missing, err := a.deps.LAN(cfg.LANInterfaces)
+	if err != nil {
+		a.log.Error("read LAN addresses", "err", err)
+		return
+	}
+	if len(missing) > 0 && !slices.Equal(missing, a.missing) {
+		a.log.Warn("LAN interfaces not present", "interfaces", missing)
+	}
+	a.connected, a.local, a.missing = c, l, missing
+}
+
+func (a *Agent) applySysctl() {
+	if a.deps.Redirects == nil {
+		return
+	}
+	cfg := a.config()
+	// Missing interfaces are reported as such and set when they appear.
+	rep, err := a.deps.Redirects.Apply(cfg.LANInterfaces)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status.Sysctl = &rep
+	a.status.SysctlError = ""
+	if err != nil {
+		a.status.SysctlError = err.Error()
+		a.log.Error("set send_redirects=0", "err", err)
+	}
+}
+
+func (a *Agent) ensureFirewall(ctx context.Context) {
+	a.mu.Lock()
+	fw := a.fw
+	a.mu.Unlock()
+	if fw == nil {
+		return
+	}
+	st, err := fw.Ensure(ctx)
+	a.mu.Lock()
+	prev := a.status.Firewall
+	a.status.Firewall = &st
+	a.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		if prev == nil || prev.LastError != st.LastError {
+			a.log.Error("firewall exemptions", "err", err)
+		}
+	} else if prev != nil && st.Repairs > prev.Repairs {
+		a.log.Warn("firewall exemptions repaired after external change", "repairs", st.Repairs, "backend", st.Backend)
+	}
+}
+
+// firewallLoop re-checks the exemptions every second: a ferm reload flushes
+// them and they must be back within 2 s.
+func (a *Agent) firewallLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.ensureFirewall(ctx)
+		}
+	}
+}
+
+func (a *Agent) policy(cfg *config.Config) *policy.Policy {
+	return &policy.Policy{
+		ServiceSubnets: cfg.ServicePrefixes(),
+		Connected:      a.connected,
+		Local:          a.local,
+		MaxPrefixes: func(peer netip.Addr) int {
+			if n, ok := cfg.NeighborFor(peer); ok {
+				return n.MaxPrefixes
+			}
+			return 0
+		},
+	}
+}
+
+// reconcile is one level-triggered pass: all received paths -> policy ->
+// desired routes (+ stale routes still kept) -> kernel.
+func (a *Agent) reconcile(full bool) {
+	cfg := a.config()
+	start := time.Now()
+	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
+	desired := policy.DesiredRoutes(accepted)
+	fromBGP := desired
+	staleKept := 0
+	if a.stale != nil {
+		now := time.Now()
+		eor := map[netip.Addr]bool{}
+		keep := func(nh netip.Addr) bool {
+			if now.After(a.staleDeadline) {
+				return false
+			}
+			done, ok := eor[nh]
+			if !ok {
+				done = a.deps.Speaker.EndOfRIB(nh)
+				eor[nh] = done
+			}
+			if !done {
+				staleKept++
+			}
+			return !done
+		}
+		desired = routes.WithStale(desired, a.stale, keep)
+		if staleKept == 0 {
+			reason := "every peer sent End-of-RIB"
+			if now.After(a.staleDeadline) {
+				reason = "stale timeout passed"
+			}
+			a.log.Info("sweeping stale routes from the previous run", "reason", reason)
+			a.stale = nil
+		}
+	}
+	res := a.deps.Routes.Reconcile(desired, full)
+	if res.Added+res.Replaced+res.Deleted > 0 {
+		a.log.Info("routes reconciled", "added", res.Added, "replaced", res.Replaced, "deleted", res.Deleted,
+			"installed", len(res.Installed), "took", time.Since(start).String())
+	}
+	for _, c := range res.Conflicts {
+		a.log.Debug("route conflict: a foreign route holds a service prefix; left alone", "prefix", c.Prefix.String(), "protocol", c.Protocol)
+	}
+	if len(res.Errors) > 0 {
+		a.log.Error("some routes could not be programmed; retrying", "errors", len(res.Errors), "first", res.Errors[0].Err)
+		if a.retryDelay == 0 {
+			a.retryDelay = 500 * time.Millisecond
+		} else if a.retryDelay < 30*time.Second {
+			a.retryDelay *= 2
+		}
+		a.retry.Reset(a.retryDelay)
+	} else {
+		a.retryDelay = 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status.update(cfg, a.deps.Speaker.Peers(), accepted, rejected, fromBGP, desired, res, staleKept, a.connected, a.missing)
+}
+
+// Snapshot returns the current status.
+func (a *Agent) Snapshot() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.status
+	return s
+}
+
+func sortedPrefixes[V any](m map[netip.Prefix]V) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Addr().Compare(out[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return out[i].Bits() < out[j].Bits()
+	})
+	return out
+}

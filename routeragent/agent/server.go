@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServeStatus serves GET /status (JSON) on a unix socket until ctx ends.
+// The socket is 0660 so an operators' group can read it.
+func (a *Agent) ServeStatus(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("status socket dir: %w", err)
+	}
+	// A socket left by a killed agent blocks bind; remove only a socket.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	_ = os.Chmod(path, 0o660)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.Snapshot())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+		_ = os.Remove(path)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	return nil
+}
+
+// FetchStatus reads the status of a running agent from its socket.
+func FetchStatus(ctx context.Context, path string) (Status, []byte, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}, Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/status", nil)
+	if err != nil {
+		return Status{}, nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("is the agent running? %w", err)
+	}
+	defer resp.Body.Close()
+	var raw json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		return Status{}, nil, fmt.Errorf("decode status: %w", err)
+	}
+	var s Status
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return Status{}, nil, fmt.Errorf("decode status: %w", err)
+	}
+	return s, raw, nil
+}
+
+// collector derives every metric from the status snapshot at scrape time,
+// so metrics and `status` never disagree.
+type collector struct{ a *Agent }
+
+var (
+	mPeers         = prometheus.NewDesc("bgplb_routeragent_peers", "BGP peers seen, by session state.", []string{"state"}, nil)
+	mPeersUp       = prometheus.NewDesc("bgplb_routeragent_peers_up", "BGP peers with an established session.", nil, nil)
+	mAccepted      = prometheus.NewDesc("bgplb_routeragent_prefixes_accepted", "Paths accepted by the import policy, per peer.", []string{"peer"}, nil)
+	mRejected      = prometheus.NewDesc("bgplb_routeragent_prefixes_rejected", "Paths rejected by the import policy, per peer and reason.", []string{"peer", "reason"}, nil)
+	mDesired       = prometheus.NewDesc("bgplb_routeragent_routes_desired", "Routes the agent wants in the kernel.", nil, nil)
+	mInstalled     = prometheus.NewDesc("bgplb_routeragent_routes_installed", "Routes of ours in the kernel.", nil, nil)
+	mECMP          = prometheus.NewDesc("bgplb_routeragent_routes_ecmp_width", "Installed routes by number of next hops.", []string{"width"}, nil)
+	mECMPPaths     = prometheus.NewDesc("bgplb_routeragent_ecmp_paths", "Next hops over all installed routes.", nil, nil)
+	mConflicts     = prometheus.NewDesc("bgplb_routeragent_route_conflicts", "Desired prefixes held by a route that is not ours.", nil, nil)
+	mRouteErrors   = prometheus.NewDesc("bgplb_routeragent_route_errors", "Desired prefixes that failed to program in the last pass.", nil, nil)
+	mStale         = prometheus.NewDesc("bgplb_routeragent_routes_stale_kept", "Next hops kept from the previous run awaiting End-of-RIB.", nil, nil)
+	mRepairs       = prometheus.NewDesc("bgplb_routeragent_firewall_repairs_total", "Firewall drift repairs since start.", nil, nil)
+	mFirewallOK    = prometheus.NewDesc("bgplb_routeragent_firewall_ok", "1 when the last firewall pass succeeded.", nil, nil)
+	mExemptPackets = prometheus.NewDesc("bgplb_routeragent_exemption_packets_total", "Packets accepted by our INVALID exemptions.", []string{"interface", "subnet", "protocol", "backend"}, nil)
+	mRedirects     = prometheus.NewDesc("bgplb_routeragent_send_redirects_effective", "Effective send_redirects per LAN interface (want 0).", []string{"interface"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.a.Snapshot()
+	g := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	states := map[string]int{}
+	up := 0
+	for _, p := range s.Peers {
+		states[p.State]++
+		if p.Up {
+			up++
+		}
+		g(mAccepted, float64(p.Accepted), p.Address.String())
+		for r, n := range p.Rejected {
+			g(mRejected, float64(n), p.Address.String(), string(r))
+		}
+	}
+	for st, n := range states {
+		g(mPeers, float64(n), st)
+	}
+	g(mPeersUp, float64(up))
+	g(mDesired, float64(s.Routes.Desired))
+	g(mInstalled, float64(s.Routes.Installed))
+	paths := 0
+	for w, n := range s.Routes.ECMPWidth {
+		g(mECMP, float64(n), strconv.Itoa(w))
+		paths += w * n
+	}
+	g(mECMPPaths, float64(paths))
+	g(mConflicts, float64(len(s.Routes.Conflicts)))
+	g(mRouteErrors, float64(len(s.Routes.Errors)))
+	g(mStale, float64(s.Routes.Stale))
+	if f := s.Firewall; f != nil {
+		ch <- prometheus.MustNewConstMetric(mRepairs, prometheus.CounterValue, float64(f.Repairs))
+		ok := 1.0
+		if f.LastError != "" {
+			ok = 0
+		}
+		g(mFirewallOK, ok)
+		for _, r := range f.Rules {
+			ch <- prometheus.MustNewConstMetric(mExemptPackets, prometheus.CounterValue, float64(r.Packets), r.Interface, r.Subnet, r.Protocol, r.Backend)
+		}
+	}
+	if s.Sysctl != nil {
+		for name, i := range s.Sysctl.Interfaces {
+			g(mRedirects, float64(i.Effective), name)
+		}
+	}
+}
+
+// ServeMetrics serves /metrics on addr until ctx ends.
+func (a *Agent) ServeMetrics(ctx context.Context, addr string) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{a: a}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/bgplb/bgplb/internal/version"
+	"github.com/bgplb/bgplb/routeragent/bgp"
+	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/policy"
+	"github.com/bgplb/bgplb/routeragent/routes"
+	"github.com/bgplb/bgplb/routeragent/sysctl"
+)
+
+// Status is what `bgplb-routeragent status --json` prints.
+type Status struct {
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	// Updated is when the last reconcile pass ended.
+	Updated time.Time     `json:"updated"`
+	Config  StatusConfig  `json:"config"`
+	Peers   []PeerStatus  `json:"peers"`
+	Prefix  PrefixSummary `json:"prefixes"`
+	Routes  RouteSummary  `json:"routes"`
+	// Firewall is the state of the exemptions (absent when mode is off).
+	Firewall *firewall.Status `json:"firewall,omitempty"`
+	// Sysctl is the send_redirects state.
+	Sysctl      *sysctl.Report `json:"sysctl,omitempty"`
+	SysctlError string         `json:"sysctlError,omitempty"`
+	LAN         LANStatus      `json:"lan"`
+}
+
+// StatusConfig is the part of the configuration an operator needs to read the rest.
+type StatusConfig struct {
+	ASN            uint32   `json:"asn"`
+	RouterID       string   `json:"routerID"`
+	ListenPort     int      `json:"listenPort"`
+	ServiceSubnets []string `json:"serviceSubnets"`
+	LANInterfaces  []string `json:"lanInterfaces"`
+	Table          int      `json:"table"`
+	Metric         int      `json:"metric"`
+	Protocol       int      `json:"protocol"`
+	FirewallMode   string   `json:"firewallMode"`
+}
+
+// PeerStatus is one BGP peer with what we made of its paths.
+type PeerStatus struct {
+	bgp.PeerState
+	Accepted int                   `json:"accepted"`
+	Rejected map[policy.Reason]int `json:"rejected,omitempty"`
+}
+
+// PrefixSummary counts accepted and rejected paths and lists the rejected.
+type PrefixSummary struct {
+	Accepted int                   `json:"accepted"`
+	Rejected int                   `json:"rejected"`
+	ByReason map[policy.Reason]int `json:"byReason,omitempty"`
+	// RejectedPaths lists up to 1000 rejected paths.
+	RejectedPaths []RejectedPath `json:"rejectedPaths,omitempty"`
+}
+
+// RejectedPath is one refused announcement.
+type RejectedPath struct {
+	Peer    netip.Addr    `json:"peer"`
+	Prefix  netip.Prefix  `json:"prefix"`
+	NextHop netip.Addr    `json:"nextHop"`
+	Reason  policy.Reason `json:"reason"`
+}
+
+// RouteSummary compares desired and installed routes.
+type RouteSummary struct {
+	Desired   int                  `json:"desired"`
+	Installed int                  `json:"installed"`
+	Stale     int                  `json:"staleKept"`
+	Conflicts []routes.Conflict    `json:"conflicts,omitempty"`
+	Errors    []routes.PrefixError `json:"errors,omitempty"`
+	// ECMPWidth counts installed routes by number of next hops.
+	ECMPWidth map[int]int   `json:"ecmpWidth,omitempty"`
+	List      []RouteStatus `json:"list"`
+}
+
+// RouteStatus is one prefix: what BGP wants and what the kernel has.
+type RouteStatus struct {
+	Prefix    netip.Prefix `json:"prefix"`
+	Desired   []netip.Addr `json:"desired"`
+	Installed []netip.Addr `json:"installed"`
+	// State is installed, pending, conflict, error or stale (kept from the
+	// previous run, waiting for End-of-RIB).
+	State string `json:"state"`
+}
+
+// LANStatus is what the policy uses as "connected LAN".
+type LANStatus struct {
+	Connected []netip.Prefix `json:"connected"`
+	Missing   []string       `json:"missingInterfaces,omitempty"`
+}
+
+func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, accepted []policy.Path, rejected []policy.Rejected,
+	fromBGP, desired map[netip.Prefix][]netip.Addr, res routes.Result, staleKept int, connected []netip.Prefix, missing []string) {
+	s.Version = version.Version
+	s.Updated = time.Now()
+	s.Config = StatusConfig{ASN: cfg.ASN, RouterID: cfg.RouterID, ListenPort: cfg.Listen.Port, ServiceSubnets: cfg.ServiceSubnets,
+		LANInterfaces: cfg.LANInterfaces, Table: cfg.Routes.Table, Metric: cfg.Routes.Metric, Protocol: cfg.Routes.Protocol,
+		FirewallMode: cfg.Firewall.Mode}
+	acc := map[netip.Addr]int{}
+	for _, p := range accepted {
+		acc[p.Peer]++
+	}
+	rej := map[netip.Addr]map[policy.Reason]int{}
+	byReason := map[policy.Reason]int{}
+	var list []RejectedPath
+	for _, r := range rejected {
+		if rej[r.Path.Peer] == nil {
+			rej[r.Path.Peer] = map[policy.Reason]int{}
+		}
+		rej[r.Path.Peer][r.Reason]++
+		byReason[r.Reason]++
+		if len(list) < 1000 {
+			list = append(list, RejectedPath{Peer: r.Path.Peer, Prefix: r.Path.Prefix, NextHop: r.Path.NextHop, Reason: r.Reason})
+		}
+	}
+	s.Peers = s.Peers[:0]
+	for _, p := range peers {
+		s.Peers = append(s.Peers, PeerStatus{PeerState: p, Accepted: acc[p.Address], Rejected: rej[p.Address]})
+	}
+	s.Prefix = PrefixSummary{Accepted: len(accepted), Rejected: len(rejected), ByReason: byReason, RejectedPaths: list}
+
+	conflict := map[netip.Prefix]bool{}
+	for _, c := range res.Conflicts {
+		conflict[c.Prefix] = true
+	}
+	errs := map[netip.Prefix]bool{}
+	for _, e := range res.Errors {
+		errs[e.Prefix] = true
+	}
+	rs := RouteSummary{Desired: len(desired), Installed: len(res.Installed), Stale: staleKept,
+		Conflicts: res.Conflicts, Errors: res.Errors, ECMPWidth: map[int]int{}}
+	all := map[netip.Prefix]bool{}
+	for p := range desired {
+		all[p] = true
+	}
+	for p, nhs := range res.Installed {
+		all[p] = true
+		rs.ECMPWidth[len(nhs)]++
+	}
+	for _, p := range sortedPrefixes(all) {
+		r := RouteStatus{Prefix: p, Desired: desired[p], Installed: res.Installed[p]}
+		switch {
+		case conflict[p]:
+			r.State = "conflict"
+		case errs[p]:
+			r.State = "error"
+		case len(desired[p]) > 0 && !slices.Equal(desired[p], fromBGP[p]):
+			r.State = "stale"
+		case slices.Equal(desired[p], res.Installed[p]):
+			r.State = "installed"
+		default:
+			r.State = "pending"
+		}
+		rs.List = append(rs.List, r)
+	}
+	s.Routes = rs
+	s.LAN = LANStatus{Connected: connected, Missing: missing}
+}

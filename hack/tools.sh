@@ -50,7 +50,16 @@ build() {
     # own modules. Helm reports its version from these ldflags.
     local ldflags="-s -w"
     if [[ "$tool" == helm ]]; then
+      # As helm's own Makefile does: the version, and the Kubernetes version
+      # `helm template`/`lint` assume (1.(client-go minor)), which otherwise
+      # stays at 1.20.
+      local minor
+      minor="$(cd "$gobin" && GOFLAGS= go mod download -json "${pkg%%/cmd/*}@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' |
+        xargs sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p')"
+      [[ -n "$minor" ]] || { log "cannot find helm's client-go version"; return 1; }
       ldflags+=" -X helm.sh/helm/v3/internal/version.version=$version"
+      ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+      ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
     fi
     if ! (cd "$gobin" && GOFLAGS= GOWORK=off CGO_ENABLED=0 GOBIN="$gobin" \
           go install -trimpath -ldflags "$ldflags" "$pkg" >&2); then

@@ -24,8 +24,18 @@ DEB_ARCHES ?= amd64 arm64
 tools: ## Build helm, kustomize and nfpm (pinned in hack/tools.sh) into bin/.
 	@$(TOOLS)
 
+.PHONY: chart-sync
+chart-sync: manifests ## Copy the generated CRDs and RBAC roles into charts/bgplb/files (commit them).
+	@mkdir -p charts/bgplb/files/crds charts/bgplb/files/rbac
+	rm -f charts/bgplb/files/crds/*.yaml charts/bgplb/files/rbac/*.yaml
+	cp config/crd/bases/*.yaml charts/bgplb/files/crds/
+	@for c in controller speaker; do \
+	  if [ -f config/rbac/$$c/role.yaml ]; then cp config/rbac/$$c/role.yaml charts/bgplb/files/rbac/$$c-role.yaml; \
+	  else echo "chart-sync: config/rbac/$$c/role.yaml missing (no +kubebuilder:rbac markers yet?)" >&2; exit 1; fi; \
+	done
+
 .PHONY: build-installer
-build-installer: manifests ## Render config/default into dist/install.yaml (commit it).
+build-installer: chart-sync ## Render config/default into dist/install.yaml and sync the chart's copies (commit both).
 	@mkdir -p $(DIST)
 	$(KUSTOMIZE) build config/default > $(DIST)/install.yaml.tmp
 	mv $(DIST)/install.yaml.tmp $(DIST)/install.yaml

@@ -153,6 +153,9 @@ func JumpArgs() []string {
 // Desired returns the rules our chain must hold for one family: one per
 // interface × subnet × protocol, in configuration order. Nothing broader.
 func Desired(cfg Config, fam Family) []Exemption {
+	if len(cfg.Protocols) == 0 {
+		cfg.Protocols = []string{"tcp"}
+	}
 	var out []Exemption
 	for _, ifc := range cfg.Interfaces {
 		for _, s := range cfg.Subnets {

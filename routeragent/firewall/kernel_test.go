@@ -32,7 +32,7 @@ var kernelCfg = Config{Interfaces: []string{"lan0"}, Subnets: mustPrefixes("192.
 
 // save returns `TOOL-save` of the namespace without the timestamped
 // comment lines and with counters zeroed, for byte-for-byte comparison.
-func save(t *testing.T, ns *netnstest.NS, tool string) string {
+func save(t testing.TB, ns *netnstest.NS, tool string) string {
 	t.Helper()
 	out := stdout(t, ns, tool+"-save")
 	var keep []string
@@ -45,7 +45,7 @@ func save(t *testing.T, ns *netnstest.NS, tool string) string {
 	return regexp.MustCompile(`\[\d+:\d+\]`).ReplaceAllString(strings.Join(keep, "\n"), "[0:0]")
 }
 
-func restore(t *testing.T, ns *netnstest.NS, tool, ruleset string) {
+func restore(t testing.TB, ns *netnstest.NS, tool, ruleset string) {
 	t.Helper()
 	cmd := ns.Command(tool + "-restore")
 	cmd.Stdin = strings.NewReader(ruleset)
@@ -82,7 +82,7 @@ func forwardRules(t *testing.T, ns *netnstest.NS, tool string) []string {
 
 // stdout runs a command in ns and returns its standard output only
 // (iptables-nft warns about legacy tables on stderr).
-func stdout(t *testing.T, ns *netnstest.NS, args ...string) string {
+func stdout(t testing.TB, ns *netnstest.NS, args ...string) string {
 	t.Helper()
 	out, err := ns.Command(args...).Output()
 	if err != nil {

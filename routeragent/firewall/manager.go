@@ -87,9 +87,15 @@ type Manager struct {
 	// visible; we keep the earlier choice instead of jumping backends.
 	sticky     map[Family][]Backend
 	lastReason map[Family]string
-	converged  bool // a pass has succeeded: later changes count as repairs
-	cleaned    bool // the first pass also removed our leftovers elsewhere
-	status     Status
+	// lastFull is when all candidate backends were last listed. In auto
+	// mode, once the drop has been found, the other backend is listed only
+	// every RescanInterval (iptables-nft costs ~5 ms a call), or at once
+	// when the chosen backend no longer shows the drop.
+	lastFull  map[Family]time.Time
+	now       func() time.Time
+	converged bool // a pass has succeeded: later changes count as repairs
+	cleaned   bool // the first pass also removed our leftovers elsewhere
+	status    Status
 }
 
 type runnerKey struct {
@@ -114,6 +120,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Manager, error) {
 		runners:    map[runnerKey]Runner{},
 		sticky:     map[Family][]Backend{},
 		lastReason: map[Family]string{},
+		lastFull:   map[Family]time.Time{},
+		now:        time.Now,
 		status:     Status{Mode: c.Mode, Table: TableName, Chain: ChainName},
 	}
 	for _, o := range opts {
@@ -245,11 +253,20 @@ type familyResult struct {
 	rules   []RuleStatus
 }
 
+// RescanInterval is how often auto mode also lists the backend that does
+// not hold the drop, to notice the firewall moving between backends.
+const RescanInterval = 10 * time.Second
+
 func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption) (familyResult, error) {
 	var res familyResult
 	candidates := []Backend{Legacy, NFT}
+	partial := false
 	if b := Backend(m.cfg.Backend); b != BackendAuto {
 		candidates = []Backend{b}
+	} else if st := m.sticky[fam]; len(st) > 0 && m.now().Sub(m.lastFull[fam]) < RescanInterval {
+		candidates, partial = st, true
+	} else {
+		m.lastFull[fam] = m.now()
 	}
 	tables := map[Backend]Table{}
 	runners := map[Backend]Runner{}
@@ -277,6 +294,12 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 	analyses := map[Backend]Analysis{}
 	for b, t := range tables {
 		analyses[b] = Analyze(t)
+	}
+	if partial && !slices.ContainsFunc(candidates, func(b Backend) bool { return analyses[b].Drop != nil }) {
+		// The drop is gone from where we saw it: reloading, or moved.
+		// Look at every backend now.
+		m.lastFull[fam] = time.Time{}
+		return m.ensureFamily(ctx, fam, want)
 	}
 	targets, reason, evidence := ChooseBackends(Backend(m.cfg.Backend), analyses, m.sticky[fam], m.sysDefault)
 	if len(targets) == 0 {

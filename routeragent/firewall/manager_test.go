@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -165,10 +166,13 @@ func TestEnsureFollowsTheDropToAnotherBackend(t *testing.T) {
 	if d := cmp.Diff(wantLines(), nft.Lines()); d != "" {
 		t.Errorf("nft (-want +got):\n%s", d)
 	}
-	// Our leftovers in legacy (the jump came back with the chain? no: it
-	// was flushed) — put some back to see them removed.
+	// Leftovers of ours in legacy (say, restored from an old save) are
+	// removed on the next full look at both backends.
 	legacy.AddRule(ChainName, "-j", "ACCEPT")
 	legacy.AddRule("FORWARD", JumpArgs()...)
+	clock := time.Now()
+	m.now = func() time.Time { return clock }
+	clock = clock.Add(RescanInterval)
 	if _, err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -310,4 +314,45 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 		out = append(out, netip.MustParsePrefix(s))
 	}
 	return out
+}
+
+func TestAutoListsTheOtherBackendOnlyNowAndThen(t *testing.T) {
+	ctx := context.Background()
+	legacy, nft := ferm(NewFake()), NewFake()
+	m := newTestManager(t, testCfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: nft})
+	clock := time.Unix(1000, 0)
+	m.now = func() time.Time { return clock }
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nftCalls := nft.Calls
+	for i := 0; i < 5; i++ {
+		clock = clock.Add(time.Second)
+		if _, err := m.Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nft.Calls != nftCalls {
+		t.Errorf("nft listed %d times in steady state", nft.Calls-nftCalls)
+	}
+	clock = clock.Add(RescanInterval)
+	if _, err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if nft.Calls != nftCalls+1 {
+		t.Errorf("nft calls %d after the rescan interval, want %d", nft.Calls, nftCalls+1)
+	}
+	// The drop disappears from legacy and shows up in nft: found at once.
+	nftCalls = nft.Calls
+	legacy.FlushAll()
+	legacy.SetPolicy("FORWARD", "ACCEPT")
+	ferm(nft)
+	clock = clock.Add(time.Second)
+	st, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backend != "nft" || nft.Calls == nftCalls {
+		t.Errorf("status %+v, nft calls %d", st, nft.Calls-nftCalls)
+	}
 }

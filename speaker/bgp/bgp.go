@@ -263,16 +263,23 @@ func apiPeer(cfg PeerConfig) *api.Peer {
 	return p
 }
 
+// Changes are the paths one Set call sent: Added holds new paths and paths
+// whose attributes changed, Withdrawn the paths no longer wanted.
+type Changes struct {
+	Added     []model.Advertisement
+	Withdrawn []model.Advertisement
+}
+
 // Set makes the paths announced to peer equal desired: it adds what is new or
 // changed and withdraws what is no longer wanted, leaving the rest alone.
 // Bookkeeping follows GoBGP's answers, so a failed call is retried by the
-// next Set. It returns the number of paths added and withdrawn.
-func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertisement) (added, withdrawn int, err error) {
+// next Set. It returns what it changed, also when some calls failed.
+func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertisement) (ch Changes, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.sessions[peer]
 	if !ok {
-		return 0, 0, fmt.Errorf("no session for peer %q", peer)
+		return ch, fmt.Errorf("no session for peer %q", peer)
 	}
 	want := make(map[netip.Prefix]model.Advertisement, len(desired))
 	for _, a := range desired {
@@ -288,7 +295,7 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 			continue
 		}
 		delete(s.announced, p)
-		withdrawn++
+		ch.Withdrawn = append(ch.Withdrawn, old)
 	}
 	for _, a := range desired {
 		if old, ok := s.announced[a.Prefix]; ok && old.SameRoute(a) {
@@ -302,7 +309,7 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 			continue
 		}
 		s.announced[a.Prefix] = a
-		added++
+		ch.Added = append(ch.Added, a)
 	}
 	err = errors.Join(errs...)
 	s.mu.Lock()
@@ -312,7 +319,7 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 		s.lastErr = ""
 	}
 	s.mu.Unlock()
-	return added, withdrawn, err
+	return ch, err
 }
 
 // Announced returns a copy of what is announced to peer, sorted by prefix.

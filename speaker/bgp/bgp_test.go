@@ -79,7 +79,7 @@ func TestAnnounceIBGPAttributes(t *testing.T) {
 			LocalPref:        250},
 		{Prefix: pfx("192.168.254.11/32"), NextHop: netip.IPv4Unspecified()},
 	}
-	if _, _, err := m.Set(context.Background(), "r1", desired); err != nil {
+	if _, err := m.Set(context.Background(), "r1", desired); err != nil {
 		t.Fatal(err)
 	}
 	waitRoutes(t, r, []bgptest.Route{
@@ -99,7 +99,7 @@ func TestAnnounceEBGPNextHopAndASPath(t *testing.T) {
 	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
 	m := newManager(t, peerTo(r, "r1", 65001))
 	r.WaitEstablished(t, lo4, wait)
-	if _, _, err := m.Set(context.Background(), "r1", []model.Advertisement{
+	if _, err := m.Set(context.Background(), "r1", []model.Advertisement{
 		{Prefix: pfx("192.168.254.10/32"), NextHop: netip.IPv4Unspecified(), LocalPref: 300},
 	}); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestDiffOnlySendsChanges(t *testing.T) {
 	a := model.Advertisement{Prefix: pfx("192.168.254.1/32"), NextHop: netip.IPv4Unspecified()}
 	b := model.Advertisement{Prefix: pfx("192.168.254.2/32"), NextHop: netip.IPv4Unspecified()}
 	c := model.Advertisement{Prefix: pfx("192.168.254.3/32"), NextHop: netip.IPv4Unspecified()}
-	if _, _, err := m.Set(ctx, "r1", []model.Advertisement{a, b}); err != nil {
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	waitRoutes(t, r, []bgptest.Route{
@@ -127,18 +127,21 @@ func TestDiffOnlySendsChanges(t *testing.T) {
 	})
 
 	// Same set again: nothing to do.
-	added, withdrawn, err := m.Set(ctx, "r1", []model.Advertisement{b, a})
-	if err != nil || added != 0 || withdrawn != 0 {
-		t.Fatalf("Set(same) = %d added, %d withdrawn, %v; want 0, 0, nil", added, withdrawn, err)
+	ch, err := m.Set(ctx, "r1", []model.Advertisement{b, a})
+	if err != nil || len(ch.Added) != 0 || len(ch.Withdrawn) != 0 {
+		t.Fatalf("Set(same) = %+v, %v; want no changes", ch, err)
 	}
 
 	// Replace a with c and change b's communities: one withdraw, two adds.
 	b2 := b
 	b2.Communities = []uint32{65000<<16 | 7}
 	_, updBefore, _ := r.SessionState(lo4)
-	added, withdrawn, err = m.Set(ctx, "r1", []model.Advertisement{b2, c})
-	if err != nil || added != 2 || withdrawn != 1 {
-		t.Fatalf("Set(change) = %d added, %d withdrawn, %v; want 2, 1, nil", added, withdrawn, err)
+	ch, err = m.Set(ctx, "r1", []model.Advertisement{b2, c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(bgp.Changes{Added: []model.Advertisement{b2, c}, Withdrawn: []model.Advertisement{a}}, ch, cmpRoutes...); diff != "" {
+		t.Fatalf("Set(change) (-want +got):\n%s", diff)
 	}
 	waitRoutes(t, r, []bgptest.Route{
 		{Prefix: b.Prefix, NextHop: lo4, ASPath: []uint32{65001}, Communities: []uint32{65000<<16 | 7}},
@@ -156,7 +159,7 @@ func TestIPv6OverIPv6Session(t *testing.T) {
 	r := bgptest.Start(t, lo6, 64512, bgptest.Neighbor{Address: lo6, ASN: 65001})
 	m := newManager(t, peerTo(r, "r6", 65001))
 	r.WaitEstablished(t, lo6, wait)
-	if _, _, err := m.Set(context.Background(), "r6", []model.Advertisement{
+	if _, err := m.Set(context.Background(), "r6", []model.Advertisement{
 		{Prefix: pfx("fd00:254::10/128"), NextHop: netip.IPv6Unspecified(), Communities: []uint32{65000<<16 | 6}},
 	}); err != nil {
 		t.Fatal(err)
@@ -179,7 +182,7 @@ func TestMD5(t *testing.T) {
 		t.Skipf("skipping the MD5 session: %v (checked that the session reports it)", err)
 	}
 	r.WaitEstablished(t, lo4, wait)
-	if _, _, err := m.Set(context.Background(), "r1", []model.Advertisement{{Prefix: pfx("192.168.254.9/32")}}); err != nil {
+	if _, err := m.Set(context.Background(), "r1", []model.Advertisement{{Prefix: pfx("192.168.254.9/32")}}); err != nil {
 		t.Fatal(err)
 	}
 	waitRoutes(t, r, []bgptest.Route{{Prefix: pfx("192.168.254.9/32"), NextHop: lo4, ASPath: []uint32{65001}}})
@@ -195,7 +198,7 @@ func TestChangedPeerRestartsOnlyThatSession(t *testing.T) {
 	r2.WaitEstablished(t, lo4, wait)
 	adv := []model.Advertisement{{Prefix: pfx("192.168.254.1/32")}}
 	for _, p := range []string{"r1", "r2"} {
-		if _, _, err := m.Set(ctx, p, adv); err != nil {
+		if _, err := m.Set(ctx, p, adv); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -212,7 +215,7 @@ func TestChangedPeerRestartsOnlyThatSession(t *testing.T) {
 		t.Fatalf("restarted session still claims %d paths", len(got))
 	}
 	r1.WaitEstablished(t, lo4, wait)
-	if _, _, err := m.Set(ctx, "r1", adv); err != nil {
+	if _, err := m.Set(ctx, "r1", adv); err != nil {
 		t.Fatal(err)
 	}
 	waitRoutes(t, r1, []bgptest.Route{{Prefix: adv[0].Prefix, NextHop: lo4, ASPath: []uint32{65001}}})
@@ -242,7 +245,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.WaitEstablished(t, lo4, wait)
-	if _, _, err := m.Set(ctx, "r1", []model.Advertisement{
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{
 		{Prefix: pfx("192.168.254.1/32"), Communities: []uint32{65000<<16 | 1}},
 		{Prefix: pfx("192.168.254.2/32")},
 	}); err != nil {

@@ -1,0 +1,135 @@
+// Command bgplb-speaker runs on every node (DaemonSet, host network) and
+// announces the addresses of the LoadBalancer Services the node can serve to
+// the routers named by BGPPeers, over an embedded GoBGP.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/version"
+	"github.com/bgplb/bgplb/speaker/bgp"
+	"github.com/bgplb/bgplb/speaker/controller"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bgplb-speaker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		nodeName      = flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
+		metricsAddr   = flag.String("metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint (\"0\" disables it)")
+		probeAddr     = flag.String("health-probe-bind-address", ":7473", "address of the /healthz and /readyz endpoints")
+		withoutClass  = flag.Bool("serve-services-without-class", true, "also announce Services of type LoadBalancer without spec.loadBalancerClass (match bgplb-controller's flag)")
+		gshutCordoned = flag.Bool("graceful-shutdown-when-cordoned", false, "announce with the GRACEFUL_SHUTDOWN community (65535:0, RFC 8326) while the node is cordoned")
+		gshutDelay    = flag.Duration("graceful-shutdown-delay", 0, "on SIGTERM, re-announce everything with GRACEFUL_SHUTDOWN and wait this long before withdrawing (0: withdraw at once)")
+		serviceEvents = flag.Bool("service-events", true, "emit Announced/Withdrawn events on Services")
+		qps           = flag.Float64("kube-api-qps", 20, "client-side limit of API requests per second")
+		burst         = flag.Int("kube-api-burst", 40, "client-side burst of API requests")
+		showVersion   = flag.Bool("version", false, "print the version and exit")
+	)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine) // --zap-log-level=info|debug|error|N, --zap-devel
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Version)
+		return nil
+	}
+	if *nodeName == "" {
+		return errors.New("--node-name or NODE_NAME is required")
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("speaker").WithValues("node", *nodeName)
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := bgplbv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	cfg.UserAgent = "bgplb-speaker/" + version.Version
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress: *probeAddr,
+		Cache:                  controller.CacheOptions(*nodeName),
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	m, err := controller.NewMetrics(metrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	var rec *controller.Reconciler
+	speaker := bgp.NewManager(log.WithName("bgp"), func() {
+		if rec != nil {
+			rec.Kick()
+		}
+	})
+	rec = controller.New(mgr.GetClient(), speaker, mgr.GetEventRecorderFor("bgplb-speaker"), m, log, controller.Options{
+		NodeName:                     *nodeName,
+		ServeServicesWithoutClass:    *withoutClass,
+		GracefulShutdownWhenCordoned: *gshutCordoned,
+		ServiceEvents:                *serviceEvents,
+	})
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up speaker controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("synced", func(*http.Request) error {
+		if !rec.Synced() {
+			return errors.New("first reconcile not finished")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add readyz: %w", err)
+	}
+
+	log.Info("starting", "version", version.Version)
+	runErr := mgr.Start(ctrl.SetupSignalHandler())
+
+	// SIGTERM (or a fatal manager error): withdraw everything and close the
+	// sessions with a Cease before exiting, so routers stop sending traffic
+	// here at once instead of after the hold time.
+	ctx, cancel := context.WithTimeout(context.Background(), *gshutDelay+15*time.Second)
+	defer cancel()
+	if err := speaker.Shutdown(ctx, bgp.ShutdownOptions{GracefulShutdownFor: *gshutDelay}); err != nil {
+		log.Error(err, "closing BGP sessions")
+	}
+	if err := controller.MarkStopped(ctx, mgr.GetClient(), mgr.GetAPIReader(), *nodeName); err != nil {
+		log.Error(err, "reporting stopped sessions")
+	}
+	log.Info("stopped")
+	if runErr != nil {
+		return fmt.Errorf("manager: %w", runErr)
+	}
+	return nil
+}

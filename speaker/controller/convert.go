@@ -1,0 +1,224 @@
+package controller
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/speaker/bgp"
+	"github.com/bgplb/bgplb/speaker/model"
+)
+
+// Serves reports whether a Service is handled by bgplb: type LoadBalancer
+// with class bgplb.io/bgp, or without a class when withoutClass is set
+// (the same rule as bgplb-controller's).
+func Serves(withoutClass bool) func(*corev1.Service) bool {
+	return func(s *corev1.Service) bool {
+		if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+			return false
+		}
+		if s.Spec.LoadBalancerClass == nil {
+			return withoutClass
+		}
+		return *s.Spec.LoadBalancerClass == v1.LoadBalancerClass
+	}
+}
+
+func selectors(in []metav1.LabelSelector) []model.LabelSelector {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]model.LabelSelector, 0, len(in))
+	for _, s := range in {
+		ms := model.LabelSelector{MatchLabels: s.MatchLabels}
+		for _, e := range s.MatchExpressions {
+			op := model.Operator(e.Operator)
+			switch op {
+			case model.OpIn, model.OpNotIn, model.OpExists, model.OpDoesNotExist:
+			default:
+				ms.Invalid = true
+			}
+			ms.MatchExpressions = append(ms.MatchExpressions, model.Requirement{Key: e.Key, Operator: op, Values: e.Values})
+		}
+		out = append(out, ms)
+	}
+	return out
+}
+
+func toNode(n *corev1.Node) model.Node {
+	ready := false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	return model.Node{Name: n.Name, Labels: n.Labels, Ready: ready, Unschedulable: n.Spec.Unschedulable}
+}
+
+// toService converts a Service and its EndpointSlices (already grouped).
+func toService(s *corev1.Service, slices []*discoveryv1.EndpointSlice) model.Service {
+	ms := model.Service{Namespace: s.Namespace, Name: s.Name, Labels: s.Labels, TrafficPolicy: model.TrafficPolicyCluster}
+	if s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		ms.TrafficPolicy = model.TrafficPolicyLocal
+	}
+	for _, ing := range s.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(ing.IP); err == nil {
+			ms.IPs = append(ms.IPs, a.Unmap())
+		}
+	}
+	for _, sl := range slices {
+		for _, e := range sl.Endpoints {
+			ep := model.Endpoint{Ready: true, Serving: true}
+			if e.NodeName != nil {
+				ep.NodeName = *e.NodeName
+			}
+			// Unset conditions read as ready/serving, not terminating, as
+			// the EndpointSlice API documents.
+			if e.Conditions.Ready != nil {
+				ep.Ready = *e.Conditions.Ready
+			}
+			if e.Conditions.Serving != nil {
+				ep.Serving = *e.Conditions.Serving
+			} else {
+				ep.Serving = ep.Ready
+			}
+			if e.Conditions.Terminating != nil {
+				ep.Terminating = *e.Conditions.Terminating
+			}
+			ms.Endpoints = append(ms.Endpoints, ep)
+		}
+	}
+	return ms
+}
+
+// toPool converts an IPPool, skipping entries that do not parse (the
+// controller reports those on the pool).
+func toPool(p *v1.IPPool) model.Pool {
+	mp := model.Pool{Name: p.Name, Labels: p.Labels}
+	for _, a := range p.Spec.Addresses {
+		r, err := model.ParseAddresses([]string{a})
+		if err != nil {
+			continue
+		}
+		mp.Ranges = append(mp.Ranges, r...)
+	}
+	return mp
+}
+
+func toPeer(p *v1.BGPPeer) model.Peer {
+	mp := model.Peer{Name: p.Name, NodeSelectors: selectors(p.Spec.NodeSelectors)}
+	if a, err := netip.ParseAddr(p.Spec.PeerAddress); err == nil {
+		mp.Address = a.Unmap()
+	}
+	if a, err := netip.ParseAddr(p.Spec.SourceAddress); err == nil {
+		mp.SourceAddress = a.Unmap()
+	}
+	return mp
+}
+
+func toAdvertisement(a *v1.BGPAdvertisement) model.BGPAdvertisement {
+	ma := model.BGPAdvertisement{
+		Name:             a.Name,
+		Pools:            a.Spec.IPPools,
+		PoolSelectors:    selectors(a.Spec.IPPoolSelectors),
+		ServiceSelectors: selectors(a.Spec.ServiceSelectors),
+		NodeSelectors:    selectors(a.Spec.NodeSelectors),
+		Peers:            a.Spec.Peers,
+		Communities:      a.Spec.Communities,
+		LocalPref:        a.Spec.LocalPref,
+	}
+	if a.Spec.AggregationLength != nil {
+		ma.AggregationLength = int(*a.Spec.AggregationLength)
+	}
+	if a.Spec.AggregationLengthV6 != nil {
+		ma.AggregationLengthV6 = int(*a.Spec.AggregationLengthV6)
+	}
+	return ma
+}
+
+// RouterID picks the node's BGP identifier: its first IPv4 InternalIP, else
+// its first IPv4 address of any type, else a stable hash of its name in
+// 240.0.0.0/4 (reserved, so it never collides with a real address).
+func RouterID(n *corev1.Node) netip.Addr {
+	for _, want := range []corev1.NodeAddressType{corev1.NodeInternalIP, ""} {
+		for _, a := range n.Status.Addresses {
+			if want != "" && a.Type != want {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Unmap().Is4() {
+				return ip.Unmap()
+			}
+		}
+	}
+	h := fnv.New32a()
+	h.Write([]byte(n.Name))
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], h.Sum32()|0xF0000000)
+	return netip.AddrFrom4(b)
+}
+
+// peerConfig renders a BGPPeer as this node's session configuration.
+// password is the resolved TCP-MD5 password ("" for none).
+func peerConfig(p *v1.BGPPeer, routerID netip.Addr, password string) (bgp.PeerConfig, error) {
+	addr, err := netip.ParseAddr(p.Spec.PeerAddress)
+	if err != nil {
+		return bgp.PeerConfig{}, fmt.Errorf("BGPPeer %s: peerAddress %q: %w", p.Name, p.Spec.PeerAddress, err)
+	}
+	c := bgp.PeerConfig{
+		Name:     p.Name,
+		Address:  addr.Unmap(),
+		Port:     179,
+		PeerASN:  p.Spec.PeerASN,
+		MyASN:    p.Spec.MyASN,
+		RouterID: routerID,
+		Password: password,
+	}
+	if p.Spec.PeerPort != nil {
+		c.Port = uint16(*p.Spec.PeerPort)
+	}
+	if p.Spec.SourceAddress != "" {
+		src, err := netip.ParseAddr(p.Spec.SourceAddress)
+		if err != nil {
+			return bgp.PeerConfig{}, fmt.Errorf("BGPPeer %s: sourceAddress %q: %w", p.Name, p.Spec.SourceAddress, err)
+		}
+		c.SourceAddress = src.Unmap()
+	}
+	if p.Spec.HoldTime != nil {
+		c.HoldTime = p.Spec.HoldTime.Duration.Truncate(time.Second)
+	}
+	if p.Spec.KeepaliveTime != nil {
+		c.KeepaliveTime = p.Spec.KeepaliveTime.Duration.Truncate(time.Second)
+	} else if c.HoldTime > 0 {
+		c.KeepaliveTime = (c.HoldTime / 3).Truncate(time.Second)
+	}
+	if p.Spec.EBGPMultiHop != nil {
+		c.MultiHopTTL = uint8(*p.Spec.EBGPMultiHop)
+	}
+	if gr := p.Spec.GracefulRestart; gr != nil && gr.Enabled {
+		c.GracefulRestart = true
+		c.RestartTime = 120 * time.Second
+		if gr.RestartTime != nil {
+			c.RestartTime = gr.RestartTime.Duration
+		}
+	}
+	return c, nil
+}
+
+// sessionStateName is the BGPSessionState object name for node and peer.
+func sessionStateName(node, peer string) string {
+	name := node + "-" + peer
+	if len(name) <= 253 {
+		return name
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return fmt.Sprintf("%s-%x", strings.TrimRight(name[:236], "-."), h.Sum64())
+}

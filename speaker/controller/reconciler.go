@@ -1,0 +1,498 @@
+// Package controller is the speaker's Kubernetes side: it reads Services,
+// EndpointSlices, this node, Secrets and the bgplb CRs from the informer
+// cache, decides with speaker/model, applies the decision through a Speaker
+// (speaker/bgp in production, a fake in tests), and reports BGPSessionState
+// objects, events and metrics.
+//
+// Every watched event maps to one key: the work is level-driven (the whole
+// desired state is recomputed from the cache), so a burst of events costs one
+// reconcile, and the workqueue coalesces events that arrive while one runs.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/speaker/bgp"
+	"github.com/bgplb/bgplb/speaker/model"
+)
+
+// Least privilege: read what the decision needs, write only the session
+// states and events. Secrets are readable in bgplb-system only.
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch,namespace=bgplb-system
+// +kubebuilder:rbac:groups=bgplb.io,resources=ippools;bgppeers;bgpadvertisements,verbs=get;list;watch
+// +kubebuilder:rbac:groups=bgplb.io,resources=bgpsessionstates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=bgplb.io,resources=bgpsessionstates/status,verbs=get;update;patch
+
+// Speaker is what the reconciler needs from the BGP side. *bgp.Manager
+// implements it.
+type Speaker interface {
+	SetPeers(ctx context.Context, peers []bgp.PeerConfig) error
+	Set(ctx context.Context, peer string, desired []model.Advertisement) (bgp.Changes, error)
+	Status(ctx context.Context) []bgp.PeerStatus
+}
+
+// Options configure the reconciler.
+type Options struct {
+	// NodeName is the node this speaker runs on.
+	NodeName string
+	// ServeServicesWithoutClass also handles LoadBalancer Services without
+	// spec.loadBalancerClass (as bgplb-controller does by default).
+	ServeServicesWithoutClass bool
+	// GracefulShutdownWhenCordoned adds GRACEFUL_SHUTDOWN while cordoned.
+	GracefulShutdownWhenCordoned bool
+	// ServiceEvents emits Announced/Withdrawn events on Services.
+	ServiceEvents bool
+}
+
+// key is the single workqueue key every event maps to.
+var key = reconcile.Request{NamespacedName: types.NamespacedName{Name: "speaker"}}
+
+// Reconciler drives one node's announcements.
+type Reconciler struct {
+	Client   client.Client
+	Speaker  Speaker
+	Recorder record.EventRecorder
+	Metrics  *Metrics
+	Log      logr.Logger
+	Options  Options
+
+	serves func(*corev1.Service) bool
+	kick   chan event.GenericEvent
+	synced atomic.Bool
+
+	lastUnadvertised string
+	lastProblems     string
+	peerErrs         map[string]string
+}
+
+// CacheOptions restricts the informers to what the speaker needs: its own
+// Node, Secrets in bgplb-system, its own BGPSessionStates; managedFields are
+// dropped to keep memory low with many Services.
+func CacheOptions(nodeName string) cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{v1.Namespace: {}}},
+			&v1.BGPSessionState{}: {Label: labels.SelectorFromSet(labels.Set{
+				v1.LabelSessionNode: nodeName,
+			})},
+		},
+	}
+}
+
+// New returns a reconciler; call SetupWithManager to start it.
+func New(c client.Client, sp Speaker, rec record.EventRecorder, m *Metrics, log logr.Logger, o Options) *Reconciler {
+	return &Reconciler{
+		Client: c, Speaker: sp, Recorder: rec, Metrics: m, Log: log, Options: o,
+		serves: Serves(o.ServeServicesWithoutClass),
+		kick:   make(chan event.GenericEvent, 1),
+	}
+}
+
+// Kick asks for a reconcile (e.g. when a BGP session changes state). It
+// never blocks; kicks that arrive while one is pending are merged.
+func (r *Reconciler) Kick() {
+	select {
+	case r.kick <- event.GenericEvent{Object: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kick"}}}:
+	default:
+	}
+}
+
+// Synced reports whether one reconcile has completed (readiness).
+func (r *Reconciler) Synced() bool { return r.synced.Load() }
+
+// SetupWithManager registers the watches.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{key}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("bgplb-speaker").
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Watches(&corev1.Service{}, all).
+		Watches(&discoveryv1.EndpointSlice{}, all).
+		Watches(&corev1.Node{}, all).
+		Watches(&corev1.Secret{}, all).
+		Watches(&v1.IPPool{}, all).
+		Watches(&v1.BGPPeer{}, all).
+		Watches(&v1.BGPAdvertisement{}, all).
+		WatchesRawSource(source.Channel(r.kick, all)).
+		Complete(r)
+}
+
+// Reconcile recomputes everything this node announces and applies the
+// difference.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res reconcile.Result, err error) {
+	start := time.Now()
+	defer func() {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		if r.Metrics != nil {
+			r.Metrics.Reconciles.WithLabelValues(result).Inc()
+			r.Metrics.ReconcileTime.Observe(time.Since(start).Seconds())
+		}
+	}()
+	log := r.Log.WithValues("node", r.Options.NodeName)
+
+	in, objs, err := r.input(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	desired := model.Desired(in)
+	r.reportPools(desired, objs, log)
+
+	// Sessions: one per selected peer, unless its configuration cannot be
+	// resolved (e.g. the password Secret is missing), which is reported and
+	// retried when the Secret appears (it is watched), not in a loop.
+	r.peerErrs = map[string]string{}
+	var configs []bgp.PeerConfig
+	for _, name := range sortedKeys(desired.Peers) {
+		p := objs.peers[name]
+		cfg, err := r.peerConfig(ctx, p, objs.routerID)
+		if err != nil {
+			r.peerErrs[name] = err.Error()
+			log.Error(err, "BGP session not configured", "peer", name)
+			continue
+		}
+		configs = append(configs, cfg)
+	}
+	var errs []error
+	if err := r.Speaker.SetPeers(ctx, configs); err != nil {
+		errs = append(errs, err)
+	}
+	for _, cfg := range configs {
+		ch, err := r.Speaker.Set(ctx, cfg.Name, desired.Peers[cfg.Name])
+		if err != nil {
+			errs = append(errs, err)
+		}
+		r.report(cfg, ch, objs.services, log)
+	}
+	if err := r.writeStates(ctx, desired, objs); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Transient (GoBGP or apiserver): retried with backoff.
+		return reconcile.Result{}, err
+	}
+	r.synced.Store(true)
+	return reconcile.Result{}, nil
+}
+
+// objects keeps what the reconcile needs beyond the model input.
+type objects struct {
+	node     *corev1.Node
+	routerID netip.Addr
+	services map[string]*corev1.Service
+	peers    map[string]*v1.BGPPeer
+	pools    map[string]*v1.IPPool
+}
+
+func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
+	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownWhenCordoned: r.Options.GracefulShutdownWhenCordoned}}
+	objs := objects{services: map[string]*corev1.Service{}, peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
+
+	node := &corev1.Node{}
+	switch err := r.Client.Get(ctx, client.ObjectKey{Name: r.Options.NodeName}, node); {
+	case apierrors.IsNotFound(err):
+		// Unknown node: no sessions, everything withdrawn.
+	case err != nil:
+		return in, objs, fmt.Errorf("get node %s: %w", r.Options.NodeName, err)
+	default:
+		objs.node = node
+		objs.routerID = RouterID(node)
+		in.Nodes = []model.Node{toNode(node)}
+	}
+
+	// The cache hands out its own objects (no copies): they are read only.
+	var svcs corev1.ServiceList
+	if err := r.Client.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
+		return in, objs, fmt.Errorf("list services: %w", err)
+	}
+	for i := range svcs.Items {
+		s := &svcs.Items[i]
+		if r.serves(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
+			objs.services[s.Namespace+"/"+s.Name] = s
+		}
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := r.Client.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
+		return in, objs, fmt.Errorf("list endpointslices: %w", err)
+	}
+	bySvc := map[string][]*discoveryv1.EndpointSlice{}
+	for i := range slices.Items {
+		sl := &slices.Items[i]
+		name := sl.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		k := sl.Namespace + "/" + name
+		if _, ok := objs.services[k]; ok {
+			bySvc[k] = append(bySvc[k], sl)
+		}
+	}
+	in.Services = make([]model.Service, 0, len(objs.services))
+	for k, s := range objs.services {
+		in.Services = append(in.Services, toService(s, bySvc[k]))
+	}
+
+	var pools v1.IPPoolList
+	if err := r.Client.List(ctx, &pools); err != nil {
+		return in, objs, fmt.Errorf("list ippools: %w", err)
+	}
+	for i := range pools.Items {
+		p := &pools.Items[i]
+		objs.pools[p.Name] = p
+		in.Pools = append(in.Pools, toPool(p))
+	}
+	var peers v1.BGPPeerList
+	if err := r.Client.List(ctx, &peers); err != nil {
+		return in, objs, fmt.Errorf("list bgppeers: %w", err)
+	}
+	for i := range peers.Items {
+		p := &peers.Items[i]
+		objs.peers[p.Name] = p
+		in.Peers = append(in.Peers, toPeer(p))
+	}
+	var advs v1.BGPAdvertisementList
+	if err := r.Client.List(ctx, &advs); err != nil {
+		return in, objs, fmt.Errorf("list bgpadvertisements: %w", err)
+	}
+	for i := range advs.Items {
+		in.Advertisements = append(in.Advertisements, toAdvertisement(&advs.Items[i]))
+	}
+	return in, objs, nil
+}
+
+func (r *Reconciler) peerConfig(ctx context.Context, p *v1.BGPPeer, routerID netip.Addr) (bgp.PeerConfig, error) {
+	password := ""
+	if ref := p.Spec.PasswordSecret; ref != nil {
+		sec := &corev1.Secret{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: v1.Namespace, Name: ref.Name}, sec); err != nil {
+			return bgp.PeerConfig{}, fmt.Errorf("password Secret %s/%s: %w", v1.Namespace, ref.Name, err)
+		}
+		k := ref.Key
+		if k == "" {
+			k = "password"
+		}
+		v, ok := sec.Data[k]
+		if !ok || len(v) == 0 {
+			return bgp.PeerConfig{}, fmt.Errorf("password Secret %s/%s has no key %q", v1.Namespace, ref.Name, k)
+		}
+		password = string(v)
+	}
+	return peerConfig(p, routerID, password)
+}
+
+// reportPools makes unannounced pools and user errors visible, once per
+// change rather than on every reconcile.
+func (r *Reconciler) reportPools(d model.Result, objs objects, log logr.Logger) {
+	if r.Metrics != nil {
+		r.Metrics.UnadvertisedIPs.Set(float64(len(d.UnadvertisedPools)))
+	}
+	if s := strings.Join(d.UnadvertisedPools, ","); s != r.lastUnadvertised {
+		r.lastUnadvertised = s
+		for _, name := range d.UnadvertisedPools {
+			log.Info("IPPool is not selected by any BGPAdvertisement; its addresses are not announced", "pool", name)
+			if p := objs.pools[name]; p != nil && r.Recorder != nil {
+				r.Recorder.Eventf(p, corev1.EventTypeWarning, "NotAdvertised",
+					"no BGPAdvertisement selects pool %s: its addresses are not announced by node %s", name, r.Options.NodeName)
+			}
+		}
+	}
+	if s := strings.Join(d.Problems, "\n"); s != r.lastProblems {
+		r.lastProblems = s
+		for _, p := range d.Problems {
+			log.Info("configuration problem", "problem", p)
+		}
+	}
+}
+
+// report records metrics and Service events for one peer's changes.
+func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, services map[string]*corev1.Service, log logr.Logger) {
+	if r.Metrics != nil {
+		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "announce").Add(float64(len(ch.Added)))
+		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "withdraw").Add(float64(len(ch.Withdrawn)))
+	}
+	if len(ch.Added)+len(ch.Withdrawn) > 0 {
+		log.V(1).Info("paths changed", "peer", cfg.Name, "announced", len(ch.Added), "withdrawn", len(ch.Withdrawn))
+	}
+	if !r.Options.ServiceEvents || r.Recorder == nil {
+		return
+	}
+	emit := func(advs []model.Advertisement, reason, verb string) {
+		for _, a := range advs {
+			for _, k := range a.Services {
+				if s := services[k]; s != nil {
+					r.Recorder.Eventf(s, corev1.EventTypeNormal, reason, "%s %s from node %s to peer %s (%s)",
+						verb, a.Prefix, r.Options.NodeName, cfg.Name, cfg.Address)
+				}
+			}
+		}
+	}
+	emit(ch.Added, "Announced", "announced")
+	emit(ch.Withdrawn, "Withdrawn", "withdrew")
+}
+
+// writeStates creates/updates the BGPSessionState of every selected peer and
+// deletes this node's states of peers no longer selected. Unchanged statuses
+// are not written.
+func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objects) error {
+	status := map[string]bgp.PeerStatus{}
+	for _, st := range r.Speaker.Status(ctx) {
+		status[st.Name] = st
+	}
+	var errs []error
+	node := r.Options.NodeName
+	for _, peer := range sortedKeys(d.Peers) {
+		p := objs.peers[peer]
+		want := v1.BGPSessionStateStatus{State: v1.SessionStateIdle}
+		if st, ok := status[peer]; ok {
+			want.State = st.State
+			want.PrefixesSent = int32(st.Announced)
+			want.LastError = st.LastError
+			if st.LocalAddress.IsValid() {
+				want.LocalAddress = st.LocalAddress.String()
+			}
+			if !st.EstablishedSince.IsZero() {
+				t := metav1.NewTime(st.EstablishedSince.Truncate(time.Second))
+				want.EstablishedTime = &t
+			}
+		}
+		if e := r.peerErrs[peer]; e != "" {
+			want.LastError = e
+		}
+		if err := r.writeState(ctx, node, p, objs.node, want); err != nil {
+			errs = append(errs, err)
+		}
+		if r.Metrics != nil {
+			up := 0.0
+			if want.State == v1.SessionStateEstablished {
+				up = 1
+			}
+			r.Metrics.SessionUp.WithLabelValues(peer).Set(up)
+			r.Metrics.Prefixes.WithLabelValues(peer).Set(float64(want.PrefixesSent))
+			r.Metrics.UpdatesSent.WithLabelValues(peer).Set(float64(status[peer].UpdatesSent))
+		}
+	}
+	var list v1.BGPSessionStateList
+	if err := r.Client.List(ctx, &list, client.MatchingLabels{v1.LabelSessionNode: node}); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list bgpsessionstates: %w", err))...)
+	}
+	for i := range list.Items {
+		s := &list.Items[i]
+		if _, ok := d.Peers[s.Spec.Peer]; ok && s.Spec.Node == node {
+			continue
+		}
+		if err := r.Client.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("delete bgpsessionstate %s: %w", s.Name, err))
+		}
+		if r.Metrics != nil {
+			r.Metrics.SessionUp.DeleteLabelValues(s.Spec.Peer)
+			r.Metrics.Prefixes.DeleteLabelValues(s.Spec.Peer)
+			r.Metrics.UpdatesSent.DeleteLabelValues(s.Spec.Peer)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reconciler) writeState(ctx context.Context, node string, p *v1.BGPPeer, nodeObj *corev1.Node, want v1.BGPSessionStateStatus) error {
+	name := sessionStateName(node, p.Name)
+	cur := &v1.BGPSessionState{}
+	err := r.Client.Get(ctx, client.ObjectKey{Name: name}, cur)
+	if apierrors.IsNotFound(err) {
+		cur = &v1.BGPSessionState{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:   name,
+				Labels: map[string]string{v1.LabelSessionNode: node, v1.LabelSessionPeer: p.Name},
+			},
+			Spec: v1.BGPSessionStateSpec{Node: node, Peer: p.Name, PeerAddress: p.Spec.PeerAddress},
+		}
+		// Garbage-collected with the Node and with the BGPPeer.
+		refs := []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "BGPPeer", Name: p.Name, UID: p.UID}}
+		if nodeObj != nil {
+			refs = append(refs, metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: nodeObj.Name, UID: nodeObj.UID})
+		}
+		cur.OwnerReferences = refs
+		if err := r.Client.Create(ctx, cur); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create bgpsessionstate %s: %w", name, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("get bgpsessionstate %s: %w", name, err)
+	}
+	old := cur.Status
+	old.LastUpdateTime = nil
+	if equality.Semantic.DeepEqual(old, want) {
+		return nil
+	}
+	now := metav1.Now()
+	want.LastUpdateTime = &now
+	upd := cur.DeepCopy()
+	upd.Status = want
+	if err := r.Client.Status().Update(ctx, upd); err != nil {
+		return fmt.Errorf("update bgpsessionstate %s status: %w", name, err)
+	}
+	return nil
+}
+
+// MarkStopped is called on exit, after the sessions are closed: it reports
+// this node's sessions as Idle so `kubectl get bgpsessionstates` does not
+// show stale Established rows. Best effort.
+func MarkStopped(ctx context.Context, c client.Client, reader client.Reader, node string) error {
+	var list v1.BGPSessionStateList
+	if err := reader.List(ctx, &list, client.MatchingLabels{v1.LabelSessionNode: node}); err != nil {
+		return fmt.Errorf("list bgpsessionstates: %w", err)
+	}
+	var errs []error
+	for i := range list.Items {
+		s := &list.Items[i]
+		now := metav1.Now()
+		s.Status = v1.BGPSessionStateStatus{State: v1.SessionStateIdle, LastError: "speaker stopped", LastUpdateTime: &now}
+		if err := c.Status().Update(ctx, s); err != nil {
+			errs = append(errs, fmt.Errorf("update bgpsessionstate %s: %w", s.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,395 @@
+// Package doctor checks, on the router, what the source documents
+// diagnosed by hand: forwarding, ICMP redirects, reverse-path filtering,
+// where the firewall's INVALID drop sits relative to our exemptions,
+// conntrack's INVALID counter, and whether the routes the agent wants are
+// in the kernel. Run is a pure evaluation of observations (Input) into
+// findings, each with a concrete fix; Gather reads the observations from
+// the host.
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/sysctl"
+)
+
+// Finding statuses.
+const (
+	OK   = "ok"
+	Warn = "warn"
+	Fail = "fail"
+)
+
+// Finding is one check's result.
+type Finding struct {
+	// Check names the check (ip_forward, send_redirects, rp_filter,
+	// firewall, conntrack, routes, nftables).
+	Check string `json:"check"`
+	// Status is ok, warn or fail.
+	Status string `json:"status"`
+	// Message says what was found.
+	Message string `json:"message"`
+	// Fix is a command (or short instruction) that fixes it; "" when ok.
+	Fix string `json:"fix,omitempty"`
+}
+
+// Input is everything the checks look at. Gather fills it from the host;
+// tests build it by hand.
+type Input struct {
+	// LANInterfaces, ServiceSubnets, FirewallMode and Protocols are the
+	// agent's configuration (what should be true).
+	LANInterfaces  []string
+	ServiceSubnets []netip.Prefix
+	FirewallMode   string
+	Protocols      []string
+
+	// IPForward is net.ipv4.ip_forward, -1 when unreadable.
+	IPForward int
+	// Redirects is send_redirects for all, default and each LAN interface.
+	Redirects sysctl.Report
+	// RedirectsErr is why Redirects could not be read.
+	RedirectsErr string
+	// RPFilter is rp_filter: "all" and each LAN interface; -1 when missing.
+	RPFilter map[string]int
+
+	// Firewall is the IPv4 filter table per backend ("legacy", "nft").
+	Firewall map[firewall.Backend]Listing
+
+	// ConntrackInvalid is conntrack's "invalid" counter summed over CPUs;
+	// ConntrackKnown is false when nf_conntrack statistics are absent.
+	ConntrackInvalid uint64
+	ConntrackKnown   bool
+
+	// Routes is passed in by the agent; nil when not known (agent down).
+	Routes *Routes
+
+	// NftRuleset is `nft list ruleset`, "" when nft is not installed.
+	NftRuleset string
+}
+
+// Listing is one backend's filter table as `iptables -v -S` prints it.
+type Listing struct {
+	// Available is false when the tool is not installed.
+	Available bool
+	// Lines is the listing (nil when the table does not exist).
+	Lines []string
+	// Err is why listing failed.
+	Err string
+}
+
+// Routes compares what the agent wants in the kernel with what is there.
+type Routes struct {
+	Desired   int
+	Installed int
+	// Missing are desired prefixes not installed (or owned by someone else).
+	Missing []netip.Prefix
+}
+
+// Run evaluates the checks. It does no I/O.
+func Run(ctx context.Context, in Input) []Finding {
+	var out []Finding
+	out = append(out, checkForward(in))
+	out = append(out, checkRedirects(in)...)
+	out = append(out, checkRPFilter(in)...)
+	fw := checkFirewall(in)
+	out = append(out, fw...)
+	fwBroken := slices.ContainsFunc(fw, func(f Finding) bool { return f.Status == Fail })
+	out = append(out, checkConntrack(in, fwBroken))
+	out = append(out, checkNftables(in)...)
+	if in.Routes != nil {
+		out = append(out, checkRoutes(*in.Routes))
+	}
+	return out
+}
+
+// Healthy reports whether no finding failed or warned.
+func Healthy(fs []Finding) bool {
+	return !slices.ContainsFunc(fs, func(f Finding) bool { return f.Status != OK })
+}
+
+func checkForward(in Input) Finding {
+	switch in.IPForward {
+	case 1:
+		return Finding{Check: "ip_forward", Status: OK, Message: "IPv4 forwarding is on"}
+	case -1:
+		return Finding{Check: "ip_forward", Status: Warn, Message: "net.ipv4.ip_forward could not be read", Fix: "sysctl net.ipv4.ip_forward"}
+	}
+	return Finding{Check: "ip_forward", Status: Fail,
+		Message: "IPv4 forwarding is off: the router forwards nothing, service traffic included",
+		Fix:     "sysctl -w net.ipv4.ip_forward=1 && echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-bgplb-forward.conf"}
+}
+
+func sysctlName(iface string) string { return strings.ReplaceAll(iface, ".", "/") }
+
+func checkRedirects(in Input) []Finding {
+	if in.RedirectsErr != "" {
+		return []Finding{{Check: "send_redirects", Status: Warn, Message: "could not read send_redirects: " + in.RedirectsErr,
+			Fix: "sysctl -a --pattern 'send_redirects'"}}
+	}
+	r := in.Redirects
+	var out []Finding
+	var sending, missing []string
+	for _, name := range in.LANInterfaces {
+		ir, ok := r.Interfaces[name]
+		switch {
+		case !ok || ir.Missing:
+			missing = append(missing, name)
+		case ir.Effective != 0:
+			sending = append(sending, name)
+		}
+	}
+	if len(sending) > 0 {
+		var keys []string
+		if r.All != 0 {
+			keys = append(keys, "net.ipv4.conf.all.send_redirects=0")
+		}
+		for _, n := range sending {
+			if r.Interfaces[n].Value != 0 {
+				keys = append(keys, "net.ipv4.conf."+sysctlName(n)+".send_redirects=0")
+			}
+		}
+		out = append(out, Finding{Check: "send_redirects", Status: Fail,
+			Message: fmt.Sprintf("the router sends ICMP redirects on %s (effective = all OR interface): Linux clients bypass it for minutes, Windows and Android clients ignore them and never connect",
+				strings.Join(sending, ", ")),
+			Fix: "sysctl -w " + strings.Join(keys, " ") + "   (bgplb-routeragent sets these at start; is it running?)"})
+	}
+	if r.Default != 0 {
+		out = append(out, Finding{Check: "send_redirects", Status: Warn,
+			Message: "net.ipv4.conf.default.send_redirects=1: a LAN interface created later (VLAN, bridge) starts sending redirects",
+			Fix:     "sysctl -w net.ipv4.conf.default.send_redirects=0"})
+	}
+	if len(missing) > 0 {
+		out = append(out, Finding{Check: "send_redirects", Status: Warn,
+			Message: "LAN interface(s) not found: " + strings.Join(missing, ", "),
+			Fix:     "ip link show; check lanInterfaces in /etc/bgplb/routeragent.yaml"})
+	}
+	if len(out) == 0 {
+		out = append(out, Finding{Check: "send_redirects", Status: OK,
+			Message: "no ICMP redirects from " + strings.Join(in.LANInterfaces, ", ") + " (all, default and the interfaces are 0)"})
+	}
+	return out
+}
+
+func checkRPFilter(in Input) []Finding {
+	all := in.RPFilter["all"]
+	var strict []string
+	for _, name := range in.LANInterfaces {
+		v, ok := in.RPFilter[name]
+		if !ok || v < 0 {
+			continue
+		}
+		// The kernel uses the larger of all and the interface.
+		if max(all, v) == 1 {
+			strict = append(strict, name)
+		}
+	}
+	if len(strict) == 0 {
+		return []Finding{{Check: "rp_filter", Status: OK, Message: "no strict reverse-path filtering on the LAN interfaces"}}
+	}
+	keys := []string{}
+	if all == 1 {
+		keys = append(keys, "net.ipv4.conf.all.rp_filter=2")
+	}
+	for _, n := range strict {
+		keys = append(keys, "net.ipv4.conf."+sysctlName(n)+".rp_filter=2")
+	}
+	return []Finding{{Check: "rp_filter", Status: Warn,
+		Message: "strict reverse-path filtering (rp_filter=1) on " + strings.Join(strict, ", ") +
+			": with asymmetric paths (replies that bypass the router, several LAN interfaces) packets whose return route uses another interface are dropped silently",
+		Fix: "sysctl -w " + strings.Join(keys, " ") + "   (loose mode)"}}
+}
+
+func toolName(b firewall.Backend) string { return "iptables-" + string(b) }
+
+func checkFirewall(in Input) []Finding {
+	var out []Finding
+	cfg := firewall.Config{Interfaces: in.LANInterfaces, Subnets: in.ServiceSubnets, Protocols: in.Protocols}
+	want := firewall.Desired(cfg, firewall.IPv4)
+	type seen struct {
+		b firewall.Backend
+		a firewall.Analysis
+		t firewall.Table
+	}
+	var tables []seen
+	for _, b := range []firewall.Backend{firewall.Legacy, firewall.NFT} {
+		l, ok := in.Firewall[b]
+		if !ok || !l.Available {
+			continue
+		}
+		if l.Err != "" {
+			out = append(out, Finding{Check: "firewall", Status: Warn, Message: fmt.Sprintf("could not list %s: %s", toolName(b), l.Err),
+				Fix: toolName(b) + " -S"})
+			continue
+		}
+		t, err := firewall.ParseTable(l.Lines)
+		if err != nil {
+			out = append(out, Finding{Check: "firewall", Status: Warn, Message: fmt.Sprintf("could not parse the %s listing: %v", toolName(b), err), Fix: toolName(b) + " -S"})
+			continue
+		}
+		tables = append(tables, seen{b, firewall.Analyze(t), t})
+	}
+	var withDrop []seen
+	for _, s := range tables {
+		if s.a.Drop != nil {
+			withDrop = append(withDrop, s)
+		}
+	}
+	if len(withDrop) == 0 {
+		if len(tables) > 0 {
+			out = append(out, Finding{Check: "firewall", Status: OK, Message: "no rule drops conntrack-INVALID forwarded packets in either iptables backend; nothing to exempt"})
+		}
+		return out
+	}
+	if in.FirewallMode == firewall.ModeOff {
+		for _, s := range withDrop {
+			out = append(out, Finding{Check: "firewall", Status: Warn,
+				Message: fmt.Sprintf("firewall mode is off and %s drops INVALID packets (FORWARD rule %d: %s): clients on the nodes' L2 cannot keep connections to services",
+					toolName(s.b), s.a.Drop.ForwardIndex, s.a.Drop.Rule),
+				Fix: "set firewall.mode: exempt in /etc/bgplb/routeragent.yaml and systemctl reload bgplb-routeragent"})
+		}
+		return out
+	}
+	for _, s := range withDrop {
+		tool := toolName(s.b)
+		where := fmt.Sprintf("%s FORWARD rule %d (%s)", tool, s.a.Drop.ForwardIndex, s.a.Drop.Rule)
+		if s.a.Drop.Chain != "FORWARD" {
+			where = fmt.Sprintf("%s chain %s (%s), reached from FORWARD rule %d", tool, s.a.Drop.Chain, s.a.Drop.Rule, s.a.Drop.ForwardIndex)
+		}
+		jumpFix := tool + " -I FORWARD 1 -m comment --comment \"" + firewall.JumpComment + "\" -j " + firewall.ChainName
+		var otherHasOurs []string
+		for _, o := range tables {
+			if o.b != s.b && (o.a.HasChain || len(o.a.JumpIndexes) > 0) {
+				otherHasOurs = append(otherHasOurs, toolName(o.b))
+			}
+		}
+		switch {
+		case len(s.a.JumpIndexes) == 0:
+			msg := "the INVALID drop in " + where + " is not preceded by the jump to " + firewall.ChainName + ": asymmetric service traffic is dropped"
+			if len(otherHasOurs) > 0 {
+				msg += "; our chain is in " + strings.Join(otherHasOurs, ", ") + ", and an ACCEPT in one backend does not undo a DROP in the other"
+			}
+			out = append(out, Finding{Check: "firewall", Status: Fail, Message: msg,
+				Fix: "systemctl restart bgplb-routeragent (firewall.backend: auto finds the drop), or by hand: " + jumpFix})
+			continue
+		case s.a.JumpIndexes[0] > s.a.Drop.ForwardIndex:
+			out = append(out, Finding{Check: "firewall", Status: Fail,
+				Message: fmt.Sprintf("the jump to %s is FORWARD rule %d, after the INVALID drop in %s: it never sees the packets", firewall.ChainName, s.a.JumpIndexes[0], where),
+				Fix:     "systemctl reload bgplb-routeragent (it moves the jump to the top), or by hand: " + jumpFix})
+			continue
+		case len(s.a.JumpIndexes) > 1:
+			out = append(out, Finding{Check: "firewall", Status: Warn,
+				Message: fmt.Sprintf("%d jumps to %s in %s FORWARD (rules %v); the agent keeps exactly one", len(s.a.JumpIndexes), firewall.ChainName, tool, s.a.JumpIndexes),
+				Fix:     "systemctl reload bgplb-routeragent"})
+		}
+		// The chain must hold every exemption.
+		have := s.t.Rules[firewall.ChainName]
+		var missing []string
+		for _, e := range want {
+			if !slices.ContainsFunc(have, func(r firewall.Rule) bool { return slices.Equal(r.Args, e.Args()) }) {
+				missing = append(missing, tool+" -A "+firewall.ChainName+" "+firewall.Rule{Args: e.Args()}.String())
+			}
+		}
+		if len(missing) > 0 {
+			out = append(out, Finding{Check: "firewall", Status: Fail,
+				Message: fmt.Sprintf("%s lacks %d of %d exemptions in %s", tool, len(missing), len(want), firewall.ChainName),
+				Fix:     "systemctl reload bgplb-routeragent, or by hand: " + strings.Join(missing, " ; ")})
+			continue
+		}
+		var pk uint64
+		for _, r := range have {
+			pk += r.Packets
+		}
+		out = append(out, Finding{Check: "firewall", Status: OK,
+			Message: fmt.Sprintf("the jump to %s (FORWARD rule %d) precedes the INVALID drop in %s; %d exemptions, %d packets accepted",
+				firewall.ChainName, s.a.JumpIndexes[0], where, len(want), pk)})
+	}
+	return out
+}
+
+func checkConntrack(in Input, firewallBroken bool) Finding {
+	if !in.ConntrackKnown {
+		return Finding{Check: "conntrack", Status: Warn, Message: "conntrack statistics not available (nf_conntrack not loaded?)",
+			Fix: "conntrack -S   (package conntrack)"}
+	}
+	if in.ConntrackInvalid == 0 {
+		return Finding{Check: "conntrack", Status: OK, Message: "no INVALID packets counted by conntrack"}
+	}
+	if firewallBroken {
+		return Finding{Check: "conntrack", Status: Fail,
+			Message: fmt.Sprintf("conntrack counted %d INVALID packets and the exemptions are not in effect: asymmetric service connections are being dropped", in.ConntrackInvalid),
+			Fix:     "fix the firewall finding above; watch `conntrack -S` (invalid=) while a client connects to a service"}
+	}
+	return Finding{Check: "conntrack", Status: OK,
+		Message: fmt.Sprintf("conntrack counted %d INVALID packets since boot (asymmetric service traffic counts here and is accepted by the exemptions)", in.ConntrackInvalid)}
+}
+
+// checkNftables looks for a native nftables rule (not one made by
+// iptables-nft) dropping INVALID packets: our iptables rules cannot undo it.
+func checkNftables(in Input) []Finding {
+	if in.NftRuleset == "" {
+		return nil
+	}
+	var out []Finding
+	var table, chain string
+	for _, line := range strings.Split(in.NftRuleset, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		switch {
+		case f[0] == "table" && len(f) >= 3:
+			table, chain = f[1]+" "+f[2], ""
+			continue
+		case f[0] == "chain" && len(f) >= 2:
+			chain = f[1]
+			continue
+		}
+		// ip/ip6 filter are iptables-nft's tables: the firewall check
+		// covers them through iptables-nft.
+		if table == "ip filter" || table == "ip6 filter" {
+			continue
+		}
+		if strings.Contains(line, "ct state") && strings.Contains(line, "invalid") && (strings.Contains(line, "drop") || strings.Contains(line, "reject")) {
+			var accepts []string
+			for _, ifc := range in.LANInterfaces {
+				for _, s := range in.ServiceSubnets {
+					fam := "ip"
+					if s.Addr().Is6() {
+						fam = "ip6"
+					}
+					accepts = append(accepts, fmt.Sprintf("nft insert rule %s %s iifname %q %s daddr %s meta l4proto tcp ct state invalid accept", table, chain, ifc, fam, s))
+				}
+			}
+			out = append(out, Finding{Check: "nftables", Status: Warn,
+				Message: fmt.Sprintf("native nftables table %q chain %q drops INVALID packets (%s); bgplb's iptables exemptions cannot override it", table, chain, strings.TrimSpace(line)),
+				Fix:     strings.Join(accepts, " ; ") + "   (insert before the drop; or add it to /etc/nftables.conf)"})
+		}
+	}
+	return out
+}
+
+func checkRoutes(r Routes) Finding {
+	if len(r.Missing) == 0 && r.Installed >= r.Desired {
+		return Finding{Check: "routes", Status: OK, Message: fmt.Sprintf("%d of %d desired service routes are in the kernel", r.Installed, r.Desired)}
+	}
+	var ps []string
+	for i, p := range r.Missing {
+		if i == 10 {
+			ps = append(ps, fmt.Sprintf("… %d more", len(r.Missing)-10))
+			break
+		}
+		ps = append(ps, p.String())
+	}
+	fix := "bgplb-routeragent status; ip route show proto bgplb"
+	if len(r.Missing) > 0 {
+		fix = "ip route show " + r.Missing[0].String() + "   (a route of another owner is left alone: remove it if it is stale); " + fix
+	}
+	return Finding{Check: "routes", Status: Fail,
+		Message: fmt.Sprintf("%d of %d desired service routes are in the kernel; missing: %s", r.Installed, r.Desired, strings.Join(ps, ", ")),
+		Fix:     fix}
+}

@@ -1,0 +1,161 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/sysctl"
+)
+
+// GatherConfig says what to look at.
+type GatherConfig struct {
+	// LANInterfaces, ServiceSubnets, FirewallMode and Protocols come from
+	// the agent's configuration.
+	LANInterfaces  []string
+	ServiceSubnets []netip.Prefix
+	FirewallMode   string
+	Protocols      []string
+	// Routes, when the agent knows them, is copied into Input.
+	Routes *Routes
+
+	// SysctlRoot is the sysctl tree ("" = /proc/sys).
+	SysctlRoot string
+	// ProcNet is the proc net directory ("" = /proc/thread-self/net, which
+	// is this thread's network namespace).
+	ProcNet string
+	// Runners opens iptables (nil = the real tools).
+	Runners firewall.RunnerFactory
+	// NoNft skips `nft list ruleset`.
+	NoNft bool
+}
+
+// Gather reads the host into an Input. It changes nothing: a legacy filter
+// table that does not exist is not listed (listing would create it).
+func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
+	in := Input{
+		LANInterfaces:  cfg.LANInterfaces,
+		ServiceSubnets: cfg.ServiceSubnets,
+		FirewallMode:   cfg.FirewallMode,
+		Protocols:      cfg.Protocols,
+		Routes:         cfg.Routes,
+		RPFilter:       map[string]int{},
+		Firewall:       map[firewall.Backend]Listing{},
+	}
+	if in.FirewallMode == "" {
+		in.FirewallMode = firewall.ModeExempt
+	}
+	procNet := cfg.ProcNet
+	if procNet == "" {
+		procNet = "/proc/thread-self/net"
+	}
+
+	var err error
+	if in.IPForward, err = sysctl.Get(cfg.SysctlRoot, "net/ipv4/ip_forward"); err != nil {
+		in.IPForward = -1
+	}
+	rep, err := sysctl.Redirects{Root: cfg.SysctlRoot}.Read(cfg.LANInterfaces)
+	if err != nil {
+		in.RedirectsErr = err.Error()
+	}
+	in.Redirects = rep
+	for _, name := range append([]string{"all"}, cfg.LANInterfaces...) {
+		v, err := sysctl.Get(cfg.SysctlRoot, filepath.Join("net/ipv4/conf", name, "rp_filter"))
+		if err != nil {
+			v = -1
+		}
+		in.RPFilter[name] = v
+	}
+
+	runners := cfg.Runners
+	if runners == nil {
+		runners = firewall.XtablesRunners
+	}
+	for _, b := range []firewall.Backend{firewall.Legacy, firewall.NFT} {
+		if err := ctx.Err(); err != nil {
+			return in, err
+		}
+		r, err := runners(b, firewall.IPv4)
+		if errors.Is(err, firewall.ErrUnavailable) {
+			continue
+		}
+		if err != nil {
+			in.Firewall[b] = Listing{Available: true, Err: err.Error()}
+			continue
+		}
+		l := Listing{Available: true}
+		ok, err := r.TableExists(firewall.TableName)
+		if err == nil && ok {
+			l.Lines, err = r.ListTable(firewall.TableName)
+		}
+		if err != nil {
+			l.Err = err.Error()
+		}
+		in.Firewall[b] = l
+	}
+
+	in.ConntrackInvalid, in.ConntrackKnown, err = conntrackInvalid(filepath.Join(procNet, "stat", "nf_conntrack"))
+	if err != nil {
+		return in, err
+	}
+
+	if !cfg.NoNft {
+		if path, err := exec.LookPath("nft"); err == nil {
+			out, err := exec.CommandContext(ctx, path, "list", "ruleset").Output()
+			if err == nil {
+				in.NftRuleset = string(out)
+			}
+		}
+	}
+	return in, nil
+}
+
+// conntrackInvalid sums the "invalid" column (hex, one row per CPU) of
+// /proc/net/stat/nf_conntrack.
+func conntrackInvalid(path string) (uint64, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return parseConntrackStat(string(b))
+}
+
+func parseConntrackStat(s string) (uint64, bool, error) {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) < 2 {
+		return 0, false, nil
+	}
+	col := -1
+	for i, h := range strings.Fields(lines[0]) {
+		if h == "invalid" {
+			col = i
+		}
+	}
+	if col < 0 {
+		return 0, false, fmt.Errorf("nf_conntrack stat: no invalid column in %q", lines[0])
+	}
+	var sum uint64
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if col >= len(f) {
+			continue
+		}
+		v, err := strconv.ParseUint(f[col], 16, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("nf_conntrack stat: %w", err)
+		}
+		sum += v
+	}
+	return sum, true, nil
+}

@@ -112,10 +112,11 @@ func BGPConfig(c *config.Config) bgp.Config {
 		out.ListenAddresses = []string{c.Listen.Address}
 	}
 	for _, n := range c.Neighbors {
-		hard := uint32(0)
-		if n.MaxPrefixes > 0 {
-			hard = uint32(2 * n.MaxPrefixes)
-		}
+		// The policy enforces maxPrefixes (rejecting and counting the
+		// excess, the session stays up). GoBGP's limit is only a memory
+		// guard against a runaway speaker: it counts rejected paths too,
+		// so it sits well above.
+		hard := uint32(2*n.MaxPrefixes + 1000)
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,

@@ -92,7 +92,7 @@ type Neighbor struct {
 	KeepaliveTime time.Duration `yaml:"keepaliveTime"`
 	// MaxPrefixes is how many prefixes one speaker of this entry may have
 	// accepted; more are rejected and counted (default 1000). A speaker that
-	// sends more than twice this many is shut down.
+	// sends more than 2*maxPrefixes+1000 (accepted or not) is shut down.
 	MaxPrefixes int `yaml:"maxPrefixes"`
 	// GracefulRestart enables the graceful-restart helper for speakers that
 	// ask for it (default true).

@@ -55,10 +55,11 @@ func (m *IPAM) ready(ctx context.Context) error {
 		return nil
 	}
 	var svcs corev1.ServiceList
-	if err := m.reader.List(ctx, &svcs); err != nil {
+	// Read-only use of the cached objects: skip the deep copies.
+	if err := m.reader.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list services for warm-up: %w", err)
 	}
-	items := svcs.Items
+	items := svcs.Items // sorting moves the list's elements, not the cached objects'
 	sort.SliceStable(items, func(i, j int) bool {
 		ti, tj := items[i].CreationTimestamp, items[j].CreationTimestamp
 		if !ti.Equal(&tj) {

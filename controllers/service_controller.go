@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers/allocator"
@@ -51,6 +52,10 @@ type ServiceReconciler struct {
 	// PoolsChanged is poked (non-blocking) after assignments change, so
 	// that pool status follows.
 	PoolsChanged func()
+
+	// freed collapses releases into one re-check of the Services still
+	// waiting for an address.
+	freed chan event.GenericEvent
 }
 
 // Serves returns the predicate for Services bgplb handles: type
@@ -86,6 +91,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		if released {
 			logger.Info("released addresses of deleted Service")
 			r.poke()
+			r.addressesFreed()
 		}
 		return reconcile.Result{}, nil
 	}
@@ -103,6 +109,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	}
 
 	areq, reqErr := buildRequest(&svc, nsLabels)
+	had := r.IPAM.Lookup(key)
 	var addrs []netip.Addr
 	var changed bool
 	var err error
@@ -124,6 +131,9 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		r.Recorder.Event(&svc, corev1.EventTypeWarning, EventAllocationFailed, aerr.Message)
 		r.Metrics.allocation(aerr.Reason)
 		r.poke()
+		if len(had) > 0 {
+			r.addressesFreed()
+		}
 		return reconcile.Result{}, r.writeIngress(ctx, &svc, nil)
 	}
 	if err != nil {
@@ -131,6 +141,10 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	}
 	if changed {
 		r.poke()
+		if len(had) > 0 {
+			// A changed request gave an address back.
+			r.addressesFreed()
+		}
 	}
 	if sameIPs(ingressAddrs(&svc), addrs) {
 		return reconcile.Result{}, nil
@@ -150,6 +164,13 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	return reconcile.Result{}, nil
 }
 
+func (r *ServiceReconciler) addressesFreed() {
+	select {
+	case r.freed <- event.GenericEvent{Object: &corev1.Service{}}:
+	default:
+	}
+}
+
 func (r *ServiceReconciler) poke() {
 	if r.PoolsChanged != nil {
 		r.PoolsChanged()
@@ -167,6 +188,7 @@ func (r *ServiceReconciler) releaseNotOurs(ctx context.Context, svc *corev1.Serv
 		return err
 	}
 	r.poke()
+	r.addressesFreed()
 	log.FromContext(ctx).Info("released addresses of a Service that is no longer ours", "service", key, "addresses", held)
 	if svc.DeletionTimestamp == nil {
 		r.Recorder.Eventf(svc, corev1.EventTypeNormal, EventIPReleased, "released %s: the Service is no longer of type LoadBalancer with class %s", joinAddrs(held), bgplbv1.LoadBalancerClass)
@@ -218,11 +240,13 @@ func joinAddrs(addrs []netip.Addr) string {
 // our Services that have no address yet, so that they get one as soon as a
 // pool can serve them.
 func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	r.freed = make(chan event.GenericEvent, 1)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("service").
 		For(&corev1.Service{}).
 		Watches(&bgplbv1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.pendingServices),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, deletionChanged{}))).
+		WatchesRawSource(source.Channel(r.freed, handler.EnqueueRequestsFromMapFunc(r.pendingServices))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
@@ -236,8 +260,8 @@ func (deletionChanged) Update(e event.UpdateEvent) bool {
 
 func (r *ServiceReconciler) pendingServices(ctx context.Context, _ client.Object) []reconcile.Request {
 	var svcs corev1.ServiceList
-	if err := r.Client.List(ctx, &svcs); err != nil {
-		log.FromContext(ctx).Error(err, "list services after pool change")
+	if err := r.Client.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "list services waiting for an address")
 		return nil
 	}
 	var out []reconcile.Request

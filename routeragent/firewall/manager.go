@@ -76,7 +76,9 @@ func WithSystemDefault(b Backend) Option {
 // Manager keeps our chain and jump in place. It is safe for concurrent use;
 // passes are serialised.
 type Manager struct {
-	mu         sync.Mutex
+	mu         sync.Mutex // serialises passes
+	smu        sync.Mutex // guards status
+	status     Status
 	cfg        Config
 	log        *slog.Logger
 	factory    RunnerFactory
@@ -95,7 +97,6 @@ type Manager struct {
 	now       func() time.Time
 	converged bool // a pass has succeeded: later changes count as repairs
 	cleaned   bool // the first pass also removed our leftovers elsewhere
-	status    Status
 }
 
 type runnerKey struct {
@@ -131,10 +132,23 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Manager, error) {
 }
 
 // Status returns the result of the last pass without touching the host.
+// It does not wait for a pass in progress.
 func (m *Manager) Status() Status {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.snapshot()
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	s := m.status
+	s.Rules = slices.Clone(s.Rules)
+	return s
+}
+
+// update changes the published status under its own lock.
+func (m *Manager) update(f func(s *Status)) Status {
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	f(&m.status)
+	s := m.status
+	s.Rules = slices.Clone(s.Rules)
+	return s
 }
 
 func (m *Manager) runner(b Backend, f Family) (Runner, error) {
@@ -168,9 +182,11 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 				m.cleaned = true
 			}
 		}
-		m.status = Status{Mode: ModeOff, Table: TableName, Chain: ChainName, Repairs: m.status.Repairs, Reason: "firewall mode off"}
-		m.setErr(err)
-		return m.status, err
+		st := m.update(func(s *Status) {
+			*s = Status{Mode: ModeOff, Table: TableName, Chain: ChainName, Repairs: s.Repairs, Reason: "firewall mode off"}
+			m.setErr(s, err)
+		})
+		return st, err
 	}
 
 	var (
@@ -208,41 +224,43 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 	}
 	err := errors.Join(errs...)
 
-	if len(changed) > 0 {
-		if m.converged {
-			m.status.Repairs++
-			m.status.LastRepair = time.Now()
-			m.log.Warn("repaired firewall drift", "changes", changed, "repairs", m.status.Repairs)
-		} else {
-			m.log.Info("installed firewall exemptions", "changes", changed)
-		}
-	}
+	repair := len(changed) > 0 && m.converged
 	if err == nil {
 		m.converged = true
 		m.cleaned = true
 	}
-	m.status.Mode = m.cfg.Mode
-	m.status.Backend = strings.Join(backends, "+")
-	m.status.Reason = strings.Join(reasons, "; ")
-	m.status.Table, m.status.Chain = TableName, ChainName
-	m.status.Rules = rules
-	m.setErr(err)
-	return m.snapshot(), err
+	st := m.update(func(s *Status) {
+		if repair {
+			s.Repairs++
+			s.LastRepair = m.now()
+			m.log.Warn("repaired firewall drift", "changes", changed, "repairs", s.Repairs)
+		} else if len(changed) > 0 {
+			m.log.Info("installed firewall exemptions", "changes", changed)
+		}
+		s.Mode = m.cfg.Mode
+		s.Backend = strings.Join(backends, "+")
+		s.Reason = strings.Join(reasons, "; ")
+		s.Table, s.Chain = TableName, ChainName
+		if err == nil || len(rules) > 0 {
+			s.Rules = rules // on a failed listing keep the last known rules
+		}
+		m.setErr(s, err)
+	})
+	return st, err
 }
 
-// snapshot copies the status; the caller holds m.mu.
-func (m *Manager) snapshot() Status {
-	s := m.status
-	s.Rules = slices.Clone(s.Rules)
-	return s
-}
-
-func (m *Manager) setErr(err error) {
-	if err != nil {
-		m.status.LastError = err.Error()
+// setErr records the pass's error; it logs an error once per distinct
+// message, not every second while, say, the lock stays held.
+func (m *Manager) setErr(s *Status, err error) {
+	switch {
+	case err != nil && err.Error() != s.LastError:
 		m.log.Error("firewall pass failed", "error", err)
-	} else {
-		m.status.LastError = ""
+	case err == nil && s.LastError != "":
+		m.log.Info("firewall pass succeeded again")
+	}
+	s.LastError = ""
+	if err != nil {
+		s.LastError = err.Error()
 	}
 }
 
@@ -415,9 +433,10 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	err := m.removeAll(ctx)
 	m.sticky = map[Family][]Backend{}
 	m.converged = false
-	m.status.Rules = nil
-	m.status.Backend = ""
-	m.setErr(err)
+	m.update(func(s *Status) {
+		s.Rules, s.Backend, s.Reason = nil, "", "uninstalled"
+		m.setErr(s, err)
+	})
 	return err
 }
 

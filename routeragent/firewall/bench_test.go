@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -16,10 +17,14 @@ import (
 // lists the other backend too, but only every RescanInterval.
 func BenchmarkEnsure(b *testing.B) {
 	for _, backend := range []string{"auto", "legacy"} {
-		for _, kind := range []string{"steady", "repair"} {
+		for _, kind := range []string{"steady", "steady-2000rules", "repair"} {
 			b.Run(backend+"/"+kind, func(b *testing.B) {
 				ns := netnstest.New(b, "fwbench")
-				restore(b, ns, "iptables-legacy", fermRuleset)
+				ruleset := fermRuleset
+				if kind == "steady-2000rules" {
+					ruleset = largeRuleset(2000)
+				}
+				restore(b, ns, "iptables-legacy", ruleset)
 				m, err := New(Config{Backend: backend, Interfaces: []string{"lan0"}, Subnets: mustPrefixes("192.168.254.0/24")}, nil)
 				if err != nil {
 					b.Fatal(err)
@@ -54,6 +59,41 @@ func BenchmarkEnsure(b *testing.B) {
 					b.Fatalf("repairs %d, want %d", m.Status().Repairs, b.N)
 				}
 			})
+		}
+	}
+}
+
+// largeRuleset is fermRuleset plus n more FORWARD rules (a big firewall:
+// the listing grows with it).
+func largeRuleset(n int) string {
+	var sb strings.Builder
+	sb.WriteString(strings.TrimSuffix(fermRuleset, "COMMIT\n"))
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&sb, "-A FORWARD -s 10.%d.%d.0/24 -p tcp --dport %d -j ACCEPT\n", i/256, i%256, 1024+i)
+	}
+	sb.WriteString("COMMIT\n")
+	return sb.String()
+}
+
+// BenchmarkPlan is the pure part of a steady-state pass: parse a listing
+// of a 2000-rule table, analyse it, and plan (nothing to do).
+func BenchmarkPlan(b *testing.B) {
+	want := Desired(Config{Interfaces: []string{"lan0"}, Subnets: mustPrefixes("192.168.254.0/24")}, IPv4)
+	lines := []string{"-P INPUT ACCEPT -c 0 0", "-P FORWARD DROP -c 0 0", "-P OUTPUT ACCEPT -c 0 0", "-N BGPLB-EXEMPT",
+		"-A FORWARD " + quoteArgs(JumpArgs()), "-A FORWARD -m state --state INVALID -c 3 120 -j DROP"}
+	for i := 0; i < 2000; i++ {
+		lines = append(lines, fmt.Sprintf("-A FORWARD -s 10.%d.%d.0/24 -p tcp -m tcp --dport %d -c 0 0 -j ACCEPT", i/256, i%256, 1024+i))
+	}
+	lines = append(lines, "-A BGPLB-EXEMPT "+quoteArgs(want[0].Args()))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		t, err := ParseTable(lines)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = Analyze(t)
+		if ops := PlanInstall(t, want); len(ops) != 0 {
+			b.Fatalf("ops %v", ops)
 		}
 	}
 }

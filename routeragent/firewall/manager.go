@@ -505,6 +505,9 @@ func (m *Manager) list(ctx context.Context, r Runner) (Table, error) {
 // lists again and plans from what is really there.
 func (m *Manager) apply(ctx context.Context, r Runner, ops []Op, removing bool) error {
 	for _, op := range ops {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 		err := m.retry(ctx, op.String(), func() error {
 			switch op.Kind {
 			case "new-chain":

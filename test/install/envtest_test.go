@@ -1,0 +1,286 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authv1 "k8s.io/api/authorization/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bgplb/bgplb/internal/testenv"
+)
+
+var crdNames = []string{"ippools.bgplb.io", "bgppeers.bgplb.io", "bgpadvertisements.bgplb.io", "bgpsessionstates.bgplb.io"}
+
+// dist/install.yaml applied server-side to a real kube-apiserver with no
+// bgplb CRDs: everything is accepted, the CRDs become Established, the
+// samples are accepted, and the service accounts can do what the programs do
+// and no more.
+func TestInstallYAMLOnAPIServer(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	c := withCRDs(t, env)
+	removeCRDs(ctx, t, c)
+
+	objs := decode(t, readFile(t, "dist/install.yaml"))
+	applyAll(ctx, t, c, objs)
+	waitEstablished(ctx, t, c)
+
+	samples := decode(t, kustomize(t, "config/samples"))
+	if len(samples) < 3 {
+		t.Fatalf("config/samples renders %d objects", len(samples))
+	}
+	applyAll(ctx, t, c, samples)
+	for _, s := range samples {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(s.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(s), got); err != nil {
+			t.Errorf("sample %s %s not stored: %v", s.GetKind(), s.GetName(), err)
+		}
+	}
+	for _, o := range objs {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(o), got); err != nil {
+			t.Errorf("%s %s/%s not stored: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+
+	sa := func(name string) string { return "system:serviceaccount:bgplb-system:" + name }
+	type access struct {
+		user, verb, group, resource, sub, ns string
+		allowed                              bool
+	}
+	for _, a := range []access{
+		// The controller: Services and their status, pools, events, its Lease.
+		{sa("bgplb-controller"), "watch", "", "services", "", "", true},
+		{sa("bgplb-controller"), "patch", "", "services", "status", "default", true},
+		{sa("bgplb-controller"), "list", "bgplb.io", "ippools", "", "", true},
+		{sa("bgplb-controller"), "patch", "bgplb.io", "ippools", "status", "", true},
+		{sa("bgplb-controller"), "create", "", "events", "", "default", true},
+		{sa("bgplb-controller"), "update", "coordination.k8s.io", "leases", "", "bgplb-system", true},
+		{sa("bgplb-controller"), "update", "coordination.k8s.io", "leases", "", "kube-system", false},
+		{sa("bgplb-controller"), "get", "", "secrets", "", "bgplb-system", false},
+		{sa("bgplb-controller"), "delete", "", "services", "", "default", false},
+		{sa("bgplb-controller"), "create", "bgplb.io", "bgpsessionstates", "", "", false},
+		// The speaker: reads Services, EndpointSlices, Nodes, our CRs; writes
+		// its session state; MD5 Secrets in its own namespace only.
+		{sa("bgplb-speaker"), "watch", "discovery.k8s.io", "endpointslices", "", "", true},
+		{sa("bgplb-speaker"), "list", "", "nodes", "", "", true},
+		{sa("bgplb-speaker"), "watch", "bgplb.io", "bgppeers", "", "", true},
+		{sa("bgplb-speaker"), "create", "bgplb.io", "bgpsessionstates", "", "", true},
+		{sa("bgplb-speaker"), "get", "", "secrets", "", "bgplb-system", true},
+		{sa("bgplb-speaker"), "get", "", "secrets", "", "default", false},
+		{sa("bgplb-speaker"), "patch", "", "services", "status", "default", false},
+		{sa("bgplb-speaker"), "update", "", "nodes", "", "", false},
+		{sa("bgplb-speaker"), "patch", "bgplb.io", "ippools", "", "", false},
+	} {
+		sar := &authv1.SubjectAccessReview{Spec: authv1.SubjectAccessReviewSpec{
+			User: a.user,
+			ResourceAttributes: &authv1.ResourceAttributes{
+				Namespace: a.ns, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.sub,
+			},
+		}}
+		if err := c.Create(ctx, sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != a.allowed {
+			t.Errorf("%s %s %s/%s %s in %q: allowed=%v, want %v", strings.TrimPrefix(a.user, "system:serviceaccount:"),
+				a.verb, a.group, a.resource, a.sub, a.ns, sar.Status.Allowed, a.allowed)
+		}
+	}
+}
+
+// The chart installed with helm into a real kube-apiserver with no bgplb
+// CRDs (CRDs from the chart, a pool, a peer and an advertisement in the same
+// release), upgraded, and uninstalled (the CRDs stay).
+func TestChartOnAPIServer(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	c := withCRDs(t, env)
+	removeCRDs(ctx, t, c)
+
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	writeKubeconfig(t, env, kc)
+	helmEnv := []string{
+		"KUBECONFIG=" + kc,
+		"HELM_CONFIG_HOME=" + filepath.Join(dir, "config"),
+		"HELM_CACHE_HOME=" + filepath.Join(dir, "cache"),
+		"HELM_DATA_HOME=" + filepath.Join(dir, "data"),
+	}
+	helm := tool(t, "helm")
+	chart := filepath.Join(root, "charts", "bgplb")
+	out := run(t, root, helmEnv, helm, "install", "bgplb", chart, "--namespace", "bgplb-system", "--create-namespace",
+		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"],"avoidBuggyIPs":true}}]`,
+		"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512}}]`,
+		"--set-json", `bgpAdvertisements=[{"name":"default","spec":{"ipPools":["default"],"communities":["64512:100"]}}]`)
+	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "Next steps") {
+		t.Errorf("helm install output:\n%s", out)
+	}
+	waitEstablished(ctx, t, c)
+	for _, k := range []struct{ kind, name string }{{"IPPool", "default"}, {"BGPPeer", "router"}, {"BGPAdvertisement", "default"}} {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(testenv.GVK(k.kind))
+		if err := c.Get(ctx, client.ObjectKey{Name: k.name}, u); err != nil {
+			t.Errorf("%s %s from the release: %v", k.kind, k.name, err)
+		}
+	}
+
+	// The first upgrade adopts the objects the install created as hooks
+	// (Helm leaves objects it adopts unchanged); later upgrades update them.
+	run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
+		"--set", "loadBalancerClass.serveUnclassed=false")
+	run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
+		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24","fd00:254::/120"]}}]`)
+	pool := &unstructured.Unstructured{}
+	pool.SetGroupVersionKind(testenv.GVK("IPPool"))
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, pool); err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _, _ := unstructured.NestedStringSlice(pool.Object, "spec", "addresses"); len(addrs) != 2 {
+		t.Errorf("after upgrade the pool's addresses are %v", addrs)
+	}
+	if m := run(t, root, helmEnv, helm, "get", "manifest", "bgplb", "--namespace", "bgplb-system"); !strings.Contains(m, "kind: IPPool") {
+		t.Errorf("after upgrade the release does not own the IPPool")
+	}
+	dep := &unstructured.Unstructured{}
+	dep.SetAPIVersion("apps/v1")
+	dep.SetKind("Deployment")
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "bgplb-system", Name: "bgplb-controller"}, dep); err != nil {
+		t.Fatal(err)
+	}
+	if args := containerArgs(t, dep); !slices.Contains(args, "--serve-services-without-class=false") {
+		t.Errorf("after upgrade the controller args are %v", args)
+	}
+
+	run(t, root, helmEnv, helm, "uninstall", "bgplb", "--namespace", "bgplb-system", "--wait", "--timeout", "60s")
+	if err := c.Get(ctx, client.ObjectKeyFromObject(dep), dep); !apierrors.IsNotFound(err) {
+		t.Errorf("controller Deployment after uninstall: %v", err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(pool), pool); !apierrors.IsNotFound(err) && pool.GetDeletionTimestamp() == nil {
+		t.Errorf("IPPool after uninstall: %v", err)
+	}
+	for _, n := range crdNames {
+		if err := c.Get(ctx, client.ObjectKey{Name: n}, &apiextensionsv1.CustomResourceDefinition{}); err != nil {
+			t.Errorf("CRD %s after uninstall (crds.keep): %v", n, err)
+		}
+	}
+}
+
+func withCRDs(t *testing.T, env *testenv.Env) client.Client {
+	t.Helper()
+	if err := apiextensionsv1.AddToScheme(env.Scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// removeCRDs deletes the CRDs the harness installed, so that the install
+// under test has to create them itself.
+func removeCRDs(ctx context.Context, t *testing.T, c client.Client) {
+	t.Helper()
+	for _, n := range crdNames {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		crd.Name = n
+		if err := c.Delete(ctx, crd); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, n := range crdNames {
+			err := c.Get(ctx, client.ObjectKey{Name: n}, &apiextensionsv1.CustomResourceDefinition{})
+			if !apierrors.IsNotFound(err) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("CRDs not deleted: %v", err)
+	}
+}
+
+// applyAll applies objects server-side, cluster-wide and namespace objects
+// first, as kubectl apply --server-side would succeed with.
+func applyAll(ctx context.Context, t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
+	t.Helper()
+	first := func(o *unstructured.Unstructured) int {
+		switch o.GetKind() {
+		case "Namespace", "CustomResourceDefinition":
+			return 0
+		}
+		return 1
+	}
+	sorted := slices.Clone(objs)
+	slices.SortStableFunc(sorted, func(a, b *unstructured.Unstructured) int { return first(a) - first(b) })
+	for _, o := range sorted {
+		o = o.DeepCopy()
+		var err error
+		// A CRD applied a moment ago may not be served yet: retry briefly.
+		for range 50 {
+			if err = c.Patch(ctx, o, client.Apply, client.FieldOwner("bgplb-install-test"), client.ForceOwnership); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("server-side apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+}
+
+func waitEstablished(ctx context.Context, t *testing.T, c client.Client) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, n := range crdNames {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := c.Get(ctx, client.ObjectKey{Name: n}, crd); err != nil {
+				return false, nil
+			}
+			ok := false
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					ok = true
+				}
+			}
+			if !ok {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("CRDs %v not Established: %v", crdNames, err)
+	}
+}
+
+func writeKubeconfig(t *testing.T, env *testenv.Env, path string) {
+	t.Helper()
+	cfg := env.Config
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
+	}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(fmt.Errorf("write kubeconfig: %w", err))
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -89,6 +90,8 @@ type Manager struct {
 	// visible; we keep the earlier choice instead of jumping backends.
 	sticky     map[Family][]Backend
 	lastReason map[Family]string
+	// lastListErr is the last listing error ignored per family (logged once).
+	lastListErr map[Family]string
 	// lastFull is when all candidate backends were last listed. In auto
 	// mode, once the drop has been found, the other backend is listed only
 	// every RescanInterval (iptables-nft costs ~5 ms a call), or at once
@@ -114,16 +117,17 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{
-		cfg:        c,
-		log:        log.With("component", "firewall"),
-		factory:    XtablesRunners,
-		sysDefault: SystemDefault,
-		runners:    map[runnerKey]Runner{},
-		sticky:     map[Family][]Backend{},
-		lastReason: map[Family]string{},
-		lastFull:   map[Family]time.Time{},
-		now:        time.Now,
-		status:     Status{Mode: c.Mode, Table: TableName, Chain: ChainName},
+		cfg:         c,
+		log:         log.With("component", "firewall"),
+		factory:     XtablesRunners,
+		sysDefault:  SystemDefault,
+		runners:     map[runnerKey]Runner{},
+		sticky:      map[Family][]Backend{},
+		lastReason:  map[Family]string{},
+		lastListErr: map[Family]string{},
+		lastFull:    map[Family]time.Time{},
+		now:         time.Now,
+		status:      Status{Mode: c.Mode, Table: TableName, Chain: ChainName},
 	}
 	for _, o := range opts {
 		o(m)
@@ -304,14 +308,23 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 		}
 		tables[b], runners[b] = t, r
 	}
-	if len(errs) > 0 {
-		// Deciding on a partial view could move the rules to the wrong
-		// backend; keep everything as is until the listing works.
-		return res, errors.Join(errs...)
-	}
 	analyses := map[Backend]Analysis{}
 	for b, t := range tables {
 		analyses[b] = Analyze(t)
+	}
+	if len(errs) > 0 {
+		// Deciding on a partial view could move the rules to the wrong
+		// backend. Go on only when a backend we could list shows the drop
+		// (say iptables-nft is installed but the kernel has no nf_tables):
+		// the exemption surely belongs there.
+		if !slices.ContainsFunc(slices.Collect(maps.Values(analyses)), func(a Analysis) bool { return a.Drop != nil }) {
+			return res, errors.Join(errs...)
+		}
+		if msg := errors.Join(errs...).Error(); m.lastListErr[fam] != msg {
+			m.log.Warn("ignoring a backend that cannot be listed; the INVALID drop is in another", "family", fam, "error", msg)
+			m.lastListErr[fam] = msg
+		}
+		errs = nil
 	}
 	if partial && !slices.ContainsFunc(candidates, func(b Backend) bool { return analyses[b].Drop != nil }) {
 		// The drop is gone from where we saw it: reloading, or moved.

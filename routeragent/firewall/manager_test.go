@@ -356,3 +356,52 @@ func TestAutoListsTheOtherBackendOnlyNowAndThen(t *testing.T) {
 		t.Errorf("status %+v, nft calls %d", st, nft.Calls-nftCalls)
 	}
 }
+
+// brokenLister is a tool that is installed but cannot list (iptables-nft on
+// a kernel without nf_tables).
+type brokenLister struct{ *Fake }
+
+func (brokenLister) ListTable(string) ([]string, error) {
+	return nil, &FakeError{Status: 1, Msg: "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument"}
+}
+
+func TestAutoWithAnUnlistableBackend(t *testing.T) {
+	legacy := ferm(NewFake())
+	m, err := New(testCfg, nil, WithSystemDefault(NFT), WithRunners(func(b Backend, f Family) (Runner, error) {
+		switch {
+		case f != IPv4:
+			return nil, ErrUnavailable
+		case b == Legacy:
+			return legacy, nil
+		}
+		return brokenLister{NewFake()}, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Ensure(context.Background())
+	if err != nil || st.Backend != "legacy" {
+		t.Fatalf("drop visible in legacy, nft unlistable: %v %+v", err, st)
+	}
+	// Without a drop anywhere visible, the unlistable backend might be the
+	// one holding it: refuse to guess.
+	legacy2 := NewFake()
+	m, err = New(testCfg, nil, WithSystemDefault(NFT), WithRunners(func(b Backend, f Family) (Runner, error) {
+		switch {
+		case f != IPv4:
+			return nil, ErrUnavailable
+		case b == Legacy:
+			return legacy2, nil
+		}
+		return brokenLister{NewFake()}, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Ensure(context.Background()); err == nil || !strings.Contains(err.Error(), "rule set generation") {
+		t.Errorf("error %v", err)
+	}
+	if legacy2.Mutations != 0 {
+		t.Errorf("guessed and changed legacy")
+	}
+}

@@ -98,6 +98,12 @@ func NewManager(log logr.Logger, onChange func()) *Manager {
 	return &Manager{log: log, onChange: onChange, sessions: map[string]*session{}}
 }
 
+// path is one announced path and the generation of the last Set wanting it.
+type path struct {
+	adv model.Advertisement
+	gen uint64
+}
+
 type session struct {
 	cfg    PeerConfig
 	srv    *server.BgpServer
@@ -105,7 +111,8 @@ type session struct {
 
 	// announced is what AddPath accepted, keyed by prefix; updated only
 	// after GoBGP returned success.
-	announced map[netip.Prefix]model.Advertisement
+	announced map[netip.Prefix]*path
+	gen       uint64
 
 	mu          sync.Mutex // guards the fields below, written by the watcher
 	state       string
@@ -167,7 +174,7 @@ func (m *Manager) open(ctx context.Context, cfg PeerConfig) (*session, error) {
 	log := m.log.WithValues("peer", cfg.Name, "address", cfg.Address)
 	srv := server.NewBgpServer(server.LoggerOption(&logAdapter{log: log.WithName("gobgp")}))
 	go srv.Serve()
-	s := &session{cfg: cfg, srv: srv, announced: map[netip.Prefix]model.Advertisement{}, state: "Idle"}
+	s := &session{cfg: cfg, srv: srv, announced: map[netip.Prefix]*path{}, state: "Idle"}
 	if cfg.Password != "" {
 		if err := MD5Supported(); err != nil {
 			s.configErr = fmt.Sprintf("TCP-MD5 password set but cannot be used: %v", err)
@@ -281,35 +288,44 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 	if !ok {
 		return ch, fmt.Errorf("no session for peer %q", peer)
 	}
-	want := make(map[netip.Prefix]model.Advertisement, len(desired))
-	for _, a := range desired {
-		want[a.Prefix] = a
-	}
+	// Mark what is still wanted with a new generation instead of building a
+	// set of desired prefixes: Set runs on every reconcile over every path.
+	s.gen++
 	var errs []error
-	for p, old := range s.announced {
-		if _, keep := want[p]; keep {
-			continue
-		}
-		if err := s.deletePath(ctx, old); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		delete(s.announced, p)
-		ch.Withdrawn = append(ch.Withdrawn, old)
-	}
 	for _, a := range desired {
-		if old, ok := s.announced[a.Prefix]; ok && old.SameRoute(a) {
-			s.announced[a.Prefix] = a // refresh the Services it carries
-			continue
+		old := s.announced[a.Prefix]
+		if old != nil {
+			old.gen = s.gen
+			if old.adv.SameRoute(a) {
+				old.adv = a // refresh the Services it carries
+				continue
+			}
 		}
 		// AddPath with the same prefix replaces the previous path
 		// (implicit withdraw), so a changed attribute is one UPDATE.
 		if err := s.addPath(ctx, a); err != nil {
+			// The old path (if any) stays announced and marked; the
+			// differing attributes make the next Set retry.
 			errs = append(errs, err)
 			continue
 		}
-		s.announced[a.Prefix] = a
+		if old != nil {
+			old.adv = a
+		} else {
+			s.announced[a.Prefix] = &path{adv: a, gen: s.gen}
+		}
 		ch.Added = append(ch.Added, a)
+	}
+	for p, old := range s.announced {
+		if old.gen == s.gen {
+			continue
+		}
+		if err := s.deletePath(ctx, old.adv); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(s.announced, p)
+		ch.Withdrawn = append(ch.Withdrawn, old.adv)
 	}
 	err = errors.Join(errs...)
 	s.mu.Lock()
@@ -331,8 +347,8 @@ func (m *Manager) Announced(peer string) []model.Advertisement {
 		return nil
 	}
 	out := make([]model.Advertisement, 0, len(s.announced))
-	for _, a := range s.announced {
-		out = append(out, a)
+	for _, p := range s.announced {
+		out = append(out, p.adv)
 	}
 	slices.SortFunc(out, func(a, b model.Advertisement) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	return out
@@ -456,7 +472,8 @@ func (m *Manager) Shutdown(ctx context.Context, opts ShutdownOptions) error {
 	defer m.mu.Unlock()
 	if opts.GracefulShutdownFor > 0 {
 		for _, s := range m.sessions {
-			for p, a := range s.announced {
+			for p, old := range s.announced {
+				a := old.adv
 				g := a
 				g.Communities = append(slices.Clone(a.Communities), model.CommunityGracefulShutdown)
 				slices.Sort(g.Communities)
@@ -465,7 +482,7 @@ func (m *Manager) Shutdown(ctx context.Context, opts ShutdownOptions) error {
 					m.log.Error(err, "announcing GRACEFUL_SHUTDOWN failed", "peer", s.cfg.Name, "prefix", p)
 					continue
 				}
-				s.announced[p] = g
+				old.adv = g
 			}
 		}
 		m.log.Info("announced GRACEFUL_SHUTDOWN, waiting before withdrawing", "wait", opts.GracefulShutdownFor)
@@ -491,8 +508,8 @@ func (s *session) close(ctx context.Context, log logr.Logger, flush time.Duratio
 	defer s.cancel()
 	var errs []error
 	n := 0
-	for p, a := range s.announced {
-		if err := s.deletePath(ctx, a); err != nil {
+	for p, old := range s.announced {
+		if err := s.deletePath(ctx, old.adv); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -188,69 +188,132 @@ func Desired(in Input) Result {
 	nodeOK := self != nil && self.Ready && !excluded
 	if nodeOK && len(peers) > 0 {
 		gshut := in.Options.GracefulShutdownWhenCordoned && self.Unschedulable
-		type key struct {
-			peer   string
-			prefix netip.Prefix
+		// Everything that does not depend on the Service is worked out once:
+		// this loop runs over every Service on every reconcile.
+		peerNames := sortedNames(peers)
+		poolIdx := map[string]int{}
+		for i, p := range in.Pools {
+			poolIdx[p.Name] = i
 		}
-		acc := map[key]*Advertisement{}
-		for _, svc := range in.Services {
+		type advPlan struct {
+			pools        []bool // by pool index
+			peers4       []int  // indexes into peerNames
+			peers6       []int
+			communities  []uint32 // sorted, unique, with GRACEFUL_SHUTDOWN if due
+			large        []LargeCommunity
+			localPref    uint32
+			lenV4, lenV6 int
+			svcSel       []LabelSelector
+		}
+		var plans []advPlan
+		for i, a := range in.Advertisements {
+			if !matchesAny(a.NodeSelectors, selfLabels) {
+				continue
+			}
+			at := advAttrs[i]
+			pl := advPlan{pools: make([]bool, len(in.Pools)), localPref: at.localPref,
+				lenV4: at.lenV4, lenV6: at.lenV6, svcSel: a.ServiceSelectors}
+			for name := range advPools[i] {
+				pl.pools[poolIdx[name]] = true
+			}
+			for pi, name := range peerNames {
+				if len(a.Peers) > 0 && !slices.Contains(a.Peers, name) {
+					continue
+				}
+				if peers[name].Address.Unmap().Is4() {
+					pl.peers4 = append(pl.peers4, pi)
+				} else {
+					pl.peers6 = append(pl.peers6, pi)
+				}
+			}
+			comms := slices.Clone(at.communities)
+			if gshut {
+				comms = append(comms, CommunityGracefulShutdown)
+			}
+			pl.communities = sortUniq(comms, cmpU32)
+			pl.large = sortUniq(slices.Clone(at.large), compareLarge)
+			plans = append(plans, pl)
+		}
+
+		// Append every (peer, prefix) contribution, then sort each peer's
+		// list and merge neighbours with the same prefix (shared addresses,
+		// aggregates, several advertisements). No per-entry map or pointer:
+		// this runs over every Service on every reconcile.
+		out := make([][]Advertisement, len(peerNames))
+		for si := range in.Services {
+			svc := &in.Services[si]
 			if !serves(svc, in.Node) {
 				continue
 			}
+			var svcKeys []string // shared by this Service's entries; cap 1, so appends copy
 			for _, ip := range svc.IPs {
 				ip = ip.Unmap()
 				pool := poolOf(in.Pools, ip)
-				if pool == "" {
+				if pool < 0 {
 					continue
 				}
-				for i, a := range in.Advertisements {
-					if !advPools[i][pool] || !matchesAny(a.ServiceSelectors, svc.Labels) ||
-						!matchesAny(a.NodeSelectors, selfLabels) {
+				for pli := range plans {
+					pl := &plans[pli]
+					if !pl.pools[pool] || !matchesAny(pl.svcSel, svc.Labels) {
 						continue
 					}
-					at := advAttrs[i]
-					bits := at.lenV4
+					bits, targets := pl.lenV4, pl.peers4
 					if ip.Is6() {
-						bits = at.lenV6
+						bits, targets = pl.lenV6, pl.peers6
 					}
 					prefix, _ := ip.Prefix(bits)
-					for name, peer := range peers {
-						if len(a.Peers) > 0 && !slices.Contains(a.Peers, name) {
-							continue
+					if svcKeys == nil {
+						svcKeys = []string{svc.Key()}
+					}
+					for _, pi := range targets {
+						if out[pi] == nil {
+							out[pi] = make([]Advertisement, 0, len(in.Services))
 						}
-						if peer.Address.Unmap().Is4() != ip.Is4() {
-							continue
-						}
-						k := key{name, prefix}
-						adv := acc[k]
-						if adv == nil {
-							adv = &Advertisement{Prefix: prefix, NextHop: nextHop(peer, ip)}
-							acc[k] = adv
-						}
-						adv.Communities = append(adv.Communities, at.communities...)
-						if gshut {
-							adv.Communities = append(adv.Communities, CommunityGracefulShutdown)
-						}
-						adv.LargeCommunities = append(adv.LargeCommunities, at.large...)
-						adv.LocalPref = max(adv.LocalPref, at.localPref)
-						adv.Services = append(adv.Services, svc.Key())
+						// The attribute slices are shared with the plan and
+						// must be treated as read-only by every consumer.
+						out[pi] = append(out[pi], Advertisement{
+							Prefix: prefix, NextHop: nextHop(peers[peerNames[pi]], ip),
+							Communities: pl.communities, LargeCommunities: pl.large, LocalPref: pl.localPref,
+							Services: svcKeys,
+						})
 					}
 				}
 			}
 		}
-		for k, adv := range acc {
-			adv.Communities = sortUniq(adv.Communities, func(a, b uint32) int { return int(int64(a) - int64(b)) })
-			adv.LargeCommunities = sortUniq(adv.LargeCommunities, compareLarge)
-			adv.Services = sortUniq(adv.Services, strings.Compare)
-			res.Peers[k.peer] = append(res.Peers[k.peer], *adv)
-		}
-		for name := range res.Peers {
-			slices.SortFunc(res.Peers[name], func(a, b Advertisement) int {
+		for pi, name := range peerNames {
+			list := out[pi]
+			slices.SortFunc(list, func(a, b Advertisement) int {
 				if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 					return c
 				}
 				return a.Prefix.Bits() - b.Prefix.Bits()
 			})
+			merged := list[:0]
+			for i := 0; i < len(list); {
+				a := list[i]
+				j := i + 1
+				if j < len(list) && list[j].Prefix == a.Prefix {
+					a.Communities = slices.Clone(a.Communities)
+					a.LargeCommunities = slices.Clone(a.LargeCommunities)
+					a.Services = slices.Clone(a.Services)
+					for ; j < len(list) && list[j].Prefix == a.Prefix; j++ {
+						b := list[j]
+						a.Communities = append(a.Communities, b.Communities...)
+						a.LargeCommunities = append(a.LargeCommunities, b.LargeCommunities...)
+						a.LocalPref = max(a.LocalPref, b.LocalPref)
+						a.Services = append(a.Services, b.Services...)
+					}
+					a.Communities = sortUniq(a.Communities, cmpU32)
+					a.LargeCommunities = sortUniq(a.LargeCommunities, compareLarge)
+					a.Services = sortUniq(a.Services, strings.Compare)
+				}
+				merged = append(merged, a)
+				i = j
+			}
+			if len(merged) == 0 {
+				merged = nil
+			}
+			res.Peers[name] = merged
 		}
 	}
 
@@ -263,7 +326,7 @@ func Desired(in Input) Result {
 
 // serves reports whether the Service should be announced from node, going
 // by its traffic policy and endpoints.
-func serves(svc Service, node string) bool {
+func serves(svc *Service, node string) bool {
 	for _, ep := range svc.Endpoints {
 		if !ep.Usable() {
 			continue
@@ -275,15 +338,34 @@ func serves(svc Service, node string) bool {
 	return false
 }
 
-func poolOf(pools []Pool, ip netip.Addr) string {
-	for _, p := range pools {
+func poolOf(pools []Pool, ip netip.Addr) int {
+	for i, p := range pools {
 		for _, r := range p.Ranges {
 			if r.Contains(ip) {
-				return p.Name
+				return i
 			}
 		}
 	}
-	return ""
+	return -1
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func cmpU32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func nextHop(p Peer, ip netip.Addr) netip.Addr {

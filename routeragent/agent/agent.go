@@ -51,9 +51,11 @@ type Firewall interface {
 	Ensure(ctx context.Context) (firewall.Status, error)
 }
 
-// Redirects sets send_redirects=0 (sysctl.Redirects implements it).
+// Redirects sets send_redirects=0 and reads the values (sysctl.Redirects
+// implements it).
 type Redirects interface {
 	Apply(ifaces []string) (sysctl.Report, error)
+	Read(ifaces []string) (sysctl.Report, error)
 }
 
 // LAN reports the LAN subnets and our addresses on the LAN interfaces.
@@ -306,6 +308,17 @@ func (a *Agent) applySysctl() {
 		return
 	}
 	cfg := a.config()
+	if cfg.ICMPRedirects == "leave" {
+		// Still report the values, so status and doctor show them.
+		rep, err := a.deps.Redirects.Read(cfg.LANInterfaces)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.status.Sysctl, a.status.SysctlError = &rep, ""
+		if err != nil {
+			a.status.SysctlError = err.Error()
+		}
+		return
+	}
 	// Missing interfaces are reported as such and set when they appear.
 	rep, err := a.deps.Redirects.Apply(cfg.LANInterfaces)
 	a.mu.Lock()

@@ -48,6 +48,9 @@ type Config struct {
 	LANInterfaces []string `yaml:"lanInterfaces"`
 	// Firewall configures the scoped conntrack-INVALID exemptions.
 	Firewall Firewall `yaml:"firewall"`
+	// ICMPRedirects is "disable" (default: send_redirects=0 on all, default
+	// and every LAN interface, kept that way) or "leave" (never touch them).
+	ICMPRedirects string `yaml:"icmpRedirects"`
 	// Routes configures how accepted paths become kernel routes.
 	Routes Routes `yaml:"routes"`
 	// StatusSocket is the unix socket serving `status` as JSON.
@@ -213,6 +216,9 @@ func (c *Config) SetDefaults() {
 			t := true
 			n.GracefulRestart = &t
 		}
+	}
+	if c.ICMPRedirects == "" {
+		c.ICMPRedirects = "disable"
 	}
 	if c.Firewall.Mode == "" {
 		c.Firewall.Mode = "exempt"
@@ -382,6 +388,11 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	switch c.ICMPRedirects {
+	case "disable", "leave":
+	default:
+		add("icmpRedirects", "%q is not one of disable, leave", c.ICMPRedirects)
+	}
 	switch c.Firewall.Mode {
 	case "exempt", "off":
 	default:

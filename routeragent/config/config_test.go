@@ -102,6 +102,7 @@ log: {format: json, level: debug}
 		{name: "kernel protocol", yaml: minimal + "routes: {protocol: 4}\n", want: []string{"routes.protocol: 4 is reserved"}},
 		{name: "firewall", yaml: minimal + "firewall: {mode: open, backend: pf, protocols: [icmp]}\n",
 			want: []string{`firewall.mode: "open"`, `firewall.backend: "pf"`, `firewall.protocols[0]: "icmp"`}},
+		{name: "icmp redirects", yaml: minimal + "icmpRedirects: keep\n", want: []string{`icmpRedirects: "keep" is not one of disable, leave`}},
 		{name: "timers", yaml: strings.Replace(minimal, "asn: 64512", "asn: 64512\n    holdTime: 2s", 1),
 			want: []string{"neighbors[0].holdTime: 2s is below the BGP minimum"}},
 		{name: "keepalive above hold", yaml: strings.Replace(minimal, "asn: 64512", "asn: 64512\n    keepaliveTime: 20s", 1),

@@ -35,6 +35,7 @@ func TestDefaults(t *testing.T) {
 		ServiceSubnets: []string{"192.168.254.0/24"},
 		LANInterfaces:  []string{"enp1s0.2"},
 		Firewall:       Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},
+		ICMPRedirects:  "disable",
 		Routes:         Routes{Table: 254, Protocol: 220, ResyncInterval: 30 * time.Second, StaleTimeout: 120 * time.Second},
 		StatusSocket:   "/run/bgplb/routeragent.sock",
 		StateDir:       "/var/lib/bgplb",

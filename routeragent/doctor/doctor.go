@@ -59,6 +59,9 @@ type Input struct {
 
 	// Firewall is the IPv4 filter table per backend ("legacy", "nft").
 	Firewall map[firewall.Backend]Listing
+	// Firewall6 is the same for IPv6 (ip6tables), looked at when a
+	// service subnet is IPv6.
+	Firewall6 map[firewall.Backend]Listing
 
 	// ConntrackInvalid is conntrack's "invalid" counter summed over CPUs;
 	// ConntrackKnown is false when nf_conntrack statistics are absent.
@@ -204,12 +207,25 @@ func checkRPFilter(in Input) []Finding {
 		Fix: "sysctl -w " + strings.Join(keys, " ") + "   (loose mode)"}}
 }
 
-func toolName(b firewall.Backend) string { return "iptables-" + string(b) }
+func toolName(b firewall.Backend, fam firewall.Family) string {
+	if fam == firewall.IPv6 {
+		return "ip6tables-" + string(b)
+	}
+	return "iptables-" + string(b)
+}
 
 func checkFirewall(in Input) []Finding {
-	var out []Finding
 	cfg := firewall.Config{Interfaces: in.LANInterfaces, Subnets: in.ServiceSubnets, Protocols: in.Protocols}
-	want := firewall.Desired(cfg, firewall.IPv4)
+	out := checkFirewallFamily(in, firewall.IPv4, in.Firewall, firewall.Desired(cfg, firewall.IPv4))
+	if want6 := firewall.Desired(cfg, firewall.IPv6); len(want6) > 0 {
+		out = append(out, checkFirewallFamily(in, firewall.IPv6, in.Firewall6, want6)...)
+	}
+	return out
+}
+
+func checkFirewallFamily(in Input, fam firewall.Family, listings map[firewall.Backend]Listing, want []firewall.Exemption) []Finding {
+	var out []Finding
+	toolName := func(b firewall.Backend) string { return toolName(b, fam) }
 	type seen struct {
 		b firewall.Backend
 		a firewall.Analysis
@@ -217,7 +233,7 @@ func checkFirewall(in Input) []Finding {
 	}
 	var tables []seen
 	for _, b := range []firewall.Backend{firewall.Legacy, firewall.NFT} {
-		l, ok := in.Firewall[b]
+		l, ok := listings[b]
 		if !ok || !l.Available {
 			continue
 		}
@@ -241,7 +257,7 @@ func checkFirewall(in Input) []Finding {
 	}
 	if len(withDrop) == 0 {
 		if len(tables) > 0 {
-			out = append(out, Finding{Check: "firewall", Status: OK, Message: "no rule drops conntrack-INVALID forwarded packets in either iptables backend; nothing to exempt"})
+			out = append(out, Finding{Check: "firewall", Status: OK, Message: fmt.Sprintf("no rule drops conntrack-INVALID forwarded %s packets in either backend; nothing to exempt", fam)})
 		}
 		return out
 	}

@@ -124,6 +124,11 @@ func TestRun(t *testing.T) {
 			in.Routes = &Routes{Desired: 2, Installed: 1, Missing: []netip.Prefix{netip.MustParsePrefix("192.168.254.7/32")}}
 		}, replace(ok, "routes", brief{"routes", Fail}), "missing: 192.168.254.7/32", "ip route show 192.168.254.7/32"},
 		{"routes unknown", func(in *Input) { in.Routes = nil }, ok[:5], "", ""},
+		{"IPv6 subnet: drop in ip6tables-legacy without our jump", func(in *Input) {
+			in.ServiceSubnets = append(in.ServiceSubnets, netip.MustParsePrefix("2001:db8:254::/64"))
+			in.Firewall6 = map[firewall.Backend]Listing{firewall.Legacy: listing(drop, estab)}
+		}, append(append([]brief{}, ok[:4]...), brief{"firewall", Fail}, brief{"conntrack", Fail}, brief{"routes", OK}),
+			"ip6tables-legacy FORWARD rule 1", "ip6tables-legacy -I FORWARD 1"},
 		{"native nftables drop", func(in *Input) {
 			in.NftRuleset = "table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state invalid drop\n\t}\n}\n" +
 				"table ip filter {\n\tchain FORWARD {\n\t\tct state invalid counter packets 0 bytes 0 drop\n\t}\n}\n"

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,7 +49,6 @@ func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 		Protocols:      cfg.Protocols,
 		Routes:         cfg.Routes,
 		RPFilter:       map[string]int{},
-		Firewall:       map[firewall.Backend]Listing{},
 	}
 	if in.FirewallMode == "" {
 		in.FirewallMode = firewall.ModeExempt
@@ -79,27 +79,13 @@ func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 	if runners == nil {
 		runners = firewall.XtablesRunners
 	}
-	for _, b := range []firewall.Backend{firewall.Legacy, firewall.NFT} {
-		if err := ctx.Err(); err != nil {
+	if in.Firewall, err = listBackends(ctx, runners, firewall.IPv4); err != nil {
+		return in, err
+	}
+	if slices.ContainsFunc(cfg.ServiceSubnets, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		if in.Firewall6, err = listBackends(ctx, runners, firewall.IPv6); err != nil {
 			return in, err
 		}
-		r, err := runners(b, firewall.IPv4)
-		if errors.Is(err, firewall.ErrUnavailable) {
-			continue
-		}
-		if err != nil {
-			in.Firewall[b] = Listing{Available: true, Err: err.Error()}
-			continue
-		}
-		l := Listing{Available: true}
-		ok, err := r.TableExists(firewall.TableName)
-		if err == nil && ok {
-			l.Lines, err = r.ListTable(firewall.TableName)
-		}
-		if err != nil {
-			l.Err = err.Error()
-		}
-		in.Firewall[b] = l
 	}
 
 	in.ConntrackInvalid, in.ConntrackKnown, err = conntrackInvalid(filepath.Join(procNet, "stat", "nf_conntrack"))
@@ -116,6 +102,34 @@ func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 		}
 	}
 	return in, nil
+}
+
+// listBackends lists the filter table of both backends for one family.
+func listBackends(ctx context.Context, runners firewall.RunnerFactory, fam firewall.Family) (map[firewall.Backend]Listing, error) {
+	out := map[firewall.Backend]Listing{}
+	for _, b := range []firewall.Backend{firewall.Legacy, firewall.NFT} {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		r, err := runners(b, fam)
+		if errors.Is(err, firewall.ErrUnavailable) {
+			continue
+		}
+		if err != nil {
+			out[b] = Listing{Available: true, Err: err.Error()}
+			continue
+		}
+		l := Listing{Available: true}
+		ok, err := r.TableExists(firewall.TableName)
+		if err == nil && ok {
+			l.Lines, err = r.ListTable(firewall.TableName)
+		}
+		if err != nil {
+			l.Err = err.Error()
+		}
+		out[b] = l
+	}
+	return out, nil
 }
 
 // conntrackInvalid sums the "invalid" column (hex, one row per CPU) of

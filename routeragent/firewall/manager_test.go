@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -403,5 +404,32 @@ func TestAutoWithAnUnlistableBackend(t *testing.T) {
 	}
 	if legacy2.Mutations != 0 {
 		t.Errorf("guessed and changed legacy")
+	}
+}
+
+// TestConcurrentEnsure: the ticker and a poke may call Ensure at once, and
+// status readers run alongside; passes are serialised (run with -race).
+func TestConcurrentEnsure(t *testing.T) {
+	legacy := ferm(NewFake())
+	m := newTestManager(t, testCfg, fakes{{Legacy, IPv4}: legacy, {NFT, IPv4}: NewFake()})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				if _, err := m.Ensure(context.Background()); err != nil {
+					t.Error(err)
+				}
+				_ = m.Status()
+			}
+		}()
+	}
+	wg.Wait()
+	if d := cmp.Diff(wantLines(), legacy.Lines()); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if st := m.Status(); st.Repairs != 0 {
+		t.Errorf("repairs %d", st.Repairs)
 	}
 }

@@ -204,9 +204,10 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 		want := Desired(m.cfg, fam)
 		if len(want) == 0 {
 			if !m.cleaned {
-				// A family no longer configured: remove leftovers once.
+				// A family no longer configured: remove leftovers once,
+				// best effort (a broken ip6tables must not block IPv4).
 				if err := m.removeFamily(ctx, fam); err != nil {
-					errs = append(errs, err)
+					m.log.Warn("could not remove our leftovers of an unconfigured family", "family", fam, "error", err)
 				}
 			}
 			continue
@@ -229,9 +230,9 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 	err := errors.Join(errs...)
 
 	repair := len(changed) > 0 && m.converged
+	m.cleaned = true
 	if err == nil {
 		m.converged = true
-		m.cleaned = true
 	}
 	st := m.update(func(s *Status) {
 		if repair {

@@ -86,6 +86,13 @@ func speakerRole() int {
 			err = sp.Announce(ctx, netip.MustParsePrefix(f[1]), nh)
 		case "withdraw":
 			err = sp.Withdraw(ctx, netip.MustParsePrefix(f[1]))
+		case "announce-range": // announce-range FIRST COUNT: COUNT consecutive /32s
+			a := netip.MustParseAddr(f[1])
+			n, _ := strconv.Atoi(f[2])
+			for i := 0; i < n && err == nil; i++ {
+				err = sp.Announce(ctx, netip.PrefixFrom(a, 32), netip.Addr{})
+				a = a.Next()
+			}
 		default:
 			err = fmt.Errorf("unknown command %q", f[0])
 		}
@@ -139,7 +146,7 @@ func tcpClientRole(addr string) int {
 	return 0
 }
 
-func self(t *testing.T) string {
+func self(t testing.TB) string {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -150,7 +157,7 @@ func self(t *testing.T) string {
 
 // logWriter sends a process's output to the test log.
 type logWriter struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	mu     sync.Mutex
 	done   bool
@@ -173,7 +180,7 @@ type proc struct {
 	done chan struct{}
 }
 
-func startRole(t *testing.T, ns *netnstest.NS, role string, env []string, stdin io.Reader, stdout io.Writer, args ...string) *proc {
+func startRole(t testing.TB, ns *netnstest.NS, role string, env []string, stdin io.Reader, stdout io.Writer, args ...string) *proc {
 	t.Helper()
 	cmd := ns.Command(append([]string{self(t)}, args...)...)
 	cmd.Env = append(append(os.Environ(), roleEnv+"="+role), env...)
@@ -215,13 +222,13 @@ func (p *proc) kill(sig syscall.Signal) {
 
 // speaker is a speakerRole process driven over its stdin/stdout.
 type speaker struct {
-	t    *testing.T
+	t    testing.TB
 	proc *proc
 	in   io.WriteCloser
 	out  *bufio.Reader
 }
 
-func startSpeaker(t *testing.T, ns *netnstest.NS, local string) *speaker {
+func startSpeaker(t testing.TB, ns *netnstest.NS, local string) *speaker {
 	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
@@ -250,7 +257,7 @@ type lab struct {
 	dir    string
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	sw := netnstest.New(t, "sw")
 	r := netnstest.New(t, "rtr")
@@ -264,7 +271,7 @@ func newLab(t *testing.T) *lab {
 	return &lab{router: r, plug: plug, h: h, dir: t.TempDir()}
 }
 
-func (l *lab) host(t *testing.T, short, addr string) *netnstest.NS {
+func (l *lab) host(t testing.TB, short, addr string) *netnstest.NS {
 	t.Helper()
 	ns := netnstest.New(t, short)
 	l.plug(ns, "eth0", addr+"/24")
@@ -284,10 +291,14 @@ metrics: {address: "off"}
 log: {level: debug}
 `
 
-func (l *lab) writeConfig(t *testing.T, extra string) string {
+func (l *lab) writeConfig(t testing.TB, extra string) string {
+	return l.writeConfigFrom(t, baseConfig, extra)
+}
+
+func (l *lab) writeConfigFrom(t testing.TB, base, extra string) string {
 	t.Helper()
 	p := filepath.Join(l.dir, "routeragent.yaml")
-	cfg := baseConfig + fmt.Sprintf("statusSocket: %s\nstateDir: %s\n", l.socket(), l.dir) + extra
+	cfg := base + fmt.Sprintf("statusSocket: %s\nstateDir: %s\n", l.socket(), l.dir) + extra
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -296,13 +307,13 @@ func (l *lab) writeConfig(t *testing.T, extra string) string {
 
 func (l *lab) socket() string { return filepath.Join(l.dir, "agent.sock") }
 
-func (l *lab) startAgent(t *testing.T, cfgPath string) *proc {
+func (l *lab) startAgent(t testing.TB, cfgPath string) *proc {
 	t.Helper()
 	return startRole(t, l.router, "agent", nil, nil, nil, "run", "--config", cfgPath)
 }
 
 // status reads the agent's status, waiting for the socket.
-func (l *lab) status(t *testing.T) Status {
+func (l *lab) status(t testing.TB) Status {
 	t.Helper()
 	for {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -320,7 +331,7 @@ func (l *lab) status(t *testing.T) Status {
 }
 
 // waitFor polls cond until it holds; the test binary's -timeout bounds it.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
@@ -333,7 +344,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // kernelRoute returns the protocol and next hops of the route for prefix in
 // the router's main table (metric 0), or -1 when there is none.
-func (l *lab) kernelRoute(t *testing.T, prefix string) (int, []string) {
+func (l *lab) kernelRoute(t testing.TB, prefix string) (int, []string) {
 	t.Helper()
 	p := netip.MustParsePrefix(prefix)
 	rts, err := l.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}, netlink.RT_FILTER_DST)
@@ -357,7 +368,7 @@ func (l *lab) kernelRoute(t *testing.T, prefix string) (int, []string) {
 	return -1, nil
 }
 
-func (l *lab) hasRoute(t *testing.T, prefix string, nhs ...string) bool {
+func (l *lab) hasRoute(t testing.TB, prefix string, nhs ...string) bool {
 	proto, got := l.kernelRoute(t, prefix)
 	if len(nhs) == 0 {
 		return proto == -1

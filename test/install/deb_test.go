@@ -129,12 +129,12 @@ func TestDebContents(t *testing.T) {
 		got[strings.TrimPrefix(f[5], ".")] = f[0]
 	}
 	want := map[string]string{
-		"/usr/sbin/bgplb-routeragent":                      "-rwxr-xr-x",
-		"/lib/systemd/system/bgplb-routeragent.service":    "-rw-r--r--",
-		"/etc/bgplb/routeragent.yaml":                      "-rw-r-----",
-		"/etc/iproute2/rt_protos.d/bgplb.conf":             "-rw-r--r--",
-		"/etc/ferm/ferm.d/bgplb.conf":                      "-rw-r--r--",
-		"/usr/share/doc/bgplb-routeragent/install.md":      "-rw-r--r--",
+		"/usr/sbin/bgplb-routeragent":                   "-rwxr-xr-x",
+		"/lib/systemd/system/bgplb-routeragent.service": "-rw-r--r--",
+		"/etc/bgplb/routeragent.yaml":                   "-rw-r-----",
+		"/etc/iproute2/rt_protos.d/bgplb.conf":          "-rw-r--r--",
+		"/etc/ferm/ferm.d/bgplb.conf":                   "-rw-r--r--",
+		"/usr/share/doc/bgplb-routeragent/install.md":   "-rw-r--r--",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("package files (-want +got):\n%s", diff)

@@ -11,11 +11,9 @@ KUSTOMIZE = $(shell $(TOOLS) --path kustomize)
 HELM = $(shell $(TOOLS) --path helm)
 NFPM = $(shell $(TOOLS) --path nfpm)
 
-# Debian versions must start with a digit: v1.2.3 -> 1.2.3, v1.2.3-4-gabc ->
-# 1.2.3+4.gabc, an untagged tree -> 0.0.0~git.<sha>.
-DEB_VERSION ?= $(shell d=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); \
-  if [ -n "$$d" ]; then echo "$${d#v}" | sed 's/-/+/; s/-/./g'; \
-  else echo "0.0.0~git.$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; fi)
+# Debian version of the tree (see hack/deb-version.sh): v1.2.3 -> 1.2.3,
+# an untagged tree -> 0.0.0~git.<sha>.
+DEB_VERSION ?= $(shell hack/deb-version.sh)
 DEB_ARCHES ?= amd64 arm64
 
 ##@ Install and packaging

@@ -179,6 +179,33 @@ func TestChartOnAPIServer(t *testing.T) {
 	}
 }
 
+// The chart's rendered output (`helm template`, as GitOps tools apply it)
+// applied server-side to a real kube-apiserver with no bgplb CRDs.
+func TestChartTemplateServerSide(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	c := withCRDs(t, env)
+	removeCRDs(ctx, t, c)
+	objs := decode(t, helmTemplate(t,
+		"--set", "metrics.serviceMonitor.enabled=false",
+		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`,
+		"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512,"holdTime":"9s"}}]`,
+		"--set-json", `bgpAdvertisements=[{"name":"default","spec":{"ipPools":["default"],"peers":["router"]}}]`))
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("bgplb-system")
+	applyAll(ctx, t, c, append([]*unstructured.Unstructured{ns}, objs...))
+	waitEstablished(ctx, t, c)
+	for _, o := range objs {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(o), got); err != nil {
+			t.Errorf("%s %s/%s not stored: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+}
+
 func withCRDs(t *testing.T, env *testenv.Env) client.Client {
 	t.Helper()
 	if err := apiextensionsv1.AddToScheme(env.Scheme); err != nil {

@@ -107,6 +107,7 @@ func TestHelmSchemaRejects(t *testing.T) {
 		{"crds.install=maybe", "install"},
 		{"metrics.serviceMonitor.interval=soon", "interval"},
 		{"nosuchkey=1", "nosuchkey"},
+		{"speaker.extraArgs[0]=rm -rf", "extraArgs"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := runErr(root, nil, helm, "template", "x", filepath.Join(root, "charts/bgplb"), "--set", tc.set)
@@ -152,6 +153,7 @@ func TestHelmTemplateValues(t *testing.T) {
 			"--set", "crds.install=false,metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
 			"--set", "image.repository=registry.example/bgplb,image.tag=dev1,fullnameOverride=lb",
 			"--set", "speaker.nodeSelector.bgp=yes,controller.replicas=2",
+			"--set-json", `speaker.extraArgs=["--graceful-shutdown-when-cordoned"]`,
 			"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`,
 			"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512}}]`,
 			"--set-json", `bgpAdvertisements=[{"name":"all","spec":{"ipPools":["default"]}}]`))
@@ -179,6 +181,9 @@ func TestHelmTemplateValues(t *testing.T) {
 		}
 		if r, _, _ := unstructured.NestedFieldNoCopy(ctrl.Object, "spec", "replicas"); fmt.Sprint(r) != "2" {
 			t.Errorf("controller replicas %v", r)
+		}
+		if args := containerArgs(t, spk); !slices.Contains(args, "--graceful-shutdown-when-cordoned") {
+			t.Errorf("speaker.extraArgs not passed: %v", args)
 		}
 		if ns, _, _ := unstructured.NestedStringMap(spk.Object, "spec", "template", "spec", "nodeSelector"); ns["bgp"] != "yes" {
 			t.Errorf("speaker nodeSelector %v", ns)
@@ -383,7 +388,8 @@ func images(o *unstructured.Unstructured) []string {
 func TestBinariesStaticAndFlagsMatchManifests(t *testing.T) {
 	dir := t.TempDir()
 	objs := append(decode(t, readFile(t, "dist/install.yaml")),
-		decode(t, helmTemplate(t, "--set", "loadBalancerClass.serveUnclassed=false,logLevel=debug"))...)
+		decode(t, helmTemplate(t, "--set", "loadBalancerClass.serveUnclassed=false,logLevel=debug",
+			"--set-json", `speaker.extraArgs=["--graceful-shutdown-when-cordoned"]`))...)
 	for _, prog := range []string{"controller", "speaker"} {
 		bin := filepath.Join(dir, "bgplb-"+prog)
 		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/bgplb-"+prog)

@@ -86,7 +86,8 @@ type Agent struct {
 
 	mu     sync.Mutex
 	cfg    *config.Config
-	status Status
+	status Status // firewall, sysctl and start time; the rest is built from last
+	last   pass
 	fw     Firewall
 
 	// Owned by the run loop.
@@ -115,10 +116,10 @@ func BGPConfig(c *config.Config) bgp.Config {
 	}
 	for _, n := range c.Neighbors {
 		// The policy enforces maxPrefixes (rejecting and counting the
-		// excess, the session stays up). GoBGP's limit is only a memory
-		// guard against a runaway speaker: it counts rejected paths too,
-		// so it sits well above.
-		hard := uint32(2*n.MaxPrefixes + 1000)
+		// excess; the session stays up). GoBGP's own limit is not used: it
+		// recounts the whole adj-RIB-in on every UPDATE (quadratic at 10k
+		// routes) and tears the session down.
+		hard := uint32(0)
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
@@ -436,16 +437,37 @@ func (a *Agent) reconcile(full bool) {
 	} else {
 		a.retryDelay = 0
 	}
+	// Keep the inputs; the status is built when asked for (rarely), not on
+	// every pass (often, and O(routes)).
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.status.update(cfg, a.deps.Speaker.Peers(), accepted, rejected, fromBGP, desired, res, staleKept, a.connected, a.missing)
+	a.last = pass{cfg: cfg, accepted: accepted, rejected: rejected, fromBGP: fromBGP, desired: desired,
+		res: res, staleKept: staleKept, connected: a.connected, missing: a.missing, at: time.Now()}
+}
+
+// pass is what one reconcile pass saw and did.
+type pass struct {
+	cfg              *config.Config
+	accepted         []policy.Path
+	rejected         []policy.Rejected
+	fromBGP, desired map[netip.Prefix][]netip.Addr
+	res              routes.Result
+	staleKept        int
+	connected        []netip.Prefix
+	missing          []string
+	at               time.Time
 }
 
 // Snapshot returns the current status.
 func (a *Agent) Snapshot() Status {
+	peers := a.deps.Speaker.Peers()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.status
+	if l := a.last; l.cfg != nil {
+		s.update(l.cfg, peers, l.accepted, l.rejected, l.fromBGP, l.desired, l.res, l.staleKept, l.connected, l.missing)
+		s.Updated = l.at
+	}
 	return s
 }
 

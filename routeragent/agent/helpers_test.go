@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +33,25 @@ const roleEnv = "BGPLB_TEST_ROLE"
 func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "agent":
+		if p := os.Getenv("BGPLB_TEST_MEMPROFILE"); p != "" {
+			// Write a heap profile once the benchmark has settled.
+			go func() {
+				time.Sleep(6 * time.Second)
+				if f, err := os.Create(p); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}()
+		}
+		if p := os.Getenv("BGPLB_TEST_CPUPROFILE"); p != "" {
+			f, err := os.Create(p)
+			if err == nil && pprof.StartCPUProfile(f) == nil {
+				code := Main(os.Args[1:], os.Stdout, os.Stderr)
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(code)
+			}
+		}
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	case "speaker":
 		os.Exit(speakerRole())
@@ -208,6 +228,28 @@ func startRole(t testing.TB, ns *netnstest.NS, role string, env []string, stdin 
 	return p
 }
 
+func startBinary(t testing.TB, ns *netnstest.NS, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := ns.Command(append([]string{bin}, args...)...)
+	lw := &logWriter{t: t, prefix: "agent@" + ns.Name + ": "}
+	cmd.Stdout, cmd.Stderr = lw, lw
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill(syscall.SIGKILL)
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	return p
+}
+
 // kill signals the process (ip netns exec execs it, so the pid is the
 // helper's own) and waits for it to exit.
 func (p *proc) kill(sig syscall.Signal) {
@@ -309,6 +351,10 @@ func (l *lab) socket() string { return filepath.Join(l.dir, "agent.sock") }
 
 func (l *lab) startAgent(t testing.TB, cfgPath string) *proc {
 	t.Helper()
+	if bin := os.Getenv("BGPLB_TEST_AGENT_BIN"); bin != "" {
+		// The built binary (for RSS figures without the test binary's extras).
+		return startBinary(t, l.router, bin, "run", "--config", cfgPath)
+	}
 	return startRole(t, l.router, "agent", nil, nil, nil, "run", "--config", cfgPath)
 }
 

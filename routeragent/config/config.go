@@ -94,8 +94,8 @@ type Neighbor struct {
 	// KeepaliveTime is the keepalive interval (default HoldTime/3).
 	KeepaliveTime time.Duration `yaml:"keepaliveTime"`
 	// MaxPrefixes is how many prefixes one speaker of this entry may have
-	// accepted; more are rejected and counted (default 1000). A speaker that
-	// sends more than 2*maxPrefixes+1000 (accepted or not) is shut down.
+	// accepted; more are rejected and counted, and the session stays up
+	// (default 1000). The earliest announcements are the ones kept.
 	MaxPrefixes int `yaml:"maxPrefixes"`
 	// GracefulRestart enables the graceful-restart helper for speakers that
 	// ask for it (default true).

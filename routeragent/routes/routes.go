@@ -164,13 +164,7 @@ func (r *Reconciler) Reconcile(desired map[netip.Prefix][]netip.Addr, full bool)
 		r.strays = nil
 	}
 	refreshed := full
-	prefixes := make([]netip.Prefix, 0, len(desired))
-	for p := range desired {
-		prefixes = append(prefixes, p)
-	}
-	sort.Slice(prefixes, func(i, j int) bool { return prefixes[i].Addr().Less(prefixes[j].Addr()) })
-	for _, pfx := range prefixes {
-		nhs := desired[pfx]
+	for pfx, nhs := range desired {
 		if len(nhs) == 0 {
 			continue
 		}
@@ -232,6 +226,8 @@ func (r *Reconciler) Reconcile(desired map[netip.Prefix][]netip.Addr, full bool)
 		r.synced = false
 	}
 	res.Installed = clone(r.ours)
+	sort.Slice(res.Conflicts, func(i, j int) bool { return res.Conflicts[i].Prefix.Addr().Less(res.Conflicts[j].Prefix.Addr()) })
+	sort.Slice(res.Errors, func(i, j int) bool { return res.Errors[i].Prefix.Addr().Less(res.Errors[j].Prefix.Addr()) })
 	return res
 }
 

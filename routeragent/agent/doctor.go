@@ -1,12 +1,84 @@
 package agent
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bgplb/bgplb/routeragent/doctor"
 )
 
-// doctorCmd runs the doctor checks (package doctor, written alongside).
+// doctorCmd gathers what the host looks like, adds what the running agent
+// knows (routes desired vs installed), and prints the findings with fixes.
+// Exit status 1 when a check fails.
 func doctorCmd(cfgPath, socket string, asJSON bool, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "doctor: not wired yet")
-	return ExitFailure
+	cfg := loadForMaintenance(cfgPath, stderr)
+	if socket == "" {
+		socket = cfg.StatusSocket
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var extra []doctor.Finding
+	var rts *doctor.Routes
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	st, _, err := FetchStatus(sctx, socket)
+	scancel()
+	if err != nil {
+		extra = append(extra, doctor.Finding{Check: "agent", Status: doctor.Fail,
+			Message: fmt.Sprintf("the agent does not answer on %s: %v", socket, err),
+			Fix:     "systemctl start bgplb-routeragent; journalctl -u bgplb-routeragent"})
+	} else {
+		r := doctor.Routes{Desired: st.Routes.Desired, Installed: st.Routes.Installed}
+		for _, rt := range st.Routes.List {
+			if rt.State != "installed" && rt.State != "stale" {
+				r.Missing = append(r.Missing, rt.Prefix)
+			}
+		}
+		rts = &r
+		up := 0
+		for _, p := range st.Peers {
+			if p.Up {
+				up++
+			}
+		}
+		f := doctor.Finding{Check: "bgp", Status: doctor.OK, Message: fmt.Sprintf("%d of %d speakers established", up, len(st.Peers))}
+		if up == 0 {
+			f.Status = doctor.Warn
+			f.Message = "no speaker has an established session"
+			f.Fix = fmt.Sprintf("check the speakers' BGPPeer (router address, port %d, ASN %d) and that TCP %d reaches this router", st.Config.ListenPort, st.Config.ASN, st.Config.ListenPort)
+		}
+		extra = append(extra, f)
+	}
+	in, err := doctor.Gather(ctx, doctor.GatherConfig{
+		LANInterfaces: cfg.LANInterfaces, ServiceSubnets: cfg.ServicePrefixes(),
+		FirewallMode: cfg.Firewall.Mode, Protocols: cfg.Firewall.Protocols, Routes: rts,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "doctor: %v\n", err)
+		return ExitFailure
+	}
+	findings := append(extra, doctor.Run(ctx, in)...)
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(findings)
+	} else {
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		for _, f := range findings {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Status, f.Check, f.Message)
+			if f.Fix != "" {
+				fmt.Fprintf(tw, "\t\tfix: %s\n", f.Fix)
+			}
+		}
+		tw.Flush()
+	}
+	for _, f := range findings {
+		if f.Status == doctor.Fail {
+			return ExitFailure
+		}
+	}
+	return ExitOK
 }

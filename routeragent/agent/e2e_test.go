@@ -325,6 +325,19 @@ COMMIT
 	if n := outRedirects(t, l); n != 0 {
 		t.Errorf("router sent %d ICMP redirects", n)
 	}
+	// doctor, run inside the router, finds nothing failing.
+	doc := l.router.Command(self(t), "doctor", "--config", cfg)
+	doc.Env = append(os.Environ(), roleEnv+"=agent")
+	out, err := doc.CombinedOutput()
+	t.Logf("doctor:\n%s", out)
+	if err != nil {
+		t.Errorf("doctor failed: %v", err)
+	}
+	for _, want := range []string{"ip_forward", "send_redirects", "firewall", "routes", "bgp"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("doctor output lacks the %s check", want)
+		}
+	}
 	// The counters are read on the firewall's next pass (every second).
 	waitFor(t, "the exemption counting the client's packets", func() bool {
 		f := l.status(t).Firewall

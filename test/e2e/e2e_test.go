@@ -317,26 +317,20 @@ func TestAgentRestartDropsNoRequestAndNoRoute(t *testing.T) {
 	}
 }
 
-// waitAgentPeers waits until `status --json` reports n established peers.
+// waitAgentPeers waits until the agent reports n established peers.
 func waitAgentPeers(t *testing.T, l *lab.Lab, n int, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var out string
-	var err error
-	for time.Now().Before(deadline) {
-		out, err = l.AgentCommand("status", "--json", "--socket", l.AgentSocket())
-		if err == nil && strings.Count(strings.ToLower(out), `"established"`) >= n {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := l.WaitAgentPeers(context.Background(), n, timeout); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("agent does not report %d established peers after %v: %v\n%s", n, timeout, err, out)
 }
 
 func TestDoctorHealthyThenReportsManualDamage(t *testing.T) {
 	l, ctx := setup(t)
+	// externalTrafficPolicy Cluster: every Ready node announces it, even
+	// with the only endpoint on node1.
 	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-doctor", EndpointsOn: []string{lab.Node1}})
-	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1}, 10*time.Second); err != nil {
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {

@@ -118,9 +118,20 @@ func Demo(ctx context.Context, l *Lab, w io.Writer) error {
 	}
 	redir2, _ := l.OutRedirects()
 	say("router: ICMP redirects sent while serving those requests: %d", redir2-redir1)
-	if out, err := l.AgentCommand("status"); err == nil {
-		say("\n$ bgplb-routeragent status")
-		fmt.Fprint(w, out)
+	if err := l.WaitAgentPeers(ctx, 2, 30*time.Second); err != nil {
+		return err
+	}
+	out, err := l.AgentCommand("status", "--config", l.AgentConfigPath())
+	if err != nil {
+		return fmt.Errorf("bgplb-routeragent status: %w", err)
+	}
+	say("\n$ bgplb-routeragent status")
+	fmt.Fprint(w, out)
+	out, err = l.AgentCommand("doctor", "--config", l.AgentConfigPath())
+	say("\n$ bgplb-routeragent doctor")
+	fmt.Fprint(w, out)
+	if err != nil {
+		return fmt.Errorf("bgplb-routeragent doctor reports problems on the fixed router: %w", err)
 	}
 	return nil
 }

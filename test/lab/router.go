@@ -90,6 +90,28 @@ func (l *Lab) AgentCommand(args ...string) (string, error) {
 	return nsExec(l.NS(Router), full...)
 }
 
+// WaitAgentPeers waits until the agent's status reports n established BGP
+// sessions.
+func (l *Lab) WaitAgentPeers(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var out string
+	var err error
+	for {
+		out, err = l.AgentCommand("status", "--json", "--config", l.AgentConfigPath())
+		if err == nil && strings.Count(strings.ToLower(out), `"established"`) >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the router agent does not report %d established peers after %v (%v):\n%s", n, timeout, err, out)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // RouterRoute returns the next hops of the router's kernel route for prefix
 // in the main table (sorted), and its protocol; no route gives nil.
 func (l *Lab) RouterRoute(prefix netip.Prefix) ([]netip.Addr, int, error) {

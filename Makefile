@@ -10,6 +10,9 @@ PROGRAMS := bgplb-controller bgplb-speaker bgplb-routeragent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/bgplb/bgplb/internal/version.Version=$(VERSION)
 
+# Packaging and install targets: tools, build-installer, deb, helm-lint, ...
+include make/install.mk
+
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +60,7 @@ envtest-assets: ## Build kube-apiserver and etcd for envtest from the Go module 
 # Every test, including envtest suites against a real apiserver and, as root,
 # kernel tests in network namespaces the tests create.
 .PHONY: test
-test: deps check-generated lint envtest-assets ## Run all tests (the README's test command).
+test: deps check-generated lint envtest-assets tools ## Run all tests (the README's test command).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
 	  $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
 

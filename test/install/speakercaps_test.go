@@ -1,6 +1,7 @@
 package install
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +41,11 @@ func TestSpeakerSocketOptionsNeedNoCapability(t *testing.T) {
 		t.Fatalf("setpriv is required (Debian package util-linux): %v", err)
 	}
 
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	// Plain TCP: since Go 1.24 listeners default to MPTCP where the kernel
+	// has it, and MPTCP sockets refuse TCP_MD5SIG (ENOPROTOOPT).
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +107,9 @@ func TestSpeakerSocketOptionsNeedNoCapability(t *testing.T) {
 }
 
 // dialLikeSpeaker does what GoBGP does for an active session with MD5 and
-// multihop/GTSM, and proves it has no capability.
+// multihop/GTSM, and proves it has no capability. (The listener sends with
+// the default TTL, so the minimum TTL is set to 1: the point is that setting
+// it is allowed.)
 func dialLikeSpeaker(addr string) error {
 	var hdr unix.CapUserHeader
 	hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
@@ -122,7 +129,7 @@ func dialLikeSpeaker(addr string) error {
 				err = errors.Join(
 					wrap("TCP_MD5SIG", setMD5(int(fd), [4]byte{127, 0, 0, 1})),
 					wrap("IP_TTL", unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, 2)),
-					wrap("IP_MINTTL", unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MINTTL, 254)),
+					wrap("IP_MINTTL", unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MINTTL, 1)),
 				)
 			})
 			return errors.Join(cerr, err)

@@ -462,7 +462,10 @@ func (r *Reconciler) writeState(ctx context.Context, node string, p *v1.BGPPeer,
 	want.LastUpdateTime = &now
 	upd := cur.DeepCopy()
 	upd.Status = want
-	if err := r.Client.Status().Update(ctx, upd); err != nil {
+	// This speaker is the only writer of its states, so a merge patch
+	// without resourceVersion is safe and does not conflict with a cache
+	// that has not seen our previous write yet.
+	if err := r.Client.Status().Patch(ctx, upd, client.MergeFrom(cur)); err != nil {
 		return fmt.Errorf("update bgpsessionstate %s status: %w", name, err)
 	}
 	return nil

@@ -1,3 +1,7 @@
+// The test binary runs the agent (see TestMain): like the real binary, its
+// listeners must not be MPTCP, which refuses TCP-MD5 keys.
+//
+//go:debug multipathtcp=0
 package agent
 
 import (

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"runtime"
 	"sort"
@@ -28,6 +29,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
@@ -128,8 +130,49 @@ func (s *Speaker) signal() {
 	}
 }
 
+// CheckMD5 reports whether a listener made the way GoBGP makes it can take
+// a TCP-MD5 key. It fails when the kernel lacks CONFIG_TCP_MD5SIG and when
+// Go makes listeners MPTCP (the default since Go 1.24; MPTCP sockets refuse
+// TCP_MD5SIG): the binary must be built with `//go:debug multipathtcp=0`.
+// GoBGP only logs a warning when it cannot set the key, and the sessions
+// would then run unsigned: a configured password must fail the start.
+func CheckMD5() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("TCP-MD5 check: %w", err)
+	}
+	defer l.Close()
+	sc, err := l.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		return fmt.Errorf("TCP-MD5 check: %w", err)
+	}
+	sig := &unix.TCPMD5Sig{Keylen: 4}
+	sig.Addr.Family = unix.AF_INET
+	copy(sig.Addr.Data[2:], []byte{127, 0, 0, 2})
+	copy(sig.Key[:], "test")
+	var serr error
+	if err := sc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptTCPMD5Sig(int(fd), unix.IPPROTO_TCP, unix.TCP_MD5SIG, sig)
+	}); err != nil {
+		return fmt.Errorf("TCP-MD5 check: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("cannot set a TCP-MD5 key on a BGP listener (kernel without CONFIG_TCP_MD5SIG, or an MPTCP listener: build with //go:debug multipathtcp=0): %w", serr)
+	}
+	return nil
+}
+
 // Start starts GoBGP, the watch, and admits the neighbours.
 func (s *Speaker) Start(ctx context.Context) error {
+	for _, n := range s.cfg.Neighbors {
+		if n.Password == "" {
+			continue
+		}
+		if err := CheckMD5(); err != nil {
+			return fmt.Errorf("neighbor %s has a password: %w", n.Prefix, err)
+		}
+		break
+	}
 	srv := server.NewBgpServer(server.LoggerOption(&logger{l: s.log}))
 	if s.ns != nil {
 		nsh := *s.ns

@@ -1,3 +1,7 @@
+// Listeners must not be MPTCP (Go's default since 1.24): MPTCP sockets
+// refuse TCP-MD5 keys.
+//
+//go:debug multipathtcp=0
 package bgp
 
 import (
@@ -131,4 +135,78 @@ func TestReceive(t *testing.T) {
 	if s.EndOfRIB(addr("127.0.0.3")) {
 		t.Error("End-of-RIB still reported for a peer that is down")
 	}
+}
+
+// TestMD5 checks that a TCP-MD5 password on the neighbor range is applied
+// to the listener: a speaker with the password gets a session. On a kernel
+// without TCP-MD5 the start must fail rather than run unsigned.
+func TestMD5(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	port := freePort(t)
+	s := New(Config{
+		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
+		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, Password: "s3cret", HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}},
+	}, testLogger())
+	if md5err := CheckMD5(); md5err != nil {
+		err := s.Start(ctx)
+		if err == nil {
+			s.Stop()
+			t.Fatal("Start succeeded with a password on a kernel without TCP-MD5")
+		}
+		t.Logf("refused as it must: %v", err)
+		t.Skipf("the signed session itself needs a kernel with CONFIG_TCP_MD5SIG: %v", md5err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	good, err := bgptest.Start(ctx, bgptest.Config{ASN: 64512, RouterID: "127.0.0.4", Local: addr("127.0.0.4"), Router: addr("127.0.0.1"),
+		RouterASN: 64500, RouterPort: uint32(port), Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Stop()
+	waitFor(t, "the session with the right password", func() bool {
+		for _, p := range s.Peers() {
+			if p.Address == addr("127.0.0.4") && p.Up {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestSetNeighbors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	port := freePort(t)
+	cfg := Config{
+		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
+		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}},
+	}
+	s := New(cfg, testLogger())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	// Replace the range by one address with another ASN.
+	cfg.Neighbors = []Neighbor{{Prefix: pfx("127.0.0.5/32"), Single: true, ASN: 64513, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}}
+	if err := s.SetNeighbors(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := bgptest.Start(ctx, bgptest.Config{ASN: 64513, RouterID: "127.0.0.5", Local: addr("127.0.0.5"), Router: addr("127.0.0.1"),
+		RouterASN: 64500, RouterPort: uint32(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Stop()
+	waitFor(t, "the session of the new neighbor", func() bool {
+		for _, p := range s.Peers() {
+			if p.Address == addr("127.0.0.5") && p.Up {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -83,6 +83,8 @@ type Agent struct {
 	deps Deps
 
 	reload chan *config.Config
+	poke   chan struct{} // to the firewall loop
+	resync chan struct{} // to the run loop
 
 	mu     sync.Mutex
 	cfg    *config.Config
@@ -102,7 +104,8 @@ type Agent struct {
 
 // New returns an agent for a validated config.
 func New(cfg *config.Config, deps Deps, log *slog.Logger) *Agent {
-	a := &Agent{log: log, deps: deps, cfg: cfg, fw: deps.Firewall, reload: make(chan *config.Config, 1)}
+	a := &Agent{log: log, deps: deps, cfg: cfg, fw: deps.Firewall, reload: make(chan *config.Config, 1),
+		poke: make(chan struct{}, 1), resync: make(chan struct{}, 1)}
 	a.status.Started = time.Now()
 	return a
 }
@@ -127,6 +130,17 @@ func BGPConfig(c *config.Config) bgp.Config {
 		})
 	}
 	return out
+}
+
+// Poke asks for a firewall pass and a full route resync now (the ferm hook
+// calls it after every ferm reload, which deletes our chain).
+func (a *Agent) Poke() {
+	for _, ch := range []chan struct{}{a.poke, a.resync} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Reload asks the run loop to apply a new (already validated) config.
@@ -210,6 +224,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.deps.Speaker.Changed():
 			a.reconcile(false)
 		case <-a.deps.LinkEvents:
+			a.refreshLAN()
+			a.applySysctl()
+			a.reconcile(true)
+		case <-a.resync:
 			a.refreshLAN()
 			a.applySysctl()
 			a.reconcile(true)
@@ -364,6 +382,9 @@ func (a *Agent) firewallLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			a.ensureFirewall(ctx)
+		case <-a.poke:
+			a.ensureFirewall(ctx)
+			t.Reset(time.Second)
 		}
 	}
 }

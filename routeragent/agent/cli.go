@@ -45,6 +45,8 @@ commands:
   flush          remove our kernel routes          [--config FILE] [--force]
   uninstall      flush, remove our firewall rules, restore sysctls  [--config FILE] [--force]
   check-config   validate a configuration          --config FILE
+  poke           make the running agent check its firewall rules and routes now (ferm hook)
+                 [--config FILE | --socket PATH]
   rt-protos      print the iproute2 rt_protos.d entry naming our route protocol
   version        print the version
 `
@@ -86,6 +88,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return ExitUsage
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
+		return ExitOK
+	case "poke":
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := Poke(ctx, socketPath(*cfgPath, *socket)); err != nil {
+			fmt.Fprintf(stderr, "poke: %v\n", err)
+			return ExitFailure
+		}
 		return ExitOK
 	case "rt-protos":
 		c := config.Config{}

@@ -271,15 +271,7 @@ func TestSeedNetwork(t *testing.T) {
 	node.Exec("ip", "addr", "add", "192.168.254.1/32", "dev", "lo")
 	l.router.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	restore := l.router.Command("iptables-legacy-restore")
-	restore.Stdin = strings.NewReader(`*filter
-:INPUT ACCEPT [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
--A FORWARD -m conntrack --ctstate INVALID -j DROP
--A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A FORWARD -i lan0 -m conntrack --ctstate NEW -j ACCEPT
-COMMIT
-`)
+	restore.Stdin = strings.NewReader(fermRules)
 	if out, err := restore.CombinedOutput(); err != nil {
 		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
 	}
@@ -325,6 +317,24 @@ COMMIT
 	if n := outRedirects(t, l); n != 0 {
 		t.Errorf("router sent %d ICMP redirects", n)
 	}
+	// A ferm-style reload replaces the whole table (our chain goes); the
+	// ferm hook pokes the agent, which puts the exemption back.
+	reload := l.router.Command("iptables-legacy-restore")
+	reload.Stdin = strings.NewReader(fermRules)
+	if out, err := reload.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
+	}
+	var out2, errb bytes.Buffer
+	if code := Main([]string{"poke", "--socket", l.socket()}, &out2, &errb); code != 0 {
+		t.Fatalf("poke: exit %d: %s", code, errb.String())
+	}
+	waitFor(t, "the exemption back after the reload", func() bool {
+		return strings.Contains(l.router.Exec("iptables-legacy", "-S", "FORWARD"), "BGPLB-EXEMPT")
+	})
+	if ok, out := connect(); !ok {
+		t.Fatalf("connection failed after the firewall reload: %s", out)
+	}
+
 	// doctor, run inside the router, finds nothing failing.
 	doc := l.router.Command(self(t), "doctor", "--config", cfg)
 	doc.Env = append(os.Environ(), roleEnv+"=agent")
@@ -344,6 +354,17 @@ COMMIT
 		return f != nil && len(f.Rules) == 1 && f.Rules[0].Packets > 0
 	})
 }
+
+// fermRules is a ferm/DebOps-like stateful router firewall.
+const fermRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate INVALID -j DROP
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i lan0 -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+`
 
 type lineWaiter struct{ ch chan string }
 

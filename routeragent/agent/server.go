@@ -39,6 +39,10 @@ func (a *Agent) ServeStatus(ctx context.Context, path string) error {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(a.Snapshot())
 	})
+	mux.HandleFunc("POST /poke", func(w http.ResponseWriter, r *http.Request) {
+		a.Poke()
+		w.WriteHeader(http.StatusNoContent)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -51,12 +55,34 @@ func (a *Agent) ServeStatus(ctx context.Context, path string) error {
 	return nil
 }
 
-// FetchStatus reads the status of a running agent from its socket.
-func FetchStatus(ctx context.Context, path string) (Status, []byte, error) {
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+func unixClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
 	}}, Timeout: 10 * time.Second}
+}
+
+// Poke asks the agent listening on path to check its firewall rules and
+// routes now.
+func Poke(ctx context.Context, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/poke", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := unixClient(path).Do(req)
+	if err != nil {
+		return fmt.Errorf("is the agent running? %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("poke: %s", resp.Status)
+	}
+	return nil
+}
+
+// FetchStatus reads the status of a running agent from its socket.
+func FetchStatus(ctx context.Context, path string) (Status, []byte, error) {
+	c := unixClient(path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/status", nil)
 	if err != nil {
 		return Status{}, nil, err

@@ -97,18 +97,63 @@ type Reconciler struct {
 }
 
 // CacheOptions restricts the informers to what the speaker needs: its own
-// Node, Secrets in bgplb-system, its own BGPSessionStates; managedFields are
-// dropped to keep memory low with many Services.
+// Node, Secrets in bgplb-system, its own BGPSessionStates; Services and
+// EndpointSlices are cut down to the fields the decision reads, which keeps
+// memory low with thousands of Services.
 func CacheOptions(nodeName string) cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{v1.Namespace: {}}},
+			&corev1.Service{}:            {Transform: slimService},
+			&discoveryv1.EndpointSlice{}: {Transform: slimEndpointSlice},
+			&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+			&corev1.Secret{}:             {Namespaces: map[string]cache.Config{v1.Namespace: {}}},
 			&v1.BGPSessionState{}: {Label: labels.SelectorFromSet(labels.Set{
 				v1.LabelSessionNode: nodeName,
 			})},
 		},
+	}
+}
+
+// slimService keeps what Serves, toService and events need.
+func slimService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Service{
+		ObjectMeta: slimMeta(&s.ObjectMeta, s.Labels),
+		Spec: corev1.ServiceSpec{
+			Type:                  s.Spec.Type,
+			LoadBalancerClass:     s.Spec.LoadBalancerClass,
+			ExternalTrafficPolicy: s.Spec.ExternalTrafficPolicy,
+		},
+		Status: corev1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
+	}, nil
+}
+
+// slimEndpointSlice keeps the service-name label and each endpoint's node
+// and conditions; addresses, ports and hints are not needed to decide.
+func slimEndpointSlice(obj any) (any, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	out := &discoveryv1.EndpointSlice{
+		ObjectMeta:  slimMeta(&es.ObjectMeta, map[string]string{discoveryv1.LabelServiceName: es.Labels[discoveryv1.LabelServiceName]}),
+		AddressType: es.AddressType,
+		Endpoints:   make([]discoveryv1.Endpoint, len(es.Endpoints)),
+	}
+	for i, e := range es.Endpoints {
+		out.Endpoints[i] = discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: e.Conditions}
+	}
+	return out, nil
+}
+
+func slimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Labels: labels, DeletionTimestamp: m.DeletionTimestamp,
 	}
 }
 

@@ -251,15 +251,15 @@ func buildRequest(s *corev1.Service, nsLabels map[string]string) (allocator.Requ
 	if v, ok := s.Annotations[bgplbv1.AnnotationLoadBalancerIPs]; ok && strings.TrimSpace(v) != "" {
 		for _, part := range strings.Split(v, ",") {
 			a, perr := netip.ParseAddr(strings.TrimSpace(part))
-			if perr != nil {
-				err = fmt.Errorf("annotation %s: %q is not an IP address", bgplbv1.AnnotationLoadBalancerIPs, strings.TrimSpace(part))
+			if perr != nil || a.Zone() != "" {
+				err = fmt.Errorf("annotation %s: %q is not an IP address without zone", bgplbv1.AnnotationLoadBalancerIPs, strings.TrimSpace(part))
 				break
 			}
 			req.Requested = append(req.Requested, a.Unmap())
 		}
 	} else if s.Spec.LoadBalancerIP != "" {
 		a, perr := netip.ParseAddr(s.Spec.LoadBalancerIP)
-		if perr != nil {
+		if perr != nil || a.Zone() != "" {
 			err = fmt.Errorf("spec.loadBalancerIP %q is not an IP address", s.Spec.LoadBalancerIP)
 		} else {
 			req.Requested = []netip.Addr{a.Unmap()}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,6 +29,9 @@ import (
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers/allocator"
 )
+
+// waitingRecheck re-checks a Service that could not get an address.
+const waitingRecheck = 2 * time.Minute
 
 // Event reasons on Services.
 const (
@@ -56,6 +61,21 @@ type ServiceReconciler struct {
 	// freed collapses releases into one re-check of the Services still
 	// waiting for an address.
 	freed chan event.GenericEvent
+
+	mu sync.Mutex
+	// waiting holds the Services whose last allocation failed; pool changes
+	// and freed addresses re-enqueue them (and only them).
+	waiting map[types.NamespacedName]struct{}
+}
+
+func (r *ServiceReconciler) setWaiting(key types.NamespacedName, waiting bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if waiting {
+		r.waiting[key] = struct{}{}
+	} else {
+		delete(r.waiting, key)
+	}
 }
 
 // Serves returns the predicate for Services bgplb handles: type
@@ -80,6 +100,9 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	logger := log.FromContext(ctx).WithValues("service", key)
 
 	var svc corev1.Service
+	// Only a failed allocation puts it back; every other outcome is final
+	// until the Service or the pools change.
+	r.setWaiting(req.NamespacedName, false)
 	if err := r.Client.Get(ctx, req.NamespacedName, &svc); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return reconcile.Result{}, fmt.Errorf("get service %s: %w", key, err)
@@ -129,12 +152,18 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		// Service events re-trigger us); no retry storm.
 		logger.Info("allocation failed", "reason", aerr.Reason, "message", aerr.Message)
 		r.Recorder.Event(&svc, corev1.EventTypeWarning, EventAllocationFailed, aerr.Message)
+		r.setWaiting(req.NamespacedName, true)
 		r.Metrics.allocation(aerr.Reason)
 		r.poke()
 		if len(had) > 0 {
 			r.addressesFreed()
 		}
-		return reconcile.Result{}, r.writeIngress(ctx, &svc, nil)
+		// The slow requeue only covers a pool change or release that raced
+		// with this reconcile; those normally re-enqueue us at once.
+		if err := r.writeIngress(ctx, &svc, nil); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{RequeueAfter: waitingRecheck}, nil
 	}
 	if err != nil {
 		return reconcile.Result{}, err
@@ -236,11 +265,12 @@ func joinAddrs(addrs []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// SetupWithManager registers the reconciler. IPPool spec changes re-enqueue
-// our Services that have no address yet, so that they get one as soon as a
-// pool can serve them.
+// SetupWithManager registers the reconciler. IPPool spec changes and freed
+// addresses re-enqueue the Services waiting for an address, so that they get
+// one as soon as a pool can serve them.
 func (r *ServiceReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	r.freed = make(chan event.GenericEvent, 1)
+	r.waiting = map[types.NamespacedName]struct{}{}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("service").
 		For(&corev1.Service{}).
@@ -258,19 +288,12 @@ func (deletionChanged) Update(e event.UpdateEvent) bool {
 	return (e.ObjectOld.GetDeletionTimestamp() == nil) != (e.ObjectNew.GetDeletionTimestamp() == nil)
 }
 
-func (r *ServiceReconciler) pendingServices(ctx context.Context, _ client.Object) []reconcile.Request {
-	var svcs corev1.ServiceList
-	if err := r.Client.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Error(err, "list services waiting for an address")
-		return nil
-	}
-	var out []reconcile.Request
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
-		if !r.Serves(s) || r.IPAM.Lookup(s.Namespace+"/"+s.Name) != nil {
-			continue
-		}
-		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}})
+func (r *ServiceReconciler) pendingServices(context.Context, client.Object) []reconcile.Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]reconcile.Request, 0, len(r.waiting))
+	for k := range r.waiting {
+		out = append(out, reconcile.Request{NamespacedName: k})
 	}
 	return out
 }

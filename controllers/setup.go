@@ -21,7 +21,8 @@ type Options struct {
 	// ServiceWorkers is the number of concurrent Service reconciles
 	// (allocation itself is serialised; workers overlap the API calls).
 	ServiceWorkers int
-	// PoolStatusInterval spaces IPPool status writes during bursts.
+	// PoolStatusInterval spaces IPPool status writes during bursts
+	// (default 500ms).
 	PoolStatusInterval time.Duration
 	// Registerer receives the metrics; nil means the manager's registry.
 	Registerer prometheus.Registerer
@@ -31,6 +32,9 @@ type Options struct {
 func Setup(mgr ctrl.Manager, o Options) error {
 	if o.ServiceWorkers <= 0 {
 		o.ServiceWorkers = 8
+	}
+	if o.PoolStatusInterval <= 0 {
+		o.PoolStatusInterval = 500 * time.Millisecond
 	}
 	if o.Registerer == nil {
 		o.Registerer = metrics.Registry

@@ -420,6 +420,9 @@ func (a *Allocator) satisfies(cur []netip.Addr, req *Request) bool {
 			return false
 		}
 	}
+	if len(req.Requested) > 0 && len(req.Requested) != len(cur) {
+		return false
+	}
 	for _, addr := range cur {
 		u := a.uses[addr]
 		if req.Pool != "" && (u == nil || u.pool != req.Pool) {
@@ -462,9 +465,19 @@ func (a *Allocator) Assign(req Request) (addrs []netip.Addr, changed bool, err e
 		}
 	}
 	for i, f := range families(&req) {
+		optional := i == 1 && req.OptionalSecond
+		if len(req.Requested) > 0 && !requests(&req, f) {
+			// Requested addresses are taken literally: no automatic
+			// address is added for a family the request leaves out.
+			if optional {
+				break
+			}
+			rollback()
+			return nil, true, errorf(ReasonInvalidRequest, "requested addresses name no %s address, which the Service requires (ipFamilies %v, ipFamilyPolicy RequireDualStack or first family)", f, families(&req))
+		}
 		addr, poolName, aerr := a.pick(&req, f)
 		if aerr != nil {
-			if i == 1 && req.OptionalSecond {
+			if optional && len(req.Requested) == 0 {
 				break
 			}
 			rollback()
@@ -475,6 +488,15 @@ func (a *Allocator) Assign(req Request) (addrs []netip.Addr, changed bool, err e
 	}
 	a.svcs[req.Service] = &assignment{addrs: got}
 	return slices.Clone(got), true, nil
+}
+
+func requests(req *Request, f Family) bool {
+	for _, r := range req.Requested {
+		if FamilyOf(r) == f {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Allocator) rekey(addr netip.Addr, u *use, key string) {

@@ -181,6 +181,11 @@ func TestAllocator(t *testing.T) {
 				{req: svc("ds", fams(IPv4, IPv6)), want: []string{"192.168.254.0", "fd00:254::1"}},
 				{req: svc("ds6", fams(IPv6, IPv4)), want: []string{"fd00:254::2", "192.168.254.1"}},
 				{req: svc("r6", fams(IPv6), requested("fd00:254::80")), want: []string{"fd00:254::80"}},
+				// Requests are literal: PreferDualStack with one requested
+				// address gets only that one; RequireDualStack needs both.
+				{req: svc("pref-r4", fams(IPv4, IPv6), prefer(), requested("192.168.254.80")), want: []string{"192.168.254.80"}},
+				{req: svc("req-r4", fams(IPv4, IPv6), requested("192.168.254.81")), wantErr: ReasonInvalidRequest},
+				{req: svc("req-both", fams(IPv4, IPv6), requested("fd00:254::81", "192.168.254.81")), want: []string{"192.168.254.81", "fd00:254::81"}},
 			},
 		},
 		{

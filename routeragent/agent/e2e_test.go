@@ -3,8 +3,10 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -206,7 +208,9 @@ func TestSIGHUPReload(t *testing.T) {
 	l := newLab(t)
 	s1ns := l.host(t, "s1", "192.168.2.20")
 	cfg := l.writeConfig(t, "firewall: {mode: \"off\"}\n")
-	agent := l.startAgent(t, cfg)
+	notify := listenNotify(t, filepath.Join(l.dir, "notify.sock"))
+	agent := l.startAgentEnv(t, cfg, []string{"NOTIFY_SOCKET=" + filepath.Join(l.dir, "notify.sock")})
+	notify.expect(t, "READY=1")
 	s1 := startSpeaker(t, s1ns, "192.168.2.20")
 	s1.do("up")
 	s1.do("announce 192.168.254.1/32")
@@ -231,12 +235,15 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = agent.cmd.Process.Signal(syscall.SIGHUP)
+	notify.expect(t, "RELOADING=1")
+	notify.expect(t, "READY=1")
 	waitFor(t, "254.200 removed by the narrower subnet", func() bool { return l.hasRoute(t, "192.168.254.200/32") })
 	if !l.hasRoute(t, "192.168.254.1/32", "192.168.2.20") {
 		t.Error("254.1 lost on reload")
 	}
 	// SIGTERM leaves the routes in place.
 	agent.kill(syscall.SIGTERM)
+	notify.expect(t, "STOPPING=1")
 	if code := agent.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("exit code after SIGTERM: %d", code)
 	}
@@ -353,6 +360,44 @@ func TestSeedNetwork(t *testing.T) {
 		f := l.status(t).Firewall
 		return f != nil && len(f.Rules) == 1 && f.Rules[0].Packets > 0
 	})
+}
+
+// notifySocket plays systemd's NOTIFY_SOCKET.
+type notifySocket struct{ ch chan string }
+
+func listenNotify(t *testing.T, path string) *notifySocket {
+	t.Helper()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	n := &notifySocket{ch: make(chan string, 16)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := c.Read(buf)
+			if err != nil {
+				close(n.ch)
+				return
+			}
+			n.ch <- string(buf[:k])
+		}
+	}()
+	return n
+}
+
+// expect waits for the next notification and checks it.
+func (n *notifySocket) expect(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case got := <-n.ch:
+		if got != want {
+			t.Fatalf("sd_notify: got %q, want %q", got, want)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("sd_notify: no %q", want)
+	}
 }
 
 // fermRules is a ferm/DebOps-like stateful router firewall.

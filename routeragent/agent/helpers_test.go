@@ -355,11 +355,16 @@ func (l *lab) socket() string { return filepath.Join(l.dir, "agent.sock") }
 
 func (l *lab) startAgent(t testing.TB, cfgPath string) *proc {
 	t.Helper()
+	return l.startAgentEnv(t, cfgPath, nil)
+}
+
+func (l *lab) startAgentEnv(t testing.TB, cfgPath string, env []string) *proc {
+	t.Helper()
 	if bin := os.Getenv("BGPLB_TEST_AGENT_BIN"); bin != "" {
 		// The built binary (for RSS figures without the test binary's extras).
 		return startBinary(t, l.router, bin, "run", "--config", cfgPath)
 	}
-	return startRole(t, l.router, "agent", nil, nil, nil, "run", "--config", cfgPath)
+	return startRole(t, l.router, "agent", env, nil, nil, "run", "--config", cfgPath)
 }
 
 // status reads the agent's status, waiting for the socket.

@@ -453,3 +453,24 @@ func outRedirects(t *testing.T, l *lab) int {
 	t.Fatalf("no Icmp OutRedirects in /proc/net/snmp:\n%s", out)
 	return 0
 }
+
+// TestLinkFlapRestoresRoutes: the kernel drops routes without a netlink
+// delete when their link goes down; the agent's link watcher resyncs when
+// it comes back (the periodic resync is set to an hour here, so it is the
+// link event that brings the route back).
+func TestLinkFlapRestoresRoutes(t *testing.T) {
+	l := newLab(t)
+	s1ns := l.host(t, "s1", "192.168.2.20")
+	cfg := l.writeConfigFrom(t, strings.Replace(baseConfig, "resyncInterval: 2s", "resyncInterval: 1h", 1), "firewall: {mode: \"off\"}\n")
+	l.startAgent(t, cfg)
+	s1 := startSpeaker(t, s1ns, "192.168.2.20")
+	s1.do("up")
+	s1.do("announce 192.168.254.1/32")
+	waitFor(t, "route", func() bool { return l.hasRoute(t, "192.168.254.1/32", "192.168.2.20") })
+	l.router.Exec("ip", "link", "set", "lan0", "down")
+	if !l.hasRoute(t, "192.168.254.1/32") {
+		t.Fatal("the kernel kept the route on a down link; the test premise does not hold")
+	}
+	l.router.Exec("ip", "link", "set", "lan0", "up")
+	waitFor(t, "route back after the link came up", func() bool { return l.hasRoute(t, "192.168.254.1/32", "192.168.2.20") })
+}

@@ -12,6 +12,7 @@ import (
 	authv1 "k8s.io/api/authorization/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
@@ -126,35 +127,41 @@ func TestChartOnAPIServer(t *testing.T) {
 		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"],"avoidBuggyIPs":true}}]`,
 		"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512}}]`,
 		"--set-json", `bgpAdvertisements=[{"name":"default","spec":{"ipPools":["default"],"communities":["64512:100"]}}]`)
-	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "Next steps") {
+	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "Next steps") || !strings.Contains(out, "NOT CREATED YET") {
 		t.Errorf("helm install output:\n%s", out)
 	}
 	waitEstablished(ctx, t, c)
-	for _, k := range []struct{ kind, name string }{{"IPPool", "default"}, {"BGPPeer", "router"}, {"BGPAdvertisement", "default"}} {
+	get := func(kind, name string) (*unstructured.Unstructured, error) {
 		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(testenv.GVK(k.kind))
-		if err := c.Get(ctx, client.ObjectKey{Name: k.name}, u); err != nil {
-			t.Errorf("%s %s from the release: %v", k.kind, k.name, err)
-		}
+		u.SetGroupVersionKind(testenv.GVK(kind))
+		return u, c.Get(ctx, client.ObjectKey{Name: name}, u)
+	}
+	if _, err := get("IPPool", "default"); !apierrors.IsNotFound(err) {
+		t.Errorf("IPPool after the first install: %v, want it deferred to the next upgrade", err)
 	}
 
-	// The first upgrade adopts the objects the install created as hooks
-	// (Helm leaves objects it adopts unchanged); later upgrades update them.
-	run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
+	// The upgrade (the CRDs exist now) creates them as release objects,
+	// the next one updates them.
+	out = run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
 		"--set", "loadBalancerClass.serveUnclassed=false")
+	if strings.Contains(out, "NOT CREATED YET") {
+		t.Errorf("helm upgrade still says NOT CREATED YET:\n%s", out)
+	}
+	for _, k := range []struct{ kind, name string }{{"IPPool", "default"}, {"BGPPeer", "router"}, {"BGPAdvertisement", "default"}} {
+		if _, err := get(k.kind, k.name); err != nil {
+			t.Errorf("%s %s after upgrade: %v", k.kind, k.name, err)
+		}
+	}
 	run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
 		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24","fd00:254::/120"]}}]`)
-	pool := &unstructured.Unstructured{}
-	pool.SetGroupVersionKind(testenv.GVK("IPPool"))
-	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, pool); err != nil {
+	pool, err := get("IPPool", "default")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if addrs, _, _ := unstructured.NestedStringSlice(pool.Object, "spec", "addresses"); len(addrs) != 2 {
 		t.Errorf("after upgrade the pool's addresses are %v", addrs)
 	}
-	if m := run(t, root, helmEnv, helm, "get", "manifest", "bgplb", "--namespace", "bgplb-system"); !strings.Contains(m, "kind: IPPool") {
-		t.Errorf("after upgrade the release does not own the IPPool")
-	}
+
 	dep := &unstructured.Unstructured{}
 	dep.SetAPIVersion("apps/v1")
 	dep.SetKind("Deployment")
@@ -186,7 +193,7 @@ func TestChartTemplateServerSide(t *testing.T) {
 	ctx := context.Background()
 	c := withCRDs(t, env)
 	removeCRDs(ctx, t, c)
-	objs := decode(t, helmTemplate(t,
+	objs := decode(t, helmTemplate(t, "--api-versions", "bgplb.io/v1alpha1",
 		"--set", "metrics.serviceMonitor.enabled=false",
 		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`,
 		"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512,"holdTime":"9s"}}]`,
@@ -220,8 +227,25 @@ func withCRDs(t *testing.T, env *testenv.Env) client.Client {
 
 // removeCRDs deletes the CRDs the harness installed, so that the install
 // under test has to create them itself.
+//
+// A CRD deleted while the apiserver's watch cache for its objects is still
+// initializing (right after the harness created it) gets stuck
+// ("InstanceDeletionFailed: storage is (re)initializing") until the CRD
+// finalizer retries much later. So first wait until each kind is served
+// from the watch cache (a list at resourceVersion 0), and nudge the
+// finalizer by touching a CRD that is still there.
 func removeCRDs(ctx context.Context, t *testing.T, c client.Client) {
 	t.Helper()
+	for _, kind := range []string{"IPPool", "BGPPeer", "BGPAdvertisement", "BGPSessionState"} {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			l := &unstructured.UnstructuredList{}
+			l.SetGroupVersionKind(testenv.GVK(kind + "List"))
+			return c.List(ctx, l, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}) == nil, nil
+		})
+		if err != nil {
+			t.Fatalf("%s not served from the watch cache: %v", kind, err)
+		}
+	}
 	for _, n := range crdNames {
 		crd := &apiextensionsv1.CustomResourceDefinition{}
 		crd.Name = n
@@ -229,16 +253,33 @@ func removeCRDs(ctx context.Context, t *testing.T, c client.Client) {
 			t.Fatal(err)
 		}
 	}
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	polls := 0
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		polls++
+		gone := true
 		for _, n := range crdNames {
-			err := c.Get(ctx, client.ObjectKey{Name: n}, &apiextensionsv1.CustomResourceDefinition{})
-			if !apierrors.IsNotFound(err) {
-				return false, nil
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			err := c.Get(ctx, client.ObjectKey{Name: n}, crd)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			gone = false
+			if err == nil && polls%30 == 0 {
+				// Any update requeues the CRD in the finalizer controller.
+				patch := client.MergeFrom(crd.DeepCopy())
+				metav1.SetMetaDataAnnotation(&crd.ObjectMeta, "bgplb.io/test-nudge", fmt.Sprint(polls))
+				_ = c.Patch(ctx, crd, patch)
 			}
 		}
-		return true, nil
+		return gone, nil
 	})
 	if err != nil {
+		for _, n := range crdNames {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if c.Get(ctx, client.ObjectKey{Name: n}, crd) == nil {
+				t.Logf("CRD %s: finalizers %v, conditions %+v", n, crd.Finalizers, crd.Status.Conditions)
+			}
+		}
 		t.Fatalf("CRDs not deleted: %v", err)
 	}
 }

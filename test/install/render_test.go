@@ -148,8 +148,15 @@ func TestHelmTemplateValues(t *testing.T) {
 			}
 		}
 	})
+	t.Run("resources wait for their API", func(t *testing.T) {
+		// Helm cannot create them in the release that creates their CRDs.
+		objs := decode(t, helmTemplate(t, "--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`))
+		if n := len(byKind(objs, "IPPool")); n != 0 {
+			t.Errorf("%d IPPools rendered for a cluster without the bgplb.io API", n)
+		}
+	})
 	t.Run("custom", func(t *testing.T) {
-		objs := decode(t, helmTemplate(t,
+		objs := decode(t, helmTemplate(t, "--api-versions", "bgplb.io/v1alpha1",
 			"--set", "crds.install=false,metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
 			"--set", "image.repository=registry.example/bgplb,image.tag=dev1,fullnameOverride=lb",
 			"--set", "speaker.nodeSelector.bgp=yes,controller.replicas=2",

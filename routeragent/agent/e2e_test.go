@@ -474,3 +474,39 @@ func TestLinkFlapRestoresRoutes(t *testing.T) {
 	l.router.Exec("ip", "link", "set", "lan0", "up")
 	waitFor(t, "route back after the link came up", func() bool { return l.hasRoute(t, "192.168.254.1/32", "192.168.2.20") })
 }
+
+// TestIPv6ECMP: the same over IPv6 sessions: two speakers announce one
+// /128 with their own addresses as next hops; the router installs one ECMP
+// route (the kernel stores IPv6 metric 0 as 1024); a /64 is rejected.
+func TestIPv6ECMP(t *testing.T) {
+	l := newLab(t)
+	l.router.Exec("ip", "addr", "add", "2001:db8:2::1/64", "dev", "lan0", "nodad")
+	s1ns := l.host(t, "s1", "192.168.2.20")
+	s2ns := l.host(t, "s2", "192.168.2.21")
+	s1ns.Exec("ip", "addr", "add", "2001:db8:2::20/64", "dev", "eth0", "nodad")
+	s2ns.Exec("ip", "addr", "add", "2001:db8:2::21/64", "dev", "eth0", "nodad")
+	base := strings.Replace(baseConfig, "serviceSubnets: [192.168.254.0/24]", "serviceSubnets: [192.168.254.0/24, \"2001:db8:254::/64\"]", 1)
+	base = strings.Replace(base, "serviceSubnets", "  - prefix: 2001:db8:2::/64\n    asn: 64512\nserviceSubnets", 1)
+	l.startAgent(t, l.writeConfigFrom(t, base, "firewall: {mode: \"off\"}\n"))
+	s1 := startSpeakerTo(t, s1ns, "2001:db8:2::20", "2001:db8:2::1")
+	s2 := startSpeakerTo(t, s2ns, "2001:db8:2::21", "2001:db8:2::1")
+	s1.do("up")
+	s2.do("up")
+	s1.do("announce 2001:db8:254::1/128")
+	s2.do("announce 2001:db8:254::1/128")
+	s1.do("announce 2001:db8:254::/64")
+	show := func() string { return l.router.Exec("ip", "-6", "route", "show", "2001:db8:254::1/128") }
+	waitFor(t, "an IPv6 ECMP route", func() bool {
+		out := show()
+		return strings.Contains(out, "proto 220") && strings.Contains(out, "via 2001:db8:2::20") && strings.Contains(out, "via 2001:db8:2::21")
+	})
+	waitFor(t, "the /64 rejected", func() bool { return l.status(t).Prefix.ByReason[policy.RejectNotHostRoute] == 1 })
+	if out := l.router.Exec("ip", "-6", "route", "show", "2001:db8:254::/64"); strings.TrimSpace(out) != "" {
+		t.Errorf("the /64 was installed: %s", out)
+	}
+	s2.do("withdraw 2001:db8:254::1/128")
+	waitFor(t, "one IPv6 next hop left", func() bool {
+		out := show()
+		return strings.Contains(out, "via 2001:db8:2::20") && !strings.Contains(out, "2001:db8:2::21")
+	})
+}

@@ -73,8 +73,14 @@ func TestMain(m *testing.M) {
 func speakerRole() int {
 	ctx := context.Background()
 	asn, _ := strconv.Atoi(os.Getenv("SPK_ASN"))
+	local := netip.MustParseAddr(os.Getenv("SPK_LOCAL"))
+	id := local.String()
+	if local.Is6() {
+		// A BGP identifier is an IPv4 address.
+		id = fmt.Sprintf("192.0.2.%d", local.As16()[15])
+	}
 	cfg := bgptest.Config{
-		ASN: uint32(asn), RouterID: os.Getenv("SPK_LOCAL"),
+		ASN: uint32(asn), RouterID: id,
 		Local:     netip.MustParseAddr(os.Getenv("SPK_LOCAL")),
 		Router:    netip.MustParseAddr(os.Getenv("SPK_ROUTER")),
 		RouterASN: 64500, GracefulRestart: true, HoldTime: 9,
@@ -276,9 +282,14 @@ type speaker struct {
 
 func startSpeaker(t testing.TB, ns *netnstest.NS, local string) *speaker {
 	t.Helper()
+	return startSpeakerTo(t, ns, local, "192.168.2.1")
+}
+
+func startSpeakerTo(t testing.TB, ns *netnstest.NS, local, router string) *speaker {
+	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	p := startRole(t, ns, "speaker", []string{"SPK_ASN=64512", "SPK_LOCAL=" + local, "SPK_ROUTER=192.168.2.1"}, inR, outW)
+	p := startRole(t, ns, "speaker", []string{"SPK_ASN=64512", "SPK_LOCAL=" + local, "SPK_ROUTER=" + router}, inR, outW)
 	t.Cleanup(func() { inW.Close(); outW.Close() })
 	return &speaker{t: t, proc: p, in: inW, out: bufio.NewReader(outR)}
 }

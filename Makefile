@@ -41,11 +41,17 @@ vet: ## go vet.
 lint: vet ## Static checks: gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac dist/install.yaml charts/bgplb/files
+generated-sum = find $(GENERATED) -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
+
 .PHONY: check-generated
-check-generated: generate manifests ## Fail when generated files are stale.
-	@if [ -n "$$(git status --porcelain -- api config/crd config/rbac)" ]; then \
-	  echo "generated files are stale; run 'make generate manifests' and commit:"; \
-	  git status --porcelain -- api config/crd config/rbac; git diff --stat -- api config; exit 1; fi
+check-generated: ## Fail when generated files (deepcopy, CRDs, RBAC, dist/install.yaml, chart copies) do not match their sources.
+	@before=$$($(generated-sum)); \
+	$(MAKE) --no-print-directory generate manifests build-installer >/dev/null; \
+	after=$$($(generated-sum)); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "generated files were stale and have been regenerated; review and commit them:"; \
+	  diff <(echo "$$before") <(echo "$$after") | sed -n 's/^> //p'; exit 1; fi
 
 .PHONY: deps
 deps: ## Install the Debian packages the tests and the demo use (as root; lists them otherwise).

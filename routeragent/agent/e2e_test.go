@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -509,4 +510,59 @@ func TestIPv6ECMP(t *testing.T) {
 		out := show()
 		return strings.Contains(out, "via 2001:db8:2::20") && !strings.Contains(out, "2001:db8:2::21")
 	})
+}
+
+// TestBIRDSpeaker: a real third-party speaker (BIRD 2) announces a /32 with
+// itself as next hop; the agent installs it, sees BIRD's End-of-RIB, and
+// removes the route when BIRD withdraws it.
+func TestBIRDSpeaker(t *testing.T) {
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Skip("bird (Debian package bird2) is not installed")
+	}
+	l := newLab(t)
+	bns := l.host(t, "bird", "192.168.2.30")
+	cfg := l.writeConfig(t, "firewall: {mode: \"off\"}\n")
+	l.startAgent(t, cfg)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "bird.conf")
+	sock := filepath.Join(dir, "bird.ctl")
+	if err := os.WriteFile(conf, []byte(`router id 192.168.2.30;
+protocol device {}
+protocol static svc {
+  ipv4;
+  route 192.168.254.7/32 blackhole;
+}
+protocol bgp rtr {
+  local 192.168.2.30 as 64512;
+  neighbor 192.168.2.1 as 64500;
+  hold time 9;
+  ipv4 { import none; export where proto = "svc"; next hop self; };
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bird := bns.Command("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
+	lw := &logWriter{t: t, prefix: "bird: "}
+	bird.Stdout, bird.Stderr = lw, lw
+	if err := bird.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = bird.Process.Kill()
+		_ = bird.Wait()
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	waitFor(t, "BIRD's route installed", func() bool { return l.hasRoute(t, "192.168.254.7/32", "192.168.2.30") })
+	waitFor(t, "BIRD's End-of-RIB", func() bool {
+		for _, p := range l.status(t).Peers {
+			if p.Address == netip.MustParseAddr("192.168.2.30") {
+				return p.EndOfRIB
+			}
+		}
+		return false
+	})
+	bns.Exec("birdc", "-s", sock, "disable", "svc")
+	waitFor(t, "route gone after BIRD withdrew it", func() bool { return l.hasRoute(t, "192.168.254.7/32") })
 }

@@ -39,8 +39,8 @@ func run() error {
 		withoutClass = flag.Bool("serve-services-without-class", true, "also handle Services of type LoadBalancer that set no spec.loadBalancerClass (those with class "+bgplbv1.LoadBalancerClass+" are always handled)")
 		workers      = flag.Int("service-workers", 8, "concurrent Service reconciles (allocation itself is serialised)")
 		poolInterval = flag.Duration("pool-status-interval", 500*time.Millisecond, "minimum time between IPPool status writes during bursts")
-		qps          = flag.Float64("kube-api-qps", 50, "client-side limit of API requests per second")
-		burst        = flag.Int("kube-api-burst", 100, "client-side burst of API requests")
+		qps          = flag.Float64("kube-api-qps", 300, "client-side limit of API requests per second (one status write per allocation; events use their own limiter)")
+		burst        = flag.Int("kube-api-burst", 600, "client-side burst of API requests")
 		showVersion  = flag.Bool("version", false, "print the version and exit")
 	)
 	zapOpts := zap.Options{}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -20,7 +21,8 @@ func TestEndToEnd(t *testing.T) {
 	setup(t)
 	ctx := context.Background()
 	ns := namespace(t, "e2e", nil)
-	startController(t, controllers.Options{ServeServicesWithoutClass: true})
+	reg := prometheus.NewRegistry()
+	startController(t, controllers.Options{ServeServicesWithoutClass: true, Registerer: reg})
 	pool(t, "e2e", bgplbv1.IPPoolSpec{Addresses: []string{"192.168.254.0-192.168.254.6"}, AvoidBuggyIPs: true})
 	pool(t, "e2e-v6", bgplbv1.IPPoolSpec{Addresses: []string{"fd00:254::10-fd00:254::1f"}})
 
@@ -74,6 +76,23 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if p.Status.AssignedIPv4 != 6 || p.Status.AvailableIPv4 != 0 {
 			return fmt.Errorf("assigned %d available %d, want 6 and 0", p.Status.AssignedIPv4, p.Status.AvailableIPv4)
+		}
+		return nil
+	})
+	eventually(t, "pool metrics", func() error {
+		want := map[string]float64{
+			`bgplb_ippool_addresses_in_use{family="IPv4",pool="e2e"}`:   6,
+			`bgplb_ippool_addresses_total{family="IPv4",pool="e2e"}`:    6,
+			`bgplb_ippool_addresses_total{family="IPv6",pool="e2e-v6"}`: 16,
+		}
+		got, err := gauges(reg)
+		if err != nil {
+			return err
+		}
+		for k, v := range want {
+			if got[k] != v {
+				return fmt.Errorf("%s = %v, want %v", k, got[k], v)
+			}
 		}
 		return nil
 	})
@@ -404,4 +423,26 @@ func TestPoolDeletedOrShrunkWhileInUse(t *testing.T) {
 		}
 		return fmt.Errorf("still there: %v", err)
 	})
+}
+
+// gauges flattens a registry's gauges to "name{label="v",...}" -> value.
+func gauges(reg *prometheus.Registry) (map[string]float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if m.GetGauge() == nil {
+				continue
+			}
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			out[mf.GetName()+"{"+strings.Join(ls, ",")+"}"] = m.GetGauge().GetValue()
+		}
+	}
+	return out, nil
 }

@@ -94,6 +94,28 @@ type Reconciler struct {
 	lastUnadvertised string
 	lastProblems     string
 	peerErrs         map[string]string
+	memo             map[types.NamespacedName]*svcMemo
+	memoGen          uint64
+}
+
+// svcMemo is a converted Service and the versions it was converted from.
+type svcMemo struct {
+	rv       string
+	sliceRVs []string
+	out      model.Service
+	gen      uint64
+}
+
+func (m *svcMemo) matches(s *corev1.Service, slices []*discoveryv1.EndpointSlice) bool {
+	if m.rv != s.ResourceVersion || len(m.sliceRVs) != len(slices) {
+		return false
+	}
+	for i, sl := range slices {
+		if m.sliceRVs[i] != sl.ResourceVersion {
+			return false
+		}
+	}
+	return true
 }
 
 // CacheOptions restricts the informers to what the speaker needs: its own
@@ -261,14 +283,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 type objects struct {
 	node     *corev1.Node
 	routerID netip.Addr
-	services map[string]*corev1.Service
+	services map[types.NamespacedName]*corev1.Service
 	peers    map[string]*v1.BGPPeer
 	pools    map[string]*v1.IPPool
 }
 
 func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownWhenCordoned: r.Options.GracefulShutdownWhenCordoned}}
-	objs := objects{services: map[string]*corev1.Service{}, peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
+	objs := objects{services: map[types.NamespacedName]*corev1.Service{}, peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
 
 	node := &corev1.Node{}
 	switch err := r.Client.Get(ctx, client.ObjectKey{Name: r.Options.NodeName}, node); {
@@ -290,28 +312,49 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	for i := range svcs.Items {
 		s := &svcs.Items[i]
 		if r.serves(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
-			objs.services[s.Namespace+"/"+s.Name] = s
+			objs.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 		}
 	}
 	var slices discoveryv1.EndpointSliceList
 	if err := r.Client.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
 		return in, objs, fmt.Errorf("list endpointslices: %w", err)
 	}
-	bySvc := map[string][]*discoveryv1.EndpointSlice{}
+	bySvc := make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(objs.services))
 	for i := range slices.Items {
 		sl := &slices.Items[i]
 		name := sl.Labels[discoveryv1.LabelServiceName]
 		if name == "" {
 			continue
 		}
-		k := sl.Namespace + "/" + name
+		k := types.NamespacedName{Namespace: sl.Namespace, Name: name}
 		if _, ok := objs.services[k]; ok {
 			bySvc[k] = append(bySvc[k], sl)
 		}
 	}
+	// Converting unchanged Services again on every pass is most of the
+	// allocation at scale: reuse the conversion while the Service and its
+	// slices keep their resourceVersions.
+	if r.memo == nil {
+		r.memo = map[types.NamespacedName]*svcMemo{}
+	}
+	r.memoGen++
 	in.Services = make([]model.Service, 0, len(objs.services))
 	for k, s := range objs.services {
-		in.Services = append(in.Services, toService(s, bySvc[k]))
+		m := r.memo[k]
+		if m == nil || !m.matches(s, bySvc[k]) {
+			m = &svcMemo{rv: s.ResourceVersion, out: toService(s, bySvc[k])}
+			for _, sl := range bySvc[k] {
+				m.sliceRVs = append(m.sliceRVs, sl.ResourceVersion)
+			}
+			r.memo[k] = m
+		}
+		m.gen = r.memoGen
+		in.Services = append(in.Services, m.out)
+	}
+	for k, m := range r.memo {
+		if m.gen != r.memoGen {
+			delete(r.memo, k)
+		}
 	}
 
 	var pools v1.IPPoolList
@@ -387,7 +430,7 @@ func (r *Reconciler) reportPools(d model.Result, objs objects, log logr.Logger) 
 }
 
 // report records metrics and Service events for one peer's changes.
-func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, services map[string]*corev1.Service, log logr.Logger) {
+func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, services map[types.NamespacedName]*corev1.Service, log logr.Logger) {
 	if r.Metrics != nil {
 		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "announce").Add(float64(len(ch.Added)))
 		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "withdraw").Add(float64(len(ch.Withdrawn)))
@@ -401,7 +444,8 @@ func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, services map[str
 	emit := func(advs []model.Advertisement, reason, verb string) {
 		for _, a := range advs {
 			for _, k := range a.Services {
-				if s := services[k]; s != nil {
+				ns, name, _ := strings.Cut(k, "/")
+				if s := services[types.NamespacedName{Namespace: ns, Name: name}]; s != nil {
 					r.Recorder.Eventf(s, corev1.EventTypeNormal, reason, "%s %s from node %s to peer %s (%s)",
 						verb, a.Prefix, r.Options.NodeName, cfg.Name, cfg.Address)
 				}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"sync"
@@ -38,6 +39,8 @@ type Speaker interface {
 	Peers() []bgp.PeerState
 	EndOfRIB(peer netip.Addr) bool
 	SetNeighbors(ctx context.Context, cfg bgp.Config) error
+	// Disconnect closes the session with a peer (max-prefix teardown).
+	Disconnect(ctx context.Context, peer netip.Addr, reason string) error
 }
 
 // Routes is the kernel side (package routes implements it).
@@ -77,6 +80,14 @@ type Deps struct {
 	NewFirewall func(cfg *config.Config) (Firewall, error)
 }
 
+// After this many route changes, once no change came for releaseWhenIdle,
+// the agent returns its grown heap to the system (a burst of thousands of
+// routes doubles the Go heap for a moment; the router keeps the RSS).
+const (
+	releaseAfterChanges = 1000
+	releaseWhenIdle     = 3 * time.Second
+)
+
 // Agent is the running daemon.
 type Agent struct {
 	log  *slog.Logger
@@ -100,6 +111,9 @@ type Agent struct {
 	missing       []string
 	retry         *time.Timer
 	retryDelay    time.Duration
+	release       *time.Timer
+	churn         int            // route changes since the heap was last released
+	maxPfx        maxPrefixState // guarded by mu for its counters
 }
 
 // New returns an agent for a validated config.
@@ -118,10 +132,9 @@ func BGPConfig(c *config.Config) bgp.Config {
 		out.ListenAddresses = []string{c.Listen.Address}
 	}
 	for _, n := range c.Neighbors {
-		// The policy enforces maxPrefixes (rejecting and counting the
-		// excess; the session stays up). GoBGP's own limit is not used: it
-		// recounts the whole adj-RIB-in on every UPDATE (quadratic at 10k
-		// routes) and tears the session down.
+		// The agent enforces maxPrefixes (see enforceMaxPrefixes: reject
+		// or tear down). GoBGP's own limit is not used: it recounts the
+		// whole adj-RIB-in on every UPDATE (quadratic at 10k routes).
 		hard := uint32(0)
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
@@ -190,6 +203,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.retry = time.NewTimer(time.Hour)
 	a.retry.Stop()
 	defer a.retry.Stop()
+	a.release = time.NewTimer(time.Hour)
+	a.release.Stop()
+	defer a.release.Stop()
 	a.reconcile(true)
 	a.notify("READY=1")
 	a.log.Info("router agent ready", "asn", cfg.ASN, "routerID", cfg.RouterID, "port", cfg.Listen.Port,
@@ -240,6 +256,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.reconcile(false)
 		case <-a.retry.C:
 			a.reconcile(true)
+		case <-a.release.C:
+			// A burst of route changes is over: give the heap it grew
+			// back to the system instead of keeping it for the next one.
+			a.churn = 0
+			debug.FreeOSMemory()
 		case nc := <-a.reload:
 			a.notify("RELOADING=1")
 			if err := a.applyReload(ctx, nc); err != nil {
@@ -409,6 +430,7 @@ func (a *Agent) reconcile(full bool) {
 	cfg := a.config()
 	start := time.Now()
 	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
+	accepted, rejected = a.enforceMaxPrefixes(cfg, accepted, rejected)
 	desired := policy.DesiredRoutes(accepted)
 	fromBGP := desired
 	staleKept := 0
@@ -440,7 +462,11 @@ func (a *Agent) reconcile(full bool) {
 		}
 	}
 	res := a.deps.Routes.Reconcile(desired, full)
-	if res.Added+res.Replaced+res.Deleted > 0 {
+	if n := res.Added + res.Replaced + res.Deleted; n > 0 {
+		a.churn += n
+		if a.churn >= releaseAfterChanges {
+			a.release.Reset(releaseWhenIdle)
+		}
 		a.log.Info("routes reconciled", "added", res.Added, "replaced", res.Replaced, "deleted", res.Deleted,
 			"installed", len(res.Installed), "took", time.Since(start).String())
 	}
@@ -462,14 +488,22 @@ func (a *Agent) reconcile(full bool) {
 	// every pass (often, and O(routes)).
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.last = pass{cfg: cfg, accepted: accepted, rejected: rejected, fromBGP: fromBGP, desired: desired,
+	acc := make(map[netip.Addr]int, 8)
+	for _, p := range accepted {
+		acc[p.Peer]++
+	}
+	if a.stale == nil && staleKept == 0 {
+		fromBGP = desired // the same map: nothing kept from the previous run
+	}
+	a.last = pass{cfg: cfg, accepted: acc, nAccepted: len(accepted), rejected: rejected, fromBGP: fromBGP, desired: desired,
 		res: res, staleKept: staleKept, connected: a.connected, missing: a.missing, at: time.Now()}
 }
 
 // pass is what one reconcile pass saw and did.
 type pass struct {
 	cfg              *config.Config
-	accepted         []policy.Path
+	accepted         map[netip.Addr]int // per peer
+	nAccepted        int
 	rejected         []policy.Rejected
 	fromBGP, desired map[netip.Prefix][]netip.Addr
 	res              routes.Result
@@ -486,8 +520,9 @@ func (a *Agent) Snapshot() Status {
 	defer a.mu.Unlock()
 	s := a.status
 	if l := a.last; l.cfg != nil {
-		s.update(l.cfg, peers, l.accepted, l.rejected, l.fromBGP, l.desired, l.res, l.staleKept, l.connected, l.missing)
+		s.update(l.cfg, peers, l.accepted, l.nAccepted, l.rejected, l.fromBGP, l.desired, l.res, l.staleKept, l.connected, l.missing)
 		s.Updated = l.at
+		a.maxPfx.fill(&s)
 	}
 	return s
 }

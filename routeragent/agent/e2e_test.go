@@ -30,7 +30,8 @@ func TestECMPPolicyConflicts(t *testing.T) {
 	l := newLab(t)
 	s1ns := l.host(t, "s1", "192.168.2.20")
 	s2ns := l.host(t, "s2", "192.168.2.21")
-	cfg := l.writeConfig(t, "firewall: {mode: \"off\"}\n")
+	// maxPrefixesAction reject (keep the earliest); teardown is TestHostilePeers'.
+	cfg := l.writeConfigFrom(t, strings.Replace(baseConfig, "maxPrefixes: 2", "maxPrefixes: 2\n    maxPrefixesAction: reject", 1), "firewall: {mode: \"off\"}\n")
 	l.startAgent(t, cfg)
 	s1 := startSpeaker(t, s1ns, "192.168.2.20")
 	s2 := startSpeaker(t, s2ns, "192.168.2.21")

@@ -83,7 +83,8 @@ func speakerRole() int {
 		ASN: uint32(asn), RouterID: id,
 		Local:     netip.MustParseAddr(os.Getenv("SPK_LOCAL")),
 		Router:    netip.MustParseAddr(os.Getenv("SPK_ROUTER")),
-		RouterASN: 64500, GracefulRestart: true, HoldTime: 9,
+		RouterASN: 64500, GracefulRestart: os.Getenv("SPK_NO_GR") == "", HoldTime: 9,
+		Password: os.Getenv("SPK_PASSWORD"),
 	}
 	sp, err := bgptest.Start(ctx, cfg)
 	if err != nil {

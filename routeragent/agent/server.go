@@ -122,6 +122,7 @@ var (
 	mRepairs       = prometheus.NewDesc("bgplb_routeragent_firewall_repairs_total", "Firewall drift repairs since start.", nil, nil)
 	mFirewallOK    = prometheus.NewDesc("bgplb_routeragent_firewall_ok", "1 when the last firewall pass succeeded.", nil, nil)
 	mExemptPackets = prometheus.NewDesc("bgplb_routeragent_exemption_packets_total", "Packets accepted by our INVALID exemptions.", []string{"interface", "subnet", "protocol", "backend"}, nil)
+	mTeardowns     = prometheus.NewDesc("bgplb_routeragent_max_prefix_teardowns_total", "Sessions closed because the peer went over maxPrefixes, per peer.", []string{"peer"}, nil)
 	mRedirects     = prometheus.NewDesc("bgplb_routeragent_send_redirects_effective", "Effective send_redirects per LAN interface (want 0).", []string{"interface"}, nil)
 )
 
@@ -142,6 +143,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		g(mAccepted, float64(p.Accepted), p.Address.String())
 		for r, n := range p.Rejected {
 			g(mRejected, float64(n), p.Address.String(), string(r))
+		}
+		if p.MaxPrefixTeardowns > 0 {
+			ch <- prometheus.MustNewConstMetric(mTeardowns, prometheus.CounterValue, float64(p.MaxPrefixTeardowns), p.Address.String())
 		}
 	}
 	for st, n := range states {

@@ -50,6 +50,9 @@ type PeerStatus struct {
 	bgp.PeerState
 	Accepted int                   `json:"accepted"`
 	Rejected map[policy.Reason]int `json:"rejected,omitempty"`
+	// MaxPrefixTeardowns counts the sessions closed because the peer went
+	// over maxPrefixes (or reconnected during its hold-down).
+	MaxPrefixTeardowns int `json:"maxPrefixTeardowns,omitempty"`
 }
 
 // PrefixSummary counts accepted and rejected paths and lists the rejected.
@@ -97,17 +100,13 @@ type LANStatus struct {
 	Missing   []string       `json:"missingInterfaces,omitempty"`
 }
 
-func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, accepted []policy.Path, rejected []policy.Rejected,
+func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, acc map[netip.Addr]int, nAccepted int, rejected []policy.Rejected,
 	fromBGP, desired map[netip.Prefix][]netip.Addr, res routes.Result, staleKept int, connected []netip.Prefix, missing []string) {
 	s.Version = version.Version
 	s.Updated = time.Now()
 	s.Config = StatusConfig{ASN: cfg.ASN, RouterID: cfg.RouterID, ListenPort: cfg.Listen.Port, ServiceSubnets: cfg.ServiceSubnets,
 		LANInterfaces: cfg.LANInterfaces, Table: cfg.Routes.Table, Metric: cfg.Routes.Metric, Protocol: cfg.Routes.Protocol,
 		FirewallMode: cfg.Firewall.Mode}
-	acc := map[netip.Addr]int{}
-	for _, p := range accepted {
-		acc[p.Peer]++
-	}
 	rej := map[netip.Addr]map[policy.Reason]int{}
 	byReason := map[policy.Reason]int{}
 	var list []RejectedPath
@@ -125,7 +124,7 @@ func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, accepted []po
 	for _, p := range peers {
 		s.Peers = append(s.Peers, PeerStatus{PeerState: p, Accepted: acc[p.Address], Rejected: rej[p.Address]})
 	}
-	s.Prefix = PrefixSummary{Accepted: len(accepted), Rejected: len(rejected), ByReason: byReason, RejectedPaths: list}
+	s.Prefix = PrefixSummary{Accepted: nAccepted, Rejected: len(rejected), ByReason: byReason, RejectedPaths: list}
 
 	conflict := map[netip.Prefix]bool{}
 	for _, c := range res.Conflicts {

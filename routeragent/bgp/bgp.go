@@ -556,6 +556,23 @@ func (s *Speaker) Peers() []PeerState {
 	return out
 }
 
+// Disconnect closes the session with peer (a Cease notification carrying
+// reason as the shutdown communication, RFC 8203). GoBGP drops the peer's
+// paths at once (no graceful restart: we sent the notification) and
+// forgets a dynamic peer; the speaker may connect again.
+func (s *Speaker) Disconnect(ctx context.Context, peer netip.Addr, reason string) error {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return errors.New("speaker not running")
+	}
+	if err := srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: peer.String(), Communication: reason}); err != nil {
+		return fmt.Errorf("close session with %s: %w", peer, err)
+	}
+	return nil
+}
+
 // DecodeErrors counts paths GoBGP delivered that could not be decoded.
 func (s *Speaker) DecodeErrors() int {
 	s.mu.Lock()

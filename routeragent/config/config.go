@@ -24,6 +24,11 @@ import (
 // DefaultPath is where the packaged agent reads its configuration.
 const DefaultPath = "/etc/bgplb/routeragent.yaml"
 
+// MaxPrefixesHoldDown is how long a speaker torn down for going over
+// maxPrefixes (action teardown) is refused: a session it opens meanwhile is
+// closed at once and none of its paths is accepted.
+const MaxPrefixesHoldDown = time.Minute
+
 // DefaultProtocol is the kernel route protocol number that marks routes as
 // ours. It is named "bgplb" in /etc/iproute2/rt_protos.d/bgplb.conf. It is
 // none of the numbers iproute2 names and outside FRR's range (186-199; FRR's
@@ -93,10 +98,15 @@ type Neighbor struct {
 	HoldTime time.Duration `yaml:"holdTime"`
 	// KeepaliveTime is the keepalive interval (default HoldTime/3).
 	KeepaliveTime time.Duration `yaml:"keepaliveTime"`
-	// MaxPrefixes is how many prefixes one speaker of this entry may have
-	// accepted; more are rejected and counted, and the session stays up
-	// (default 1000). The earliest announcements are the ones kept.
+	// MaxPrefixes is how many acceptable prefixes one speaker of this entry
+	// may announce (default 1000). What happens beyond it is MaxPrefixesAction.
 	MaxPrefixes int `yaml:"maxPrefixes"`
+	// MaxPrefixesAction is teardown (default: a speaker that goes over
+	// maxPrefixes has none of its paths installed, its session is closed
+	// with a Cease, and it is refused for MaxPrefixesHoldDown) or reject
+	// (the earliest maxPrefixes paths are kept, the rest rejected and
+	// counted; the session stays up).
+	MaxPrefixesAction string `yaml:"maxPrefixesAction"`
 	// GracefulRestart enables the graceful-restart helper for speakers that
 	// ask for it (default true).
 	GracefulRestart *bool `yaml:"gracefulRestart"`
@@ -211,6 +221,9 @@ func (c *Config) SetDefaults() {
 		}
 		if n.MaxPrefixes == 0 {
 			n.MaxPrefixes = 1000
+		}
+		if n.MaxPrefixesAction == "" {
+			n.MaxPrefixesAction = "teardown"
 		}
 		if n.GracefulRestart == nil {
 			t := true
@@ -345,6 +358,9 @@ func (c *Config) Validate() error {
 		}
 		if n.MaxPrefixes < 0 {
 			add(p+".maxPrefixes", "%d is negative", n.MaxPrefixes)
+		}
+		if n.MaxPrefixesAction != "teardown" && n.MaxPrefixesAction != "reject" {
+			add(p+".maxPrefixesAction", "%q is not one of teardown, reject", n.MaxPrefixesAction)
 		}
 		n.password = ""
 		if n.PasswordFile != "" {

@@ -31,7 +31,7 @@ func TestDefaults(t *testing.T) {
 		ASN: 64500, RouterID: "192.168.2.1",
 		Listen: Listen{Address: "0.0.0.0", Port: 179},
 		Neighbors: []Neighbor{{Prefix: "192.168.2.0/24", ASN: 64512, HoldTime: 9 * time.Second,
-			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, GracefulRestart: &yes}},
+			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, MaxPrefixesAction: "teardown", GracefulRestart: &yes}},
 		ServiceSubnets: []string{"192.168.254.0/24"},
 		LANInterfaces:  []string{"enp1s0.2"},
 		Firewall:       Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},
@@ -118,6 +118,8 @@ log: {format: json, level: debug}
 			want: []string{"neighbors[1]: same speakers as neighbors[0]"}},
 		{name: "bad hold type", yaml: strings.Replace(minimal, "asn: 64512", "asn: 64512\n    holdTime: soon", 1),
 			want: []string{"decode"}},
+		{name: "max prefixes action", yaml: strings.Replace(minimal, "asn: 64512", "asn: 64512\n    maxPrefixesAction: warn", 1),
+			want: []string{`neighbors[0].maxPrefixesAction: "warn" is not one of teardown, reject`}},
 		{name: "bad metrics", yaml: minimal + "metrics: {address: nowhere}\n", want: []string{`metrics.address: "nowhere"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -124,8 +124,12 @@ func (p *Policy) Evaluate(paths []Path) (accepted []Path, rejected []Rejected) {
 		accepted = append(accepted, ps...)
 	}
 	sort.Slice(accepted, func(i, j int) bool { return lessPath(accepted[i], accepted[j]) })
-	sort.Slice(rejected, func(i, j int) bool { return lessPath(rejected[i].Path, rejected[j].Path) })
+	sortRejected(rejected)
 	return accepted, rejected
+}
+
+func sortRejected(rejected []Rejected) {
+	sort.Slice(rejected, func(i, j int) bool { return lessPath(rejected[i].Path, rejected[j].Path) })
 }
 
 func lessPath(a, b Path) bool {

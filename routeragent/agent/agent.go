@@ -114,6 +114,8 @@ type Agent struct {
 	release       *time.Timer
 	churn         int            // route changes since the heap was last released
 	maxPfx        maxPrefixState // guarded by mu for its counters
+	// rejectedBefore: the rejections of the last pass (logged once each).
+	rejectedBefore map[rejectKey]bool
 }
 
 // New returns an agent for a validated config.
@@ -431,6 +433,7 @@ func (a *Agent) reconcile(full bool) {
 	start := time.Now()
 	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
 	accepted, rejected = a.enforceMaxPrefixes(cfg, accepted, rejected)
+	a.logRejections(rejected)
 	desired := policy.DesiredRoutes(accepted)
 	fromBGP := desired
 	staleKept := 0

@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -94,28 +95,8 @@ type Reconciler struct {
 	lastUnadvertised string
 	lastProblems     string
 	peerErrs         map[string]string
-	memo             map[types.NamespacedName]*svcMemo
-	memoGen          uint64
-}
-
-// svcMemo is a converted Service and the versions it was converted from.
-type svcMemo struct {
-	rv       string
-	sliceRVs []string
-	out      model.Service
-	gen      uint64
-}
-
-func (m *svcMemo) matches(s *corev1.Service, slices []*discoveryv1.EndpointSlice) bool {
-	if m.rv != s.ResourceVersion || len(m.sliceRVs) != len(slices) {
-		return false
-	}
-	for i, sl := range slices {
-		if m.sliceRVs[i] != sl.ResourceVersion {
-			return false
-		}
-	}
-	return true
+	store            *serviceStore
+	regs             []toolscache.ResourceEventHandlerRegistration
 }
 
 // CacheOptions restricts the informers to what the speaker needs: its own
@@ -185,6 +166,7 @@ func New(c client.Client, sp Speaker, rec record.EventRecorder, m *Metrics, log 
 		Client: c, Speaker: sp, Recorder: rec, Metrics: m, Log: log, Options: o,
 		serves: Serves(o.ServeServicesWithoutClass),
 		kick:   make(chan event.GenericEvent, 1),
+		store:  newServiceStore(Serves(o.ServeServicesWithoutClass)),
 	}
 }
 
@@ -205,11 +187,23 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{key}
 	})
+	// Services and EndpointSlices feed the store, which kicks a reconcile
+	// after each update (a Watches handler could run before the store saw
+	// the change).
+	for _, obj := range []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}} {
+		inf, err := mgr.GetCache().GetInformer(context.Background(), obj)
+		if err != nil {
+			return fmt.Errorf("informer for %T: %w", obj, err)
+		}
+		reg, err := inf.AddEventHandler(r.store.handler(r.Kick))
+		if err != nil {
+			return fmt.Errorf("event handler for %T: %w", obj, err)
+		}
+		r.regs = append(r.regs, reg)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("bgplb-speaker").
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
-		Watches(&corev1.Service{}, all).
-		Watches(&discoveryv1.EndpointSlice{}, all).
 		Watches(&corev1.Node{}, all).
 		Watches(&corev1.Secret{}, all).
 		Watches(&v1.IPPool{}, all).
@@ -234,6 +228,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		}
 	}()
 	log := r.Log.WithValues("node", r.Options.NodeName)
+	// Never decide on a partial view: before the store has every existing
+	// Service and EndpointSlice, it would withdraw what it has not seen.
+	for _, reg := range r.regs {
+		if !reg.HasSynced() {
+			return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+		}
+	}
 
 	in, objs, err := r.input(ctx)
 	if err != nil {
@@ -266,7 +267,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		if err != nil {
 			errs = append(errs, err)
 		}
-		r.report(cfg, ch, objs.services, log)
+		r.report(cfg, ch, log)
 	}
 	if err := r.writeStates(ctx, desired, objs); err != nil {
 		errs = append(errs, err)
@@ -283,14 +284,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 type objects struct {
 	node     *corev1.Node
 	routerID netip.Addr
-	services map[types.NamespacedName]*corev1.Service
 	peers    map[string]*v1.BGPPeer
 	pools    map[string]*v1.IPPool
 }
 
 func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownWhenCordoned: r.Options.GracefulShutdownWhenCordoned}}
-	objs := objects{services: map[types.NamespacedName]*corev1.Service{}, peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
+	objs := objects{peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
 
 	node := &corev1.Node{}
 	switch err := r.Client.Get(ctx, client.ObjectKey{Name: r.Options.NodeName}, node); {
@@ -304,58 +304,8 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 		in.Nodes = []model.Node{toNode(node)}
 	}
 
-	// The cache hands out its own objects (no copies): they are read only.
-	var svcs corev1.ServiceList
-	if err := r.Client.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
-		return in, objs, fmt.Errorf("list services: %w", err)
-	}
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
-		if r.serves(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
-			objs.services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
-		}
-	}
-	var slices discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
-		return in, objs, fmt.Errorf("list endpointslices: %w", err)
-	}
-	bySvc := make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(objs.services))
-	for i := range slices.Items {
-		sl := &slices.Items[i]
-		name := sl.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		k := types.NamespacedName{Namespace: sl.Namespace, Name: name}
-		if _, ok := objs.services[k]; ok {
-			bySvc[k] = append(bySvc[k], sl)
-		}
-	}
-	// Converting unchanged Services again on every pass is most of the
-	// allocation at scale: reuse the conversion while the Service and its
-	// slices keep their resourceVersions.
-	if r.memo == nil {
-		r.memo = map[types.NamespacedName]*svcMemo{}
-	}
-	r.memoGen++
-	in.Services = make([]model.Service, 0, len(objs.services))
-	for k, s := range objs.services {
-		m := r.memo[k]
-		if m == nil || !m.matches(s, bySvc[k]) {
-			m = &svcMemo{rv: s.ResourceVersion, out: toService(s, bySvc[k])}
-			for _, sl := range bySvc[k] {
-				m.sliceRVs = append(m.sliceRVs, sl.ResourceVersion)
-			}
-			r.memo[k] = m
-		}
-		m.gen = r.memoGen
-		in.Services = append(in.Services, m.out)
-	}
-	for k, m := range r.memo {
-		if m.gen != r.memoGen {
-			delete(r.memo, k)
-		}
-	}
+	// Services and EndpointSlices come from the event-maintained store.
+	in.Services = r.store.snapshot()
 
 	var pools v1.IPPoolList
 	if err := r.Client.List(ctx, &pools); err != nil {
@@ -430,7 +380,7 @@ func (r *Reconciler) reportPools(d model.Result, objs objects, log logr.Logger) 
 }
 
 // report records metrics and Service events for one peer's changes.
-func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, services map[types.NamespacedName]*corev1.Service, log logr.Logger) {
+func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, log logr.Logger) {
 	if r.Metrics != nil {
 		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "announce").Add(float64(len(ch.Added)))
 		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "withdraw").Add(float64(len(ch.Withdrawn)))
@@ -445,7 +395,7 @@ func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, services map[typ
 		for _, a := range advs {
 			for _, k := range a.Services {
 				ns, name, _ := strings.Cut(k, "/")
-				if s := services[types.NamespacedName{Namespace: ns, Name: name}]; s != nil {
+				if s := r.store.lookup(types.NamespacedName{Namespace: ns, Name: name}); s != nil {
 					r.Recorder.Eventf(s, corev1.EventTypeNormal, reason, "%s %s from node %s to peer %s (%s)",
 						verb, a.Prefix, r.Options.NodeName, cfg.Name, cfg.Address)
 				}

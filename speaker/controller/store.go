@@ -1,0 +1,136 @@
+package controller
+
+import (
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/bgplb/bgplb/speaker/model"
+)
+
+// serviceStore keeps the decision's view of Services and their
+// EndpointSlices, updated by informer event handlers. A reconcile then costs
+// O(changed Services) of conversion instead of listing and converting every
+// Service and EndpointSlice each time, which dominated the pass at 10,000
+// Services. The store is a cache of the informer cache: the reconcile stays
+// level-triggered over the whole set.
+type serviceStore struct {
+	serves func(*corev1.Service) bool
+
+	mu       sync.Mutex
+	services map[types.NamespacedName]*corev1.Service
+	slices   map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice
+	models   map[types.NamespacedName]model.Service
+	dirty    map[types.NamespacedName]struct{}
+	list     []model.Service // models as a slice, rebuilt only after changes
+	stale    bool
+}
+
+func newServiceStore(serves func(*corev1.Service) bool) *serviceStore {
+	return &serviceStore{
+		serves:   serves,
+		services: map[types.NamespacedName]*corev1.Service{},
+		slices:   map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
+		models:   map[types.NamespacedName]model.Service{},
+		dirty:    map[types.NamespacedName]struct{}{},
+	}
+}
+
+func unwrap(obj any) any {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
+}
+
+// handler returns informer callbacks that update the store and then call
+// kick, in that order, so any reconcile started after the kick sees the
+// change.
+func (s *serviceStore) handler(kick func()) toolscache.ResourceEventHandler {
+	apply := func(obj any, deleted bool) {
+		switch o := unwrap(obj).(type) {
+		case *corev1.Service:
+			k := types.NamespacedName{Namespace: o.Namespace, Name: o.Name}
+			s.mu.Lock()
+			if deleted {
+				delete(s.services, k)
+			} else {
+				s.services[k] = o
+			}
+			s.dirty[k] = struct{}{}
+			s.mu.Unlock()
+		case *discoveryv1.EndpointSlice:
+			name := o.Labels[discoveryv1.LabelServiceName]
+			if name == "" {
+				return
+			}
+			k := types.NamespacedName{Namespace: o.Namespace, Name: name}
+			s.mu.Lock()
+			m := s.slices[k]
+			if deleted {
+				delete(m, o.Name)
+				if len(m) == 0 {
+					delete(s.slices, k)
+				}
+			} else {
+				if m == nil {
+					m = map[string]*discoveryv1.EndpointSlice{}
+					s.slices[k] = m
+				}
+				m[o.Name] = o
+			}
+			s.dirty[k] = struct{}{}
+			s.mu.Unlock()
+		default:
+			return
+		}
+		kick()
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { apply(obj, false) },
+		UpdateFunc: func(_, obj any) { apply(obj, false) },
+		DeleteFunc: func(obj any) { apply(obj, true) },
+	}
+}
+
+// snapshot converts what changed and returns every handled Service. The
+// returned slice is shared and read-only.
+func (s *serviceStore) snapshot() []model.Service {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.dirty {
+		svc := s.services[k]
+		if svc == nil || !s.serves(svc) || len(svc.Status.LoadBalancer.Ingress) == 0 {
+			if _, ok := s.models[k]; ok {
+				delete(s.models, k)
+				s.stale = true
+			}
+			continue
+		}
+		var sl []*discoveryv1.EndpointSlice
+		for _, e := range s.slices[k] {
+			sl = append(sl, e)
+		}
+		s.models[k] = toService(svc, sl)
+		s.stale = true
+	}
+	clear(s.dirty)
+	if s.stale || s.list == nil {
+		s.list = make([]model.Service, 0, len(s.models))
+		for _, m := range s.models {
+			s.list = append(s.list, m)
+		}
+		s.stale = false
+	}
+	return s.list
+}
+
+// lookup returns the Service object for events.
+func (s *serviceStore) lookup(k types.NamespacedName) *corev1.Service {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.services[k]
+}

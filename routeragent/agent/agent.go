@@ -39,6 +39,8 @@ type Speaker interface {
 	Peers() []bgp.PeerState
 	EndOfRIB(peer netip.Addr) bool
 	SetNeighbors(ctx context.Context, cfg bgp.Config) error
+	// Disconnect closes the session with a peer (max-prefix teardown).
+	Disconnect(ctx context.Context, peer netip.Addr, reason string) error
 }
 
 // Routes is the kernel side (package routes implements it).
@@ -110,7 +112,10 @@ type Agent struct {
 	retry         *time.Timer
 	retryDelay    time.Duration
 	release       *time.Timer
-	churn         int // route changes since the heap was last released
+	churn         int            // route changes since the heap was last released
+	maxPfx        maxPrefixState // guarded by mu for its counters
+	// rejectedBefore: the rejections of the last pass (logged once each).
+	rejectedBefore map[rejectKey]bool
 }
 
 // New returns an agent for a validated config.
@@ -129,10 +134,9 @@ func BGPConfig(c *config.Config) bgp.Config {
 		out.ListenAddresses = []string{c.Listen.Address}
 	}
 	for _, n := range c.Neighbors {
-		// The policy enforces maxPrefixes (rejecting and counting the
-		// excess; the session stays up). GoBGP's own limit is not used: it
-		// recounts the whole adj-RIB-in on every UPDATE (quadratic at 10k
-		// routes) and tears the session down.
+		// The agent enforces maxPrefixes (see enforceMaxPrefixes: reject
+		// or tear down). GoBGP's own limit is not used: it recounts the
+		// whole adj-RIB-in on every UPDATE (quadratic at 10k routes).
 		hard := uint32(0)
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
@@ -428,6 +432,8 @@ func (a *Agent) reconcile(full bool) {
 	cfg := a.config()
 	start := time.Now()
 	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
+	accepted, rejected = a.enforceMaxPrefixes(cfg, accepted, rejected)
+	a.logRejections(rejected)
 	desired := policy.DesiredRoutes(accepted)
 	fromBGP := desired
 	staleKept := 0
@@ -519,6 +525,7 @@ func (a *Agent) Snapshot() Status {
 	if l := a.last; l.cfg != nil {
 		s.update(l.cfg, peers, l.accepted, l.nAccepted, l.rejected, l.fromBGP, l.desired, l.res, l.staleKept, l.connected, l.missing)
 		s.Updated = l.at
+		a.maxPfx.fill(&s)
 	}
 	return s
 }

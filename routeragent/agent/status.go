@@ -50,6 +50,9 @@ type PeerStatus struct {
 	bgp.PeerState
 	Accepted int                   `json:"accepted"`
 	Rejected map[policy.Reason]int `json:"rejected,omitempty"`
+	// MaxPrefixTeardowns counts the sessions closed because the peer went
+	// over maxPrefixes (or reconnected during its hold-down).
+	MaxPrefixTeardowns int `json:"maxPrefixTeardowns,omitempty"`
 }
 
 // PrefixSummary counts accepted and rejected paths and lists the rejected.

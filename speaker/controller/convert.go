@@ -65,7 +65,7 @@ func toNode(n *corev1.Node) model.Node {
 
 // toService converts a Service and its EndpointSlices (already grouped).
 func toService(s *corev1.Service, slices []*discoveryv1.EndpointSlice) model.Service {
-	ms := model.Service{Namespace: s.Namespace, Name: s.Name, Labels: s.Labels, TrafficPolicy: model.TrafficPolicyCluster}
+	ms := model.Service{Namespace: s.Namespace, Name: s.Name, ID: s.Namespace + "/" + s.Name, Labels: s.Labels, TrafficPolicy: model.TrafficPolicyCluster}
 	if s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
 		ms.TrafficPolicy = model.TrafficPolicyLocal
 	}

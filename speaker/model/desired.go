@@ -240,6 +240,8 @@ func Desired(in Input) Result {
 		// aggregates, several advertisements). No per-entry map or pointer:
 		// this runs over every Service on every reconcile.
 		out := make([][]Advertisement, len(peerNames))
+		// One backing array for the one-element Services lists of this pass.
+		keysBuf := make([]string, 0, len(in.Services))
 		for si := range in.Services {
 			svc := &in.Services[si]
 			if !serves(svc, in.Node) {
@@ -263,7 +265,11 @@ func Desired(in Input) Result {
 					}
 					prefix, _ := ip.Prefix(bits)
 					if svcKeys == nil {
-						svcKeys = []string{svc.Key()}
+						if len(keysBuf) == cap(keysBuf) {
+							keysBuf = make([]string, 0, len(in.Services))
+						}
+						keysBuf = append(keysBuf, svc.Key())
+						svcKeys = keysBuf[len(keysBuf)-1 : len(keysBuf) : len(keysBuf)]
 					}
 					for _, pi := range targets {
 						if out[pi] == nil {

@@ -60,7 +60,10 @@ func (e Endpoint) Usable() bool {
 type Service struct {
 	Namespace string
 	Name      string
-	Labels    map[string]string
+	// ID, when set, is namespace/name, precomputed to save an allocation
+	// per Service per pass.
+	ID     string
+	Labels map[string]string
 	// IPs are the ingress addresses; addresses outside every pool are not
 	// ours and are ignored.
 	IPs           []netip.Addr
@@ -68,8 +71,13 @@ type Service struct {
 	Endpoints     []Endpoint
 }
 
-// Key is namespace/name.
-func (s Service) Key() string { return s.Namespace + "/" + s.Name }
+// Key is namespace/name (ID when the caller precomputed it).
+func (s Service) Key() string {
+	if s.ID != "" {
+		return s.ID
+	}
+	return s.Namespace + "/" + s.Name
+}
 
 // AddrRange is an inclusive address range; a CIDR is the range of its first
 // and last address.

@@ -69,7 +69,7 @@ type Result struct {
 // It caches what it believes is installed and refreshes that cache from the
 // kernel on every full pass (Resync), on EEXIST, and after errors.
 type Reconciler struct {
-	h   *netlink.Handle
+	h   Netlink
 	cfg Config
 	log *slog.Logger
 
@@ -82,6 +82,20 @@ type Reconciler struct {
 
 // New returns a reconciler using h (a handle bound to the target namespace).
 func New(h *netlink.Handle, cfg Config, log *slog.Logger) *Reconciler {
+	return NewWith(h, cfg, log)
+}
+
+// Netlink is the part of *netlink.Handle the reconciler uses (tests pass a
+// fake, e.g. one whose dumps are interrupted).
+type Netlink interface {
+	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
+	RouteAdd(route *netlink.Route) error
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+}
+
+// NewWith returns a reconciler using any Netlink implementation.
+func NewWith(h Netlink, cfg Config, log *slog.Logger) *Reconciler {
 	return &Reconciler{h: h, cfg: cfg, log: log}
 }
 
@@ -371,7 +385,16 @@ func LANAddresses(h *netlink.Handle, ifaces []string) (connected []netip.Prefix,
 			}
 			return nil, nil, nil, fmt.Errorf("link %s: %w", name, lerr)
 		}
-		addrs, aerr := h.AddrList(link, netlink.FAMILY_ALL)
+		var addrs []netlink.Addr
+		var aerr error
+		for i := 0; i < 5; i++ {
+			// An interrupted dump (addresses changed meanwhile) may be
+			// incomplete: read again rather than miss a LAN subnet.
+			addrs, aerr = h.AddrList(link, netlink.FAMILY_ALL)
+			if !errors.Is(aerr, netlink.ErrDumpInterrupted) {
+				break
+			}
+		}
 		if aerr != nil {
 			return nil, nil, nil, fmt.Errorf("addresses of %s: %w", name, aerr)
 		}

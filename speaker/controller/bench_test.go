@@ -72,6 +72,12 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--health-probe-bind-address", "0",
 		"--zap-log-level", "error")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// BGPLB_BENCH_GOMEMLIMIT=48MiB measures the speaker with a soft memory
+	// limit (as a DaemonSet would set GOMEMLIMIT).
+	cmd.Env = os.Environ()
+	if v := os.Getenv("BGPLB_BENCH_GOMEMLIMIT"); v != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+v)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

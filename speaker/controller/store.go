@@ -23,10 +23,9 @@ type serviceStore struct {
 	mu       sync.Mutex
 	services map[types.NamespacedName]*corev1.Service
 	slices   map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice
-	models   map[types.NamespacedName]model.Service
 	dirty    map[types.NamespacedName]struct{}
-	list     []model.Service // models as a slice, rebuilt only after changes
-	stale    bool
+	list     []model.Service              // the handled Services
+	index    map[types.NamespacedName]int // position in list
 }
 
 func newServiceStore(serves func(*corev1.Service) bool) *serviceStore {
@@ -34,8 +33,8 @@ func newServiceStore(serves func(*corev1.Service) bool) *serviceStore {
 		serves:   serves,
 		services: map[types.NamespacedName]*corev1.Service{},
 		slices:   map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
-		models:   map[types.NamespacedName]model.Service{},
 		dirty:    map[types.NamespacedName]struct{}{},
+		index:    map[types.NamespacedName]int{},
 	}
 }
 
@@ -97,16 +96,23 @@ func (s *serviceStore) handler(kick func()) toolscache.ResourceEventHandler {
 }
 
 // snapshot converts what changed and returns every handled Service. The
-// returned slice is shared and read-only.
+// slice is patched in place, so a pass after one EndpointSlice change costs
+// one conversion, not 10,000 copies. It is valid until the next call; only
+// the reconciler calls it, one pass at a time.
 func (s *serviceStore) snapshot() []model.Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k := range s.dirty {
 		svc := s.services[k]
+		i, had := s.index[k]
 		if svc == nil || !s.serves(svc) || len(svc.Status.LoadBalancer.Ingress) == 0 {
-			if _, ok := s.models[k]; ok {
-				delete(s.models, k)
-				s.stale = true
+			if had {
+				// Swap-remove.
+				last := len(s.list) - 1
+				s.list[i] = s.list[last]
+				s.index[types.NamespacedName{Namespace: s.list[i].Namespace, Name: s.list[i].Name}] = i
+				s.list = s.list[:last]
+				delete(s.index, k)
 			}
 			continue
 		}
@@ -114,17 +120,15 @@ func (s *serviceStore) snapshot() []model.Service {
 		for _, e := range s.slices[k] {
 			sl = append(sl, e)
 		}
-		s.models[k] = toService(svc, sl)
-		s.stale = true
-	}
-	clear(s.dirty)
-	if s.stale || s.list == nil {
-		s.list = make([]model.Service, 0, len(s.models))
-		for _, m := range s.models {
+		m := toService(svc, sl)
+		if had {
+			s.list[i] = m
+		} else {
+			s.index[k] = len(s.list)
 			s.list = append(s.list, m)
 		}
-		s.stale = false
 	}
+	clear(s.dirty)
 	return s.list
 }
 

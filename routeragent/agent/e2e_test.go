@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
@@ -362,6 +363,59 @@ func TestSeedNetwork(t *testing.T) {
 		f := l.status(t).Firewall
 		return f != nil && len(f.Rules) == 1 && f.Rules[0].Packets > 0
 	})
+
+	// Removing the package: stop (routes and rules stay), then uninstall
+	// takes away exactly what the agent added and restores send_redirects.
+	agent.kill(syscall.SIGTERM)
+	if !l.hasRoute(t, "192.168.254.1/32", "192.168.2.20") || !strings.Contains(l.router.Exec("iptables-legacy", "-S"), "BGPLB-EXEMPT") {
+		t.Fatal("stopping the agent removed its route or rules")
+	}
+	un := l.router.Command(self(t), "uninstall", "--config", cfg)
+	un.Env = append(os.Environ(), roleEnv+"=agent")
+	if out, err := un.CombinedOutput(); err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, out)
+	}
+	if !l.hasRoute(t, "192.168.254.1/32") {
+		t.Error("uninstall left our route")
+	}
+	if got := save(t, l.router); got != save(t, fermOnly(t)) {
+		t.Errorf("uninstall did not restore the firewall:\n%s\nwant:\n%s", got, save(t, fermOnly(t)))
+	}
+	for _, k := range []string{"all", "default", "lan0"} {
+		if v := strings.TrimSpace(l.router.Exec("cat", "/proc/sys/net/ipv4/conf/"+k+"/send_redirects")); v != "1" {
+			t.Errorf("send_redirects of %s after uninstall = %s, want the original 1", k, v)
+		}
+	}
+}
+
+// save is iptables-legacy-save of the filter table without comments and
+// counters, for comparison.
+func save(t *testing.T, ns *netnstest.NS) string {
+	t.Helper()
+	var keep []string
+	for _, line := range strings.Split(ns.Exec("iptables-legacy-save", "-t", "filter"), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.Index(line, " ["); i > 0 && strings.HasPrefix(line, ":") {
+			line = line[:i]
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
+}
+
+// fermOnly is a namespace holding just fermRules, the reference for what
+// uninstall must leave.
+func fermOnly(t *testing.T) *netnstest.NS {
+	t.Helper()
+	ns := netnstest.New(t, "ref")
+	r := ns.Command("iptables-legacy-restore")
+	r.Stdin = strings.NewReader(fermRules)
+	if out, err := r.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
+	}
+	return ns
 }
 
 // notifySocket plays systemd's NOTIFY_SOCKET.

@@ -40,7 +40,7 @@ const usage = `usage: bgplb-routeragent [command] [flags]
 
 commands:
   run            run the agent (default)          --config FILE
-  status         show the running agent's state    [--json] [--config FILE | --socket PATH]
+  status         show the running agent's state    [--json] [--all] [--config FILE | --socket PATH]
   doctor         diagnose the router               [--json] [--config FILE]
   flush          remove our kernel routes          [--config FILE] [--force]
   uninstall      flush, remove our firewall rules, restore sysctls  [--config FILE] [--force]
@@ -63,6 +63,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	socket := fs.String("socket", "", "status socket (default: statusSocket from the config)")
 	force := fs.Bool("force", false, "act even if the agent is running")
+	all := fs.Bool("all", false, "status: list every installed route")
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
@@ -75,7 +76,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return runCmd(*cfgPath, stderr)
 	case "status":
-		return statusCmd(*cfgPath, *socket, *asJSON, stdout, stderr)
+		return statusCmd(*cfgPath, *socket, *asJSON, *all, stdout, stderr)
 	case "doctor":
 		return doctorCmd(*cfgPath, *socket, *asJSON, stdout, stderr)
 	case "flush":
@@ -247,7 +248,10 @@ func socketPath(cfgPath, socket string) string {
 	return c.StatusSocket
 }
 
-func statusCmd(cfgPath, socket string, asJSON bool, stdout, stderr io.Writer) int {
+// maxInstalledShown is how many installed routes `status` lists without --all.
+const maxInstalledShown = 50
+
+func statusCmd(cfgPath, socket string, asJSON, all bool, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, raw, err := FetchStatus(ctx, socketPath(cfgPath, socket))
@@ -263,12 +267,12 @@ func statusCmd(cfgPath, socket string, asJSON bool, stdout, stderr io.Writer) in
 		_ = enc.Encode(out)
 		return ExitOK
 	}
-	PrintStatus(stdout, s)
+	PrintStatus(stdout, s, all)
 	return ExitOK
 }
 
 // PrintStatus writes the human view of a status.
-func PrintStatus(w io.Writer, s Status) {
+func PrintStatus(w io.Writer, s Status, all bool) {
 	c := s.Config
 	fmt.Fprintf(w, "bgplb-routeragent %s, up %s; AS %d, router ID %s, port %d\n", s.Version,
 		time.Since(s.Started).Round(time.Second), c.ASN, c.RouterID, c.ListenPort)
@@ -323,8 +327,21 @@ func PrintStatus(w io.Writer, s Status) {
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  PREFIX\tSTATE\tDESIRED\tINSTALLED\n")
+	shown, hidden := 0, 0
 	for _, r := range s.Routes.List {
+		// Every route that is not simply installed, and the first
+		// installed ones: a router with 10,000 services needs --all.
+		if r.State == "installed" && shown >= maxInstalledShown && !all {
+			hidden++
+			continue
+		}
+		if r.State == "installed" {
+			shown++
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Prefix, r.State, addrs(r.Desired), addrs(r.Installed))
+	}
+	if hidden > 0 {
+		fmt.Fprintf(tw, "  ... %d more installed (status --all, or --json)\t\t\t\n", hidden)
 	}
 	tw.Flush()
 	for _, cf := range s.Routes.Conflicts {

@@ -215,10 +215,10 @@ func TestRestartKeepsEveryAddress(t *testing.T) {
 	// While it is down: a new Service appears.
 	createService(t, ns, "while-down")
 	startController(t, controllers.Options{ServeServicesWithoutClass: true})
-	createService(t, ns, "after")
 	// A fresh allocator that had not read the assignments back would
 	// hand out 10.40.0.0 again; the lowest free address is the freed one.
 	waitIngress(t, ns, "while-down", freed)
+	createService(t, ns, "after")
 	eventually(t, "after assigned", func() error {
 		if len(ingress(t, ns, "after")) != 1 {
 			return errPending

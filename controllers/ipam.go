@@ -94,7 +94,9 @@ func (m *IPAM) ready(ctx context.Context) error {
 // them changed. Callers hold mu.
 func (m *IPAM) syncPools(ctx context.Context) error {
 	var pools bgplbv1.IPPoolList
-	if err := m.reader.List(ctx, &pools); err != nil {
+	// Called on every allocation: read the cached pools without copying
+	// them; nothing here or in the allocator modifies them.
+	if err := m.reader.List(ctx, &pools, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list ippools: %w", err)
 	}
 	items := pools.Items

@@ -162,6 +162,7 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 
 	// One EndpointSlice flips; the route goes and comes back.
 	before := scrapeHistogram(b, metricsPort, "bgplb_speaker_reconcile_seconds")
+	cpuBefore := scrapeValue(b, metricsPort, "process_cpu_seconds_total")
 	const flips = 200
 	lat := make([]time.Duration, 0, flips)
 	es := slices[4242]
@@ -182,6 +183,9 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	after := scrapeHistogram(b, metricsPort, "bgplb_speaker_reconcile_seconds")
+	// CPU the speaker spent per flip (informer, store, decision, GoBGP,
+	// status): what a quiet machine would need, whatever the load here.
+	b.ReportMetric((scrapeValue(b, metricsPort, "process_cpu_seconds_total")-cpuBefore)*1000/flips, "ms-cpu-per-change")
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-e2e-p50")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-e2e-p99")
@@ -247,7 +251,21 @@ func procRSS(b *testing.B, pid int) (rss, hwm int) {
 	return rss, hwm
 }
 
+func scrapeValue(b *testing.B, port uint16, name string) float64 {
+	b.Helper()
+	m := scrape(b, port, name)
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
 func scrapeHistogram(b *testing.B, port uint16, name string) *dto.Histogram {
+	b.Helper()
+	return scrape(b, port, name).GetHistogram()
+}
+
+func scrape(b *testing.B, port uint16, name string) *dto.Metric {
 	b.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
@@ -263,7 +281,7 @@ func scrapeHistogram(b *testing.B, port uint16, name string) *dto.Histogram {
 	if !ok || len(f.Metric) == 0 {
 		b.Fatalf("metric %s not exported", name)
 	}
-	return f.Metric[0].GetHistogram()
+	return f.Metric[0]
 }
 
 // histogramDelta estimates p50/p99 (upper bucket bounds) and the mean of

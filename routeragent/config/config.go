@@ -364,7 +364,7 @@ func (c *Config) Validate() error {
 		}
 		n.password = ""
 		if n.PasswordFile != "" {
-			b, err := os.ReadFile(n.PasswordFile)
+			b, err := readSmallFile(n.PasswordFile)
 			if err != nil {
 				add(p+".passwordFile", "cannot read: %v", err)
 			} else if pw := strings.TrimSpace(string(b)); pw == "" {
@@ -471,6 +471,33 @@ func (c *Config) Validate() error {
 		return es
 	}
 	return nil
+}
+
+// readSmallFile reads a regular file of at most 4 KiB: a password file
+// that is a device (/dev/zero), a FIFO or huge must not hang or bloat the
+// agent at start or on reload.
+func readSmallFile(path string) ([]byte, error) {
+	// Stat first: opening a FIFO blocks until a writer comes.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4097))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 4096 {
+		return nil, fmt.Errorf("%s is larger than 4 KiB", path)
+	}
+	return b, nil
 }
 
 func isPort(s string) bool {

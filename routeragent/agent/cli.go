@@ -289,7 +289,11 @@ func PrintStatus(w io.Writer, s Status, all bool) {
 		if !p.Since.IsZero() {
 			since = time.Since(p.Since).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%d\t%d\t%s\n", p.Address, p.ASN, p.State, since, p.EndOfRIB, p.Received, p.Accepted, reasons(p.Rejected))
+		rej := reasons(p.Rejected)
+		if p.MaxPrefixTeardowns > 0 {
+			rej += fmt.Sprintf(" (closed %dx over maxPrefixes)", p.MaxPrefixTeardowns)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%d\t%d\t%s\n", p.Address, p.ASN, p.State, since, p.EndOfRIB, p.Received, p.Accepted, rej)
 	}
 	if len(s.Peers) == 0 {
 		fmt.Fprintf(tw, "(no peers yet)\n")

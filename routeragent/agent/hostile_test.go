@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -146,6 +147,10 @@ func TestHostilePeers(t *testing.T) {
 	// It reconnects (its connect retry is 1 s) and is closed again: hold-down.
 	waitFor(t, "the reconnection refused in hold-down", func() bool { st, _ = l.peer(t, "192.168.2.20"); return st.MaxPrefixTeardowns >= 2 })
 	t.Logf("bad speaker after hold-down refusals: %+v", st)
+	var out, errb bytes.Buffer
+	if code := Main([]string{"status", "--socket", l.socket()}, &out, &errb); code != 0 || !strings.Contains(out.String(), "over maxPrefixes") {
+		t.Errorf("status (exit %d) does not show the teardown:\n%s%s", code, out.String(), errb.String())
+	}
 	for _, p := range []string{"192.168.254.10/32", "192.168.254.11/32", "192.168.254.12/32", "192.168.254.13/32"} {
 		if !l.hasRoute(t, p) {
 			t.Errorf("%s of the torn-down speaker is installed", p)

@@ -63,7 +63,7 @@ func TestAPIServerOutageKeepsRoutesAndAddresses(t *testing.T) {
 	c := startCluster(t)
 	ctx := context.Background()
 	router := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65010})
-	setupObjects(t, c, router)
+	setupObjects(t, c, router, bigPool)
 	must(t, c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: v1.Namespace}}))
 	const n = 20
 	for i := 0; i < n; i++ {

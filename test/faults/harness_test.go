@@ -57,8 +57,9 @@ var lo4 = netip.MustParseAddr("127.0.0.1")
 
 const (
 	nodeName = "node-a"
-	poolCIDR = "10.128.0.0/16"
 	ns       = "default"
+	// bigPool holds more Services than any test keeps at once.
+	bigPool = "10.128.0.0/16"
 )
 
 // cluster is a control plane whose kube-apiserver can be stopped and
@@ -171,10 +172,15 @@ func run(mgr ctrl.Manager) *manager {
 	return m
 }
 
-// startController runs the bgplb-controller reconcilers.
+// startController runs the bgplb-controller reconcilers. Its events go to
+// the apiserver through a broadcaster whose correlator caches (client-go's
+// LRUs, 4096 entries each by default, bounded) hold 64 entries, so that their
+// filling up is not mistaken for growth by the churn test.
 func startController(t testing.TB, c *cluster) *manager {
 	t.Helper()
-	mgr := newManager(t, c, ctrl.Options{})
+	b := record.NewBroadcasterWithCorrelatorOptions(record.CorrelatorOptions{LRUCacheSize: 64})
+	mgr := newManager(t, c, ctrl.Options{EventBroadcaster: b}) //nolint:staticcheck // see above
+	t.Cleanup(b.Shutdown)
 	if err := controllers.Setup(mgr, controllers.Options{Registerer: prometheus.NewRegistry()}); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +223,7 @@ func startSpeaker(t testing.TB, c *cluster, node string) *speaker {
 
 // setupObjects creates a Ready node, a pool, a peer pointing at router and
 // an advertisement of the pool.
-func setupObjects(t testing.TB, c *cluster, router *bgptest.Router) {
+func setupObjects(t testing.TB, c *cluster, router *bgptest.Router, pool string) {
 	t.Helper()
 	ctx := context.Background()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}
@@ -226,7 +232,7 @@ func setupObjects(t testing.TB, c *cluster, router *bgptest.Router) {
 	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.2.10"}}
 	must(t, c.Client.Status().Update(ctx, n))
 	for _, o := range []client.Object{
-		&v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "faults"}, Spec: v1.IPPoolSpec{Addresses: []string{poolCIDR}}},
+		&v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "faults"}, Spec: v1.IPPoolSpec{Addresses: []string{pool}}},
 		&v1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "router"}, Spec: v1.BGPPeerSpec{
 			PeerAddress: "127.0.0.1", PeerPort: ptr.To(int32(router.Port)), PeerASN: router.ASN, MyASN: 65010,
 		}},

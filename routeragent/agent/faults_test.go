@@ -188,3 +188,35 @@ func TestRestartWithoutEndOfRIB(t *testing.T) {
 		t.Errorf("route changes over the restart (-want +got):\n%s", d)
 	}
 }
+
+// BenchmarkFermReloadRepair: how long after a real ferm reload (which
+// deletes our chain and jump) the agent's exemption is back, with no ferm
+// hook (the agent's own 1 s drift check does it). ns/op is the mean;
+// p50-ms and max-ms are reported too.
+func BenchmarkFermReloadRepair(b *testing.B) {
+	if _, err := os.Stat("/usr/sbin/ferm"); err != nil {
+		b.Skipf("ferm not installed: %v", err)
+	}
+	l := newLab(b)
+	conf := filepath.Join(l.dir, "ferm.conf")
+	if err := os.WriteFile(conf, []byte(fermConf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	l.router.Exec("ferm", conf)
+	l.startAgent(b, l.writeConfig(b, "firewall: {mode: exempt, backend: auto}\n"))
+	waitFor(b, "the exemption", func() bool { return l.exemptionInPlace(b) })
+	var took []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		l.router.Exec("ferm", conf)
+		b.StartTimer()
+		start := time.Now()
+		waitFor(b, "the exemption back", func() bool { return l.exemptionInPlace(b) })
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
+}

@@ -1,0 +1,136 @@
+package controller
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/speaker/bgp"
+	"github.com/bgplb/bgplb/speaker/model"
+)
+
+var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+
+func TestServes(t *testing.T) {
+	lb := func(class *string) *corev1.Service {
+		return &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: class}}
+	}
+	tests := []struct {
+		name         string
+		svc          *corev1.Service
+		withoutClass bool
+		want         bool
+	}{
+		{"our class", lb(ptr.To(v1.LoadBalancerClass)), false, true},
+		{"no class, allowed", lb(nil), true, true},
+		{"no class, not allowed", lb(nil), false, false},
+		{"other class", lb(ptr.To("example.com/lb")), true, false},
+		{"ClusterIP", &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP}}, true, false},
+	}
+	for _, tt := range tests {
+		if got := Serves(tt.withoutClass)(tt.svc); got != tt.want {
+			t.Errorf("%s: Serves = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestToServiceEndpointConditions(t *testing.T) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+		Spec:       corev1.ServiceSpec{ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{
+			{IP: "192.168.254.10"}, {IP: "fd00::10"}, {Hostname: "lb.example"},
+		}}},
+	}
+	es := &discoveryv1.EndpointSlice{Endpoints: []discoveryv1.Endpoint{
+		{NodeName: ptr.To("a")}, // all conditions unset: ready, serving
+		{NodeName: ptr.To("b"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}}, // serving defaults to ready
+		{NodeName: ptr.To("c"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}},
+		{Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}, // no node
+	}}
+	want := model.Service{
+		Namespace: "ns", Name: "web", ID: "ns/web", TrafficPolicy: model.TrafficPolicyLocal,
+		IPs: []netip.Addr{netip.MustParseAddr("192.168.254.10"), netip.MustParseAddr("fd00::10")},
+		Endpoints: []model.Endpoint{
+			{NodeName: "a", Ready: true, Serving: true},
+			{NodeName: "b"},
+			{NodeName: "c", Serving: true, Terminating: true},
+			{Ready: true, Serving: true},
+		},
+	}
+	if diff := cmp.Diff(want, toService(svc, []*discoveryv1.EndpointSlice{es}), addrCmp); diff != "" {
+		t.Errorf("toService (-want +got):\n%s", diff)
+	}
+}
+
+func TestRouterID(t *testing.T) {
+	node := func(addrs ...corev1.NodeAddress) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: addrs}}
+	}
+	if got := RouterID(node(corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.1"},
+		corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "fd00::1"},
+		corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "192.168.2.10"})); got != netip.MustParseAddr("192.168.2.10") {
+		t.Errorf("InternalIP v4 preferred: got %v", got)
+	}
+	if got := RouterID(node(corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.1"})); got != netip.MustParseAddr("203.0.113.1") {
+		t.Errorf("any v4 next: got %v", got)
+	}
+	v6only := RouterID(node(corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "fd00::1"}))
+	if !v6only.Is4() || v6only.As4()[0]&0xF0 != 0xF0 || v6only != RouterID(node()) {
+		t.Errorf("IPv6-only node: got %v, want a stable 240.0.0.0/4 address", v6only)
+	}
+}
+
+func TestPeerConfig(t *testing.T) {
+	rid := netip.MustParseAddr("192.168.2.10")
+	tests := []struct {
+		name string
+		spec v1.BGPPeerSpec
+		want bgp.PeerConfig
+	}{
+		{
+			name: "defaults",
+			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001},
+			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw"},
+		},
+		{
+			name: "everything",
+			spec: v1.BGPPeerSpec{PeerAddress: "fd00::1", PeerASN: 64512, MyASN: 65001, PeerPort: ptr.To(int32(1179)),
+				SourceAddress: "fd00::10", HoldTime: &metav1.Duration{Duration: 9 * time.Second}, EBGPMultiHop: ptr.To(int32(4)),
+				GracefulRestart: &v1.GracefulRestart{Enabled: true}},
+			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("fd00::1"), Port: 1179, PeerASN: 64512, MyASN: 65001, RouterID: rid,
+				SourceAddress: netip.MustParseAddr("fd00::10"), HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second,
+				MultiHopTTL: 4, Password: "pw", GracefulRestart: true, RestartTime: 120 * time.Second},
+		},
+	}
+	for _, tt := range tests {
+		got, err := peerConfig(&v1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: tt.spec}, rid, "pw")
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if diff := cmp.Diff(tt.want, got, addrCmp); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	if _, err := peerConfig(&v1.BGPPeer{Spec: v1.BGPPeerSpec{PeerAddress: "router.lan"}}, rid, ""); err == nil {
+		t.Error("a hostname as peerAddress was accepted")
+	}
+}
+
+func TestSessionStateName(t *testing.T) {
+	if got := sessionStateName("node-a", "router"); got != "node-a-router" {
+		t.Errorf("got %q", got)
+	}
+	long := sessionStateName(strings.Repeat("n", 200), strings.Repeat("p", 100))
+	if len(long) > 253 {
+		t.Errorf("name of %d characters", len(long))
+	}
+}

@@ -66,9 +66,13 @@ envtest-assets: ## Build kube-apiserver and etcd for envtest from the Go module 
 # Every test, including envtest suites against a real apiserver and, as root,
 # kernel tests in network namespaces the tests create.
 .PHONY: test
-test: deps check-generated lint envtest-assets tools ## Run all tests (the README's test command).
+test: deps check-generated lint envtest-assets tools fuzz-smoke ## Run all tests (the README's test command).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
 	  $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
+
+.PHONY: fuzz-smoke
+fuzz-smoke: ## Run every fuzzer briefly (FUZZTIME, default 10s each).
+	hack/fuzz-smoke.sh
 
 .PHONY: bench
 bench: envtest-assets build ## Run the benchmarks and print their numbers.

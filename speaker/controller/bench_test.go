@@ -155,6 +155,7 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 	done := time.Now()
 	b.StopTimer()
 	rss, hwm := procRSS(b, cmd.Process.Pid)
+	b.ReportMetric(scrapeValue(b, metricsPort, "go_memstats_heap_inuse_bytes")/(1<<20), "MB-heap-inuse")
 	b.ReportMetric(lastStatus.Sub(start).Seconds(), "s-create-10k")
 	b.ReportMetric(float64(done.Sub(lastStatus).Milliseconds()), "ms-last-status-to-last-route")
 	b.ReportMetric(float64(rss)/1024, "MB-rss")
@@ -226,7 +227,7 @@ func writeKubeconfig(b *testing.B) string {
 	return p
 }
 
-// procRSS returns VmRSS and VmHWM in KiB.
+// procRSS returns VmRSS and VmHWM in KiB, and reports RssAnon/RssFile.
 func procRSS(b *testing.B, pid int) (rss, hwm int) {
 	b.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -246,6 +247,10 @@ func procRSS(b *testing.B, pid int) (rss, hwm int) {
 			rss = v
 		case "VmHWM:":
 			hwm = v
+		case "RssAnon:":
+			b.ReportMetric(float64(v)/1024, "MB-rss-anon")
+		case "RssFile:":
+			b.ReportMetric(float64(v)/1024, "MB-rss-file")
 		}
 	}
 	return rss, hwm

@@ -1,3 +1,7 @@
+// The in-process routers listen with TCP-MD5, which MPTCP sockets (Go's
+// default for listeners since 1.24) refuse.
+//
+//go:debug multipathtcp=0
 package bgp_test
 
 import (

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"syscall"
@@ -13,7 +14,11 @@ import (
 // (CONFIG_TCP_MD5SIG). Without it GoBGP cannot dial a session that has a
 // password, and only says so in debug logs; the speaker reports it instead.
 func MD5Supported() error {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	// A plain TCP socket: since Go 1.24 listeners default to MPTCP, which
+	// refuses TCP_MD5SIG and would make every kernel look unsupported.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("probe TCP-MD5 support: %w", err)
 	}

@@ -160,12 +160,14 @@ func rss() uint64 {
 // with one pool, and does a warm-up churn of warmup Services so that lazily
 // started goroutines and caches exist before the baseline is taken.
 //
-// GoBGP v3.37 keeps a destination (about 0.6 KB) in the speaker's global RIB
-// for every prefix ever announced, also after DeletePath: a locally
-// originated path gets a local path ID that a DeletePath withdrawal never
-// releases, so Table.deleteDest keeps the destination. The growth is bounded
-// by the pool size, and the controller's cursor walks the whole pool; the
-// leak test therefore uses a /24 that the warm-up walks through entirely.
+// GoBGP v3.37 keeps about 0.5 KB (a table Destination and the withdrawn
+// Path) in the speaker's global RIB for every distinct prefix it ever sent to
+// an established peer, also after DeletePath; announcing the same prefix again
+// reuses it (measured with a heap profile of AddPath/DeletePath rounds against
+// an in-process peer). The growth is bounded by the pool size, and the
+// controller's allocation cursor walks the whole pool; the leak test therefore
+// uses a /24 that the warm-up walks through entirely. BenchmarkChurn uses a
+// /16 and shows the growth.
 func churnFixture(tb testing.TB, pool string, warmup int) (*cluster, *bgptest.Router) {
 	tb.Helper()
 	c := startCluster(tb)

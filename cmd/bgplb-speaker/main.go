@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -45,6 +46,7 @@ func run() error {
 		qps           = flag.Float64("kube-api-qps", 20, "client-side limit of API requests per second")
 		burst         = flag.Int("kube-api-burst", 40, "client-side burst of API requests")
 		showVersion   = flag.Bool("version", false, "print the version and exit")
+		pprofOn       = flag.Bool("enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics endpoint (for profiling; off by default)")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine) // --zap-log-level=info|debug|error|N, --zap-devel
@@ -73,9 +75,19 @@ func run() error {
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	cfg.UserAgent = "bgplb-speaker/" + version.Version
 
+	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr}
+	if *pprofOn {
+		metricsOpts.ExtraHandlers = map[string]http.Handler{
+			"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+			"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+			"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+			"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+			"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
+		Metrics:                metricsOpts,
 		HealthProbeBindAddress: *probeAddr,
 		Cache:                  controller.CacheOptions(*nodeName),
 	})

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -70,7 +71,7 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 	metricsPort := bgptest.FreePort(b, lo4)
 	cmd := exec.Command(bin, "--node-name", "bench-node", "--kubeconfig", kubeconfig,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--health-probe-bind-address", "0",
-		"--zap-log-level", "error")
+		"--zap-log-level", "error", "--enable-pprof")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// BGPLB_BENCH_GOMEMLIMIT=48MiB measures the speaker with a soft memory
 	// limit (as a DaemonSet would set GOMEMLIMIT).
@@ -155,6 +156,11 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 	done := time.Now()
 	b.StopTimer()
 	rss, hwm := procRSS(b, cmd.Process.Pid)
+	// BGPLB_BENCH_HEAPPROFILE=file saves the speaker's heap profile here
+	// (go tool pprof -top -sample_index=inuse_space file).
+	if f := os.Getenv("BGPLB_BENCH_HEAPPROFILE"); f != "" {
+		saveProfile(b, metricsPort, "heap?gc=1", f)
+	}
 	b.ReportMetric(scrapeValue(b, metricsPort, "go_memstats_heap_inuse_bytes")/(1<<20), "MB-heap-inuse")
 	b.ReportMetric(lastStatus.Sub(start).Seconds(), "s-create-10k")
 	b.ReportMetric(float64(done.Sub(lastStatus).Milliseconds()), "ms-last-status-to-last-route")
@@ -164,6 +170,17 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 	// One EndpointSlice flips; the route goes and comes back.
 	before := scrapeHistogram(b, metricsPort, "bgplb_speaker_reconcile_seconds")
 	cpuBefore := scrapeValue(b, metricsPort, "process_cpu_seconds_total")
+	// BGPLB_BENCH_CPUPROFILE=file saves a 10 s CPU profile of the speaker
+	// taken while the EndpointSlice flips.
+	cpuDone := make(chan struct{})
+	if f := os.Getenv("BGPLB_BENCH_CPUPROFILE"); f != "" {
+		go func() {
+			defer close(cpuDone)
+			saveProfile(b, metricsPort, "profile?seconds=10", f)
+		}()
+	} else {
+		close(cpuDone)
+	}
 	const flips = 200
 	lat := make([]time.Duration, 0, flips)
 	es := slices[4242]
@@ -184,6 +201,7 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	after := scrapeHistogram(b, metricsPort, "bgplb_speaker_reconcile_seconds")
+	<-cpuDone
 	// CPU the speaker spent per flip (informer, store, decision, GoBGP,
 	// status): what a quiet machine would need, whatever the load here.
 	b.ReportMetric((scrapeValue(b, metricsPort, "process_cpu_seconds_total")-cpuBefore)*1000/flips, "ms-cpu-per-change")
@@ -194,6 +212,26 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 	b.ReportMetric(p50*1000, "ms-reconcile-p50")
 	b.ReportMetric(p99*1000, "ms-reconcile-p99")
 	b.ReportMetric(mean*1000, "ms-reconcile-mean")
+}
+
+// saveProfile fetches /debug/pprof/<what> from the speaker (run with
+// --enable-pprof) into file. It may run on another goroutine, so it reports
+// with Error, not Fatal.
+func saveProfile(b *testing.B, port uint16, what, file string) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", port, what))
+	if err != nil {
+		b.Errorf("profile %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Errorf("profile %s: %v (HTTP %d)", what, err, resp.StatusCode)
+		return
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		b.Error(err)
+	}
 }
 
 // progress goes to stderr at once (benchmark logs only appear at the end).

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,17 +23,20 @@ type serviceStore struct {
 
 	mu       sync.Mutex
 	services map[types.NamespacedName]*corev1.Service
-	slices   map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice
-	dirty    map[types.NamespacedName]struct{}
-	list     []model.Service              // the handled Services
-	index    map[types.NamespacedName]int // position in list
+	// slices are a Service's EndpointSlices; a small slice rather than a
+	// map by name (almost every Service has one or two, and 10,000 one-entry
+	// maps cost about 3 MB).
+	slices map[types.NamespacedName][]*discoveryv1.EndpointSlice
+	dirty  map[types.NamespacedName]struct{}
+	list   []model.Service              // the handled Services
+	index  map[types.NamespacedName]int // position in list
 }
 
 func newServiceStore(serves func(*corev1.Service) bool) *serviceStore {
 	return &serviceStore{
 		serves:   serves,
 		services: map[types.NamespacedName]*corev1.Service{},
-		slices:   map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
+		slices:   map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
 		dirty:    map[types.NamespacedName]struct{}{},
 		index:    map[types.NamespacedName]int{},
 	}
@@ -68,18 +72,24 @@ func (s *serviceStore) handler(kick func()) toolscache.ResourceEventHandler {
 			}
 			k := types.NamespacedName{Namespace: o.Namespace, Name: name}
 			s.mu.Lock()
-			m := s.slices[k]
-			if deleted {
-				delete(m, o.Name)
-				if len(m) == 0 {
+			l := s.slices[k]
+			i := slices.IndexFunc(l, func(e *discoveryv1.EndpointSlice) bool { return e.Name == o.Name })
+			switch {
+			case deleted && i >= 0:
+				// A fresh slice: snapshot may still hold the old one.
+				l = slices.Delete(slices.Clone(l), i, i+1)
+				if len(l) == 0 {
 					delete(s.slices, k)
+				} else {
+					s.slices[k] = l
 				}
-			} else {
-				if m == nil {
-					m = map[string]*discoveryv1.EndpointSlice{}
-					s.slices[k] = m
-				}
-				m[o.Name] = o
+			case deleted:
+			case i >= 0:
+				l = slices.Clone(l)
+				l[i] = o
+				s.slices[k] = l
+			default:
+				s.slices[k] = append(l[:len(l):len(l)], o)
 			}
 			s.dirty[k] = struct{}{}
 			s.mu.Unlock()
@@ -116,11 +126,7 @@ func (s *serviceStore) snapshot() []model.Service {
 			}
 			continue
 		}
-		var sl []*discoveryv1.EndpointSlice
-		for _, e := range s.slices[k] {
-			sl = append(sl, e)
-		}
-		m := toService(svc, sl)
+		m := toService(svc, s.slices[k])
 		if had {
 			s.list[i] = m
 		} else {
@@ -128,7 +134,13 @@ func (s *serviceStore) snapshot() []model.Service {
 			s.list = append(s.list, m)
 		}
 	}
-	clear(s.dirty)
+	if len(s.dirty) > 64 {
+		// clear keeps the buckets of a burst (10,000 entries after the
+		// initial list) for the life of the process.
+		s.dirty = map[types.NamespacedName]struct{}{}
+	} else {
+		clear(s.dirty)
+	}
 	return s.list
 }
 

@@ -70,11 +70,29 @@ func TestServiceStore(t *testing.T) {
 	h.OnUpdate(nil, svc("pending", "10.0.0.9"))
 	check("tombstone slice, pending got an address", []row{{"b", 1, ""}, {"c", 1, ""}, {"pending", 1, ""}})
 
+	// Several slices for one Service: each is kept, replaced and removed by
+	// its own name.
+	second := func(svcName, node string, ready bool) *discoveryv1.EndpointSlice {
+		s := slice(svcName, node, ready)
+		s.Name = svcName + "-2"
+		return s
+	}
+	h.OnAdd(slice("c", "n1", true), true)
+	h.OnAdd(second("c", "n2", true), true)
+	check("two slices", []row{{"b", 1, ""}, {"c", 1, "n1n2"}, {"pending", 1, ""}})
+	h.OnUpdate(nil, slice("c", "n1", false))
+	check("first slice not ready", []row{{"b", 1, ""}, {"c", 1, "n2"}, {"pending", 1, ""}})
+	h.OnDelete(second("c", "n2", true))
+	h.OnDelete(second("c", "n2", true)) // twice: no-op
+	check("second slice deleted", []row{{"b", 1, ""}, {"c", 1, ""}, {"pending", 1, ""}})
+	h.OnUpdate(nil, slice("c", "n3", true))
+	check("first slice ready again", []row{{"b", 1, ""}, {"c", 1, "n3"}, {"pending", 1, ""}})
+
 	h.OnDelete(svc("c", "10.0.0.3"))
 	h.OnDelete(svc("pending", "10.0.0.9"))
 	h.OnDelete(svc("b", "10.0.0.2"))
 	check("all gone", nil)
-	if kicks != 12 {
-		t.Errorf("kicks = %d, want one per event (12)", kicks)
+	if kicks != 18 {
+		t.Errorf("kicks = %d, want one per event (18)", kicks)
 	}
 }

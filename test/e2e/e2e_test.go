@@ -67,6 +67,11 @@ func startLab() (*lab.Lab, func(), error) {
 	if err != nil {
 		return nil, func() {}, err
 	}
+	// FRR's daemons (the benchmark's comparison) drop to the frr user, which
+	// must reach the lab's state directory.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, func() {}, err
+	}
 	bin := filepath.Join(dir, "bin")
 	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/bgplb-controller", "./cmd/bgplb-speaker", "./cmd/bgplb-routeragent", "./cmd/bgplb-lab")
 	cmd.Dir = testenv.RepoRoot()
@@ -98,6 +103,10 @@ func startLab() (*lab.Lab, func(), error) {
 		return nil, cleanup, err
 	}
 	if err := l.StartAgent(lab.AgentMode{Firewall: true, Redirects: true}); err != nil {
+		return nil, cleanup, err
+	}
+	// Tests start from a settled lab: both speakers' sessions are up.
+	if err := l.WaitAgentPeers(ctx, 2, 60*time.Second); err != nil {
 		return nil, cleanup, err
 	}
 	return l, cleanup, nil

@@ -21,16 +21,16 @@ router bgp %d
  bgp router-id %s
  no bgp ebgp-requires-policy
  no bgp default ipv4-unicast
- bgp listen range %s peer-group SPEAKERS
  neighbor SPEAKERS peer-group
  neighbor SPEAKERS remote-as %d
+ bgp listen range %s peer-group SPEAKERS
  neighbor SPEAKERS timers 3 9
  address-family ipv4 unicast
   neighbor SPEAKERS activate
   maximum-paths 8
  exit-address-family
 !
-`, RouterASN, RouterIP, LANPrefix, NodeASN)
+`, RouterASN, RouterIP, NodeASN, LANPrefix)
 }
 
 func (l *Lab) frrDir() string { return filepath.Join(l.opts.StateDir, routerStateDir, "frr") }

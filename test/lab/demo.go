@@ -27,6 +27,11 @@ func Demo(ctx context.Context, l *Lab, w io.Writer) error {
 	if err := l.StartAgent(AgentMode{}); err != nil {
 		return err
 	}
+	t0 := time.Now()
+	if err := l.WaitAgentPeers(ctx, 2, 30*time.Second); err != nil {
+		return err
+	}
+	say("router: BGP sessions with both speakers established (%v)", time.Since(t0).Round(time.Millisecond))
 	if err := l.CreateService(ctx, ServiceSpec{Name: DemoService, EndpointsOn: []string{Node1, Node2}}); err != nil {
 		return err
 	}

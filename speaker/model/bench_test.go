@@ -2,13 +2,20 @@ package model
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 )
 
 // BenchmarkDesired10k decides one node's announcements for 10,000 Services
 // (what every reconcile of the speaker does).
-func BenchmarkDesired10k(b *testing.B) {
+func BenchmarkDesired10k(b *testing.B) { benchDesired(b, false) }
+
+// BenchmarkDesired10kShuffled: the same with the Services in random order,
+// as the speaker's store holds them (informer delivery order).
+func BenchmarkDesired10kShuffled(b *testing.B) { benchDesired(b, true) }
+
+func benchDesired(b *testing.B, shuffle bool) {
 	pool, _ := ParseAddresses([]string{"10.128.0.0/16"})
 	in := Input{
 		Node:           "n1",
@@ -22,6 +29,11 @@ func BenchmarkDesired10k(b *testing.B) {
 			Namespace: "bench", Name: fmt.Sprintf("svc-%d", i), TrafficPolicy: TrafficPolicyLocal,
 			IPs:       []netip.Addr{netip.AddrFrom4([4]byte{10, 128, byte(i >> 8), byte(i)})},
 			Endpoints: []Endpoint{{NodeName: "n1", Ready: true, Serving: true}, {NodeName: "n2", Ready: true, Serving: true}},
+		})
+	}
+	if shuffle {
+		rand.New(rand.NewPCG(1, 2)).Shuffle(len(in.Services), func(i, j int) {
+			in.Services[i], in.Services[j] = in.Services[j], in.Services[i]
 		})
 	}
 	b.ReportAllocs()

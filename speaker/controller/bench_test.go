@@ -79,6 +79,10 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 	if v := os.Getenv("BGPLB_BENCH_GOMEMLIMIT"); v != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+v)
 	}
+	// BGPLB_BENCH_GOGC=50 measures the speaker with another GC target.
+	if v := os.Getenv("BGPLB_BENCH_GOGC"); v != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+v)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers"
+	"github.com/bgplb/bgplb/internal/poll"
 	"github.com/bgplb/bgplb/internal/testenv"
 )
 
@@ -104,17 +105,7 @@ func (c *controller) stop() {
 // test from hanging, it asserts no timing.
 func eventually(t testing.TB, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 60*time.Second, 20*time.Millisecond, what, f)
 }
 
 func namespace(t testing.TB, name string, labels map[string]string) string {

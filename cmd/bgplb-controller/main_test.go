@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/poll"
 	"github.com/bgplb/bgplb/internal/testenv"
 )
 
@@ -48,17 +49,7 @@ func get(url string) (int, string, error) {
 
 func waitFor(t *testing.T, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	poll.Until(t, 90*time.Second, 100*time.Millisecond, what, f)
 }
 
 // TestBinary runs the real bgplb-controller binary against envtest with

@@ -39,6 +39,7 @@ import (
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers"
+	"github.com/bgplb/bgplb/internal/poll"
 	"github.com/bgplb/bgplb/internal/testenv"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
@@ -372,15 +373,5 @@ func describeDiff(routes []bgptest.Route, want map[netip.Prefix]bool) string {
 // test from hanging, it asserts no timing.
 func eventually(t testing.TB, bound time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(bound)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	poll.Until(t, bound, 200*time.Millisecond, what, f)
 }

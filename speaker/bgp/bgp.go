@@ -140,7 +140,11 @@ func (m *Manager) SetPeers(ctx context.Context, peers []PeerConfig) error {
 			continue
 		}
 		m.log.Info("closing BGP session", "peer", name, "address", s.cfg.Address)
-		if err := s.close(ctx, m.log, 0); err != nil {
+		// Let the withdrawals and the Cease leave before the socket closes,
+		// as on shutdown: a router that only sees the TCP connection drop
+		// may keep the routes (graceful restart) or not notice until its
+		// hold timer expires.
+		if err := s.close(ctx, m.log, closeFlush); err != nil {
 			errs = append(errs, fmt.Errorf("close session to %s: %w", name, err))
 		}
 		delete(m.sessions, name)
@@ -493,13 +497,17 @@ func (m *Manager) Shutdown(ctx context.Context, opts ShutdownOptions) error {
 	}
 	var errs []error
 	for name, s := range m.sessions {
-		if err := s.close(ctx, m.log, 2*time.Second); err != nil {
+		if err := s.close(ctx, m.log, closeFlush); err != nil {
 			errs = append(errs, fmt.Errorf("close session to %s: %w", name, err))
 		}
 		delete(m.sessions, name)
 	}
 	return errors.Join(errs...)
 }
+
+// closeFlush bounds how long closing a session waits for its withdrawals
+// and Cease NOTIFICATION to leave (normally milliseconds).
+const closeFlush = 2 * time.Second
 
 // close withdraws everything, sends a Cease NOTIFICATION behind the
 // withdrawals (both go through the neighbor's one ordered output queue), waits

@@ -78,21 +78,6 @@ func (r *ServiceReconciler) setWaiting(key types.NamespacedName, waiting bool) {
 	}
 }
 
-// Serves returns the predicate for Services bgplb handles: type
-// LoadBalancer with loadBalancerClass bgplb.io/bgp, or without a class when
-// withoutClass is true.
-func Serves(withoutClass bool) func(*corev1.Service) bool {
-	return func(s *corev1.Service) bool {
-		if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
-			return false
-		}
-		if s.Spec.LoadBalancerClass == nil {
-			return withoutClass
-		}
-		return *s.Spec.LoadBalancerClass == bgplbv1.LoadBalancerClass
-	}
-}
-
 // Reconcile is level-triggered: it makes the Service's status match what the
 // allocator holds for it, allocating or releasing as needed.
 func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/bgplb/bgplb/internal/kube"
 )
 
 // Leader election uses a Lease in the controller's namespace.
@@ -43,7 +45,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	serves := Serves(o.ServeServicesWithoutClass)
+	serves := kube.Serves(o.ServeServicesWithoutClass)
 	ipam := NewIPAM(mgr.GetClient(), serves, mgr.GetLogger().WithName("ipam"))
 	recorder := mgr.GetEventRecorderFor("bgplb-controller")
 	pools := &PoolReconciler{

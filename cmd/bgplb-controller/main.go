@@ -11,8 +11,6 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -20,6 +18,7 @@ import (
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers"
+	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/internal/version"
 )
 
@@ -53,11 +52,8 @@ func run() error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := bgplbv1.AddToScheme(scheme); err != nil {
+	scheme, err := kube.NewScheme()
+	if err != nil {
 		return err
 	}
 	cfg, err := ctrl.GetConfig()

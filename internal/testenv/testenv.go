@@ -17,12 +17,12 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	bgplbv1alpha1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/kube"
 )
 
 // Env is a running control plane.
@@ -50,16 +50,7 @@ func RepoRoot() string {
 }
 
 // NewScheme returns a scheme with the core Kubernetes kinds and ours.
-func NewScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := bgplbv1alpha1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
+func NewScheme() (*runtime.Scheme, error) { return kube.NewScheme() }
 
 // New starts kube-apiserver and etcd with the CRDs from config/crd/bases.
 // Callers must Stop it. Use it from TestMain; tests use Start.

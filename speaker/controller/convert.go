@@ -17,21 +17,6 @@ import (
 	"github.com/bgplb/bgplb/speaker/model"
 )
 
-// Serves reports whether a Service is handled by bgplb: type LoadBalancer
-// with class bgplb.io/bgp, or without a class when withoutClass is set
-// (the same rule as bgplb-controller's).
-func Serves(withoutClass bool) func(*corev1.Service) bool {
-	return func(s *corev1.Service) bool {
-		if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
-			return false
-		}
-		if s.Spec.LoadBalancerClass == nil {
-			return withoutClass
-		}
-		return *s.Spec.LoadBalancerClass == v1.LoadBalancerClass
-	}
-}
-
 func selectors(in []metav1.LabelSelector) []model.LabelSelector {
 	if len(in) == 0 {
 		return nil

@@ -19,29 +19,6 @@ import (
 
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 
-func TestServes(t *testing.T) {
-	lb := func(class *string) *corev1.Service {
-		return &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: class}}
-	}
-	tests := []struct {
-		name         string
-		svc          *corev1.Service
-		withoutClass bool
-		want         bool
-	}{
-		{"our class", lb(ptr.To(v1.LoadBalancerClass)), false, true},
-		{"no class, allowed", lb(nil), true, true},
-		{"no class, not allowed", lb(nil), false, false},
-		{"other class", lb(ptr.To("example.com/lb")), true, false},
-		{"ClusterIP", &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP}}, true, false},
-	}
-	for _, tt := range tests {
-		if got := Serves(tt.withoutClass)(tt.svc); got != tt.want {
-			t.Errorf("%s: Serves = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestToServiceEndpointConditions(t *testing.T) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},

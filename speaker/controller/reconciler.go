@@ -40,6 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/model"
 )
@@ -164,9 +165,9 @@ func slimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta 
 func New(c client.Client, sp Speaker, rec record.EventRecorder, m *Metrics, log logr.Logger, o Options) *Reconciler {
 	return &Reconciler{
 		Client: c, Speaker: sp, Recorder: rec, Metrics: m, Log: log, Options: o,
-		serves: Serves(o.ServeServicesWithoutClass),
+		serves: kube.Serves(o.ServeServicesWithoutClass),
 		kick:   make(chan event.GenericEvent, 1),
-		store:  newServiceStore(Serves(o.ServeServicesWithoutClass)),
+		store:  newServiceStore(kube.Serves(o.ServeServicesWithoutClass)),
 	}
 }
 

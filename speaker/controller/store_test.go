@@ -10,10 +10,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/bgplb/bgplb/internal/kube"
 )
 
 func TestServiceStore(t *testing.T) {
-	st := newServiceStore(Serves(true))
+	st := newServiceStore(kube.Serves(true))
 	kicks := 0
 	h := st.handler(func() { kicks++ })
 	svc := func(name, ip string) *corev1.Service {

@@ -272,7 +272,7 @@ func TestSIGHUPReload(t *testing.T) {
 // sends no ICMP redirect.
 func TestSeedNetwork(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/iptables-legacy"); err != nil {
-		t.Skip("iptables-legacy not installed")
+		t.Fatal("iptables-legacy is required (Debian package iptables; make deps installs it)")
 	}
 	l := newLab(t)
 	client := l.host(t, "cl", "192.168.2.109")
@@ -572,7 +572,7 @@ func TestIPv6ECMP(t *testing.T) {
 // removes the route when BIRD withdraws it.
 func TestBIRDSpeaker(t *testing.T) {
 	if _, err := exec.LookPath("bird"); err != nil {
-		t.Skip("bird (Debian package bird2) is not installed")
+		t.Fatal("bird is required (Debian package bird2; make deps installs it)")
 	}
 	l := newLab(t)
 	bns := l.host(t, "bird", "192.168.2.30")

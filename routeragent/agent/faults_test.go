@@ -195,7 +195,7 @@ func TestRestartWithoutEndOfRIB(t *testing.T) {
 // p50-ms and max-ms are reported too.
 func BenchmarkFermReloadRepair(b *testing.B) {
 	if _, err := os.Stat("/usr/sbin/ferm"); err != nil {
-		b.Skipf("ferm not installed: %v", err)
+		b.Fatalf("ferm is required (Debian package ferm; make deps installs it): %v", err)
 	}
 	l := newLab(b)
 	conf := filepath.Join(l.dir, "ferm.conf")

@@ -342,6 +342,61 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 	return ch, err
 }
 
+// SetPrefixes is Set restricted to prefixes: for each of them it announces
+// the advertisement of desired with that prefix (adding it, or replacing it
+// when its attributes changed) or withdraws it when desired has none. Paths
+// of other prefixes are left alone, so a change of a few Services costs a
+// few map lookups instead of a pass over every path. desired should hold
+// only advertisements of prefixes in prefixes; others are ignored.
+func (m *Manager) SetPrefixes(ctx context.Context, peer string, prefixes []netip.Prefix, desired []model.Advertisement) (ch Changes, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[peer]
+	if !ok {
+		return ch, fmt.Errorf("no session for peer %q", peer)
+	}
+	want := make(map[netip.Prefix]model.Advertisement, len(desired))
+	for _, a := range desired {
+		want[a.Prefix] = a
+	}
+	var errs []error
+	for _, p := range prefixes {
+		old := s.announced[p]
+		a, wanted := want[p]
+		switch {
+		case wanted && old != nil && old.adv.SameRoute(a):
+			old.adv = a
+		case wanted:
+			if err := s.addPath(ctx, a); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if old != nil {
+				old.adv = a
+			} else {
+				s.announced[p] = &path{adv: a, gen: s.gen}
+			}
+			ch.Added = append(ch.Added, a)
+		case old != nil:
+			if err := s.deletePath(ctx, old.adv); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(s.announced, p)
+			ch.Withdrawn = append(ch.Withdrawn, old.adv)
+		}
+	}
+	err = errors.Join(errs...)
+	s.mu.Lock()
+	if err != nil {
+		s.lastErr = err.Error()
+	} else {
+		s.lastErr = ""
+	}
+	s.mu.Unlock()
+	return ch, err
+}
+
 // Announced returns a copy of what is announced to peer, sorted by prefix.
 func (m *Manager) Announced(peer string) []model.Advertisement {
 	m.mu.Lock()

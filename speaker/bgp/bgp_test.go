@@ -159,6 +159,57 @@ func TestDiffOnlySendsChanges(t *testing.T) {
 	}
 }
 
+// SetPrefixes touches only the prefixes it is given: a changed one is
+// replaced, an unwanted one withdrawn, and the others stay as they are even
+// though desired does not mention them.
+func TestSetPrefixesTouchesOnlyThosePrefixes(t *testing.T) {
+	ctx := context.Background()
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	m := newManager(t, peerTo(r, "r1", 65001))
+	r.WaitEstablished(t, lo4, wait)
+
+	a := model.Advertisement{Prefix: pfx("192.168.254.1/32"), NextHop: netip.IPv4Unspecified()}
+	b := model.Advertisement{Prefix: pfx("192.168.254.2/32"), NextHop: netip.IPv4Unspecified()}
+	c := model.Advertisement{Prefix: pfx("192.168.254.3/32"), NextHop: netip.IPv4Unspecified()}
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	b2 := b
+	b2.Communities = []uint32{65000<<16 | 9}
+	// a is withdrawn (listed, not desired), b changes, c is new; nothing
+	// else is looked at.
+	ch, err := m.SetPrefixes(ctx, "r1", []netip.Prefix{a.Prefix, b.Prefix, c.Prefix}, []model.Advertisement{b2, c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(bgp.Changes{Added: []model.Advertisement{b2, c}, Withdrawn: []model.Advertisement{a}}, ch, cmpRoutes...); diff != "" {
+		t.Fatalf("SetPrefixes (-want +got):\n%s", diff)
+	}
+	waitRoutes(t, r, []bgptest.Route{
+		{Prefix: b.Prefix, NextHop: lo4, ASPath: []uint32{65001}, Communities: []uint32{65000<<16 | 9}},
+		{Prefix: c.Prefix, NextHop: lo4, ASPath: []uint32{65001}},
+	})
+	// Only c listed and unchanged: no change, b stays although not listed.
+	ch, err = m.SetPrefixes(ctx, "r1", []netip.Prefix{c.Prefix}, []model.Advertisement{c})
+	if err != nil || len(ch.Added)+len(ch.Withdrawn) != 0 {
+		t.Fatalf("SetPrefixes(unchanged) = %+v, %v; want no changes", ch, err)
+	}
+	if got := len(m.Announced("r1")); got != 2 {
+		t.Fatalf("announced %d paths, want 2 (b and c)", got)
+	}
+	// A full Set afterwards still sees what SetPrefixes recorded.
+	ch, err = m.Set(ctx, "r1", []model.Advertisement{b2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(bgp.Changes{Withdrawn: []model.Advertisement{c}}, ch, cmpRoutes...); diff != "" {
+		t.Fatalf("Set after SetPrefixes (-want +got):\n%s", diff)
+	}
+	waitRoutes(t, r, []bgptest.Route{
+		{Prefix: b.Prefix, NextHop: lo4, ASPath: []uint32{65001}, Communities: []uint32{65000<<16 | 9}},
+	})
+}
+
 func TestIPv6OverIPv6Session(t *testing.T) {
 	r := bgptest.Start(t, lo6, 64512, bgptest.Neighbor{Address: lo6, ASN: 65001})
 	m := newManager(t, peerTo(r, "r6", 65001))

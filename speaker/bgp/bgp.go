@@ -1,15 +1,38 @@
 // Package bgp runs the speaker's BGP sessions with an embedded GoBGP v3. It
 // is the only speaker package that imports GoBGP.
 //
-// Design: one GoBGP server per peer (BGPPeer). Each server owns exactly one
-// neighbor, so the paths added to it reach that peer and no other. This gives
-// per-peer sets without export policies, lets every BGPPeer carry its own
-// local ASN and router settings, and isolates sessions: a changed BGPPeer
-// restarts its server only, and a slow peer never holds up the others. The
-// cost is one RIB per peer (a few hundred bytes per path), which stays small
-// for the handful of routers a node peers with.
+// Design: one GoBGP server per Manager (per speaker process), with one
+// neighbor per peer (BGPPeer). GoBGP v3.37.0 keeps its route-selection
+// options in package variables that StartBgp writes and every running server
+// reads, so several servers in one process race; one server started once
+// does not.
 //
-// The servers never listen (ListenPort -1): the speaker always dials out.
+// Every neighbor lives in a VRF of its own (a GoBGP RIB construct only:
+// nothing in the kernel), with a route distinguisher and route target that
+// no other neighbor imports. A path is added to the VRF of the peer it is
+// for, so each peer has its own set of prefixes and, per prefix, its own
+// communities, large communities and local-pref, exactly as with a server
+// per peer: adding, changing or withdrawing a path for one peer sends an
+// UPDATE to that peer only, and the others are not even sent duplicates.
+// GoBGP turns the VPN path back into a plain IPv4/IPv6 unicast path for the
+// neighbor and strips the route target (all extended communities) on the
+// way out, so nothing internal reaches a router. (An export policy with
+// per-peer statements would also give per-peer attributes, but GoBGP
+// decides whether to withdraw from a peer by evaluating the old path
+// against the new policy, and a path shared by several peers is re-sent to
+// all of them whenever one of them stops wanting it; VRFs avoid both.)
+//
+// Each neighbor has its own local ASN (PeerConf.LocalAsn, the BGPPeer's
+// myASN). The server's global ASN is the myASN of the first peer it was
+// started for; GoBGP uses it only as the source AS of our own paths, never
+// on the wire (OPEN, AS_PATH and iBGP/eBGP come from the neighbor's local
+// ASN), so it is not changed later. The router ID is the node's and is the
+// same for every neighbor; when it changes, every session is closed and the
+// server restarted (a new node address: rare).
+//
+// The server never listens (ListenPort -1): the speaker always dials out.
+// Two peers with the same address cannot be two neighbors of one server: the
+// second is not configured and reports why in its status.
 package bgp
 
 import (
@@ -79,13 +102,25 @@ type PeerStatus struct {
 	LastError string
 }
 
-// Manager owns the sessions of this node. It is safe for concurrent use.
+// Manager owns the sessions of this node: one GoBGP server, started at the
+// first SetPeers with a peer and stopped by Shutdown, and one neighbor per
+// peer. It is safe for concurrent use.
 type Manager struct {
 	log      logr.Logger
 	onChange func()
 
 	mu       sync.Mutex
+	srv      *server.BgpServer // nil while no server runs
+	routerID netip.Addr        // the running server's
+	asn      uint32            // the running server's global ASN
+	stop     context.CancelFunc
+	nextVRF  uint32 // numbers the neighbors' VRFs; never reused
 	sessions map[string]*session
+
+	// byAddr maps a configured neighbor's address to its session, for the
+	// event watcher (a GoBGP goroutine, which must not wait for mu).
+	addrMu sync.Mutex
+	byAddr map[netip.Addr]*session
 }
 
 // NewManager returns a Manager. onChange, if not nil, is called (from a
@@ -95,7 +130,7 @@ func NewManager(log logr.Logger, onChange func()) *Manager {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Manager{log: log, onChange: onChange, sessions: map[string]*session{}}
+	return &Manager{log: log, onChange: onChange, sessions: map[string]*session{}, byAddr: map[netip.Addr]*session{}}
 }
 
 // path is one announced path and the generation of the last Set wanting it.
@@ -105,9 +140,12 @@ type path struct {
 }
 
 type session struct {
-	cfg    PeerConfig
-	srv    *server.BgpServer
-	cancel context.CancelFunc // stops the watch
+	cfg PeerConfig
+	// srv is the Manager's server while the session is a neighbor of it;
+	// nil when it could not be configured (configErr says why).
+	srv *server.BgpServer
+	vrf string // the neighbor's VRF, where its paths go
+	log logr.Logger
 
 	// announced is what AddPath accepted, keyed by prefix; updated only
 	// after GoBGP returned success.
@@ -119,46 +157,71 @@ type session struct {
 	established time.Time
 	lastErr     string
 	// configErr is a sticky problem of the configuration itself (such as a
-	// password the kernel cannot apply); it wins over lastErr in Status.
+	// password the kernel cannot apply, or an address another peer already
+	// uses); it wins over lastErr in Status.
 	configErr string
 }
 
 // SetPeers makes the running sessions match peers: new peers get a session,
 // removed peers are withdrawn and closed, and a peer whose configuration
 // changed is restarted (the others are not touched). Errors of single peers
-// are joined; the successful ones are applied regardless.
+// are joined; the successful ones are applied regardless. A peer whose
+// address another peer's session already uses is kept unconfigured, with
+// the reason in its status, until that address is free.
 func (m *Manager) SetPeers(ctx context.Context, peers []PeerConfig) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	want := map[string]PeerConfig{}
+	names := make([]string, 0, len(peers))
 	for _, p := range peers {
+		if _, dup := want[p.Name]; !dup {
+			names = append(names, p.Name)
+		}
 		want[p.Name] = p
 	}
+	sort.Strings(names)
 	var errs []error
+
+	// The node's router ID (the same in every PeerConfig) is the server's;
+	// a new one restarts the server, closing every session first.
+	var routerID netip.Addr
+	for _, n := range names {
+		if id := want[n].RouterID; id.Is4() {
+			routerID = id
+			break
+		}
+	}
+	if m.srv != nil && routerID.IsValid() && routerID != m.routerID {
+		m.log.Info("router ID changed, restarting BGP", "old", m.routerID, "new", routerID)
+		if err := m.stopServer(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	var closing []*session
 	for name, s := range m.sessions {
 		if cfg, ok := want[name]; ok && cfg == s.cfg {
 			continue
 		}
-		m.log.Info("closing BGP session", "peer", name, "address", s.cfg.Address)
-		// Let the withdrawals and the Cease leave before the socket closes,
-		// as on shutdown: a router that only sees the TCP connection drop
-		// may keep the routes (graceful restart) or not notice until its
-		// hold timer expires.
-		if err := s.close(ctx, m.log, closeFlush); err != nil {
-			errs = append(errs, fmt.Errorf("close session to %s: %w", name, err))
+		if s.srv != nil {
+			m.log.Info("closing BGP session", "peer", name, "address", s.cfg.Address)
+			closing = append(closing, s)
 		}
 		delete(m.sessions, name)
 	}
-	names := make([]string, 0, len(want))
-	for n := range want {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	// Let the withdrawals and the Cease leave before the neighbor goes, as
+	// on shutdown: a router that only sees the TCP connection drop may keep
+	// the routes (graceful restart) or not notice until its hold timer
+	// expires.
+	errs = append(errs, m.close(ctx, closing, closeFlush)...)
+
 	for _, name := range names {
-		if _, ok := m.sessions[name]; ok {
+		cfg := want[name]
+		s, ok := m.sessions[name]
+		if ok && s.srv != nil {
 			continue
 		}
-		s, err := m.open(ctx, want[name])
+		s, err := m.open(ctx, cfg)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open session to %s: %w", name, err))
 			continue
@@ -168,6 +231,91 @@ func (m *Manager) SetPeers(ctx context.Context, peers []PeerConfig) error {
 	return errors.Join(errs...)
 }
 
+// start runs the server with the global ASN and router ID of cfg and starts
+// watching its neighbors' state. With the race detector in mind, StartBgp
+// runs once per Manager (again only after a router ID change): see the
+// package comment of bgptest.
+func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
+	srv := server.NewBgpServer(server.LoggerOption(&logAdapter{log: m.log.WithName("gobgp")}))
+	go srv.Serve()
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:        cfg.MyASN,
+		RouterId:   cfg.RouterID.String(),
+		ListenPort: -1,
+	}}); err != nil {
+		srv.Stop()
+		return fmt.Errorf("start GoBGP: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, m.onPeerEvent); err != nil {
+		cancel()
+		_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
+		srv.Stop()
+		return fmt.Errorf("watch peer events: %w", err)
+	}
+	m.srv, m.stop, m.routerID, m.asn = srv, cancel, cfg.RouterID, cfg.MyASN
+	m.log.Info("BGP started", "routerID", cfg.RouterID, "asn", cfg.MyASN)
+	return nil
+}
+
+// stopServer closes every session and stops the server.
+func (m *Manager) stopServer(ctx context.Context) error {
+	if m.srv == nil {
+		return nil
+	}
+	var all []*session
+	for name, s := range m.sessions {
+		if s.srv != nil {
+			all = append(all, s)
+		}
+		delete(m.sessions, name)
+	}
+	errs := m.close(ctx, all, closeFlush)
+	if err := m.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
+		errs = append(errs, fmt.Errorf("stop GoBGP: %w", err))
+	}
+	m.srv.Stop()
+	m.stop()
+	m.srv, m.stop = nil, nil
+	return errors.Join(errs...)
+}
+
+// onPeerEvent records a neighbor's state change; GoBGP calls it for every
+// neighbor of the server.
+func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
+	pe := r.GetPeer()
+	if pe == nil || pe.Type != api.WatchEventResponse_PeerEvent_STATE || pe.Peer == nil || pe.Peer.State == nil {
+		return
+	}
+	addr, err := netip.ParseAddr(pe.Peer.State.NeighborAddress)
+	if err != nil {
+		return
+	}
+	m.addrMu.Lock()
+	s := m.byAddr[addr.Unmap()]
+	m.addrMu.Unlock()
+	if s == nil {
+		return
+	}
+	st := sessionState(pe.Peer.State.SessionState)
+	s.mu.Lock()
+	changed := s.state != st
+	s.state = st
+	if st == "Established" && changed {
+		s.established = time.Now()
+	} else if st != "Established" {
+		s.established = time.Time{}
+	}
+	s.mu.Unlock()
+	if changed {
+		s.log.Info("BGP session state", "state", st)
+		m.onChange()
+	}
+}
+
+// open makes cfg a neighbor of the server (starting the server if needed),
+// in a VRF of its own. A session whose address is taken is returned
+// unconfigured, with the reason in its status.
 func (m *Manager) open(ctx context.Context, cfg PeerConfig) (*session, error) {
 	if !cfg.Address.IsValid() {
 		return nil, fmt.Errorf("peer %s has no address", cfg.Name)
@@ -175,10 +323,25 @@ func (m *Manager) open(ctx context.Context, cfg PeerConfig) (*session, error) {
 	if !cfg.RouterID.Is4() {
 		return nil, fmt.Errorf("router id %v is not an IPv4 address", cfg.RouterID)
 	}
-	log := m.log.WithValues("peer", cfg.Name, "address", cfg.Address)
-	srv := server.NewBgpServer(server.LoggerOption(&logAdapter{log: log.WithName("gobgp")}))
-	go srv.Serve()
-	s := &session{cfg: cfg, srv: srv, announced: map[netip.Prefix]*path{}, state: "Idle"}
+	addr := cfg.Address.Unmap()
+	log := m.log.WithValues("peer", cfg.Name, "address", addr)
+	s := &session{cfg: cfg, log: log, announced: map[netip.Prefix]*path{}, state: "Idle"}
+
+	for _, o := range m.sessions {
+		if o.srv != nil && o.cfg.Address.Unmap() == addr {
+			s.configErr = fmt.Sprintf("peer address %v is already used by BGPPeer %s; a node has one session per address", addr, o.cfg.Name)
+			log.Error(nil, "BGP session not configured: address already in use", "otherPeer", o.cfg.Name)
+			return s, nil
+		}
+	}
+	if m.srv == nil {
+		if err := m.start(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.RouterID != m.routerID {
+		return nil, fmt.Errorf("router id %v differs from the node's %v", cfg.RouterID, m.routerID)
+	}
 	if cfg.Password != "" {
 		if err := MD5Supported(); err != nil {
 			s.configErr = fmt.Sprintf("TCP-MD5 password set but cannot be used: %v", err)
@@ -186,53 +349,55 @@ func (m *Manager) open(ctx context.Context, cfg PeerConfig) (*session, error) {
 		}
 	}
 
-	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn:        cfg.MyASN,
-		RouterId:   cfg.RouterID.String(),
-		ListenPort: -1,
-	}}); err != nil {
-		srv.Stop()
-		return nil, fmt.Errorf("start GoBGP: %w", err)
+	m.nextVRF++
+	id := m.nextVRF
+	s.vrf = fmt.Sprintf("bgplb-%d", id)
+	vrf, err := apiVRF(s.vrf, id)
+	if err != nil {
+		return nil, err
 	}
-
-	wctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
-		pe := r.GetPeer()
-		if pe == nil || pe.Type != api.WatchEventResponse_PeerEvent_STATE || pe.Peer == nil || pe.Peer.State == nil {
-			return
-		}
-		st := sessionState(pe.Peer.State.SessionState)
-		s.mu.Lock()
-		changed := s.state != st
-		s.state = st
-		if st == "Established" && changed {
-			s.established = time.Now()
-		} else if st != "Established" {
-			s.established = time.Time{}
-		}
-		s.mu.Unlock()
-		if changed {
-			log.Info("BGP session state", "state", st)
-			m.onChange()
-		}
-	}); err != nil {
-		cancel()
-		srv.Stop()
-		return nil, fmt.Errorf("watch peer events: %w", err)
+	if err := m.srv.AddVrf(ctx, &api.AddVrfRequest{Vrf: vrf}); err != nil {
+		return nil, fmt.Errorf("add VRF for %s: %w", cfg.Name, err)
 	}
-
-	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(cfg)}); err != nil {
-		cancel()
-		_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
-		srv.Stop()
-		return nil, fmt.Errorf("add neighbor %s: %w", cfg.Address, err)
+	m.addrMu.Lock()
+	m.byAddr[addr] = s
+	m.addrMu.Unlock()
+	if err := m.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(cfg, s.vrf)}); err != nil {
+		m.addrMu.Lock()
+		delete(m.byAddr, addr)
+		m.addrMu.Unlock()
+		_ = m.srv.DeleteVrf(ctx, &api.DeleteVrfRequest{Name: s.vrf})
+		return nil, fmt.Errorf("add neighbor %s: %w", addr, err)
 	}
+	s.srv = m.srv
 	log.Info("BGP session configured", "peerASN", cfg.PeerASN, "myASN", cfg.MyASN, "port", cfg.Port)
 	return s, nil
 }
 
-func apiPeer(cfg PeerConfig) *api.Peer {
+// vrfAdmin is the administrator field of the neighbors' route distinguishers
+// and route targets. They never leave the server (GoBGP strips them when it
+// sends a VRF's path to its neighbor as plain unicast); 65535 is a reserved
+// ASN, so they cannot be mistaken for anyone's.
+const vrfAdmin = 65535
+
+func apiVRF(name string, id uint32) (*api.Vrf, error) {
+	rd, err := apiutil.MarshalRD(bgp.NewRouteDistinguisherTwoOctetAS(vrfAdmin, id))
+	if err != nil {
+		return nil, fmt.Errorf("encode route distinguisher: %w", err)
+	}
+	rt := []bgp.ExtendedCommunityInterface{bgp.NewTwoOctetAsSpecificExtended(bgp.EC_SUBTYPE_ROUTE_TARGET, vrfAdmin, id, true)}
+	im, err := apiutil.MarshalRTs(rt)
+	if err != nil {
+		return nil, fmt.Errorf("encode route target: %w", err)
+	}
+	ex, err := apiutil.MarshalRTs(rt)
+	if err != nil {
+		return nil, fmt.Errorf("encode route target: %w", err)
+	}
+	return &api.Vrf{Name: name, Id: id, Rd: rd, ImportRt: im, ExportRt: ex}, nil
+}
+
+func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 	if cfg.Address.Unmap().Is6() {
 		family = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
@@ -247,6 +412,7 @@ func apiPeer(cfg PeerConfig) *api.Peer {
 			PeerAsn:         cfg.PeerASN,
 			LocalAsn:        cfg.MyASN,
 			AuthPassword:    cfg.Password,
+			Vrf:             vrf,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			ConnectRetry:      uint64(retry / time.Second),
@@ -291,6 +457,11 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 	s, ok := m.sessions[peer]
 	if !ok {
 		return ch, fmt.Errorf("no session for peer %q", peer)
+	}
+	if s.srv == nil {
+		// Not a neighbor (its status says why): nothing can be announced,
+		// and the session that replaces it starts empty.
+		return ch, nil
 	}
 	// Mark what is still wanted with a new generation instead of building a
 	// set of desired prefixes: Set runs on every reconcile over every path.
@@ -355,6 +526,9 @@ func (m *Manager) SetPrefixes(ctx context.Context, peer string, prefixes []netip
 	if !ok {
 		return ch, fmt.Errorf("no session for peer %q", peer)
 	}
+	if s.srv == nil {
+		return ch, nil
+	}
 	want := make(map[netip.Prefix]model.Advertisement, len(desired))
 	for _, a := range desired {
 		want[a.Prefix] = a
@@ -418,7 +592,7 @@ func (s *session) addPath(ctx context.Context, a model.Advertisement) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
+	if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_VRF, VrfId: s.vrf, Path: p}); err != nil {
 		return fmt.Errorf("announce %s to %s: %w", a.Prefix, s.cfg.Name, err)
 	}
 	return nil
@@ -429,7 +603,7 @@ func (s *session) deletePath(ctx context.Context, a model.Advertisement) error {
 	if err != nil {
 		return err
 	}
-	if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: p.Family, Path: p}); err != nil {
+	if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_VRF, VrfId: s.vrf, Family: p.Family, Path: p}); err != nil {
 		return fmt.Errorf("withdraw %s from %s: %w", a.Prefix, s.cfg.Name, err)
 	}
 	return nil
@@ -482,22 +656,40 @@ func apiPath(a model.Advertisement, withdraw bool) (*api.Path, error) {
 func (m *Manager) Status(ctx context.Context) []PeerStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]PeerStatus, 0, len(m.sessions))
-	for _, s := range m.sessions {
-		st := PeerStatus{Name: s.cfg.Name, Address: s.cfg.Address, Announced: len(s.announced)}
-		_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: s.cfg.Address.Unmap().String()}, func(p *api.Peer) {
-			if p.State != nil {
-				st.State = sessionState(p.State.SessionState)
-				if p.State.Messages != nil && p.State.Messages.Sent != nil {
-					st.UpdatesSent = p.State.Messages.Sent.Update
-				}
+	type seen struct {
+		state   string
+		updates uint64
+		local   netip.Addr
+	}
+	neighbors := map[netip.Addr]seen{}
+	if m.srv != nil {
+		_ = m.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.State == nil {
+				return
+			}
+			addr, err := netip.ParseAddr(p.State.NeighborAddress)
+			if err != nil {
+				return
+			}
+			var n seen
+			n.state = sessionState(p.State.SessionState)
+			if p.State.Messages != nil && p.State.Messages.Sent != nil {
+				n.updates = p.State.Messages.Sent.Update
 			}
 			if p.Transport != nil {
 				if a, err := netip.ParseAddr(p.Transport.LocalAddress); err == nil {
-					st.LocalAddress = a.Unmap()
+					n.local = a.Unmap()
 				}
 			}
+			neighbors[addr.Unmap()] = n
 		})
+	}
+	out := make([]PeerStatus, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		st := PeerStatus{Name: s.cfg.Name, Address: s.cfg.Address, Announced: len(s.announced)}
+		if n, ok := neighbors[s.cfg.Address.Unmap()]; ok && s.srv != nil {
+			st.State, st.UpdatesSent, st.LocalAddress = n.state, n.updates, n.local
+		}
 		s.mu.Lock()
 		if st.State == "" {
 			st.State = s.state
@@ -525,12 +717,15 @@ type ShutdownOptions struct {
 }
 
 // Shutdown withdraws every path, closes every session with a Cease
-// (administrative shutdown) NOTIFICATION and stops the servers.
+// (administrative shutdown) NOTIFICATION and stops the server.
 func (m *Manager) Shutdown(ctx context.Context, opts ShutdownOptions) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if opts.GracefulShutdownFor > 0 {
+	if opts.GracefulShutdownFor > 0 && m.srv != nil {
 		for _, s := range m.sessions {
+			if s.srv == nil {
+				continue
+			}
 			for p, old := range s.announced {
 				a := old.adv
 				g := a
@@ -550,67 +745,98 @@ func (m *Manager) Shutdown(ctx context.Context, opts ShutdownOptions) error {
 		case <-ctx.Done():
 		}
 	}
-	var errs []error
-	for name, s := range m.sessions {
-		if err := s.close(ctx, m.log, closeFlush); err != nil {
-			errs = append(errs, fmt.Errorf("close session to %s: %w", name, err))
-		}
-		delete(m.sessions, name)
-	}
-	return errors.Join(errs...)
+	err := m.stopServer(ctx)
+	clear(m.sessions)
+	return err
 }
 
-// closeFlush bounds how long closing a session waits for its withdrawals
-// and Cease NOTIFICATION to leave (normally milliseconds).
+// closeFlush bounds how long closing sessions waits for their withdrawals
+// and Cease NOTIFICATIONs to leave (normally milliseconds).
 const closeFlush = 2 * time.Second
 
-// close withdraws everything, sends a Cease NOTIFICATION behind the
-// withdrawals (both go through the neighbor's one ordered output queue), waits
-// up to flush for the NOTIFICATION to leave, and stops the server.
-func (s *session) close(ctx context.Context, log logr.Logger, flush time.Duration) error {
-	defer s.cancel()
+// close withdraws everything announced to the sessions, sends each
+// established one a Cease NOTIFICATION behind its withdrawals (both go
+// through the neighbor's one ordered output queue), waits up to flush for
+// the NOTIFICATIONs to leave, and removes the neighbors and their VRFs. The
+// server's other neighbors are not touched.
+func (m *Manager) close(ctx context.Context, sessions []*session, flush time.Duration) []error {
+	if len(sessions) == 0 {
+		return nil
+	}
 	var errs []error
-	n := 0
-	for p, old := range s.announced {
-		if err := s.deletePath(ctx, old.adv); err != nil {
-			errs = append(errs, err)
+	withdrawn := make([]int, len(sessions))
+	for i, s := range sessions {
+		for p, old := range s.announced {
+			if err := s.deletePath(ctx, old.adv); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(s.announced, p)
+			withdrawn[i]++
+		}
+	}
+	type sent struct {
+		notif       uint64
+		established bool
+	}
+	neighbors := func() map[netip.Addr]sent {
+		out := map[netip.Addr]sent{}
+		_ = m.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.State == nil {
+				return
+			}
+			addr, err := netip.ParseAddr(p.State.NeighborAddress)
+			if err != nil {
+				return
+			}
+			var n sent
+			n.established = p.State.SessionState == api.PeerState_ESTABLISHED
+			if p.State.Messages != nil && p.State.Messages.Sent != nil {
+				n.notif = p.State.Messages.Sent.Notification
+			}
+			out[addr.Unmap()] = n
+		})
+		return out
+	}
+	before := neighbors()
+	var waiting []netip.Addr
+	for _, s := range sessions {
+		addr := s.cfg.Address.Unmap()
+		if !before[addr].established {
 			continue
 		}
-		delete(s.announced, p)
-		n++
+		if err := m.srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: addr.String(), Communication: "bgplb-speaker shutting down"}); err != nil {
+			errs = append(errs, fmt.Errorf("send Cease to %s: %w", s.cfg.Name, err))
+			continue
+		}
+		waiting = append(waiting, addr)
 	}
-	addr := s.cfg.Address.Unmap().String()
-	sent := func() (notif uint64, established bool) {
-		_ = s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr}, func(p *api.Peer) {
-			if p.State != nil {
-				established = p.State.SessionState == api.PeerState_ESTABLISHED
-				if p.State.Messages != nil && p.State.Messages.Sent != nil {
-					notif = p.State.Messages.Sent.Notification
-				}
-			}
+	for deadline := time.Now().Add(flush); len(waiting) > 0 && time.Now().Before(deadline); {
+		now := neighbors()
+		waiting = slices.DeleteFunc(waiting, func(a netip.Addr) bool {
+			return now[a].notif > before[a].notif || !now[a].established
 		})
-		return notif, established
-	}
-	before, established := sent()
-	if established {
-		if err := s.srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: addr, Communication: "bgplb-speaker shutting down"}); err != nil {
-			errs = append(errs, fmt.Errorf("send Cease: %w", err))
-		} else {
-			deadline := time.Now().Add(flush)
-			for time.Now().Before(deadline) {
-				if now, est := sent(); now > before || !est {
-					break
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+		if len(waiting) > 0 {
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-		errs = append(errs, fmt.Errorf("stop GoBGP: %w", err))
+	for i, s := range sessions {
+		addr := s.cfg.Address.Unmap()
+		if err := m.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("remove neighbor %s: %w", s.cfg.Name, err))
+		}
+		if err := m.srv.DeleteVrf(ctx, &api.DeleteVrfRequest{Name: s.vrf}); err != nil {
+			errs = append(errs, fmt.Errorf("remove VRF of %s: %w", s.cfg.Name, err))
+		}
+		m.addrMu.Lock()
+		if m.byAddr[addr] == s {
+			delete(m.byAddr, addr)
+		}
+		m.addrMu.Unlock()
+		s.srv = nil
+		m.log.Info("BGP session closed", "peer", s.cfg.Name, "withdrawn", withdrawn[i])
 	}
-	s.srv.Stop()
-	log.Info("BGP session closed", "peer", s.cfg.Name, "withdrawn", n)
-	return errors.Join(errs...)
+	return errs
 }
 
 func sessionState(s api.PeerState_SessionState) string {

@@ -23,6 +23,10 @@ import (
 var (
 	lo4 = netip.MustParseAddr("127.0.0.1")
 	lo6 = netip.MustParseAddr("::1")
+	// lo4b is a second loopback address for a second router: one server
+	// has one neighbor per address. The speaker's end of a session to it
+	// is still 127.0.0.1 (the kernel's source for 127/8).
+	lo4b = netip.MustParseAddr("127.0.0.2")
 )
 
 const wait = 20 * time.Second // upper bound for events; never a timing assertion
@@ -246,7 +250,7 @@ func TestMD5(t *testing.T) {
 func TestChangedPeerRestartsOnlyThatSession(t *testing.T) {
 	ctx := context.Background()
 	r1 := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
-	r2 := bgptest.Start(t, lo4, 64513, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	r2 := bgptest.Start(t, lo4b, 64513, bgptest.Neighbor{Address: lo4, ASN: 65001})
 	p1, p2 := peerTo(r1, "r1", 65001), peerTo(r2, "r2", 65001)
 	m := newManager(t, p1, p2)
 	r1.WaitEstablished(t, lo4, wait)

@@ -1,6 +1,17 @@
 // Package bgptest runs an in-process GoBGP "router" on loopback for tests
-// and benchmarks of the speaker: it listens on 127.0.0.1 (or ::1) on a free
-// port, accepts the speaker's session, and exposes the routes it received.
+// and benchmarks of the speaker: it listens on a loopback address (127.0.0.1,
+// 127.0.0.2, ::1...) on a free port, accepts the speaker's session, and
+// exposes the routes it received.
+//
+// Race detector rule: GoBGP v3.37.0's StartBgp writes package variables that
+// every running server reads whenever it handles an UPDATE. A test therefore
+// starts all its routers (each runs StartBgp once, in Start) before the
+// bgp.Manager under test starts its server (at its first SetPeers with a
+// peer; once per Manager), and starts no router while a Manager's server
+// runs. The Manager's server starts before any session exists, so no router
+// is handling an UPDATE at that moment, and the session's first bytes order
+// the write before the routers' reads. A second server in the same process,
+// started while the first handles UPDATEs, is a data race.
 package bgptest
 
 import (
@@ -8,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"sync"
 	"testing"
@@ -36,6 +48,10 @@ type Router struct {
 	Addr netip.Addr
 	Port uint16
 	srv  *server.BgpServer
+
+	// devnull orders the watcher's reads before the next session's OPEN:
+	// see onPaths.
+	devnull *os.File
 
 	mu      sync.Mutex
 	routes  map[netip.Prefix]Route
@@ -69,6 +85,12 @@ func Start(tb testing.TB, addr netip.Addr, asn uint32, neighbors ...Neighbor) *R
 	tb.Helper()
 	ctx := context.Background()
 	r := &Router{ASN: asn, Addr: addr, Port: FreePort(tb, addr), routes: map[netip.Prefix]Route{}, changed: make(chan struct{})}
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatalf("open %s: %v", os.DevNull, err)
+	}
+	r.devnull = devnull
+	tb.Cleanup(func() { devnull.Close() })
 	r.srv = server.NewBgpServer(server.LoggerOption(quiet{}))
 	go r.srv.Serve()
 	if err := r.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
@@ -133,6 +155,13 @@ func (r *Router) onPaths(ev *api.WatchEventResponse) {
 	r.updates++
 	close(r.changed)
 	r.changed = make(chan struct{})
+	// GoBGP builds the event from the paths' source, which is the
+	// neighbor's session info, and rewrites that info without a lock when
+	// the neighbor's next session opens (fsm.go opensent). The next session
+	// comes at least a second later (GoBGP's first dial waits 1-2 s), long
+	// after this event; the write below (the race detector orders file and
+	// socket I/O) lets the detector see that order too.
+	_, _ = r.devnull.Write([]byte{0})
 }
 
 func decode(p *api.Path) (Route, error) {

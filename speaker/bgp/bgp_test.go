@@ -348,3 +348,177 @@ func TestGracefulShutdown(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Two peers share the Manager's one GoBGP server. Each gets its own prefixes
+// and, per prefix, its own attributes and local ASN; a change for one peer
+// sends nothing to the other; and nothing internal (the route targets of the
+// neighbors' VRFs) reaches either: the expected routes have no extended
+// communities.
+func TestPerPeerPathsAndAttributes(t *testing.T) {
+	ctx := context.Background()
+	// r1 is iBGP (myASN 64512), r2 eBGP with another local ASN.
+	r1 := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 64512})
+	r2 := bgptest.Start(t, lo4b, 64513, bgptest.Neighbor{Address: lo4, ASN: 65002})
+	m := newManager(t, peerTo(r1, "r1", 64512), peerTo(r2, "r2", 65002))
+	r1.WaitEstablished(t, lo4, wait)
+	r2.WaitEstablished(t, lo4, wait)
+
+	A, B, C, D, E := pfx("192.168.254.1/32"), pfx("192.168.254.2/32"), pfx("192.168.254.3/32"), pfx("192.168.254.4/32"), pfx("192.168.254.5/32")
+	a1 := model.Advertisement{Prefix: A, Communities: []uint32{65000<<16 | 1}, LocalPref: 200}
+	b1 := model.Advertisement{Prefix: B}
+	a2 := model.Advertisement{Prefix: A, Communities: []uint32{65000<<16 | 2}, LargeCommunities: []model.LargeCommunity{{GlobalAdmin: 65002, LocalData1: 1, LocalData2: 2}}, LocalPref: 300}
+	c2 := model.Advertisement{Prefix: C}
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{a1, b1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Set(ctx, "r2", []model.Advertisement{a2, c2}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r1, []bgptest.Route{
+		{Prefix: A, NextHop: lo4, Communities: []uint32{65000<<16 | 1}, LocalPref: 200},
+		{Prefix: B, NextHop: lo4, LocalPref: 100},
+	})
+	// eBGP: our local ASN for this peer in the AS_PATH, no LOCAL_PREF.
+	waitRoutes(t, r2, []bgptest.Route{
+		{Prefix: A, NextHop: lo4, ASPath: []uint32{65002}, Communities: []uint32{65000<<16 | 2}, LargeCommunities: [][3]uint32{{65002, 1, 2}}},
+		{Prefix: C, NextHop: lo4, ASPath: []uint32{65002}},
+	})
+
+	// A leaves r1 and B's communities change there; then r2 gets D. The
+	// router receives UPDATEs in order, so once it has D, anything the r1
+	// change had sent it would have been counted.
+	_, upd2, _ := r2.SessionState(lo4)
+	b1x := b1
+	b1x.Communities = []uint32{65000<<16 | 3}
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{b1x}); err != nil {
+		t.Fatal(err)
+	}
+	d2 := model.Advertisement{Prefix: D}
+	if _, err := m.Set(ctx, "r2", []model.Advertisement{a2, c2, d2}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r1, []bgptest.Route{{Prefix: B, NextHop: lo4, Communities: []uint32{65000<<16 | 3}, LocalPref: 100}})
+	waitRoutes(t, r2, []bgptest.Route{
+		{Prefix: A, NextHop: lo4, ASPath: []uint32{65002}, Communities: []uint32{65000<<16 | 2}, LargeCommunities: [][3]uint32{{65002, 1, 2}}},
+		{Prefix: C, NextHop: lo4, ASPath: []uint32{65002}},
+		{Prefix: D, NextHop: lo4, ASPath: []uint32{65002}},
+	})
+	if _, upd, _ := r2.SessionState(lo4); upd != upd2+1 {
+		t.Errorf("r2 received %d UPDATEs, want 1 (D only): the change for r1 reached r2", upd-upd2)
+	}
+
+	// The other way round, with a withdrawal: D leaves r2, then r1 gets E.
+	_, upd1, _ := r1.SessionState(lo4)
+	if _, err := m.Set(ctx, "r2", []model.Advertisement{a2, c2}); err != nil {
+		t.Fatal(err)
+	}
+	e1 := model.Advertisement{Prefix: E}
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{b1x, e1}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r2, []bgptest.Route{
+		{Prefix: A, NextHop: lo4, ASPath: []uint32{65002}, Communities: []uint32{65000<<16 | 2}, LargeCommunities: [][3]uint32{{65002, 1, 2}}},
+		{Prefix: C, NextHop: lo4, ASPath: []uint32{65002}},
+	})
+	waitRoutes(t, r1, []bgptest.Route{
+		{Prefix: B, NextHop: lo4, Communities: []uint32{65000<<16 | 3}, LocalPref: 100},
+		{Prefix: E, NextHop: lo4, LocalPref: 100},
+	})
+	if _, upd, _ := r1.SessionState(lo4); upd != upd1+1 {
+		t.Errorf("r1 received %d UPDATEs, want 1 (E only): the withdrawal for r2 reached r1", upd-upd1)
+	}
+
+	st := m.Status(ctx)
+	if len(st) != 2 {
+		t.Fatalf("status = %+v", st)
+	}
+	for i, want := range []struct {
+		name      string
+		announced int
+	}{{"r1", 2}, {"r2", 2}} {
+		if st[i].Name != want.name || st[i].State != "Established" || st[i].Announced != want.announced || st[i].LocalAddress != lo4 || st[i].LastError != "" {
+			t.Errorf("status[%d] = %+v, want %s Established with %d prefixes from %v", i, st[i], want.name, want.announced, lo4)
+		}
+	}
+}
+
+// One server has one neighbor per address: a second BGPPeer with the address
+// of a running one is not configured and says why in its status, without
+// disturbing the first, and takes the address over when the first goes.
+func TestSameAddressSecondPeerReportsError(t *testing.T) {
+	ctx := context.Background()
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	a, b := peerTo(r, "a", 65001), peerTo(r, "b", 65001)
+	b.HoldTime, b.KeepaliveTime = 30*time.Second, 10*time.Second
+	m := newManager(t, a, b) // no error: a configuration problem, not a failure to retry
+	r.WaitEstablished(t, lo4, wait)
+
+	x := model.Advertisement{Prefix: pfx("192.168.254.1/32")}
+	y := model.Advertisement{Prefix: pfx("192.168.254.2/32")}
+	if ch, err := m.Set(ctx, "b", []model.Advertisement{x}); err != nil || len(ch.Added) != 0 {
+		t.Fatalf("Set(b) = %+v, %v; want nothing announced and no error", ch, err)
+	}
+	if _, err := m.Set(ctx, "a", []model.Advertisement{y}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{{Prefix: y.Prefix, NextHop: lo4, ASPath: []uint32{65001}}})
+	st := m.Status(ctx)
+	if len(st) != 2 || st[0].Name != "a" || st[0].State != "Established" || st[0].LastError != "" || st[0].Announced != 1 {
+		t.Errorf("status of a = %+v", st)
+	}
+	if len(st) == 2 && (st[1].Name != "b" || st[1].State != "Idle" || st[1].Announced != 0 ||
+		!strings.Contains(st[1].LastError, "127.0.0.1 is already used by BGPPeer a")) {
+		t.Errorf("status of b = %+v, want Idle with an error naming the address and peer a", st[1])
+	}
+
+	// a goes: its route is withdrawn, and b gets the address.
+	if err := m.SetPeers(ctx, []bgp.PeerConfig{b}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, nil)
+	deadline := time.Now().Add(wait)
+	for {
+		st = m.Status(ctx)
+		if len(st) == 1 && st[0].Name == "b" && st[0].State == "Established" && st[0].LastError == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b not established after a left: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := m.Set(ctx, "b", []model.Advertisement{x}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{{Prefix: x.Prefix, NextHop: lo4, ASPath: []uint32{65001}}})
+}
+
+// A new router ID (the node's address changed) restarts the server: the
+// session comes back with the new identifier. No path is announced before
+// the restart, which keeps the test race-free (see bgptest).
+func TestRouterIDChangeRestartsServer(t *testing.T) {
+	ctx := context.Background()
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	p := peerTo(r, "r1", 65001)
+	m := newManager(t, p)
+	r.WaitEstablished(t, lo4, wait)
+	if id := r.NeighborRouterID(lo4); id != p.RouterID {
+		t.Fatalf("router sees identifier %v, want %v", id, p.RouterID)
+	}
+	p.RouterID = netip.MustParseAddr("10.0.0.2")
+	if err := m.SetPeers(ctx, []bgp.PeerConfig{p}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for r.NeighborRouterID(lo4) != p.RouterID {
+		if time.Now().After(deadline) {
+			t.Fatalf("router sees identifier %v, want %v", r.NeighborRouterID(lo4), p.RouterID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.WaitEstablished(t, lo4, wait)
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{{Prefix: pfx("192.168.254.1/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRoutes(t, r, []bgptest.Route{{Prefix: pfx("192.168.254.1/32"), NextHop: lo4, ASPath: []uint32{65001}}})
+}

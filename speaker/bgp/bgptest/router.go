@@ -40,6 +40,9 @@ type Route struct {
 	LargeCommunities [][3]uint32
 	LocalPref        uint32
 	ASPath           []uint32
+	// ExtendedCommunities are the route's extended communities as GoBGP
+	// prints them (the speaker sends none).
+	ExtendedCommunities []string
 }
 
 // Router is a GoBGP server that accepts sessions from speakers.
@@ -195,6 +198,10 @@ func decode(p *api.Path) (Route, error) {
 			for _, c := range a.Values {
 				rt.LargeCommunities = append(rt.LargeCommunities, [3]uint32{c.ASN, c.LocalData1, c.LocalData2})
 			}
+		case *bgp.PathAttributeExtendedCommunities:
+			for _, c := range a.Value {
+				rt.ExtendedCommunities = append(rt.ExtendedCommunities, c.String())
+			}
 		case *bgp.PathAttributeLocalPref:
 			rt.LocalPref = a.Value
 		case *bgp.PathAttributeAsPath:
@@ -266,6 +273,18 @@ func (r *Router) SessionState(neighbor netip.Addr) (state string, updates, notif
 		}
 	})
 	return state, updates, notifications
+}
+
+// NeighborRouterID is the BGP identifier the neighbor sent in its OPEN on
+// the current or last session (invalid before the first).
+func (r *Router) NeighborRouterID(neighbor netip.Addr) netip.Addr {
+	var id netip.Addr
+	_ = r.srv.ListPeer(context.Background(), &api.ListPeerRequest{Address: neighbor.String()}, func(p *api.Peer) {
+		if p.State != nil {
+			id, _ = netip.ParseAddr(p.State.RouterId)
+		}
+	})
+	return id
 }
 
 // WaitEstablished waits for the session with neighbor to be established.

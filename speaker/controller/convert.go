@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
@@ -46,42 +45,6 @@ func toNode(n *corev1.Node) model.Node {
 		}
 	}
 	return model.Node{Name: n.Name, Labels: n.Labels, Ready: ready, Unschedulable: n.Spec.Unschedulable}
-}
-
-// toService converts a Service and its EndpointSlices (already grouped).
-func toService(s *corev1.Service, slices []*discoveryv1.EndpointSlice) model.Service {
-	ms := model.Service{Namespace: s.Namespace, Name: s.Name, ID: s.Namespace + "/" + s.Name, Labels: s.Labels, TrafficPolicy: model.TrafficPolicyCluster}
-	if s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
-		ms.TrafficPolicy = model.TrafficPolicyLocal
-	}
-	for _, ing := range s.Status.LoadBalancer.Ingress {
-		if a, err := netip.ParseAddr(ing.IP); err == nil {
-			ms.IPs = append(ms.IPs, a.Unmap())
-		}
-	}
-	for _, sl := range slices {
-		for _, e := range sl.Endpoints {
-			ep := model.Endpoint{Ready: true, Serving: true}
-			if e.NodeName != nil {
-				ep.NodeName = *e.NodeName
-			}
-			// Unset conditions read as ready/serving, not terminating, as
-			// the EndpointSlice API documents.
-			if e.Conditions.Ready != nil {
-				ep.Ready = *e.Conditions.Ready
-			}
-			if e.Conditions.Serving != nil {
-				ep.Serving = *e.Conditions.Serving
-			} else {
-				ep.Serving = ep.Ready
-			}
-			if e.Conditions.Terminating != nil {
-				ep.Terminating = *e.Conditions.Terminating
-			}
-			ms.Endpoints = append(ms.Endpoints, ep)
-		}
-	}
-	return ms
 }
 
 // toPool converts an IPPool, skipping entries that do not parse (the

@@ -8,45 +8,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/speaker/bgp"
-	"github.com/bgplb/bgplb/speaker/model"
 )
 
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
-
-func TestToServiceEndpointConditions(t *testing.T) {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
-		Spec:       corev1.ServiceSpec{ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal},
-		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{
-			{IP: "192.168.254.10"}, {IP: "fd00::10"}, {Hostname: "lb.example"},
-		}}},
-	}
-	es := &discoveryv1.EndpointSlice{Endpoints: []discoveryv1.Endpoint{
-		{NodeName: ptr.To("a")}, // all conditions unset: ready, serving
-		{NodeName: ptr.To("b"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}}, // serving defaults to ready
-		{NodeName: ptr.To("c"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}},
-		{Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}, // no node
-	}}
-	want := model.Service{
-		Namespace: "ns", Name: "web", ID: "ns/web", TrafficPolicy: model.TrafficPolicyLocal,
-		IPs: []netip.Addr{netip.MustParseAddr("192.168.254.10"), netip.MustParseAddr("fd00::10")},
-		Endpoints: []model.Endpoint{
-			{NodeName: "a", Ready: true, Serving: true},
-			{NodeName: "b"},
-			{NodeName: "c", Serving: true, Terminating: true},
-			{Ready: true, Serving: true},
-		},
-	}
-	if diff := cmp.Diff(want, toService(svc, []*discoveryv1.EndpointSlice{es}), addrCmp); diff != "" {
-		t.Errorf("toService (-want +got):\n%s", diff)
-	}
-}
 
 func TestRouterID(t *testing.T) {
 	node := func(addrs ...corev1.NodeAddress) *corev1.Node {

@@ -21,14 +21,12 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -97,67 +95,23 @@ type Reconciler struct {
 	lastProblems     string
 	peerErrs         map[string]string
 	store            *serviceStore
-	regs             []toolscache.ResourceEventHandlerRegistration
 }
 
 // CacheOptions restricts the informers to what the speaker needs: its own
-// Node, Secrets in bgplb-system, its own BGPSessionStates; Services and
-// EndpointSlices are cut down to the fields the decision reads, which keeps
-// memory low with thousands of Services.
+// Node, Secrets in bgplb-system, its own BGPSessionStates. Services and
+// EndpointSlices have no informer: reflectors feed them straight into the
+// reconciler's compact store (see serviceStore), which keeps memory low with
+// thousands of Services.
 func CacheOptions(nodeName string) cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Service{}:            {Transform: slimService},
-			&discoveryv1.EndpointSlice{}: {Transform: slimEndpointSlice},
-			&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
-			&corev1.Secret{}:             {Namespaces: map[string]cache.Config{v1.Namespace: {}}},
+			&corev1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{v1.Namespace: {}}},
 			&v1.BGPSessionState{}: {Label: labels.SelectorFromSet(labels.Set{
 				v1.LabelSessionNode: nodeName,
 			})},
 		},
-	}
-}
-
-// slimService keeps what Serves, toService and events need.
-func slimService(obj any) (any, error) {
-	s, ok := obj.(*corev1.Service)
-	if !ok {
-		return obj, nil
-	}
-	return &corev1.Service{
-		ObjectMeta: slimMeta(&s.ObjectMeta, s.Labels),
-		Spec: corev1.ServiceSpec{
-			Type:                  s.Spec.Type,
-			LoadBalancerClass:     s.Spec.LoadBalancerClass,
-			ExternalTrafficPolicy: s.Spec.ExternalTrafficPolicy,
-		},
-		Status: corev1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
-	}, nil
-}
-
-// slimEndpointSlice keeps the service-name label and each endpoint's node
-// and conditions; addresses, ports and hints are not needed to decide.
-func slimEndpointSlice(obj any) (any, error) {
-	es, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok {
-		return obj, nil
-	}
-	out := &discoveryv1.EndpointSlice{
-		ObjectMeta:  slimMeta(&es.ObjectMeta, map[string]string{discoveryv1.LabelServiceName: es.Labels[discoveryv1.LabelServiceName]}),
-		AddressType: es.AddressType,
-		Endpoints:   make([]discoveryv1.Endpoint, len(es.Endpoints)),
-	}
-	for i, e := range es.Endpoints {
-		out.Endpoints[i] = discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: e.Conditions}
-	}
-	return out, nil
-}
-
-func slimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		Labels: labels, DeletionTimestamp: m.DeletionTimestamp,
 	}
 }
 
@@ -167,7 +121,7 @@ func New(c client.Client, sp Speaker, rec record.EventRecorder, m *Metrics, log 
 		Client: c, Speaker: sp, Recorder: rec, Metrics: m, Log: log, Options: o,
 		serves: kube.Serves(o.ServeServicesWithoutClass),
 		kick:   make(chan event.GenericEvent, 1),
-		store:  newServiceStore(kube.Serves(o.ServeServicesWithoutClass)),
+		store:  newServiceStore(kube.Serves(o.ServeServicesWithoutClass), o.NodeName),
 	}
 }
 
@@ -191,16 +145,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// Services and EndpointSlices feed the store, which kicks a reconcile
 	// after each update (a Watches handler could run before the store saw
 	// the change).
-	for _, obj := range []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}} {
-		inf, err := mgr.GetCache().GetInformer(context.Background(), obj)
-		if err != nil {
-			return fmt.Errorf("informer for %T: %w", obj, err)
-		}
-		reg, err := inf.AddEventHandler(r.store.handler(r.Kick))
-		if err != nil {
-			return fmt.Errorf("event handler for %T: %w", obj, err)
-		}
-		r.regs = append(r.regs, reg)
+	refl, err := r.store.reflectors(mgr.GetConfig(), mgr.GetHTTPClient(), r.Kick)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(refl); err != nil {
+		return fmt.Errorf("add Service and EndpointSlice reflectors: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("bgplb-speaker").
@@ -231,10 +181,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 	log := r.Log.WithValues("node", r.Options.NodeName)
 	// Never decide on a partial view: before the store has every existing
 	// Service and EndpointSlice, it would withdraw what it has not seen.
-	for _, reg := range r.regs {
-		if !reg.HasSynced() {
-			return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
-		}
+	if !r.store.synced() {
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 
 	in, objs, err := r.input(ctx)
@@ -306,7 +254,7 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	}
 
 	// Services and EndpointSlices come from the event-maintained store.
-	in.Services = r.store.snapshot()
+	in.Services, _ = r.store.snapshot()
 
 	var pools v1.IPPoolList
 	if err := r.Client.List(ctx, &pools); err != nil {
@@ -380,6 +328,15 @@ func (r *Reconciler) reportPools(d model.Result, objs objects, log logr.Logger) 
 	}
 }
 
+// MaxServiceEventsPerPass bounds the Announced/Withdrawn events of one pass
+// for one peer. A larger change (the first pass after a start with 10,000
+// Services, a session coming up, a changed BGPAdvertisement) is logged once
+// instead: 10,000 events would take the event client (20 requests/s)
+// minutes, client-go's broadcaster keeps at most 1000 queued and drops the
+// rest at random, and a node that restarts would repeat them all. The
+// session's BGPSessionState shows the prefix count either way.
+const MaxServiceEventsPerPass = 100
+
 // report records metrics and Service events for one peer's changes.
 func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, log logr.Logger) {
 	if r.Metrics != nil {
@@ -392,11 +349,15 @@ func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, log logr.Logger)
 	if !r.Options.ServiceEvents || r.Recorder == nil {
 		return
 	}
+	if n := len(ch.Added) + len(ch.Withdrawn); n > MaxServiceEventsPerPass {
+		log.Info("many paths changed at once; no per-Service events for them", "peer", cfg.Name,
+			"announced", len(ch.Added), "withdrawn", len(ch.Withdrawn), "maxServiceEventsPerPass", MaxServiceEventsPerPass)
+		return
+	}
 	emit := func(advs []model.Advertisement, reason, verb string) {
 		for _, a := range advs {
 			for _, k := range a.Services {
-				ns, name, _ := strings.Cut(k, "/")
-				if s := r.store.lookup(types.NamespacedName{Namespace: ns, Name: name}); s != nil {
+				if s := r.store.eventObject(k); s != nil {
 					r.Recorder.Eventf(s, corev1.EventTypeNormal, reason, "%s %s from node %s to peer %s (%s)",
 						verb, a.Prefix, r.Options.NodeName, cfg.Name, cfg.Address)
 				}

@@ -111,7 +111,14 @@ func run() error {
 			rec.Kick()
 		}
 	})
-	rec = controller.New(mgr.GetClient(), speaker, mgr.GetEventRecorderFor("bgplb-speaker"), m, log, controller.Options{
+	// Our own recorder rather than the manager's: its correlator caches are
+	// small (controller.EventCacheSize), see there.
+	events, stopEvents, err := controller.NewEventRecorder(mgr.GetConfig(), mgr.GetHTTPClient(), scheme, "bgplb-speaker", log.WithName("events"))
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
+	rec = controller.New(mgr.GetClient(), speaker, events, m, log, controller.Options{
 		NodeName:                     *nodeName,
 		ServeServicesWithoutClass:    *withoutClass,
 		GracefulShutdownWhenCordoned: *gshutCordoned,

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,9 +70,7 @@ func New() (*Env, error) {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
-	// Without a default route (as in a fresh network namespace) the
-	// apiserver cannot pick an address to advertise; loopback always works.
-	e.ControlPlane.GetAPIServer().Configure().Set("advertise-address", "127.0.0.1")
+	Configure(e)
 	cfg, err := e.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start envtest control plane: %w", err)
@@ -85,6 +84,28 @@ func New() (*Env, error) {
 		return nil, fmt.Errorf("build client: %w", err)
 	}
 	return &Env{Config: cfg, Client: c, Scheme: s, env: e}, nil
+}
+
+// Configure sets the kube-apiserver and etcd flags every bgplb envtest
+// control plane uses. BGPLB_ENVTEST_APISERVER_FLAGS and BGPLB_ENVTEST_ETCD_FLAGS
+// ("name=value name=value ...") add or override flags, for experiments.
+func Configure(e *envtest.Environment) {
+	api := e.ControlPlane.GetAPIServer().Configure()
+	// Without a default route (as in a fresh network namespace) the
+	// apiserver cannot pick an address to advertise; loopback always works.
+	api.Set("advertise-address", "127.0.0.1")
+	if e.ControlPlane.Etcd == nil {
+		e.ControlPlane.Etcd = &envtest.Etcd{}
+	}
+	etcd := e.ControlPlane.Etcd.Configure()
+	for _, f := range strings.Fields(os.Getenv("BGPLB_ENVTEST_APISERVER_FLAGS")) {
+		k, v, _ := strings.Cut(strings.TrimLeft(f, "-"), "=")
+		api.Set(k, v)
+	}
+	for _, f := range strings.Fields(os.Getenv("BGPLB_ENVTEST_ETCD_FLAGS")) {
+		k, v, _ := strings.Cut(strings.TrimLeft(f, "-"), "=")
+		etcd.Set(k, v)
+	}
 }
 
 // Stop stops the control plane and removes its data.

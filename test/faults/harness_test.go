@@ -94,8 +94,8 @@ func startCluster(t testing.TB) *cluster {
 		// after this it is killed, which is what an outage test wants.
 		ControlPlaneStopTimeout: 10 * time.Second,
 	}
+	testenv.Configure(e)
 	api := e.ControlPlane.GetAPIServer()
-	api.Configure().Set("advertise-address", "127.0.0.1")
 	api.CertDir = t.TempDir()
 	cfg, err := e.Start()
 	if err != nil {

@@ -96,7 +96,8 @@ type PeerStatus struct {
 	EstablishedSince time.Time
 	// Announced is the number of prefixes announced to the peer.
 	Announced int
-	// UpdatesSent counts UPDATE messages sent on the current server.
+	// UpdatesSent counts UPDATE messages sent to the neighbor since it was
+	// (re)configured.
 	UpdatesSent uint64
 	// LastError is the most recent failure (configuration, AddPath...).
 	LastError string
@@ -112,7 +113,6 @@ type Manager struct {
 	mu       sync.Mutex
 	srv      *server.BgpServer // nil while no server runs
 	routerID netip.Addr        // the running server's
-	asn      uint32            // the running server's global ASN
 	stop     context.CancelFunc
 	nextVRF  uint32 // numbers the neighbors' VRFs; never reused
 	sessions map[string]*session
@@ -253,7 +253,7 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 		srv.Stop()
 		return fmt.Errorf("watch peer events: %w", err)
 	}
-	m.srv, m.stop, m.routerID, m.asn = srv, cancel, cfg.RouterID, cfg.MyASN
+	m.srv, m.stop, m.routerID = srv, cancel, cfg.RouterID
 	m.log.Info("BGP started", "routerID", cfg.RouterID, "asn", cfg.MyASN)
 	return nil
 }

@@ -160,10 +160,11 @@ func (r *Router) onPaths(ev *api.WatchEventResponse) {
 	r.changed = make(chan struct{})
 	// GoBGP builds the event from the paths' source, which is the
 	// neighbor's session info, and rewrites that info without a lock when
-	// the neighbor's next session opens (fsm.go opensent). The next session
-	// comes at least a second later (GoBGP's first dial waits 1-2 s), long
-	// after this event; the write below (the race detector orders file and
-	// socket I/O) lets the detector see that order too.
+	// the neighbor's next session opens (fsm.go opensent; osrg/gobgp#2705).
+	// The next session comes at least a second later (GoBGP's first dial
+	// waits 1-2 s), long after this event; the write below (the race
+	// detector orders file and socket I/O: it happens before the router
+	// reads that session's OPEN) lets the detector see that order too.
 	_, _ = r.devnull.Write([]byte{0})
 }
 

@@ -59,8 +59,11 @@ type serviceStore struct {
 
 	// Owned by snapshot (under mu): the handled Services.
 	list  []model.Service // Endpoints filled from slices
-	uids  []types.UID     // parallel to list, for events
+	uids  []compactUID    // parallel to list, for events
 	index map[string]int  // Service key -> position in list
+	// oddUIDs holds the UIDs that are not canonical UUIDs (never seen from
+	// a real apiserver), by Service key.
+	oddUIDs map[string]types.UID
 	// dropped are the Services the last snapshot removed although they
 	// still exist (no longer ours, or no address): their Withdrawn events
 	// still need an object.
@@ -98,13 +101,14 @@ func newServiceStore(serves func(*corev1.Service) bool, node string) *serviceSto
 		dirty:   map[string]struct{}{},
 		index:   map[string]int{},
 		dropped: map[string]*corev1.Service{},
+		oddUIDs: map[string]types.UID{},
 	}
 }
 
-// record converts a Service; the record is marked unhandled when the
-// speaker does not announce it (not ours, or no address yet).
-func (s *serviceStore) record(svc *corev1.Service) *svcRecord {
-	id := svc.Namespace + "/" + svc.Name
+// record converts a Service whose key is id; the record is marked
+// unhandled when the speaker does not announce it (not ours, or no address
+// yet).
+func (s *serviceStore) record(svc *corev1.Service, id string) *svcRecord {
 	r := &svcRecord{uid: svc.UID, svc: model.Service{
 		// Namespace and Name share the key's bytes.
 		Namespace: id[:len(svc.Namespace)], Name: id[len(svc.Namespace)+1:], ID: id,
@@ -171,7 +175,7 @@ func (s *serviceStore) setService(svc *corev1.Service, deleted bool) {
 	k := svc.Namespace + "/" + svc.Name
 	var r *svcRecord
 	if !deleted {
-		r = s.record(svc)
+		r = s.record(svc, k)
 	}
 	if (r == nil || r.unhandled) && !s.handled(k) {
 		if _, ok := s.pending[k]; ok {
@@ -292,17 +296,19 @@ func (s *serviceStore) snapshot() (all []model.Service, changed []string) {
 				last := len(s.list) - 1
 				s.list[i], s.uids[i] = s.list[last], s.uids[last]
 				s.index[s.list[i].Key()] = i
-				s.list[last], s.uids[last] = model.Service{}, ""
+				s.list[last], s.uids[last] = model.Service{}, compactUID{}
 				s.list, s.uids = s.list[:last], s.uids[:last]
 				delete(s.index, k)
+				delete(s.oddUIDs, k)
 			}
 			continue
 		case staged && had:
-			s.list[i], s.uids[i] = r.svc, r.uid
+			s.list[i], s.uids[i] = r.svc, s.compactUID(k, r.uid)
 		case staged:
 			i = len(s.list)
-			s.index[k] = i
-			s.list, s.uids = append(s.list, r.svc), append(s.uids, r.uid)
+			// The key shares the list entry's bytes.
+			s.index[r.svc.ID] = i
+			s.list, s.uids = append(s.list, r.svc), append(s.uids, s.compactUID(k, r.uid))
 		case !had:
 			continue // endpoints of a Service we do not handle
 		}
@@ -335,7 +341,70 @@ func (s *serviceStore) eventObject(k string) *corev1.Service {
 		return s.dropped[k]
 	}
 	svc := &s.list[i]
-	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, UID: s.uids[i]}}
+	uid, ok := s.uids[i].uid()
+	if !ok {
+		uid = s.oddUIDs[k]
+	}
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, UID: uid}}
+}
+
+// compactUID is a UID in 16 bytes instead of a 36-character string;
+// valid is false for one that is not a canonical UUID.
+type compactUID struct {
+	b     [16]byte
+	valid bool
+}
+
+// compactUID packs uid, keeping a non-canonical one in oddUIDs. Under mu.
+func (s *serviceStore) compactUID(k string, uid types.UID) compactUID {
+	var c compactUID
+	if len(uid) == 36 {
+		c.valid = true
+		j := 0
+		for i := 0; i < 36 && c.valid; {
+			if i == 8 || i == 13 || i == 18 || i == 23 {
+				c.valid = uid[i] == '-'
+				i++
+				continue
+			}
+			hi, ok1 := unhex(uid[i])
+			lo, ok2 := unhex(uid[i+1])
+			c.b[j], c.valid = hi<<4|lo, ok1 && ok2
+			i, j = i+2, j+1
+		}
+	}
+	if c.valid {
+		delete(s.oddUIDs, k)
+	} else {
+		s.oddUIDs[k] = uid
+	}
+	return c
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// uid formats the UID back, as the apiserver wrote it.
+func (c compactUID) uid() (types.UID, bool) {
+	if !c.valid {
+		return "", false
+	}
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for j, b := range c.b {
+		if j == 4 || j == 6 || j == 8 || j == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, digits[b>>4], digits[b&0xf])
+	}
+	return types.UID(out), true
 }
 
 // replaceServices makes the handled set exactly the handled Services of

@@ -394,7 +394,10 @@ func apiVRF(name string, id uint32) (*api.Vrf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode route target: %w", err)
 	}
-	return &api.Vrf{Name: name, Id: id, Rd: rd, ImportRt: im, ExportRt: ex}, nil
+	// Id stays 0: it is zebra's VRF number, and with a non-zero one GoBGP
+	// matches every new best path against every VRF's route targets (a
+	// regexp compiled per VRF and path) to tell zebra watchers.
+	return &api.Vrf{Name: name, Rd: rd, ImportRt: im, ExportRt: ex}, nil
 }
 
 func apiPeer(cfg PeerConfig, vrf string) *api.Peer {

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,6 +289,7 @@ func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 	pool, warmup, warmupKeep := churnPool(n)
 	c, router := churnFixture(t, pool, warmup, warmupKeep)
 	before := settle()
+	heapProfile(t, "before")
 	r := churn(t, c, router, "churn", n, 10, 32)
 	t.Logf("churn of %d Services (pool %s, warm-up %d): %v; router = desired set (%d /32s) %v after the last API call",
 		n, pool, warmup, r, len(r.kept), r.convergeTime.Round(time.Millisecond))
@@ -301,6 +304,7 @@ func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 		}
 		return nil
 	})
+	heapProfile(t, "after")
 	t.Logf("before: %d goroutines, heap in use %.1f MiB, RSS %.1f MiB; after: %d goroutines, heap in use %.1f MiB, RSS %.1f MiB",
 		before.goroutines, mib(before.heapInuse), mib(before.rss), after.goroutines, mib(after.heapInuse), mib(after.rss))
 	if float64(after.heapInuse) > 1.10*float64(before.heapInuse) {
@@ -308,6 +312,23 @@ func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 	}
 	if float64(after.rss) > 1.10*float64(before.rss) {
 		t.Errorf("RSS grew from %.1f MiB to %.1f MiB (more than 10%%)", mib(before.rss), mib(after.rss))
+	}
+}
+
+// heapProfile writes a heap profile to $BGPLB_CHURN_HEAPPROFILE/<name>.pb.gz
+// when that is set (compare with go tool pprof -diff_base).
+func heapProfile(t *testing.T, name string) {
+	dir := os.Getenv("BGPLB_CHURN_HEAPPROFILE")
+	if dir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(dir, name+".pb.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -166,6 +166,11 @@ func frrChild(t *testing.T) {
 		LargeCommunity struct {
 			String string `json:"string"`
 		} `json:"largeCommunity"`
+		// ExtendedCommunity must stay empty: the route targets of the
+		// speaker's per-neighbor VRFs never leave it.
+		ExtendedCommunity *struct {
+			String string `json:"string"`
+		} `json:"extendedCommunity"`
 		Valid bool `json:"valid"`
 	}
 	route := func(family, prefix string) (*frrPath, error) {
@@ -208,7 +213,7 @@ func frrChild(t *testing.T) {
 		if len(p.Nexthops) == 0 || p.Nexthops[0].IP != frrNodeAddr {
 			return fmt.Errorf("next hop %+v, want %s", p.Nexthops, frrNodeAddr)
 		}
-		if p.ASPath.String != "65001" || p.Community.String != "65001:254 no-export" || p.LargeCommunity.String != "65001:1:2" || !p.Valid {
+		if p.ASPath.String != "65001" || p.Community.String != "65001:254 no-export" || p.LargeCommunity.String != "65001:1:2" || p.ExtendedCommunity != nil || !p.Valid {
 			return fmt.Errorf("path %+v", *p)
 		}
 		return nil
@@ -229,7 +234,7 @@ func frrChild(t *testing.T) {
 		if len(p.Nexthops) == 0 || p.Nexthops[0].IP != frrNode6 {
 			return fmt.Errorf("next hop %+v, want %s", p.Nexthops, frrNode6)
 		}
-		if p.Community.String != "65001:6" {
+		if p.Community.String != "65001:6" || p.ExtendedCommunity != nil {
 			return fmt.Errorf("path %+v", *p)
 		}
 		return nil

@@ -217,14 +217,18 @@ func (m *Manager) SetPeers(ctx context.Context, peers []PeerConfig) error {
 
 	for _, name := range names {
 		cfg := want[name]
-		s, ok := m.sessions[name]
-		if ok && s.srv != nil {
+		prev, ok := m.sessions[name]
+		if ok && prev.srv != nil {
 			continue
 		}
 		s, err := m.open(ctx, cfg)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open session to %s: %w", name, err))
 			continue
+		}
+		if s.srv == nil && (!ok || prev.configErr != s.configErr) {
+			// Logged once, not on every reconcile that retries it.
+			s.log.Error(nil, "BGP session not configured", "reason", s.configErr)
 		}
 		m.sessions[name] = s
 	}
@@ -330,7 +334,6 @@ func (m *Manager) open(ctx context.Context, cfg PeerConfig) (*session, error) {
 	for _, o := range m.sessions {
 		if o.srv != nil && o.cfg.Address.Unmap() == addr {
 			s.configErr = fmt.Sprintf("peer address %v is already used by BGPPeer %s; a node has one session per address", addr, o.cfg.Name)
-			log.Error(nil, "BGP session not configured: address already in use", "otherPeer", o.cfg.Name)
 			return s, nil
 		}
 	}

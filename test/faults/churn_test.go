@@ -283,7 +283,7 @@ func churnPool(n int) (pool string, warmup, warmupKeep int) {
 // the real router agent's kernel FIB). Asserted: every kept Service has its
 // own address and the router ends with exactly their /32s; once everything is
 // deleted, the process is back to its pre-churn goroutine count (+10), heap in
-// use (+10%) and RSS (+10%). The rates reached are logged.
+// use (+10%) and RSS (+10%; not under -race). The rates reached are logged.
 func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 	n := churnSize(t)
 	pool, warmup, warmupKeep := churnPool(n)
@@ -310,7 +310,13 @@ func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 	if float64(after.heapInuse) > 1.10*float64(before.heapInuse) {
 		t.Errorf("heap in use grew from %.1f MiB to %.1f MiB (more than 10%%)", mib(before.heapInuse), mib(after.heapInuse))
 	}
-	if float64(after.rss) > 1.10*float64(before.rss) {
+	switch {
+	case raceEnabled:
+		// The race detector's shadow memory and its records of past
+		// goroutines and locks (3-4 times the heap here) are not returned
+		// to the OS; the plain pass of `make test` asserts RSS.
+		t.Logf("RSS not asserted under -race")
+	case float64(after.rss) > 1.10*float64(before.rss):
 		t.Errorf("RSS grew from %.1f MiB to %.1f MiB (more than 10%%)", mib(before.rss), mib(after.rss))
 	}
 }

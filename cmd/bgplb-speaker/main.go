@@ -28,7 +28,7 @@ import (
 )
 
 // defaultGOGC is the GC target unless $GOGC is set.
-const defaultGOGC = 50
+const defaultGOGC = 25
 
 func main() {
 	if err := run(); err != nil {
@@ -70,10 +70,12 @@ func run() error {
 		runtime.MemProfileRate = 0
 	}
 	if os.Getenv("GOGC") == "" {
-		// The live heap is mostly long-lived informer caches and garbage is
-		// small per pass, so a tighter GC target costs little CPU: at 10,000
-		// Services RSS 113-121 MB instead of 136-145 MB, for 11.9-13.0
-		// instead of 11.4-12.7 ms of CPU per EndpointSlice change
+		// The live heap is mostly long-lived state (the Service store,
+		// GoBGP's RIB, the announced paths): about 26 MB at 10,000
+		// Services. With GOGC=50 RSS there was 77-85 MB (anon 36-39 MB; the
+		// binary's file-backed pages, 40-47 MB, are outside our control),
+		// with 25 about 6 MB less anon, for about 2-4 ms more CPU per
+		// EndpointSlice change while every pass still decides all Services
 		// (docs/benchmarks.md). An explicit GOGC wins.
 		debug.SetGCPercent(defaultGOGC)
 	}

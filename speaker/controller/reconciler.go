@@ -1,11 +1,12 @@
-// Package controller is the speaker's Kubernetes side: it reads Services,
-// EndpointSlices, this node, Secrets and the bgplb CRs from the informer
-// cache, decides with speaker/model, applies the decision through a Speaker
+// Package controller is the speaker's Kubernetes side: it reads Services and
+// EndpointSlices through reflectors into a compact store of its own, and
+// this node, Secrets and the bgplb CRs from the informer cache, decides with
+// speaker/model, applies the decision through a Speaker
 // (speaker/bgp in production, a fake in tests), and reports BGPSessionState
 // objects, events and metrics.
 //
 // Every watched event maps to one key: the work is level-driven (the whole
-// desired state is recomputed from the cache), so a burst of events costs one
+// desired state is recomputed from the store and the cache), so a burst of events costs one
 // reconcile, and the workqueue coalesces events that arrive while one runs.
 package controller
 

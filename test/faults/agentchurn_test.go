@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,6 +33,9 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("BGPLB_FAULTS_ROLE") == "churn-speaker" {
 		os.Exit(churnSpeakerRole())
+	}
+	if os.Getenv("BGPLB_CHURN_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1024 // fine enough to compare two profiles
 	}
 	os.Exit(m.Run())
 }

@@ -170,7 +170,8 @@ func selfCPU() time.Duration {
 // heap was returned to the OS.
 type settled struct {
 	goroutines int
-	heapInuse  uint64
+	heapAlloc  uint64 // bytes of live objects (after a GC)
+	heapInuse  uint64 // bytes of heap spans holding any object: heapAlloc plus fragmentation
 	rss        uint64
 }
 
@@ -179,7 +180,7 @@ func settle() settled {
 	debug.FreeOSMemory()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return settled{goroutines: runtime.NumGoroutine(), heapInuse: m.HeapInuse, rss: rss()}
+	return settled{goroutines: runtime.NumGoroutine(), heapAlloc: m.HeapAlloc, heapInuse: m.HeapInuse, rss: rss()}
 }
 
 // rss is this process's resident set size from /proc/self/status.
@@ -282,8 +283,8 @@ func churnPool(n int) (pool string, warmup, warmupKeep int) {
 // (an in-process GoBGP; TestRouterAgentChurn1000PerSecond does the same at
 // the real router agent's kernel FIB). Asserted: every kept Service has its
 // own address and the router ends with exactly their /32s; once everything is
-// deleted, the process is back to its pre-churn goroutine count (+10), heap in
-// use (+10%) and RSS (+10%; not under -race). The rates reached are logged.
+// deleted, the process is back to its pre-churn goroutine count (+10), live
+// heap (+10%) and RSS (+10%; not under -race). The rates reached are logged.
 func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 	n := churnSize(t)
 	pool, warmup, warmupKeep := churnPool(n)
@@ -305,10 +306,15 @@ func TestChurnEndsWithDesiredSetAndNoLeak(t *testing.T) {
 		return nil
 	})
 	heapProfile(t, "after")
-	t.Logf("before: %d goroutines, heap in use %.1f MiB, RSS %.1f MiB; after: %d goroutines, heap in use %.1f MiB, RSS %.1f MiB",
-		before.goroutines, mib(before.heapInuse), mib(before.rss), after.goroutines, mib(after.heapInuse), mib(after.rss))
-	if float64(after.heapInuse) > 1.10*float64(before.heapInuse) {
-		t.Errorf("heap in use grew from %.1f MiB to %.1f MiB (more than 10%%)", mib(before.heapInuse), mib(after.heapInuse))
+	t.Logf("before: %d goroutines, live heap %.1f MiB (spans in use %.1f MiB), RSS %.1f MiB; after: %d goroutines, live heap %.1f MiB (spans in use %.1f MiB), RSS %.1f MiB",
+		before.goroutines, mib(before.heapAlloc), mib(before.heapInuse), mib(before.rss),
+		after.goroutines, mib(after.heapAlloc), mib(after.heapInuse), mib(after.rss))
+	// Live objects, not heap spans in use: after a churn the surviving
+	// objects sit in more, partly empty spans (measured under -race: spans
+	// in use +13% while a heap profile showed +0.1 MiB of live objects).
+	// RSS, below, is what includes that.
+	if float64(after.heapAlloc) > 1.10*float64(before.heapAlloc) {
+		t.Errorf("live heap grew from %.1f MiB to %.1f MiB (more than 10%%)", mib(before.heapAlloc), mib(after.heapAlloc))
 	}
 	switch {
 	case raceEnabled:
@@ -387,9 +393,9 @@ func BenchmarkChurn(b *testing.B) {
 	reportChurn(b, r)
 	b.ReportMetric(r.convergeTime.Seconds(), "s-to-converge")
 	b.ReportMetric(float64(after.goroutines-before.goroutines), "goroutines-delta")
-	b.ReportMetric(100*(float64(after.heapInuse)/float64(before.heapInuse)-1), "heap-delta-%")
+	b.ReportMetric(100*(float64(after.heapAlloc)/float64(before.heapAlloc)-1), "live-heap-delta-%")
 	b.ReportMetric(100*(float64(after.rss)/float64(before.rss)-1), "rss-delta-%")
-	b.ReportMetric(mib(before.heapInuse), "heap-before-MiB")
+	b.ReportMetric(mib(before.heapAlloc), "live-heap-before-MiB")
 	b.ReportMetric(mib(after.rss), "rss-after-MiB")
 }
 

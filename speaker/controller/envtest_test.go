@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,6 +42,7 @@ type speakerFixture struct {
 	bgp     *bgp.Manager
 	rec     *controller.Reconciler
 	events  *record.FakeRecorder
+	metrics *controller.Metrics
 	cancel  context.CancelFunc
 	stopped chan struct{}
 }
@@ -61,7 +63,7 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), stopped: make(chan struct{})}
+	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), metrics: m, stopped: make(chan struct{})}
 	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
 	f.bgp = bgp.NewManager(log, func() {
 		if f.rec != nil {
@@ -266,6 +268,11 @@ func TestSpeakerAgainstAPIServer(t *testing.T) {
 	waitRoutes(t, router, nil)
 	setEndpoint(t, webEP, "node-b", true)
 	waitRoutes(t, router, []bgptest.Route{routeTo("192.168.254.10/32")})
+	// Those EndpointSlice changes left the configuration alone, so they
+	// were incremental passes (only the changed Service decided).
+	if n := counterValue(f.metrics.Passes.WithLabelValues("incremental")); n == 0 {
+		t.Errorf("no incremental pass after EndpointSlice changes (full passes: %v)", counterValue(f.metrics.Passes.WithLabelValues("full")))
+	}
 
 	// The node is excluded from load balancers: everything withdrawn.
 	node.Labels[corev1.LabelNodeExcludeBalancers] = "true"
@@ -311,4 +318,12 @@ func TestSpeakerAgainstAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
 }

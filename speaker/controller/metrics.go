@@ -12,6 +12,8 @@ type Metrics struct {
 	PathChanges     *prometheus.CounterVec
 	Reconciles      *prometheus.CounterVec
 	ReconcileTime   prometheus.Histogram
+	ApplyTime       prometheus.Histogram
+	Passes          *prometheus.CounterVec
 	UnadvertisedIPs prometheus.Gauge
 }
 
@@ -43,12 +45,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time of one reconcile: read the cache, decide, apply to GoBGP, write status.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		ApplyTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bgplb_speaker_apply_seconds",
+			Help:    "Time from the start of a reconcile until its paths are handed to GoBGP (read the store, decide, apply); status writes excluded.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}),
+		Passes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bgplb_speaker_passes_total",
+			Help: "Reconcile passes by kind: full (every Service decided) or incremental (only the changed Services and those sharing their addresses).",
+		}, []string{"kind"}),
 		UnadvertisedIPs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bgplb_speaker_unadvertised_pools",
 			Help: "IPPools that no BGPAdvertisement selects (their addresses are announced nowhere).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.UnadvertisedIPs} {
+	for _, c := range []prometheus.Collector{m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.ApplyTime, m.Passes, m.UnadvertisedIPs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

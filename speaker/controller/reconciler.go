@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -60,6 +61,7 @@ import (
 type Speaker interface {
 	SetPeers(ctx context.Context, peers []bgp.PeerConfig) error
 	Set(ctx context.Context, peer string, desired []model.Advertisement) (bgp.Changes, error)
+	SetPrefixes(ctx context.Context, peer string, prefixes []netip.Prefix, desired []model.Advertisement) (bgp.Changes, error)
 	Status(ctx context.Context) []bgp.PeerStatus
 }
 
@@ -96,6 +98,10 @@ type Reconciler struct {
 	lastProblems     string
 	peerErrs         map[string]string
 	store            *serviceStore
+	// inc plans incremental passes; lastConfigs are the sessions of the last
+	// pass (a changed session, e.g. a new password, needs a full pass).
+	inc         *incremental
+	lastConfigs []bgp.PeerConfig
 }
 
 // CacheOptions restricts the informers to what the speaker needs: its own
@@ -123,6 +129,7 @@ func New(c client.Client, sp Speaker, rec record.EventRecorder, m *Metrics, log 
 		serves: kube.Serves(o.ServeServicesWithoutClass),
 		kick:   make(chan event.GenericEvent, 1),
 		store:  newServiceStore(kube.Serves(o.ServeServicesWithoutClass), o.NodeName),
+		inc:    newIncremental(),
 	}
 }
 
@@ -186,11 +193,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 
-	in, objs, err := r.input(ctx)
+	in, objs, changed, err := r.input(ctx)
 	if err != nil {
+		// The Services that changed are in the store's list now but were
+		// not decided: the next pass must be full.
+		r.inc.done(passPlan{}, model.Input{}, nil, nil, false, start)
 		return reconcile.Result{}, err
 	}
-	desired := model.Desired(in)
+	// While the configuration is unchanged, decide only the Services that
+	// changed and those sharing their addresses (see incremental); a full
+	// pass at least every fullPassEvery re-asserts everything.
+	cfg := configOf(in)
+	plan := r.inc.plan(cfg, changed, r.store.service, len(in.Services), start)
+	decide := in
+	if !plan.full {
+		decide.Services = plan.services
+	}
+	desired := model.Desired(decide)
 	r.reportPools(desired, objs, log)
 
 	// Sessions: one per selected peer, unless its configuration cannot be
@@ -208,16 +227,42 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		}
 		configs = append(configs, cfg)
 	}
+	if !plan.full && !slices.Equal(configs, r.lastConfigs) {
+		// A new or restarted session starts empty: give it everything.
+		plan = passPlan{full: true, reason: "sessions changed", changed: plan.changed}
+		desired = model.Desired(in)
+	}
+	if r.Metrics != nil {
+		kind := "incremental"
+		if plan.full {
+			kind = "full"
+		}
+		r.Metrics.Passes.WithLabelValues(kind).Inc()
+	}
+	if plan.full {
+		log.V(1).Info("full pass", "reason", plan.reason, "services", len(in.Services))
+	}
 	var errs []error
 	if err := r.Speaker.SetPeers(ctx, configs); err != nil {
 		errs = append(errs, err)
 	}
-	for _, cfg := range configs {
-		ch, err := r.Speaker.Set(ctx, cfg.Name, desired.Peers[cfg.Name])
+	for _, pc := range configs {
+		var ch bgp.Changes
+		var err error
+		if plan.full {
+			ch, err = r.Speaker.Set(ctx, pc.Name, desired.Peers[pc.Name])
+		} else {
+			ch, err = r.Speaker.SetPrefixes(ctx, pc.Name, plan.prefixes, desired.Peers[pc.Name])
+		}
 		if err != nil {
 			errs = append(errs, err)
 		}
-		r.report(cfg, ch, log)
+		r.report(pc, ch, log)
+	}
+	r.lastConfigs = configs
+	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
+	if r.Metrics != nil {
+		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
 	}
 	if err := r.writeStates(ctx, desired, objs); err != nil {
 		errs = append(errs, err)
@@ -238,16 +283,17 @@ type objects struct {
 	pools    map[string]*v1.IPPool
 }
 
-func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
+func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string, error) {
 	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownWhenCordoned: r.Options.GracefulShutdownWhenCordoned}}
 	objs := objects{peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
+	var changed []string
 
 	node := &corev1.Node{}
 	switch err := r.Client.Get(ctx, client.ObjectKey{Name: r.Options.NodeName}, node); {
 	case apierrors.IsNotFound(err):
 		// Unknown node: no sessions, everything withdrawn.
 	case err != nil:
-		return in, objs, fmt.Errorf("get node %s: %w", r.Options.NodeName, err)
+		return in, objs, changed, fmt.Errorf("get node %s: %w", r.Options.NodeName, err)
 	default:
 		objs.node = node
 		objs.routerID = RouterID(node)
@@ -255,11 +301,11 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	}
 
 	// Services and EndpointSlices come from the event-maintained store.
-	in.Services, _ = r.store.snapshot()
+	in.Services, changed = r.store.snapshot()
 
 	var pools v1.IPPoolList
 	if err := r.Client.List(ctx, &pools); err != nil {
-		return in, objs, fmt.Errorf("list ippools: %w", err)
+		return in, objs, changed, fmt.Errorf("list ippools: %w", err)
 	}
 	for i := range pools.Items {
 		p := &pools.Items[i]
@@ -268,7 +314,7 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	}
 	var peers v1.BGPPeerList
 	if err := r.Client.List(ctx, &peers); err != nil {
-		return in, objs, fmt.Errorf("list bgppeers: %w", err)
+		return in, objs, changed, fmt.Errorf("list bgppeers: %w", err)
 	}
 	for i := range peers.Items {
 		p := &peers.Items[i]
@@ -277,12 +323,12 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, error) {
 	}
 	var advs v1.BGPAdvertisementList
 	if err := r.Client.List(ctx, &advs); err != nil {
-		return in, objs, fmt.Errorf("list bgpadvertisements: %w", err)
+		return in, objs, changed, fmt.Errorf("list bgpadvertisements: %w", err)
 	}
 	for i := range advs.Items {
 		in.Advertisements = append(in.Advertisements, toAdvertisement(&advs.Items[i]))
 	}
-	return in, objs, nil
+	return in, objs, changed, nil
 }
 
 func (r *Reconciler) peerConfig(ctx context.Context, p *v1.BGPPeer, routerID netip.Addr) (bgp.PeerConfig, error) {

@@ -258,6 +258,18 @@ func TestSpeakerAgainstAPIServer(t *testing.T) {
 	// Local endpoint appears for the Local service: announced from here.
 	setEndpoint(t, localEP, "node-a", true)
 	waitRoutes(t, router, []bgptest.Route{routeTo("192.168.254.10/32"), routeTo("192.168.254.11/32")})
+	// A count-only change of the session state is written too (at most a
+	// second later, see stateWriteInterval).
+	eventually(t, "BGPSessionState prefixesSent 2", func() error {
+		s := &v1.BGPSessionState{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "node-a-router"}, s); err != nil {
+			return err
+		}
+		if s.Status.PrefixesSent != 2 {
+			return fmt.Errorf("prefixesSent %d", s.Status.PrefixesSent)
+		}
+		return nil
+	})
 
 	// It stops being ready: withdrawn at once.
 	setEndpoint(t, localEP, "node-a", false)

@@ -102,6 +102,9 @@ type Reconciler struct {
 	// pass (a changed session, e.g. a new password, needs a full pass).
 	inc         *incremental
 	lastConfigs []bgp.PeerConfig
+	// The session states as last written (see stateSignature).
+	lastStateSig, lastStateCounts string
+	lastStateWrite                time.Time
 }
 
 // CacheOptions restricts the informers to what the speaker needs: its own
@@ -264,15 +267,48 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 	if r.Metrics != nil {
 		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
 	}
-	if err := r.writeStates(ctx, desired, objs); err != nil {
-		errs = append(errs, err)
+	// Session states: a change of state, error or peer set is written at
+	// once; a change of counts only (prefixes sent) at most every
+	// stateWriteInterval, so a stream of EndpointSlice changes does not put
+	// a status write (rate-limited by the client) behind every UPDATE.
+	status := r.Speaker.Status(ctx)
+	sig, counts := stateSignature(desired, status, r.peerErrs)
+	switch {
+	case plan.full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
+		if err := r.writeStates(ctx, desired, objs, status); err != nil {
+			errs = append(errs, err)
+			r.lastStateSig = "" // retry
+		} else {
+			r.lastStateSig, r.lastStateCounts, r.lastStateWrite = sig, counts, time.Now()
+		}
+	case counts != r.lastStateCounts:
+		res.RequeueAfter = stateWriteInterval - time.Since(r.lastStateWrite)
 	}
 	if err := errors.Join(errs...); err != nil {
 		// Transient (GoBGP or apiserver): retried with backoff.
 		return reconcile.Result{}, err
 	}
 	r.synced.Store(true)
-	return reconcile.Result{}, nil
+	return res, nil
+}
+
+// stateWriteInterval bounds how often BGPSessionState statuses are written
+// when only their counts changed.
+const stateWriteInterval = time.Second
+
+// stateSignature sums up what the session states would show: sig the
+// selected peers, their states, addresses and errors; counts the numbers
+// (prefixes and UPDATEs sent).
+func stateSignature(d model.Result, status []bgp.PeerStatus, peerErrs map[string]string) (sig, counts string) {
+	var b, c strings.Builder
+	for _, p := range sortedKeys(d.Peers) {
+		fmt.Fprintf(&b, "%s|%s;", p, peerErrs[p])
+	}
+	for _, st := range status {
+		fmt.Fprintf(&b, "%s|%s|%s|%v|%s;", st.Name, st.State, st.LastError, st.LocalAddress, st.EstablishedSince)
+		fmt.Fprintf(&c, "%s|%d|%d;", st.Name, st.Announced, st.UpdatesSent)
+	}
+	return b.String(), c.String()
 }
 
 // objects keeps what the reconcile needs beyond the model input.
@@ -418,9 +454,9 @@ func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, log logr.Logger)
 // writeStates creates/updates the BGPSessionState of every selected peer and
 // deletes this node's states of peers no longer selected. Unchanged statuses
 // are not written.
-func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objects) error {
+func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objects, statuses []bgp.PeerStatus) error {
 	status := map[string]bgp.PeerStatus{}
-	for _, st := range r.Speaker.Status(ctx) {
+	for _, st := range statuses {
 		status[st.Name] = st
 	}
 	var errs []error

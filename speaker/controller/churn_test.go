@@ -1,0 +1,243 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/bgplb/bgplb/speaker/bgp"
+	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
+	"github.com/bgplb/bgplb/speaker/model"
+)
+
+// speakerChurn is issue 7's churn at the speaker's own rate, without an
+// apiserver in the way (the envtest apiserver takes about 45 Services/s on
+// 2 cores, see test/faults): 10,000 Services are announced, then for d the
+// oldest Service is deleted and a new one created at rate per second each,
+// in passes every 10 ms as the reconciler's workqueue coalesces events
+// (plan, decide, Set or SetPrefixes into a real GoBGP, UPDATEs to an
+// in-process router). It returns the creates and deletes done and the time
+// they took; the caller checks the router's table.
+type churnRun struct {
+	router   *bgptest.Router
+	mgr      *bgp.Manager
+	services []model.Service // alive, oldest first
+	creates  int
+	deletes  int
+	took     time.Duration
+	passes   int
+	fulls    int
+	// before is measured after the warm-up, after at the end.
+	before, after usage
+}
+
+// usage is the live heap (after a GC) and the goroutine count.
+type usage struct {
+	heap       uint64
+	goroutines int
+}
+
+func measure() usage {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return usage{heap: m.HeapAlloc, goroutines: runtime.NumGoroutine()}
+}
+
+func speakerChurn(tb testing.TB, n, rate int, d time.Duration) *churnRun {
+	ctx := context.Background()
+	lo4 := netip.MustParseAddr("127.0.0.1")
+	pool, _ := model.ParseAddresses([]string{"10.128.0.0/16"})
+	cfg := model.Input{
+		Node:           "n1",
+		Nodes:          []model.Node{{Name: "n1", Ready: true}},
+		Pools:          []model.Pool{{Name: "p", Ranges: pool}},
+		Peers:          []model.Peer{{Name: "r", Address: lo4}},
+		Advertisements: []model.BGPAdvertisement{{Name: "a", Communities: []string{"65000:1"}}},
+	}
+	run := &churnRun{}
+	// The router first, then the speaker's server (see bgptest).
+	run.router = bgptest.Start(tb, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	run.mgr = bgp.NewManager(logr.Discard(), nil)
+	tb.Cleanup(func() { _ = run.mgr.Shutdown(context.Background(), bgp.ShutdownOptions{}) })
+	if err := run.mgr.SetPeers(ctx, []bgp.PeerConfig{{Name: "r", Address: lo4, Port: run.router.Port, PeerASN: 64512, MyASN: 65001,
+		RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second}}); err != nil {
+		tb.Fatal(err)
+	}
+	run.router.WaitEstablished(tb, lo4, time.Minute)
+
+	// Services by key; addresses are handed out round-robin over n*6/5 of
+	// the /16 (as the controller's per-range cursor does over a pool), so an
+	// address is reused only long after its Service was deleted, and the
+	// warm-up has used every address once (GoBGP keeps some state per
+	// prefix it has seen, which is bounded by the pool, not a leak).
+	byKey := map[string]model.Service{}
+	next := 0
+	newService := func() model.Service {
+		i := next
+		next++
+		a := i % (n * 6 / 5)
+		ip := netip.AddrFrom4([4]byte{10, 128, byte(a >> 8), byte(a)})
+		name := fmt.Sprintf("svc-%d", i)
+		return model.Service{Namespace: "churn", Name: name, ID: "churn/" + name, TrafficPolicy: model.TrafficPolicyCluster,
+			IPs: []netip.Addr{ip}, Endpoints: []model.Endpoint{{NodeName: "n2", Ready: true, Serving: true}}}
+	}
+	lookup := func(k string) (model.Service, bool) { s, ok := byKey[k]; return s, ok }
+	inc := newIncremental()
+	pass := func(changed []string) {
+		in := cfg
+		in.Services = run.services
+		c := configOf(in)
+		p := inc.plan(c, changed, lookup, len(in.Services), time.Now())
+		var err error
+		if p.full {
+			run.fulls++
+			_, err = run.mgr.Set(ctx, "r", model.Desired(in).Peers["r"])
+		} else {
+			sub := in
+			sub.Services = p.services
+			_, err = run.mgr.SetPrefixes(ctx, "r", p.prefixes, model.Desired(sub).Peers["r"])
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		run.passes++
+		inc.done(p, c, in.Services, lookup, true, time.Now())
+	}
+
+	var changed []string
+	for range n * 6 / 5 {
+		s := newService()
+		byKey[s.ID] = s
+		run.services = append(run.services, s)
+		changed = append(changed, s.ID)
+	}
+	pass(changed)
+	if !run.router.Wait(time.Minute, func(r map[netip.Prefix]bgptest.Route) bool { return len(r) == n*6/5 }) {
+		tb.Fatalf("router has %d of %d routes after the warm-up", run.router.Len(), n*6/5)
+	}
+	changed = changed[:0]
+	for _, s := range run.services[:n/5] {
+		delete(byKey, s.ID)
+		changed = append(changed, s.ID)
+	}
+	run.services = run.services[n/5:]
+	pass(changed)
+	if !run.router.Wait(time.Minute, func(r map[netip.Prefix]bgptest.Route) bool { return len(r) == n }) {
+		tb.Fatalf("router has %d of %d routes after the warm-up", run.router.Len(), n)
+	}
+	run.before = measure()
+
+	start := time.Now()
+	run.passes, run.fulls = 0, 0
+	for {
+		elapsed := time.Since(start)
+		if elapsed >= d {
+			break
+		}
+		// Everything due by now: behind schedule, the batch grows (as
+		// events coalesce in the workqueue); the run still ends after d.
+		due := int(elapsed.Seconds()*float64(rate)) - run.creates
+		changed = changed[:0]
+		for ; due > 0; due-- {
+			old := run.services[0]
+			run.services = run.services[1:]
+			delete(byKey, old.ID)
+			s := newService()
+			byKey[s.ID] = s
+			run.services = append(run.services, s)
+			changed = append(changed, old.ID, s.ID)
+			run.creates++
+			run.deletes++
+		}
+		pass(changed)
+		time.Sleep(10 * time.Millisecond)
+	}
+	run.took = time.Since(start)
+	return run
+}
+
+// wantRoutes are the /32s of the Services alive.
+func (c *churnRun) wantRoutes() map[netip.Prefix]bool {
+	want := map[netip.Prefix]bool{}
+	for _, s := range c.services {
+		want[netip.PrefixFrom(s.IPs[0], 32)] = true
+	}
+	return want
+}
+
+// TestSpeakerChurn1000PerSecond: 10,000 Services announced, then 1,000
+// creates and 1,000 deletes per second for 30 s through the speaker's
+// incremental passes into a real GoBGP and an in-process router. The
+// router's table ends equal to the Services alive; afterwards, with
+// everything withdrawn, the goroutines are back and the live heap is within
+// 10% of what it was after the warm-up. The rate reached is logged (the
+// loop coalesces when behind, so under -race it is lower); BenchmarkSpeakerChurn
+// reports it.
+func TestSpeakerChurn1000PerSecond(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s of churn; not with -short")
+	}
+	const n, rate = 10000, 1000
+	run := speakerChurn(t, n, rate, 30*time.Second)
+	t.Logf("churn: %d creates and %d deletes in %v (%.0f/s each), %d passes (%d full)",
+		run.creates, run.deletes, run.took.Round(time.Millisecond), float64(run.creates)/run.took.Seconds(), run.passes, run.fulls)
+	want := run.wantRoutes()
+	if !run.router.Wait(time.Minute, func(r map[netip.Prefix]bgptest.Route) bool {
+		if len(r) != len(want) {
+			return false
+		}
+		for p := range r {
+			if !want[p] {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("router has %d routes, want the %d of the Services alive", run.router.Len(), len(want))
+	}
+	if run.creates < n {
+		t.Fatalf("only %d creates in 30 s: the churn did not replace the 10,000 Services even once", run.creates)
+	}
+	// The same number of Services alive as after the warm-up: no growth.
+	run.after = measure()
+	t.Logf("after the warm-up: heap %.1f MiB, %d goroutines; after the churn: heap %.1f MiB, %d goroutines",
+		float64(run.before.heap)/(1<<20), run.before.goroutines, float64(run.after.heap)/(1<<20), run.after.goroutines)
+	if run.after.goroutines > run.before.goroutines+5 {
+		t.Errorf("%d goroutines after the churn, %d before", run.after.goroutines, run.before.goroutines)
+	}
+	if float64(run.after.heap) > 1.1*float64(run.before.heap) {
+		t.Errorf("live heap %.1f MiB after the churn, %.1f MiB before (more than +10%%)",
+			float64(run.after.heap)/(1<<20), float64(run.before.heap)/(1<<20))
+	}
+}
+
+// BenchmarkSpeakerChurn reports the creates+deletes per second the speaker's
+// passes sustained while asked for 1,000 of each per second
+// (BGPLB_SPEAKER_CHURN_RATE overrides it), and the time until the router
+// matched.
+func BenchmarkSpeakerChurn(b *testing.B) {
+	rate := 1000
+	if v, err := strconv.Atoi(os.Getenv("BGPLB_SPEAKER_CHURN_RATE")); err == nil && v > 0 {
+		rate = v
+	}
+	for i := 0; i < b.N; i++ {
+		run := speakerChurn(b, 10000, rate, 30*time.Second)
+		want := run.wantRoutes()
+		t0 := time.Now()
+		if !run.router.Wait(time.Minute, func(r map[netip.Prefix]bgptest.Route) bool { return len(r) == len(want) }) {
+			b.Fatalf("router has %d routes, want %d", run.router.Len(), len(want))
+		}
+		b.ReportMetric(float64(run.creates)/run.took.Seconds(), "creates/s")
+		b.ReportMetric(float64(run.deletes)/run.took.Seconds(), "deletes/s")
+		b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "ms-router-matched-after")
+		b.ReportMetric(float64(run.passes)/run.took.Seconds(), "passes/s")
+	}
+}

@@ -482,41 +482,62 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 				continue
 			}
 		}
-		// AddPath with the same prefix replaces the previous path
-		// (implicit withdraw), so a changed attribute is one UPDATE.
-		if err := s.addPath(ctx, a); err != nil {
-			// The old path (if any) stays announced and marked; the
-			// differing attributes make the next Set retry.
+		// The old path (if any) stays announced and marked when this
+		// fails; the differing attributes make the next Set retry.
+		if err := s.announce(ctx, old, a, &ch); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		if old != nil {
-			old.adv = a
-		} else {
-			s.announced[a.Prefix] = &path{adv: a, gen: s.gen}
-		}
-		ch.Added = append(ch.Added, a)
 	}
-	for p, old := range s.announced {
+	for _, old := range s.announced {
 		if old.gen == s.gen {
 			continue
 		}
-		if err := s.deletePath(ctx, old.adv); err != nil {
+		if err := s.withdraw(ctx, old, &ch); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		delete(s.announced, p)
-		ch.Withdrawn = append(ch.Withdrawn, old.adv)
 	}
-	err = errors.Join(errs...)
+	return ch, s.setResult(errs)
+}
+
+// announce adds or replaces (old, when not nil) the path of a.Prefix and
+// records it once GoBGP accepted it. AddPath with the same prefix replaces
+// the previous path (implicit withdraw), so a changed attribute is one
+// UPDATE.
+func (s *session) announce(ctx context.Context, old *path, a model.Advertisement, ch *Changes) error {
+	if err := s.addPath(ctx, a); err != nil {
+		return err
+	}
+	if old != nil {
+		old.adv = a
+	} else {
+		s.announced[a.Prefix] = &path{adv: a, gen: s.gen}
+	}
+	ch.Added = append(ch.Added, a)
+	return nil
+}
+
+// withdraw deletes an announced path and forgets it once GoBGP accepted.
+func (s *session) withdraw(ctx context.Context, old *path, ch *Changes) error {
+	if err := s.deletePath(ctx, old.adv); err != nil {
+		return err
+	}
+	delete(s.announced, old.adv.Prefix)
+	ch.Withdrawn = append(ch.Withdrawn, old.adv)
+	return nil
+}
+
+// setResult records the outcome of a Set or SetPrefixes as the session's
+// last error (cleared by a call without errors) and returns it.
+func (s *session) setResult(errs []error) error {
+	err := errors.Join(errs...)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
 		s.lastErr = err.Error()
 	} else {
 		s.lastErr = ""
 	}
-	s.mu.Unlock()
-	return ch, err
+	return err
 }
 
 // SetPrefixes is Set restricted to prefixes: for each of them it announces
@@ -543,38 +564,20 @@ func (m *Manager) SetPrefixes(ctx context.Context, peer string, prefixes []netip
 	for _, p := range prefixes {
 		old := s.announced[p]
 		a, wanted := want[p]
+		var err error
 		switch {
 		case wanted && old != nil && old.adv.SameRoute(a):
 			old.adv = a
 		case wanted:
-			if err := s.addPath(ctx, a); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if old != nil {
-				old.adv = a
-			} else {
-				s.announced[p] = &path{adv: a, gen: s.gen}
-			}
-			ch.Added = append(ch.Added, a)
+			err = s.announce(ctx, old, a, &ch)
 		case old != nil:
-			if err := s.deletePath(ctx, old.adv); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			delete(s.announced, p)
-			ch.Withdrawn = append(ch.Withdrawn, old.adv)
+			err = s.withdraw(ctx, old, &ch)
+		}
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
-	err = errors.Join(errs...)
-	s.mu.Lock()
-	if err != nil {
-		s.lastErr = err.Error()
-	} else {
-		s.lastErr = ""
-	}
-	s.mu.Unlock()
-	return ch, err
+	return ch, s.setResult(errs)
 }
 
 // Announced returns a copy of what is announced to peer, sorted by prefix.

@@ -27,7 +27,6 @@ import (
 // they took; the caller checks the router's table.
 type churnRun struct {
 	router   *bgptest.Router
-	mgr      *bgp.Manager
 	services []model.Service // alive, oldest first
 	creates  int
 	deletes  int
@@ -51,27 +50,67 @@ func measure() usage {
 	return usage{heap: m.HeapAlloc, goroutines: runtime.NumGoroutine()}
 }
 
-func speakerChurn(tb testing.TB, n, rate int, d time.Duration) *churnRun {
+// passHarness is the speaker's core without Kubernetes: node n1 with one
+// pool (10.128.0.0/16), one advertisement and one peer, the speaker's real
+// GoBGP (bgp.Manager) announcing to an in-process router on 127.0.0.1, and
+// the reconciler's pass (plan, decide, Set or SetPrefixes).
+type passHarness struct {
+	cfg           model.Input
+	router        *bgptest.Router
+	mgr           *bgp.Manager
+	inc           *incremental
+	passes, fulls int
+}
+
+func newPassHarness(tb testing.TB) *passHarness {
 	ctx := context.Background()
 	lo4 := netip.MustParseAddr("127.0.0.1")
 	pool, _ := model.ParseAddresses([]string{"10.128.0.0/16"})
-	cfg := model.Input{
+	h := &passHarness{inc: newIncremental(), cfg: model.Input{
 		Node:           "n1",
 		Nodes:          []model.Node{{Name: "n1", Ready: true}},
 		Pools:          []model.Pool{{Name: "p", Ranges: pool}},
 		Peers:          []model.Peer{{Name: "r", Address: lo4}},
 		Advertisements: []model.BGPAdvertisement{{Name: "a", Communities: []string{"65000:1"}}},
-	}
-	run := &churnRun{}
+	}}
 	// The router first, then the speaker's server (see bgptest).
-	run.router = bgptest.Start(tb, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
-	run.mgr = bgp.NewManager(logr.Discard(), nil)
-	tb.Cleanup(func() { _ = run.mgr.Shutdown(context.Background(), bgp.ShutdownOptions{}) })
-	if err := run.mgr.SetPeers(ctx, []bgp.PeerConfig{{Name: "r", Address: lo4, Port: run.router.Port, PeerASN: 64512, MyASN: 65001,
+	h.router = bgptest.Start(tb, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	h.mgr = bgp.NewManager(logr.Discard(), nil)
+	tb.Cleanup(func() { _ = h.mgr.Shutdown(context.Background(), bgp.ShutdownOptions{}) })
+	if err := h.mgr.SetPeers(ctx, []bgp.PeerConfig{{Name: "r", Address: lo4, Port: h.router.Port, PeerASN: 64512, MyASN: 65001,
 		RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second}}); err != nil {
 		tb.Fatal(err)
 	}
-	run.router.WaitEstablished(tb, lo4, time.Minute)
+	h.router.WaitEstablished(tb, lo4, time.Minute)
+	return h
+}
+
+// pass runs one reconcile pass over services, of which changed changed.
+func (h *passHarness) pass(tb testing.TB, services []model.Service, changed []string, lookup func(string) (model.Service, bool)) {
+	ctx := context.Background()
+	in := h.cfg
+	in.Services = services
+	c := configOf(in)
+	p := h.inc.plan(c, changed, lookup, len(services), time.Now())
+	var err error
+	if p.full {
+		h.fulls++
+		_, err = h.mgr.Set(ctx, "r", model.Desired(in).Peers["r"])
+	} else {
+		sub := in
+		sub.Services = p.services
+		_, err = h.mgr.SetPrefixes(ctx, "r", p.prefixes, model.Desired(sub).Peers["r"])
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.passes++
+	h.inc.done(p, c, services, lookup, true, time.Now())
+}
+
+func speakerChurn(tb testing.TB, n, rate int, d time.Duration) *churnRun {
+	h := newPassHarness(tb)
+	run := &churnRun{router: h.router}
 
 	// Services by key; addresses are handed out round-robin over n*6/5 of
 	// the /16 (as the controller's per-range cursor does over a pool), so an
@@ -90,27 +129,7 @@ func speakerChurn(tb testing.TB, n, rate int, d time.Duration) *churnRun {
 			IPs: []netip.Addr{ip}, Endpoints: []model.Endpoint{{NodeName: "n2", Ready: true, Serving: true}}}
 	}
 	lookup := func(k string) (model.Service, bool) { s, ok := byKey[k]; return s, ok }
-	inc := newIncremental()
-	pass := func(changed []string) {
-		in := cfg
-		in.Services = run.services
-		c := configOf(in)
-		p := inc.plan(c, changed, lookup, len(in.Services), time.Now())
-		var err error
-		if p.full {
-			run.fulls++
-			_, err = run.mgr.Set(ctx, "r", model.Desired(in).Peers["r"])
-		} else {
-			sub := in
-			sub.Services = p.services
-			_, err = run.mgr.SetPrefixes(ctx, "r", p.prefixes, model.Desired(sub).Peers["r"])
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		run.passes++
-		inc.done(p, c, in.Services, lookup, true, time.Now())
-	}
+	pass := func(changed []string) { h.pass(tb, run.services, changed, lookup) }
 
 	var changed []string
 	for range n * 6 / 5 {
@@ -134,9 +153,9 @@ func speakerChurn(tb testing.TB, n, rate int, d time.Duration) *churnRun {
 		tb.Fatalf("router has %d of %d routes after the warm-up", run.router.Len(), n)
 	}
 	run.before = measure()
+	h.passes, h.fulls = 0, 0
 
 	start := time.Now()
-	run.passes, run.fulls = 0, 0
 	for {
 		elapsed := time.Since(start)
 		if elapsed >= d {
@@ -161,6 +180,7 @@ func speakerChurn(tb testing.TB, n, rate int, d time.Duration) *churnRun {
 		time.Sleep(10 * time.Millisecond)
 	}
 	run.took = time.Since(start)
+	run.passes, run.fulls = h.passes, h.fulls
 	return run
 }
 

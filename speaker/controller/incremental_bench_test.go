@@ -1,16 +1,12 @@
 package controller
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"sort"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-
-	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
 	"github.com/bgplb/bgplb/speaker/model"
 )
@@ -24,16 +20,6 @@ import (
 // BenchmarkEndpointChange10k in speaker/bgp, the full pass.
 func BenchmarkIncrementalEndpointChange10k(b *testing.B) {
 	const n = 10000
-	ctx := context.Background()
-	lo4 := netip.MustParseAddr("127.0.0.1")
-	pool, _ := model.ParseAddresses([]string{"10.128.0.0/16"})
-	cfg := model.Input{
-		Node:           "n1",
-		Nodes:          []model.Node{{Name: "n1", Ready: true}},
-		Pools:          []model.Pool{{Name: "p", Ranges: pool}},
-		Peers:          []model.Peer{{Name: "r", Address: lo4}},
-		Advertisements: []model.BGPAdvertisement{{Name: "a", Communities: []string{"65000:1"}}},
-	}
 	services := make([]model.Service, n)
 	index := map[string]int{}
 	base := netip.MustParseAddr("10.128.0.0").As4()
@@ -55,40 +41,10 @@ func BenchmarkIncrementalEndpointChange10k(b *testing.B) {
 		}
 		return services[i], true
 	}
-
-	// The router first, then the speaker's server (see bgptest).
-	r := bgptest.Start(b, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
-	m := bgp.NewManager(logr.Discard(), nil)
-	if err := m.SetPeers(ctx, []bgp.PeerConfig{{Name: "r", Address: lo4, Port: r.Port, PeerASN: 64512, MyASN: 65001,
-		RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second}}); err != nil {
-		b.Fatal(err)
-	}
-	defer m.Shutdown(ctx, bgp.ShutdownOptions{})
-	r.WaitEstablished(b, lo4, time.Minute)
-
-	inc := newIncremental()
-	now := time.Now()
-	pass := func(changed []string) {
-		in := cfg
-		in.Services = services
-		c := configOf(in)
-		p := inc.plan(c, changed, lookup, n, now)
-		var err error
-		if p.full {
-			_, err = m.Set(ctx, "r", model.Desired(in).Peers["r"])
-		} else {
-			sub := in
-			sub.Services = p.services
-			_, err = m.SetPrefixes(ctx, "r", p.prefixes, model.Desired(sub).Peers["r"])
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		inc.done(p, c, in.Services, lookup, true, now)
-	}
-	pass(nil)
-	if !r.Wait(time.Minute, func(routes map[netip.Prefix]bgptest.Route) bool { return len(routes) == n }) {
-		b.Fatalf("router has %d of %d routes", r.Len(), n)
+	h := newPassHarness(b)
+	h.pass(b, services, nil, lookup)
+	if !h.router.Wait(time.Minute, func(routes map[netip.Prefix]bgptest.Route) bool { return len(routes) == n }) {
+		b.Fatalf("router has %d of %d routes", h.router.Len(), n)
 	}
 
 	lat := make([]time.Duration, 0, b.N)
@@ -103,9 +59,9 @@ func BenchmarkIncrementalEndpointChange10k(b *testing.B) {
 			want = n
 		}
 		start := time.Now()
-		pass([]string{services[k].ID})
-		if !r.Wait(time.Minute, func(routes map[netip.Prefix]bgptest.Route) bool { return len(routes) == want }) {
-			b.Fatalf("router has %d routes, want %d", r.Len(), want)
+		h.pass(b, services, []string{services[k].ID}, lookup)
+		if !h.router.Wait(time.Minute, func(routes map[netip.Prefix]bgptest.Route) bool { return len(routes) == want }) {
+			b.Fatalf("router has %d routes, want %d", h.router.Len(), want)
 		}
 		lat = append(lat, time.Since(start))
 	}

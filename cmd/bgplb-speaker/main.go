@@ -74,9 +74,10 @@ func run() error {
 		// GoBGP's RIB, the announced paths): about 26 MB at 10,000
 		// Services. With GOGC=50 RSS there was 77-85 MB (anon 36-39 MB; the
 		// binary's file-backed pages, 40-47 MB, are outside our control),
-		// with 25 75-80 MB (anon 2-6 MB less), for up to about 5 ms more CPU
-		// per EndpointSlice change while every pass still decides all
-		// Services (docs/benchmarks.md). An explicit GOGC wins.
+		// with 25 75-80 MB (anon 2-6 MB less). That cost up to about 5 ms
+		// more CPU per EndpointSlice change while every pass decided all
+		// Services; with incremental passes a change costs about 1.3 ms of
+		// CPU in all (docs/benchmarks.md). An explicit GOGC wins.
 		debug.SetGCPercent(defaultGOGC)
 	}
 	log := ctrl.Log.WithName("speaker").WithValues("node", *nodeName)

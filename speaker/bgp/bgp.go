@@ -661,6 +661,20 @@ func apiPath(a model.Advertisement, withdraw bool) (*api.Path, error) {
 	return p, nil
 }
 
+// listNeighbors calls fn for each of GoBGP's neighbors that has a state,
+// with its address (unmapped). A failed listing reports no neighbor: the
+// callers read it as "not established".
+func (m *Manager) listNeighbors(ctx context.Context, fn func(netip.Addr, *api.Peer)) {
+	_ = m.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		if p.State == nil {
+			return
+		}
+		if addr, err := netip.ParseAddr(p.State.NeighborAddress); err == nil {
+			fn(addr.Unmap(), p)
+		}
+	})
+}
+
 // Status reports every session, sorted by peer name.
 func (m *Manager) Status(ctx context.Context) []PeerStatus {
 	m.mu.Lock()
@@ -672,16 +686,8 @@ func (m *Manager) Status(ctx context.Context) []PeerStatus {
 	}
 	neighbors := map[netip.Addr]seen{}
 	if m.srv != nil {
-		_ = m.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-			if p.State == nil {
-				return
-			}
-			addr, err := netip.ParseAddr(p.State.NeighborAddress)
-			if err != nil {
-				return
-			}
-			var n seen
-			n.state = sessionState(p.State.SessionState)
+		m.listNeighbors(ctx, func(addr netip.Addr, p *api.Peer) {
+			n := seen{state: sessionState(p.State.SessionState)}
 			if p.State.Messages != nil && p.State.Messages.Sent != nil {
 				n.updates = p.State.Messages.Sent.Update
 			}
@@ -690,7 +696,7 @@ func (m *Manager) Status(ctx context.Context) []PeerStatus {
 					n.local = a.Unmap()
 				}
 			}
-			neighbors[addr.Unmap()] = n
+			neighbors[addr] = n
 		})
 	}
 	out := make([]PeerStatus, 0, len(m.sessions))
@@ -790,20 +796,12 @@ func (m *Manager) close(ctx context.Context, sessions []*session, flush time.Dur
 	}
 	neighbors := func() map[netip.Addr]sent {
 		out := map[netip.Addr]sent{}
-		_ = m.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-			if p.State == nil {
-				return
-			}
-			addr, err := netip.ParseAddr(p.State.NeighborAddress)
-			if err != nil {
-				return
-			}
-			var n sent
-			n.established = p.State.SessionState == api.PeerState_ESTABLISHED
+		m.listNeighbors(ctx, func(addr netip.Addr, p *api.Peer) {
+			n := sent{established: p.State.SessionState == api.PeerState_ESTABLISHED}
 			if p.State.Messages != nil && p.State.Messages.Sent != nil {
 				n.notif = p.State.Messages.Sent.Notification
 			}
-			out[addr.Unmap()] = n
+			out[addr] = n
 		})
 		return out
 	}

@@ -34,8 +34,21 @@ for entry in "${FUZZERS[@]}"; do
   echo "== fuzz ${name} (${pkg}) for ${FUZZTIME}"
   # The controllers' TestMain starts envtest when assets are set; a fuzzer
   # needs none of it (and its workers would each start one).
-  env -u KUBEBUILDER_ASSETS -u BGPLB_REQUIRE_ENVTEST \
-    "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"
+  out="$(mktemp)"
+  if ! env -u KUBEBUILDER_ASSETS -u BGPLB_REQUIRE_ENVTEST \
+    "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1 | tee "$out"; then
+    # Go's fuzzing engine sometimes reports its own -fuzztime deadline
+    # expiring while a worker was busy as a failure ("context deadline
+    # exceeded", golang/go#75804, fixed in Go 1.27), with no failing input. Only a failing
+    # input (written under testdata/fuzz/) is a finding.
+    if grep -q 'context deadline exceeded' "$out" && ! grep -q 'Failing input written to' "$out"; then
+      echo "fuzz-smoke: ${name}: the fuzzing engine's deadline expired mid-run (no failing input); counted as passed"
+    else
+      rm -f "$out"
+      exit 1
+    fi
+  fi
+  rm -f "$out"
   ran=$((ran + 1))
 done
 if [ "$ran" -eq 0 ]; then

@@ -31,6 +31,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/bgplb/bgplb/internal/gobgputil"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
@@ -313,8 +314,9 @@ func (s *Speaker) Stop() {
 	cancel()
 	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c()
-	_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
-	srv.Stop()
+	if err := gobgputil.Stop(ctx, srv, "bgplb-routeragent stopping"); err != nil {
+		s.log.Warn("BGP did not stop cleanly", "err", err)
+	}
 }
 
 // SameSessions reports whether two configs can be applied without

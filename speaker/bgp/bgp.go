@@ -52,6 +52,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
+	"github.com/bgplb/bgplb/internal/gobgputil"
 	"github.com/bgplb/bgplb/speaker/model"
 )
 
@@ -253,8 +254,7 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 	wctx, cancel := context.WithCancel(context.Background())
 	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, m.onPeerEvent); err != nil {
 		cancel()
-		_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
-		srv.Stop()
+		_ = gobgputil.Stop(ctx, srv, "")
 		return fmt.Errorf("watch peer events: %w", err)
 	}
 	m.srv, m.stop, m.routerID = srv, cancel, cfg.RouterID
@@ -275,10 +275,9 @@ func (m *Manager) stopServer(ctx context.Context) error {
 		delete(m.sessions, name)
 	}
 	errs := m.close(ctx, all, closeFlush)
-	if err := m.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-		errs = append(errs, fmt.Errorf("stop GoBGP: %w", err))
+	if err := gobgputil.Stop(ctx, m.srv, "bgplb-speaker shutting down"); err != nil {
+		errs = append(errs, err)
 	}
-	m.srv.Stop()
 	m.stop()
 	m.srv, m.stop = nil, nil
 	return errors.Join(errs...)
@@ -769,11 +768,12 @@ func (m *Manager) Shutdown(ctx context.Context, opts ShutdownOptions) error {
 // and Cease NOTIFICATIONs to leave (normally milliseconds).
 const closeFlush = 2 * time.Second
 
-// close withdraws everything announced to the sessions, sends each
-// established one a Cease NOTIFICATION behind its withdrawals (both go
-// through the neighbor's one ordered output queue), waits up to flush for
-// the NOTIFICATIONs to leave, and removes the neighbors and their VRFs. The
-// server's other neighbors are not touched.
+// close withdraws everything announced to the sessions, disables each
+// neighbor (a Cease NOTIFICATION behind its withdrawals: both go through the
+// neighbor's one ordered output queue), waits up to flush until GoBGP
+// reports each one idle (the NOTIFICATION has left and its session handler
+// has returned), and removes the neighbors and their VRFs. The server's
+// other neighbors are not touched.
 func (m *Manager) close(ctx context.Context, sessions []*session, flush time.Duration) []error {
 	if len(sessions) == 0 {
 		return nil
@@ -790,43 +790,18 @@ func (m *Manager) close(ctx context.Context, sessions []*session, flush time.Dur
 			withdrawn[i]++
 		}
 	}
-	type sent struct {
-		notif       uint64
-		established bool
-	}
-	neighbors := func() map[netip.Addr]sent {
-		out := map[netip.Addr]sent{}
-		m.listNeighbors(ctx, func(addr netip.Addr, p *api.Peer) {
-			n := sent{established: p.State.SessionState == api.PeerState_ESTABLISHED}
-			if p.State.Messages != nil && p.State.Messages.Sent != nil {
-				n.notif = p.State.Messages.Sent.Notification
-			}
-			out[addr] = n
-		})
-		return out
-	}
-	before := neighbors()
-	var waiting []netip.Addr
+	// Disabling (not only a Cease) keeps a neighbour from reconnecting
+	// before it is deleted, and waiting for IDLE means its session
+	// handler has returned: see package gobgputil.
+	addrs := make([]string, 0, len(sessions))
 	for _, s := range sessions {
-		addr := s.cfg.Address.Unmap()
-		if !before[addr].established {
-			continue
-		}
-		if err := m.srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: addr.String(), Communication: "bgplb-speaker shutting down"}); err != nil {
-			errs = append(errs, fmt.Errorf("send Cease to %s: %w", s.cfg.Name, err))
-			continue
-		}
-		waiting = append(waiting, addr)
+		addrs = append(addrs, s.cfg.Address.Unmap().String())
 	}
-	for deadline := time.Now().Add(flush); len(waiting) > 0 && time.Now().Before(deadline); {
-		now := neighbors()
-		waiting = slices.DeleteFunc(waiting, func(a netip.Addr) bool {
-			return now[a].notif > before[a].notif || !now[a].established
-		})
-		if len(waiting) > 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
+	qctx, cancel := context.WithTimeout(ctx, flush)
+	if err := gobgputil.Quiesce(qctx, m.srv, addrs, "bgplb-speaker shutting down"); err != nil {
+		errs = append(errs, fmt.Errorf("close sessions: %w", err))
 	}
+	cancel()
 	for i, s := range sessions {
 		addr := s.cfg.Address.Unmap()
 		if err := m.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/bgplb/bgplb/internal/gobgputil"
 )
 
 // Config describes the test speaker.
@@ -119,6 +121,5 @@ func (s *Speaker) Established(ctx context.Context) bool {
 func (s *Speaker) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	_ = s.srv.StopBgp(ctx, &api.StopBgpRequest{})
-	s.srv.Stop()
+	_ = gobgputil.Stop(ctx, s.srv, "")
 }

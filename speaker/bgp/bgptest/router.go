@@ -30,6 +30,8 @@ import (
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/bgplb/bgplb/internal/gobgputil"
 )
 
 // Route is a route as the router received it.
@@ -102,8 +104,9 @@ func Start(tb testing.TB, addr netip.Addr, asn uint32, neighbors ...Neighbor) *R
 		tb.Fatalf("start router: %v", err)
 	}
 	tb.Cleanup(func() {
-		_ = r.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
-		r.srv.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = gobgputil.Stop(ctx, r.srv, "")
 	})
 	if err := r.srv.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
 		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_ADJIN, Init: true}},

@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/bgplb/bgplb/internal/netnstest"
-	"github.com/bgplb/bgplb/routeragent/bgp"
+	"github.com/bgplb/bgplb/internal/tcpmd5"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
@@ -187,7 +187,7 @@ func sum(m map[policy.Reason]int) int {
 // one outside the neighbour prefixes gets none either (its connections
 // reach the router, which closes them).
 func TestUnknownAndWrongPasswordPeers(t *testing.T) {
-	if err := bgp.CheckMD5(); err != nil {
+	if err := tcpmd5.ListenerSupported(); err != nil {
 		t.Skipf("this kernel has no TCP-MD5: %v", err)
 	}
 	l := newLab(t)

@@ -1,5 +1,7 @@
 // Package bgp runs the router agent's embedded GoBGP v3 speaker. It is the
-// only package of the agent that imports GoBGP.
+// only package of the agent that imports GoBGP (besides internal/gobgputil,
+// the stop sequence, log adapter and state names it shares with the
+// speaker).
 //
 // The speaker accepts sessions (passively: the router never dials) from the
 // configured neighbours, exports nothing, and keeps a copy of every path each
@@ -15,23 +17,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/bgplb/bgplb/internal/gobgputil"
+	"github.com/bgplb/bgplb/internal/tcpmd5"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
@@ -131,50 +132,18 @@ func (s *Speaker) signal() {
 	}
 }
 
-// CheckMD5 reports whether a listener made the way GoBGP makes it can take
-// a TCP-MD5 key. It fails when the kernel lacks CONFIG_TCP_MD5SIG and when
-// Go makes listeners MPTCP (the default since Go 1.24; MPTCP sockets refuse
-// TCP_MD5SIG): the binary must be built with `//go:debug multipathtcp=0`.
-// GoBGP only logs a warning when it cannot set the key, and the sessions
-// would then run unsigned: a configured password must fail the start.
-func CheckMD5() error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("TCP-MD5 check: %w", err)
-	}
-	defer l.Close()
-	sc, err := l.(*net.TCPListener).SyscallConn()
-	if err != nil {
-		return fmt.Errorf("TCP-MD5 check: %w", err)
-	}
-	sig := &unix.TCPMD5Sig{Keylen: 4}
-	sig.Addr.Family = unix.AF_INET
-	copy(sig.Addr.Data[2:], []byte{127, 0, 0, 2})
-	copy(sig.Key[:], "test")
-	var serr error
-	if err := sc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptTCPMD5Sig(int(fd), unix.IPPROTO_TCP, unix.TCP_MD5SIG, sig)
-	}); err != nil {
-		return fmt.Errorf("TCP-MD5 check: %w", err)
-	}
-	if serr != nil {
-		return fmt.Errorf("cannot set a TCP-MD5 key on a BGP listener (kernel without CONFIG_TCP_MD5SIG, or an MPTCP listener: build with //go:debug multipathtcp=0): %w", serr)
-	}
-	return nil
-}
-
 // Start starts GoBGP, the watch, and admits the neighbours.
 func (s *Speaker) Start(ctx context.Context) error {
 	for _, n := range s.cfg.Neighbors {
 		if n.Password == "" {
 			continue
 		}
-		if err := CheckMD5(); err != nil {
+		if err := tcpmd5.ListenerSupported(); err != nil {
 			return fmt.Errorf("neighbor %s has a password: %w", n.Prefix, err)
 		}
 		break
 	}
-	srv := server.NewBgpServer(server.LoggerOption(&logger{l: s.log}))
+	srv := server.NewBgpServer(server.LoggerOption(gobgputil.NewLogger(s.log.With("component", "gobgp"))))
 	if s.ns != nil {
 		nsh := *s.ns
 		errc := make(chan error, 1)
@@ -351,13 +320,19 @@ func (s *Speaker) SetNeighbors(ctx context.Context, cfg Config) error {
 		}
 		// Sessions of the group must go before the group can.
 		var members []string
-		_ = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		if err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
 			if p.Conf != nil && p.Conf.PeerGroup == groupName(i) {
 				members = append(members, p.Conf.NeighborAddress)
 			}
-		})
+		}); err != nil {
+			return fmt.Errorf("list sessions of %s: %w", n.Prefix, err)
+		}
 		for _, m := range members {
-			_ = srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: m})
+			// A session that went down meanwhile is already gone (GoBGP
+			// deletes dynamic neighbours when they drop): log, go on.
+			if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: m}); err != nil {
+				s.log.Warn("could not remove a session of a changed neighbor range", "peer", m, "range", n.Prefix, "err", err)
+			}
 		}
 		if err := srv.DeletePeerGroup(ctx, &api.DeletePeerGroupRequest{Name: groupName(i)}); err != nil {
 			return fmt.Errorf("delete peer group for %s: %w", n.Prefix, err)
@@ -403,10 +378,12 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 		}
 		a = a.Unmap()
 		st := pe.Peer.State.SessionState
+		// The RFC 4271 names, lower case as the agent's status shows them.
+		name := strings.ToLower(gobgputil.StateName(st))
 		s.mu.Lock()
 		p := s.peer(a)
 		p.asn = pe.Peer.State.PeerAsn
-		if name := stateName(st); name != p.state {
+		if name != p.state {
 			p.state = name
 			p.since = time.Now()
 		}
@@ -415,29 +392,11 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 			p.eor = map[string]bool{}
 		}
 		s.mu.Unlock()
-		s.log.Info("bgp peer state", "peer", a.String(), "asn", pe.Peer.State.PeerAsn, "state", stateName(st))
+		s.log.Info("bgp peer state", "peer", a.String(), "asn", pe.Peer.State.PeerAsn, "state", name)
 	default:
 		return
 	}
 	s.signal()
-}
-
-func stateName(s api.PeerState_SessionState) string {
-	switch s {
-	case api.PeerState_IDLE:
-		return "idle"
-	case api.PeerState_CONNECT:
-		return "connect"
-	case api.PeerState_ACTIVE:
-		return "active"
-	case api.PeerState_OPENSENT:
-		return "opensent"
-	case api.PeerState_OPENCONFIRM:
-		return "openconfirm"
-	case api.PeerState_ESTABLISHED:
-		return "established"
-	}
-	return "unknown"
 }
 
 func familyName(f *api.Family) string {
@@ -581,37 +540,3 @@ func (s *Speaker) DecodeErrors() int {
 	defer s.mu.Unlock()
 	return s.decodeErrors
 }
-
-// logger adapts GoBGP's logger to slog.
-type logger struct {
-	l     *slog.Logger
-	level gobgplog.LogLevel
-}
-
-func (g *logger) log(lv slog.Level, msg string, f gobgplog.Fields) {
-	if !g.l.Enabled(context.Background(), lv) {
-		return
-	}
-	args := make([]any, 0, 2*len(f)+2)
-	args = append(args, "component", "gobgp")
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		args = append(args, k, fmt.Sprint(f[k]))
-	}
-	g.l.Log(context.Background(), lv, msg, args...)
-}
-
-func (g *logger) Panic(msg string, f gobgplog.Fields) { g.log(slog.LevelError, msg, f); panic(msg) }
-func (g *logger) Fatal(msg string, f gobgplog.Fields) { g.log(slog.LevelError, msg, f); panic(msg) }
-func (g *logger) Error(msg string, f gobgplog.Fields) { g.log(slog.LevelError, msg, f) }
-func (g *logger) Warn(msg string, f gobgplog.Fields)  { g.log(slog.LevelWarn, msg, f) }
-
-// GoBGP's Info is chatty (every configuration step); it becomes Debug.
-func (g *logger) Info(msg string, f gobgplog.Fields)  { g.log(slog.LevelDebug, msg, f) }
-func (g *logger) Debug(msg string, f gobgplog.Fields) { g.log(slog.LevelDebug-4, msg, f) }
-func (g *logger) SetLevel(l gobgplog.LogLevel)        { g.level = l }
-func (g *logger) GetLevel() gobgplog.LogLevel         { return gobgplog.DebugLevel }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/bgplb/bgplb/internal/tcpmd5"
 	"github.com/bgplb/bgplb/routeragent/bgp/bgptest"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
@@ -148,7 +149,7 @@ func TestMD5(t *testing.T) {
 		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
 		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, Password: "s3cret", HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}},
 	}, testLogger())
-	if md5err := CheckMD5(); md5err != nil {
+	if md5err := tcpmd5.ListenerSupported(); md5err != nil {
 		err := s.Start(ctx)
 		if err == nil {
 			s.Stop()

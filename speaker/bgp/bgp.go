@@ -1,5 +1,7 @@
 // Package bgp runs the speaker's BGP sessions with an embedded GoBGP v3. It
-// is the only speaker package that imports GoBGP.
+// is the only speaker package that imports GoBGP (besides
+// internal/gobgputil, the stop sequence, log adapter and state names it
+// shares with the router agent).
 //
 // Design: one GoBGP server per Manager (per speaker process), with one
 // neighbor per peer (BGPPeer). GoBGP v3.37.0 keeps its route-selection
@@ -39,6 +41,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sort"
@@ -48,11 +51,11 @@ import (
 	"github.com/go-logr/logr"
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
 	"github.com/bgplb/bgplb/internal/gobgputil"
+	"github.com/bgplb/bgplb/internal/tcpmd5"
 	"github.com/bgplb/bgplb/speaker/model"
 )
 
@@ -241,7 +244,7 @@ func (m *Manager) SetPeers(ctx context.Context, peers []PeerConfig) error {
 // runs once per Manager (again only after a router ID change): see the
 // package comment of bgptest.
 func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
-	srv := server.NewBgpServer(server.LoggerOption(&logAdapter{log: m.log.WithName("gobgp")}))
+	srv := server.NewBgpServer(server.LoggerOption(gobgputil.NewLogger(slog.New(logr.ToSlogHandler(m.log.WithName("gobgp"))))))
 	go srv.Serve()
 	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn:        cfg.MyASN,
@@ -300,7 +303,7 @@ func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
 	if s == nil {
 		return
 	}
-	st := sessionState(pe.Peer.State.SessionState)
+	st := gobgputil.StateName(pe.Peer.State.SessionState)
 	s.mu.Lock()
 	changed := s.state != st
 	s.state = st
@@ -345,7 +348,7 @@ func (m *Manager) open(ctx context.Context, cfg PeerConfig) (*session, error) {
 		return nil, fmt.Errorf("router id %v differs from the node's %v", cfg.RouterID, m.routerID)
 	}
 	if cfg.Password != "" {
-		if err := MD5Supported(); err != nil {
+		if err := tcpmd5.KernelSupported(); err != nil {
 			s.configErr = fmt.Sprintf("TCP-MD5 password set but cannot be used: %v", err)
 			log.Error(err, "the session has a TCP-MD5 password the kernel cannot apply; it will not come up")
 		}
@@ -686,7 +689,7 @@ func (m *Manager) Status(ctx context.Context) []PeerStatus {
 	neighbors := map[netip.Addr]seen{}
 	if m.srv != nil {
 		m.listNeighbors(ctx, func(addr netip.Addr, p *api.Peer) {
-			n := seen{state: sessionState(p.State.SessionState)}
+			n := seen{state: gobgputil.StateName(p.State.SessionState)}
 			if p.State.Messages != nil && p.State.Messages.Sent != nil {
 				n.updates = p.State.Messages.Sent.Update
 			}
@@ -819,54 +822,4 @@ func (m *Manager) close(ctx context.Context, sessions []*session, flush time.Dur
 		m.log.Info("BGP session closed", "peer", s.cfg.Name, "withdrawn", withdrawn[i])
 	}
 	return errs
-}
-
-func sessionState(s api.PeerState_SessionState) string {
-	switch s {
-	case api.PeerState_IDLE:
-		return "Idle"
-	case api.PeerState_CONNECT:
-		return "Connect"
-	case api.PeerState_ACTIVE:
-		return "Active"
-	case api.PeerState_OPENSENT:
-		return "OpenSent"
-	case api.PeerState_OPENCONFIRM:
-		return "OpenConfirm"
-	case api.PeerState_ESTABLISHED:
-		return "Established"
-	}
-	return "Unknown"
-}
-
-// logAdapter sends GoBGP's logs to logr. GoBGP's Info is chatty (every
-// state change), so it maps to V(1); the speaker logs state changes itself.
-type logAdapter struct {
-	log   logr.Logger
-	level gobgplog.LogLevel
-}
-
-func kv(f gobgplog.Fields) []any {
-	out := make([]any, 0, 2*len(f))
-	for k, v := range f {
-		out = append(out, k, v)
-	}
-	return out
-}
-
-func (l *logAdapter) Panic(msg string, f gobgplog.Fields) {
-	l.log.Error(nil, msg, kv(f)...)
-	panic(msg)
-}
-func (l *logAdapter) Fatal(msg string, f gobgplog.Fields) { l.log.Error(nil, msg, kv(f)...) }
-func (l *logAdapter) Error(msg string, f gobgplog.Fields) { l.log.Error(nil, msg, kv(f)...) }
-func (l *logAdapter) Warn(msg string, f gobgplog.Fields)  { l.log.Info(msg, kv(f)...) }
-func (l *logAdapter) Info(msg string, f gobgplog.Fields)  { l.log.V(1).Info(msg, kv(f)...) }
-func (l *logAdapter) Debug(msg string, f gobgplog.Fields) { l.log.V(2).Info(msg, kv(f)...) }
-func (l *logAdapter) SetLevel(level gobgplog.LogLevel)    { l.level = level }
-func (l *logAdapter) GetLevel() gobgplog.LogLevel {
-	if l.log.V(2).Enabled() {
-		return gobgplog.DebugLevel
-	}
-	return gobgplog.InfoLevel
 }

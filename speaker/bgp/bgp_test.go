@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/bgplb/bgplb/internal/tcpmd5"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -231,7 +232,7 @@ func TestMD5(t *testing.T) {
 	p := peerTo(r, "r1", 65001)
 	p.Password = "s3cret"
 	m := newManager(t, p)
-	if err := bgp.MD5Supported(); err != nil {
+	if err := tcpmd5.KernelSupported(); err != nil {
 		// The session cannot come up; it must say why instead of sitting
 		// silently in Active.
 		st := m.Status(context.Background())

@@ -7,11 +7,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/internal/testenv"
+	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/test/lab"
 )
 
@@ -177,10 +180,18 @@ func TestServiceReachableThroughRouterWithECMP(t *testing.T) {
 	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, proto, _ := l.RouterRoute(pfx); proto == 0 {
-		t.Errorf("route has no protocol")
+	// The lab's config sets no routes.protocol: the agent marks its routes
+	// with its default, 220 (named bgplb in rt_protos.d), and deletes only
+	// routes that carry it.
+	if _, proto, err := l.RouterRoute(pfx); err != nil || proto != agentRouteProtocol {
+		t.Errorf("the router's route %s has protocol %d (err %v), want the agent's %d", pfx, proto, err, agentRouteProtocol)
 	}
 }
+
+// agentRouteProtocol is the agent's default route protocol
+// (routeragent/config.DefaultProtocol), written out so that a changed
+// default fails here.
+const agentRouteProtocol = 220
 
 func TestLocalTrafficPolicyOnlyFromNodeWithEndpoint(t *testing.T) {
 	l, ctx := setup(t)
@@ -345,11 +356,16 @@ func TestDoctorHealthyThenReportsManualDamage(t *testing.T) {
 	if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	out, err := l.AgentCommand("doctor", "--config", l.AgentConfigPath())
+	findings, err := doctorFindings(l)
 	if err != nil {
-		t.Fatalf("doctor on a healthy router: %v\n%s", err, out)
+		t.Fatalf("doctor on a healthy router: %v\n%v", err, findings)
 	}
-	t.Logf("doctor (healthy):\n%s", out)
+	t.Logf("doctor (healthy): %v", findings)
+	for _, check := range []string{"send_redirects", "firewall"} {
+		if got := statusesOf(findings, check); len(got) == 0 || slices.ContainsFunc(got, func(s string) bool { return s != "ok" }) {
+			t.Errorf("doctor on a healthy router: %s findings %v, want only ok", check, got)
+		}
+	}
 
 	// Stop the agent so that it cannot repair, then break things by hand.
 	if err := l.StopAgent(); err != nil {
@@ -367,39 +383,140 @@ func TestDoctorHealthyThenReportsManualDamage(t *testing.T) {
 	if _, err := exec.Command("ip", "netns", "exec", l.NS(lab.Router), "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=1").CombinedOutput(); err != nil {
 		t.Fatal(err)
 	}
-	out, err = l.AgentCommand("doctor", "--config", l.AgentConfigPath())
+	findings, err = doctorFindings(l)
 	if err == nil {
-		t.Errorf("doctor exited 0 on a damaged router:\n%s", out)
+		t.Errorf("doctor exited 0 on a damaged router: %v", findings)
 	}
-	t.Logf("doctor (damaged):\n%s", out)
-	for _, want := range []string{"send_redirects", "INVALID"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("doctor output does not mention %q", want)
+	t.Logf("doctor (damaged): %v", findings)
+	// Each damage is reported as a failure of its own check, and that
+	// check no longer says ok.
+	for _, check := range []string{"send_redirects", "firewall"} {
+		if got := statusesOf(findings, check); !slices.Contains(got, "fail") || slices.Contains(got, "ok") {
+			t.Errorf("doctor on a damaged router: %s findings %v, want a fail and no ok", check, got)
 		}
 	}
 }
 
-func TestFermReloadIsRepaired(t *testing.T) {
+// finding is one line of `bgplb-routeragent doctor --json`.
+type finding struct {
+	Check   string `json:"check"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func (f finding) String() string { return f.Status + " " + f.Check + ": " + f.Message }
+
+// doctorFindings runs `doctor --json` on the router; err is its exit error
+// (doctor exits 1 when a check fails) or a parse error.
+func doctorFindings(l *lab.Lab) ([]finding, error) {
+	out, runErr := l.AgentCommand("doctor", "--json", "--config", l.AgentConfigPath())
+	var fs []finding
+	if err := json.Unmarshal([]byte(out), &fs); err != nil {
+		return nil, fmt.Errorf("parse doctor --json: %v (exit: %v)\n%s", err, runErr, out)
+	}
+	return fs, runErr
+}
+
+// statusesOf lists the statuses of check's findings, in order.
+func statusesOf(fs []finding, check string) []string {
+	var out []string
+	for _, f := range fs {
+		if f.Check == check {
+			out = append(out, f.Status)
+		}
+	}
+	return out
+}
+
+// TestFermReloadIsRepairedByHook: a ferm reload deletes our chain and jump;
+// the ferm post hook bgplb ships pokes the agent, which puts them back at
+// once instead of at its next 1 s firewall check.
+//
+// What the agent shows cannot tell a poke's firewall pass from the timer's
+// (both count one repair), so the test proves the causal chain through the
+// poke's other effect: a poke also makes the agent re-read the kernel's
+// routes. With routes.resyncInterval at 1 h, nothing else does in this test
+// (no link changes, no reload, no route errors), so a route of ours deleted
+// by hand right before the reload is back only if the hook poked the agent.
+// Removing the hook makes that wait fail; a slow timer cannot mask it.
+func TestFermReloadIsRepairedByHook(t *testing.T) {
 	l, ctx := setup(t)
+	// The lab's hook runs the shipped hook's command with the lab's paths.
+	if !strings.Contains(firewall.FermHook, `@hook post "bgplb-routeragent poke`) {
+		t.Fatalf("the shipped ferm hook no longer runs `bgplb-routeragent poke`; update the lab's FermHook:\n%s", firewall.FermHook)
+	}
 	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-ferm", EndpointsOn: []string{lab.Node1, lab.Node2}})
+	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ {
-		if err := l.ReloadFerm(); err != nil {
+	if err := l.ReloadAgent(lab.AgentMode{Firewall: true, Redirects: true, ResyncInterval: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.ReloadAgent(lab.AgentMode{Firewall: true, Redirects: true}); err != nil {
+			t.Errorf("restore the agent's config: %v", err)
+		}
+	})
+	for i := 1; i <= 3; i++ {
+		before, err := firewallRepairs(l)
+		if err != nil {
 			t.Fatal(err)
 		}
-		// Right after the reload the exemption is gone; the agent puts it
-		// back and new connections work again.
-		if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
-			t.Fatalf("after ferm reload %d the service stays unreachable: %v", i+1, err)
+		if out, err := exec.Command("ip", "netns", "exec", l.NS(lab.Router), "ip", "route", "del", pfx.String(),
+			"proto", fmt.Sprint(agentRouteProtocol)).CombinedOutput(); err != nil {
+			t.Fatalf("delete our route by hand: %v: %s", err, out)
+		}
+		start := time.Now()
+		if err := l.ReloadFermWithHook(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {
+			t.Fatalf("after ferm reload %d the hook did not poke the agent: the route deleted by hand, which only a poke restores here, is not back: %v", i, err)
+		}
+		routeBack := time.Since(start)
+		// The same poke asked for a firewall pass: exactly one repair.
+		var after int
+		deadline := time.Now().Add(10 * time.Second)
+		for after, err = firewallRepairs(l); err == nil && after == before && time.Now().Before(deadline); after, err = firewallRepairs(l) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil || after != before+1 {
+			t.Fatalf("after ferm reload %d the agent counts %d firewall repairs (err %v), want %d", i, after, err, before+1)
 		}
 		listing, err := l.FirewallListing()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(listing, "BGPLB-EXEMPT") {
-			t.Fatalf("after ferm reload %d our jump is missing:\n%s", i+1, listing)
+			t.Fatalf("after ferm reload %d our jump is missing:\n%s", i, listing)
 		}
+		// New connections work again.
+		if _, _, err := getEventually(ctx, l, pfx.Addr(), 10*time.Second); err != nil {
+			t.Fatalf("after ferm reload %d the service stays unreachable: %v", i, err)
+		}
+		t.Logf("ferm reload %d (with hook): our route back %v after ferm started, one repair counted", i, routeBack.Round(time.Millisecond))
 	}
+}
+
+// firewallRepairs reads the agent's firewall repair counter from `status --json`.
+func firewallRepairs(l *lab.Lab) (int, error) {
+	out, err := l.AgentCommand("status", "--json", "--config", l.AgentConfigPath())
+	if err != nil {
+		return 0, fmt.Errorf("status: %v\n%s", err, out)
+	}
+	var st struct {
+		Firewall *struct {
+			Repairs int `json:"repairs"`
+		} `json:"firewall"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return 0, fmt.Errorf("parse status --json: %v\n%s", err, out)
+	}
+	if st.Firewall == nil {
+		return 0, fmt.Errorf("status --json has no firewall section:\n%s", out)
+	}
+	return st.Firewall.Repairs, nil
 }

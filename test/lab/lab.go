@@ -274,6 +274,29 @@ func (l *Lab) ReloadFerm() error {
 	return err
 }
 
+// FermHook is the ferm post hook ReloadFermWithHook adds to the router's
+// firewall: the command of the hook bgplb ships
+// (routeragent/firewall/ferm-hook.conf, `bgplb-routeragent poke`) with the
+// lab's binary and config. It leaves out the shipped hook's systemctl
+// fallback: the lab runs no systemd unit, and a fallback must never reach a
+// service of the machine the lab runs on.
+func (l *Lab) FermHook() string {
+	return fmt.Sprintf("@hook post \"%s poke --config %s\";\n",
+		filepath.Join(l.opts.BinDir, "bgplb-routeragent"), l.AgentConfigPath())
+}
+
+// ReloadFermWithHook runs `ferm` on the router with FermConfig plus
+// FermHook, as on a router where the agent's package is installed: ferm
+// flushes and rewrites every chain, then its post hook pokes the agent.
+func (l *Lab) ReloadFermWithHook() error {
+	path := filepath.Join(l.opts.StateDir, routerStateDir, "ferm-hooked.conf")
+	if err := os.WriteFile(path, []byte(FermConfig+l.FermHook()), 0o644); err != nil {
+		return err
+	}
+	_, err := nsExec(l.NS(Router), "ferm", path)
+	return err
+}
+
 func (l *Lab) kubeconfig() string { return filepath.Join(l.opts.StateDir, "kubeconfig") }
 
 func (l *Lab) startControlPlane(ctx context.Context) error {

@@ -24,6 +24,10 @@ type AgentMode struct {
 	Firewall bool
 	// Redirects turns ICMP send_redirects off.
 	Redirects bool
+	// ResyncInterval is the agent's routes.resyncInterval; 0 keeps its
+	// default. A long one leaves a poke (or a link change) as the only
+	// thing that makes the agent re-read the kernel's routes.
+	ResyncInterval time.Duration
 }
 
 // AgentName is the lab process name of the router agent.
@@ -48,6 +52,10 @@ func (l *Lab) AgentConfig(m AgentMode) string {
 	if m.Redirects {
 		redirects = "disable"
 	}
+	resync := ""
+	if m.ResyncInterval > 0 {
+		resync = ", resyncInterval: " + m.ResyncInterval.String()
+	}
 	return fmt.Sprintf(`# bgplb-routeragent config for the lab router (written by bgplb-lab).
 asn: %d
 routerID: %s
@@ -61,12 +69,12 @@ serviceSubnets: [%s]
 lanInterfaces: [%s]
 firewall: {mode: %s, backend: auto}
 icmpRedirects: %s
-routes: {staleTimeout: 30s}
+routes: {staleTimeout: 30s%s}
 statusSocket: %s
 stateDir: %s
 metrics: {address: "127.0.0.1:9473"}
 `, RouterASN, RouterIP, LANPrefix, NodeASN, ServiceSubnet, LANIf, fw, redirects,
-		l.AgentSocket(), filepath.Join(l.opts.StateDir, routerStateDir, "state"))
+		resync, l.AgentSocket(), filepath.Join(l.opts.StateDir, routerStateDir, "state"))
 }
 
 // StartAgent writes the agent's config for mode and starts
@@ -77,6 +85,40 @@ func (l *Lab) StartAgent(m AgentMode) error {
 	}
 	return l.start(AgentName, l.NS(Router), nil, filepath.Join(l.opts.BinDir, "bgplb-routeragent"),
 		"run", "--config", l.AgentConfigPath())
+}
+
+// ReloadAgent writes the agent's config for mode and makes the running agent
+// reload it (SIGHUP, as `systemctl reload` does). It returns once the agent
+// logged that the new config is in force, or with the agent's refusal.
+func (l *Lab) ReloadAgent(m AgentMode) error {
+	done := func() (applied, refused int) {
+		b, _ := os.ReadFile(l.LogPath(AgentName))
+		return strings.Count(string(b), "configuration reloaded"), strings.Count(string(b), "reload refused")
+	}
+	applied0, refused0 := done()
+	if err := os.WriteFile(l.AgentConfigPath(), []byte(l.AgentConfig(m)), 0o644); err != nil {
+		return err
+	}
+	p := l.proc(AgentName)
+	if p == nil || p.exited() {
+		return fmt.Errorf("the router agent is not running")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signal the router agent: %w", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		applied, refused := done()
+		switch {
+		case applied > applied0:
+			return nil
+		case refused > refused0:
+			return fmt.Errorf("the router agent refused the reload (see %s)", l.LogPath(AgentName))
+		case time.Now().After(deadline):
+			return fmt.Errorf("the router agent did not reload within 15s of SIGHUP (see %s)", l.LogPath(AgentName))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // StopAgent stops the router agent with SIGTERM, which leaves its routes and

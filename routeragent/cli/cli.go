@@ -166,6 +166,10 @@ func newCommand(stdout, stderr io.Writer, do actions) *cobra.Command {
 		Use:   Name,
 		Short: "BGP routes for Kubernetes LoadBalancer services on the router",
 		Long:  rootLong,
+		Example: `  bgplb-routeragent check-config --config /etc/bgplb/routeragent.yaml
+  systemctl start bgplb-routeragent
+  bgplb-routeragent status
+  bgplb-routeragent doctor`,
 	}, do.run, configFlag, logLevelFlag)
 	// Without Args, cobra reports the root's stray arguments as unknown
 	// commands, with suggestions.

@@ -101,7 +101,8 @@ func realActions() actions {
 	}
 }
 
-// flag registers one flag of o on a command.
+// flag registers one flag of o on a command. (The completion hints' errors
+// only say that the flag just registered does not exist: ignored.)
 type flag func(c *cobra.Command, o *options)
 
 func configFlag(c *cobra.Command, o *options) {

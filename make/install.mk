@@ -47,9 +47,16 @@ helm-package: ## Package charts/bgplb into dist/.
 	@mkdir -p $(DIST)
 	$(HELM) package charts/bgplb --destination $(DIST)
 
+# The man pages' date (reproducible builds): the last commit's, unless set.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+
 .PHONY: deb
 deb: ## Build dist/bgplb-routeragent_<version>_<arch>.deb for $(DEB_ARCHES).
-	@mkdir -p $(DIST)
+	@mkdir -p $(DIST)/build/stage
+	@# Man pages and bash completion, from the command tree (any arch).
+	SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' $(GO) run \
+	  -ldflags '-X github.com/bgplb/bgplb/internal/version.Version=$(VERSION)' \
+	  ./routeragent/cli/gendoc -out $(DIST)/build/stage
 	@set -e; for arch in $(DEB_ARCHES); do \
 	  out=$(DIST)/build/linux-$$arch; mkdir -p $$out $(DIST)/build/stage; \
 	  echo "deb: building bgplb-routeragent for $$arch"; \

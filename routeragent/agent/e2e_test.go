@@ -88,7 +88,7 @@ func TestECMPPolicyConflicts(t *testing.T) {
 
 	// The operator's view.
 	var out, errb bytes.Buffer
-	if code := Main([]string{"status", "--socket", l.socket()}, &out, &errb); code != 0 {
+	if code := CLIMain([]string{"status", "--socket", l.socket()}, &out, &errb); code != 0 {
 		t.Fatalf("status exit %d: %s", code, errb.String())
 	}
 	t.Logf("status:\n%s", out.String())
@@ -99,7 +99,7 @@ func TestECMPPolicyConflicts(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if code := Main([]string{"status", "--json", "--socket", l.socket()}, &out, &errb); code != 0 {
+	if code := CLIMain([]string{"status", "--json", "--socket", l.socket()}, &out, &errb); code != 0 {
 		t.Fatalf("status --json exit %d", code)
 	}
 	var js map[string]any
@@ -335,7 +335,7 @@ func TestSeedNetwork(t *testing.T) {
 		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
 	}
 	var out2, errb bytes.Buffer
-	if code := Main([]string{"poke", "--socket", l.socket()}, &out2, &errb); code != 0 {
+	if code := CLIMain([]string{"poke", "--socket", l.socket()}, &out2, &errb); code != 0 {
 		t.Fatalf("poke: exit %d: %s", code, errb.String())
 	}
 	waitFor(t, "the exemption back after the reload", func() bool {

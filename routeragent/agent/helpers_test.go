@@ -50,13 +50,13 @@ func TestMain(m *testing.M) {
 		if p := os.Getenv("BGPLB_TEST_CPUPROFILE"); p != "" {
 			f, err := os.Create(p)
 			if err == nil && pprof.StartCPUProfile(f) == nil {
-				code := Main(os.Args[1:], os.Stdout, os.Stderr)
+				code := CLIMain(os.Args[1:], os.Stdout, os.Stderr)
 				pprof.StopCPUProfile()
 				f.Close()
 				os.Exit(code)
 			}
 		}
-		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+		os.Exit(CLIMain(os.Args[1:], os.Stdout, os.Stderr))
 	case "speaker":
 		os.Exit(speakerRole())
 	case "tcpserver":

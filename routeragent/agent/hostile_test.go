@@ -148,7 +148,7 @@ func TestHostilePeers(t *testing.T) {
 	waitFor(t, "the reconnection refused in hold-down", func() bool { st, _ = l.peer(t, "192.168.2.20"); return st.MaxPrefixTeardowns >= 2 })
 	t.Logf("bad speaker after hold-down refusals: %+v", st)
 	var out, errb bytes.Buffer
-	if code := Main([]string{"status", "--socket", l.socket()}, &out, &errb); code != 0 || !strings.Contains(out.String(), "over maxPrefixes") {
+	if code := CLIMain([]string{"status", "--socket", l.socket()}, &out, &errb); code != 0 || !strings.Contains(out.String(), "over maxPrefixes") {
 		t.Errorf("status (exit %d) does not show the teardown:\n%s%s", code, out.String(), errb.String())
 	}
 	for _, p := range []string{"192.168.254.10/32", "192.168.254.11/32", "192.168.254.12/32", "192.168.254.13/32"} {

@@ -3,8 +3,10 @@ package install
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"debug/elf"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -65,6 +67,13 @@ func buildDeb(t *testing.T, arch, version string) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build cmd/bgplb-routeragent for %s: %v\n%s", arch, err, out)
+	}
+	// The man pages and completion script, as `make deb` generates them.
+	gen := exec.Command("go", "run", "-ldflags", "-X github.com/bgplb/bgplb/internal/version.Version="+version,
+		"./routeragent/cli/gendoc", "-out", stage)
+	gen.Dir = root
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("routeragent/cli/gendoc: %v\n%s", err, out)
 	}
 	deb := filepath.Join(debDir, fmt.Sprintf("bgplb-routeragent_%s_%s.deb", version, arch))
 	run(t, work, []string{"ARCH=" + arch, "DEB_VERSION=" + version}, tool(t, "nfpm"),
@@ -129,12 +138,16 @@ func TestDebContents(t *testing.T) {
 		got[strings.TrimPrefix(f[5], ".")] = f[0]
 	}
 	want := map[string]string{
-		"/usr/sbin/bgplb-routeragent":                   "-rwxr-xr-x",
-		"/lib/systemd/system/bgplb-routeragent.service": "-rw-r--r--",
-		"/etc/bgplb/routeragent.yaml":                   "-rw-r-----",
-		"/etc/iproute2/rt_protos.d/bgplb.conf":          "-rw-r--r--",
-		"/etc/ferm/ferm.d/bgplb.conf":                   "-rw-r--r--",
-		"/usr/share/doc/bgplb-routeragent/install.md":   "-rw-r--r--",
+		"/usr/sbin/bgplb-routeragent":                              "-rwxr-xr-x",
+		"/lib/systemd/system/bgplb-routeragent.service":            "-rw-r--r--",
+		"/etc/bgplb/routeragent.yaml":                              "-rw-r-----",
+		"/etc/iproute2/rt_protos.d/bgplb.conf":                     "-rw-r--r--",
+		"/etc/ferm/ferm.d/bgplb.conf":                              "-rw-r--r--",
+		"/usr/share/doc/bgplb-routeragent/install.md":              "-rw-r--r--",
+		"/usr/share/bash-completion/completions/bgplb-routeragent": "-rw-r--r--",
+	}
+	for _, p := range manPages {
+		want["/usr/share/man/man1/"+p+".1.gz"] = "-rw-r--r--"
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("package files (-want +got):\n%s", diff)
@@ -169,8 +182,79 @@ func TestDebContents(t *testing.T) {
 		t.Errorf("bgplb-routeragent rt-protos says %d %s, the package ships %d %s", n2, name2, num, name)
 	}
 
+	t.Run("man", func(t *testing.T) { checkManPages(t, x) })
+	// The completion script is the one the shipped binary prints.
+	if b, err := os.ReadFile(filepath.Join(x, "usr/share/bash-completion/completions/bgplb-routeragent")); err != nil {
+		t.Error(err)
+	} else if want := run(t, "", nil, bin, "completion", "bash"); string(b) != want || !strings.Contains(want, "__start_bgplb-routeragent") {
+		t.Errorf("the shipped bash completion differs from `bgplb-routeragent completion bash`")
+	}
 	t.Run("conffile", func(t *testing.T) { checkConffile(t, bin) })
 	t.Run("unit", func(t *testing.T) { checkUnit(t, x) })
+}
+
+// manPages are the man pages the package ships: one per command.
+var manPages = []string{"bgplb-routeragent", "bgplb-routeragent-run", "bgplb-routeragent-status",
+	"bgplb-routeragent-doctor", "bgplb-routeragent-flush", "bgplb-routeragent-uninstall",
+	"bgplb-routeragent-check-config", "bgplb-routeragent-poke", "bgplb-routeragent-rt-protos",
+	"bgplb-routeragent-version", "bgplb-routeragent-completion", "bgplb-routeragent-completion-bash",
+	"bgplb-routeragent-completion-zsh", "bgplb-routeragent-completion-fish"}
+
+// checkManPages: each page is compressed as `gzip -9n` (Debian policy:
+// maximum compression, no name nor time stamp), is a section 1 page of its
+// command, and man(1) renders it without a warning; the main page names the
+// default command, the exit codes and every command.
+func checkManPages(t *testing.T, x string) {
+	for _, p := range manPages {
+		path := filepath.Join(x, "usr/share/man/man1", p+".1.gz")
+		z, err := os.ReadFile(path)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		// RFC 1952: FLG (byte 3) has no FNAME, MTIME (4-7) is 0, XFL (8)
+		// is 2, "maximum compression".
+		if len(z) < 10 || z[0] != 0x1f || z[1] != 0x8b || z[3]&0x08 != 0 || !bytes.Equal(z[4:8], []byte{0, 0, 0, 0}) || z[8] != 2 {
+			t.Errorf("%s.1.gz is not compressed as gzip -9n: header % x", p, z[:min(len(z), 10)])
+			continue
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(z))
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		page, err := io.ReadAll(zr)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if th := fmt.Sprintf(".TH \"%s\" \"1\"", strings.ToUpper(p)); !bytes.Contains(page, []byte(th)) {
+			t.Errorf("%s lacks %s:\n%s", p, th, page)
+		}
+		if _, err := exec.LookPath("man"); err == nil {
+			cmd := exec.Command("man", "--warnings", "-l", path)
+			cmd.Env = append(os.Environ(), "MANWIDTH=80")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if out, err := cmd.Output(); err != nil || stderr.Len() > 0 || !bytes.Contains(out, []byte("SYNOPSIS")) {
+				t.Errorf("man -l %s: %v\n%s", p, err, stderr.String())
+			}
+		}
+		if p != "bgplb-routeragent" {
+			continue
+		}
+		wants := []string{"Without a command it runs the agent", "Exit status: 0 ok, 1 runtime failure, 2 bad configuration or usage", "\\fB--log-level\\fP"}
+		for _, sub := range manPages[1:] {
+			if !strings.HasPrefix(sub, "bgplb-routeragent-completion-") { // on the completion page
+				wants = append(wants, sub+"(1)")
+			}
+		}
+		for _, want := range wants {
+			if !bytes.Contains(page, []byte(want)) {
+				t.Errorf("%s lacks %q", p, want)
+			}
+		}
+	}
 }
 
 func rtProto(t *testing.T, b []byte) (int, string) {

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/bgplb/bgplb/internal/version"
+	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/routes"
+)
+
+// checkConfig is `check-config`.
+func checkConfig(o options, stdout, stderr io.Writer) int {
+	if _, err := config.Load(o.config); err != nil {
+		printConfigError(stderr, err)
+		return ExitUsage
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", o.config)
+	return ExitOK
+}
+
+// poke is `poke`, ferm's post hook.
+func poke(o options, _, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := agent.Poke(ctx, socketPath(o.config, o.socket)); err != nil {
+		fmt.Fprintf(stderr, "poke: %v\n", err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// rtProtos is `rt-protos`: the protocol of the config when it loads, else
+// the default.
+func rtProtos(o options, stdout, _ io.Writer) int {
+	c := config.Config{}
+	c.SetDefaults()
+	if lc, err := config.Load(o.config); err == nil {
+		c = *lc
+	}
+	fmt.Fprint(stdout, routes.RTProtosConf(c.Routes.Protocol))
+	return ExitOK
+}
+
+// printVersion is `version`.
+func printVersion(_ options, stdout, _ io.Writer) int {
+	fmt.Fprintf(stdout, "%s %s\n", Name, version.Version)
+	return ExitOK
+}
+
+// socketPath is --socket, else the config's statusSocket, else the default
+// one.
+func socketPath(cfgPath, socket string) string {
+	if socket != "" {
+		return socket
+	}
+	if c, err := config.Load(cfgPath); err == nil {
+		return c.StatusSocket
+	}
+	c := config.Config{}
+	c.SetDefaults()
+	return c.StatusSocket
+}
+
+// loadForMaintenance loads the config for flush/uninstall/doctor; those
+// must work even when the config is gone or broken (package removal), with
+// defaults.
+func loadForMaintenance(path string, stderr io.Writer) *config.Config {
+	c, err := config.Load(path)
+	if err == nil {
+		return c
+	}
+	fmt.Fprintf(stderr, "warning: %v; using defaults\n", err)
+	c = &config.Config{}
+	c.SetDefaults()
+	return c
+}

@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/doctor"
+)
+
+// diagnose is `doctor`: it gathers what the host looks like, adds what the
+// running agent knows (routes desired vs installed), and prints the
+// findings with fixes. Exit status 1 when a check fails.
+func diagnose(o options, stdout, stderr io.Writer) int {
+	cfg := loadForMaintenance(o.config, stderr)
+	socket := o.socket
+	if socket == "" {
+		socket = cfg.StatusSocket
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	st, _, err := agent.FetchStatus(sctx, socket)
+	scancel()
+	extra, rts := agentFindings(socket, st, err)
+	in, err := doctor.Gather(ctx, doctor.GatherConfig{
+		LANInterfaces: cfg.LANInterfaces, ServiceSubnets: cfg.ServicePrefixes(),
+		FirewallMode: cfg.Firewall.Mode, Protocols: cfg.Firewall.Protocols, Routes: rts,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "doctor: %v\n", err)
+		return ExitFailure
+	}
+	findings := append(extra, doctor.Run(ctx, in)...)
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(findings)
+	} else {
+		printFindings(stdout, findings)
+	}
+	for _, f := range findings {
+		if f.Status == doctor.Fail {
+			return ExitFailure
+		}
+	}
+	return ExitOK
+}
+
+// agentFindings turns the running agent's status (or the error fetching it
+// from socket) into findings, and into the routes doctor compares with the
+// FIB (nil when the agent does not answer).
+func agentFindings(socket string, st agent.Status, err error) ([]doctor.Finding, *doctor.Routes) {
+	if err != nil {
+		return []doctor.Finding{{Check: "agent", Status: doctor.Fail,
+			Message: fmt.Sprintf("the agent does not answer on %s: %v", socket, err),
+			Fix:     "systemctl start bgplb-routeragent; journalctl -u bgplb-routeragent"}}, nil
+	}
+	r := doctor.Routes{Desired: st.Routes.Desired, Installed: st.Routes.Installed}
+	for _, rt := range st.Routes.List {
+		if rt.State != "installed" && rt.State != "stale" {
+			r.Missing = append(r.Missing, rt.Prefix)
+		}
+	}
+	up := 0
+	for _, p := range st.Peers {
+		if p.Up {
+			up++
+		}
+	}
+	f := doctor.Finding{Check: "bgp", Status: doctor.OK, Message: fmt.Sprintf("%d of %d speakers established", up, len(st.Peers))}
+	if up == 0 {
+		f.Status = doctor.Warn
+		f.Message = "no speaker has an established session"
+		f.Fix = fmt.Sprintf("check the speakers' BGPPeer (router address, port %d, ASN %d) and that TCP %d reaches this router", st.Config.ListenPort, st.Config.ASN, st.Config.ListenPort)
+	}
+	return []doctor.Finding{f}, &r
+}
+
+func printFindings(w io.Writer, findings []doctor.Finding) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, f := range findings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Status, f.Check, f.Message)
+		if f.Fix != "" {
+			fmt.Fprintf(tw, "\t\tfix: %s\n", f.Fix)
+		}
+	}
+	tw.Flush()
+}

@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/vishvananda/netlink"
+
+	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/bgp"
+	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/routes"
+	"github.com/bgplb/bgplb/routeragent/sysctl"
+)
+
+// runAgent is `run`: load the config, build the agent's side-effect
+// boundaries, serve the status socket and metrics, re-read the config on
+// SIGHUP, and run until SIGTERM or SIGINT.
+func runAgent(o options, _, stderr io.Writer) int {
+	cfg, err := loadRunConfig(o)
+	if err != nil {
+		printConfigError(stderr, err)
+		return ExitUsage
+	}
+	log := NewLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	h, err := netlink.NewHandle()
+	if err != nil {
+		log.Error("open netlink", "err", err)
+		return ExitFailure
+	}
+	defer h.Close()
+	deps, err := agentDeps(ctx, cfg, h, log)
+	if err != nil {
+		log.Error("firewall", "err", err)
+		return ExitUsage
+	}
+	a := agent.New(cfg, deps, log)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHUP(ctx, hup, a, o.config, log)
+	go func() {
+		if err := a.ServeStatus(ctx, cfg.StatusSocket); err != nil {
+			log.Error("status socket", "err", err)
+		}
+	}()
+	if cfg.Metrics.Address != "off" {
+		go func() {
+			if err := a.ServeMetrics(ctx, cfg.Metrics.Address); err != nil {
+				log.Error("metrics", "err", err)
+			}
+		}()
+	}
+	if err := a.Run(ctx); err != nil {
+		log.Error("router agent failed", "err", err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// loadRunConfig loads the config and applies --log-level over its
+// log.level. The override holds for the whole run: a reload does not
+// rebuild the logger.
+func loadRunConfig(o options) (*config.Config, error) {
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		return nil, err
+	}
+	if o.logLevel != "" {
+		cfg.Log.Level = string(o.logLevel)
+	}
+	return cfg, nil
+}
+
+// agentDeps builds the real side-effect boundaries of the agent. The error
+// is the firewall's: a firewall mode the host cannot do.
+func agentDeps(ctx context.Context, cfg *config.Config, h *netlink.Handle, log *slog.Logger) (agent.Deps, error) {
+	newFirewall := func(c *config.Config) (agent.Firewall, error) {
+		if c.Firewall.Mode == "off" {
+			return nil, nil
+		}
+		m, err := firewall.New(firewallConfig(c), log)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	fw, err := newFirewall(cfg)
+	if err != nil {
+		return agent.Deps{}, err
+	}
+	return agent.Deps{
+		Speaker:   bgp.New(agent.BGPConfig(cfg), log.With("component", "bgp")),
+		Routes:    routes.New(h, routesConfig(cfg), log.With("component", "routes")),
+		Firewall:  fw,
+		Redirects: sysctl.Redirects{StateFile: stateFile(cfg)},
+		LAN: func(ifaces []string) ([]netip.Prefix, []netip.Addr, []string, error) {
+			return routes.LANAddresses(h, ifaces)
+		},
+		LinkEvents:  routes.WatchLinks(ctx, log),
+		NewFirewall: newFirewall,
+		Notify: func(state string) {
+			if _, err := daemon.SdNotify(false, state); err != nil {
+				log.Debug("sd_notify", "err", err)
+			}
+		},
+	}, nil
+}
+
+// reloadOnHUP hands the agent the config re-read from path at each SIGHUP; an
+// invalid one is refused and the running state kept.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, a *agent.Agent, path string, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			nc, err := config.Load(path)
+			if err != nil {
+				log.Error("reload refused: invalid configuration; running state kept", "err", err)
+				continue
+			}
+			log.Info("reloading configuration", "path", path)
+			a.Reload(nc)
+		}
+	}
+}
+
+// NewLogger builds the slog logger the config asks for.
+func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(c.Log.Level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func printConfigError(w io.Writer, err error) {
+	var es config.Errors
+	if errors.As(err, &es) {
+		fmt.Fprintln(w, "invalid configuration:")
+		for _, e := range es {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "invalid configuration: %v\n", err)
+}
+
+func firewallConfig(c *config.Config) firewall.Config {
+	return firewall.Config{Mode: c.Firewall.Mode, Backend: c.Firewall.Backend, Interfaces: c.LANInterfaces,
+		Subnets: c.ServicePrefixes(), Protocols: c.Firewall.Protocols}
+}
+
+func routesConfig(c *config.Config) routes.Config {
+	return routes.Config{Table: c.Routes.Table, Metric: c.Routes.Metric, Protocol: c.Routes.Protocol}
+}
+
+func stateFile(c *config.Config) string { return filepath.Join(c.StateDir, "sysctl-redirects.json") }

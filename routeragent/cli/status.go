@@ -1,0 +1,217 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/firewall"
+)
+
+// maxInstalledShown is how many installed routes `status` lists without --all.
+const maxInstalledShown = 50
+
+// showStatus is `status`.
+func showStatus(o options, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, raw, err := agent.FetchStatus(ctx, socketPath(o.config, o.socket))
+	if err != nil {
+		fmt.Fprintf(stderr, "status: %v\n", err)
+		return ExitFailure
+	}
+	if o.json {
+		var out any
+		_ = json.Unmarshal(raw, &out)
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		return ExitOK
+	}
+	PrintStatus(stdout, s, o.all)
+	return ExitOK
+}
+
+// PrintStatus writes the human view of a status.
+func PrintStatus(w io.Writer, s agent.Status, all bool) {
+	printHeader(w, s)
+	printPeers(w, s.Peers)
+	printPrefixes(w, s.Prefix)
+	printRoutes(w, s.Config, s.Routes, all)
+	printFirewall(w, s.Config, s.Firewall)
+	printSysctl(w, s)
+}
+
+func printHeader(w io.Writer, s agent.Status) {
+	c := s.Config
+	fmt.Fprintf(w, "bgplb-routeragent %s, up %s; AS %d, router ID %s, port %d\n", s.Version,
+		time.Since(s.Started).Round(time.Second), c.ASN, c.RouterID, c.ListenPort)
+	fmt.Fprintf(w, "service subnets %s; LAN %s (connected %v)\n", strings.Join(c.ServiceSubnets, ", "),
+		strings.Join(c.LANInterfaces, ", "), s.LAN.Connected)
+	if len(s.LAN.Missing) > 0 {
+		fmt.Fprintf(w, "WARNING: LAN interfaces missing: %s\n", strings.Join(s.LAN.Missing, ", "))
+	}
+	fmt.Fprintln(w)
+}
+
+func printPeers(w io.Writer, peers []agent.PeerStatus) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "PEER\tASN\tSTATE\tSINCE\tEOR\tRECEIVED\tACCEPTED\tREJECTED\n")
+	for _, p := range peers {
+		since := "-"
+		if !p.Since.IsZero() {
+			since = time.Since(p.Since).Round(time.Second).String()
+		}
+		rej := reasons(p.Rejected)
+		if p.MaxPrefixTeardowns > 0 {
+			rej += fmt.Sprintf(" (closed %dx over maxPrefixes)", p.MaxPrefixTeardowns)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%d\t%d\t%s\n", p.Address, p.ASN, p.State, since, p.EndOfRIB, p.Received, p.Accepted, rej)
+	}
+	if len(peers) == 0 {
+		fmt.Fprintf(tw, "(no peers yet)\n")
+	}
+	tw.Flush()
+}
+
+func printPrefixes(w io.Writer, p agent.PrefixSummary) {
+	fmt.Fprintf(w, "\nprefixes: %d accepted, %d rejected %s\n", p.Accepted, p.Rejected, reasons(p.ByReason))
+	if len(p.RejectedPaths) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  REJECTED\tPEER\tNEXT HOP\tREASON\n")
+	for i, r := range p.RejectedPaths {
+		if i == 20 {
+			fmt.Fprintf(tw, "  ... %d more (status --json)\t\t\t\n", len(p.RejectedPaths)-20)
+			break
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Prefix, r.Peer, r.NextHop, r.Reason)
+	}
+	tw.Flush()
+}
+
+func printRoutes(w io.Writer, c agent.StatusConfig, rs agent.RouteSummary, all bool) {
+	widths := make([]int, 0, len(rs.ECMPWidth))
+	for k := range rs.ECMPWidth {
+		widths = append(widths, k)
+	}
+	sort.Ints(widths)
+	var ws []string
+	for _, k := range widths {
+		ws = append(ws, fmt.Sprintf("%d next hop(s): %d", k, rs.ECMPWidth[k]))
+	}
+	fmt.Fprintf(w, "\nroutes (table %d, metric %d, proto %d): %d desired, %d installed", c.Table, c.Metric, c.Protocol, rs.Desired, rs.Installed)
+	if len(ws) > 0 {
+		fmt.Fprintf(w, " [%s]", strings.Join(ws, ", "))
+	}
+	if rs.Stale > 0 {
+		fmt.Fprintf(w, ", %d stale next hops kept awaiting End-of-RIB", rs.Stale)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  PREFIX\tSTATE\tDESIRED\tINSTALLED\n")
+	shown, hidden := 0, 0
+	for _, r := range rs.List {
+		// Every route that is not simply installed, and the first
+		// installed ones: a router with 10,000 services needs --all.
+		if r.State == "installed" && shown >= maxInstalledShown && !all {
+			hidden++
+			continue
+		}
+		if r.State == "installed" {
+			shown++
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Prefix, r.State, addrs(r.Desired), addrs(r.Installed))
+	}
+	if hidden > 0 {
+		fmt.Fprintf(tw, "  ... %d more installed (status --all, or --json)\t\t\t\n", hidden)
+	}
+	tw.Flush()
+	for _, cf := range rs.Conflicts {
+		fmt.Fprintf(w, "  CONFLICT %s: held by a route of protocol %d, left alone: %s\n", cf.Prefix, cf.Protocol, cf.Route)
+	}
+	for _, e := range rs.Errors {
+		fmt.Fprintf(w, "  ERROR %s: %s\n", e.Prefix, e.Err)
+	}
+	fmt.Fprintln(w)
+}
+
+func printFirewall(w io.Writer, c agent.StatusConfig, f *firewall.Status) {
+	if f == nil {
+		fmt.Fprintf(w, "firewall: mode %s\n", c.FirewallMode)
+		return
+	}
+	fmt.Fprintf(w, "firewall: mode %s, backend %q, %s/%s, %d rules, %d repairs", f.Mode, f.Backend, f.Table, f.Chain, len(f.Rules), f.Repairs)
+	if f.Reason != "" {
+		fmt.Fprintf(w, " (%s)", f.Reason)
+	}
+	fmt.Fprintln(w)
+	if f.LastError != "" {
+		fmt.Fprintf(w, "  ERROR %s\n", f.LastError)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if len(f.Rules) > 0 {
+		fmt.Fprintf(tw, "  INTERFACE\tSUBNET\tPROTO\tBACKEND\tPACKETS\tBYTES\n")
+	}
+	for _, r := range f.Rules {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\n", r.Interface, r.Subnet, r.Protocol, r.Backend, r.Packets, r.Bytes)
+	}
+	tw.Flush()
+}
+
+func printSysctl(w io.Writer, s agent.Status) {
+	if r := s.Sysctl; r != nil {
+		names := make([]string, 0, len(r.Interfaces))
+		for n := range r.Interfaces {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(w, "send_redirects: all=%d default=%d", r.All, r.Default)
+		for _, n := range names {
+			if r.Interfaces[n].Missing {
+				fmt.Fprintf(w, " %s=missing", n)
+				continue
+			}
+			fmt.Fprintf(w, " %s=%d (effective %d)", n, r.Interfaces[n].Value, r.Interfaces[n].Effective)
+		}
+		fmt.Fprintln(w)
+	}
+	if s.SysctlError != "" {
+		fmt.Fprintf(w, "  ERROR sysctl: %s\n", s.SysctlError)
+	}
+}
+
+func reasons[K ~string](m map[K]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %d", k, m[K(k)])
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func addrs(as []netip.Addr) string {
+	if len(as) == 0 {
+		return "-"
+	}
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}

@@ -147,7 +147,7 @@ func TestDebContents(t *testing.T) {
 		"/usr/share/bash-completion/completions/bgplb-routeragent": "-rw-r--r--",
 	}
 	for _, p := range manPages {
-		want["/usr/share/man/man1/"+p+".1.gz"] = "-rw-r--r--"
+		want["/usr/share/man/man8/"+p+".8.gz"] = "-rw-r--r--"
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("package files (-want +got):\n%s", diff)
@@ -201,12 +201,12 @@ var manPages = []string{"bgplb-routeragent", "bgplb-routeragent-run", "bgplb-rou
 	"bgplb-routeragent-completion-zsh", "bgplb-routeragent-completion-fish"}
 
 // checkManPages: each page is compressed as `gzip -9n` (Debian policy:
-// maximum compression, no name nor time stamp), is a section 1 page of its
+// maximum compression, no name nor time stamp), is a section 8 page of its
 // command, and man(1) renders it without a warning; the main page names the
 // default command, the exit codes and every command.
 func checkManPages(t *testing.T, x string) {
 	for _, p := range manPages {
-		path := filepath.Join(x, "usr/share/man/man1", p+".1.gz")
+		path := filepath.Join(x, "usr/share/man/man8", p+".8.gz")
 		z, err := os.ReadFile(path)
 		if err != nil {
 			t.Error(err)
@@ -215,7 +215,7 @@ func checkManPages(t *testing.T, x string) {
 		// RFC 1952: FLG (byte 3) has no FNAME, MTIME (4-7) is 0, XFL (8)
 		// is 2, "maximum compression".
 		if len(z) < 10 || z[0] != 0x1f || z[1] != 0x8b || z[3]&0x08 != 0 || !bytes.Equal(z[4:8], []byte{0, 0, 0, 0}) || z[8] != 2 {
-			t.Errorf("%s.1.gz is not compressed as gzip -9n: header % x", p, z[:min(len(z), 10)])
+			t.Errorf("%s.8.gz is not compressed as gzip -9n: header % x", p, z[:min(len(z), 10)])
 			continue
 		}
 		zr, err := gzip.NewReader(bytes.NewReader(z))
@@ -228,7 +228,7 @@ func checkManPages(t *testing.T, x string) {
 			t.Errorf("%s: %v", p, err)
 			continue
 		}
-		if th := fmt.Sprintf(".TH \"%s\" \"1\"", strings.ToUpper(p)); !bytes.Contains(page, []byte(th)) {
+		if th := fmt.Sprintf(".TH \"%s\" \"8\"", strings.ToUpper(p)); !bytes.Contains(page, []byte(th)) {
 			t.Errorf("%s lacks %s:\n%s", p, th, page)
 		}
 		if _, err := exec.LookPath("man"); err == nil {
@@ -246,7 +246,7 @@ func checkManPages(t *testing.T, x string) {
 		wants := []string{"Without a command it runs the agent", "Exit status: 0 ok, 1 runtime failure, 2 bad configuration or usage", "\\fB--log-level\\fP"}
 		for _, sub := range manPages[1:] {
 			if !strings.HasPrefix(sub, "bgplb-routeragent-completion-") { // on the completion page
-				wants = append(wants, sub+"(1)")
+				wants = append(wants, sub+"(8)")
 			}
 		}
 		for _, want := range wants {

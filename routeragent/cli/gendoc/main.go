@@ -1,12 +1,13 @@
 // Command gendoc writes what the router agent's .deb ships besides the
 // binary, generated from its command tree: one man page per command
-// (section 1, gzip -9n as Debian policy wants) and the bash completion
+// (section 8, system administration, as Debian policy wants for a program
+// in /usr/sbin; gzip -9n) and the bash completion
 // script. `make deb` runs it once for all architectures (neither depends on
 // one, and a cross-built binary cannot run here):
 //
 //	go run ./routeragent/cli/gendoc -out dist/build/stage
 //
-// writes OUT/man1/bgplb-routeragent*.1.gz and OUT/completion/bgplb-routeragent.
+// writes OUT/man8/bgplb-routeragent*.8.gz and OUT/completion/bgplb-routeragent.
 // The man pages' date is SOURCE_DATE_EPOCH when set (reproducible builds),
 // else today; their version is the linked internal/version.Version.
 package main
@@ -27,7 +28,7 @@ import (
 )
 
 func main() {
-	out := flag.String("out", "", "output folder (man1/ and completion/ in it are replaced)")
+	out := flag.String("out", "", "output folder (man8/ and completion/ in it are replaced)")
 	flag.Parse()
 	if *out == "" || flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: gendoc -out DIR")
@@ -41,7 +42,7 @@ func main() {
 
 func generate(out string) error {
 	root := cli.NewCommand(io.Discard, io.Discard)
-	man := filepath.Join(out, "man1")
+	man := filepath.Join(out, "man8")
 	comp := filepath.Join(out, "completion")
 	for _, d := range []string{man, comp} {
 		// A command removed since the last build must lose its page.
@@ -58,7 +59,7 @@ func generate(out string) error {
 	}
 	defer os.RemoveAll(plain)
 	err = doc.GenManTreeFromOpts(root, doc.GenManTreeOptions{Path: plain, CommandSeparator: "-", Header: &doc.GenManHeader{
-		Section: "1", Source: "bgplb " + version.Version, Manual: "bgplb manual",
+		Section: "8", Source: "bgplb " + version.Version, Manual: "bgplb manual",
 	}})
 	if err != nil {
 		return fmt.Errorf("man pages: %w", err)

@@ -137,11 +137,9 @@ func BGPConfig(c *config.Config) bgp.Config {
 		// The agent enforces maxPrefixes (see enforceMaxPrefixes: reject
 		// or tear down). GoBGP's own limit is not used: it recounts the
 		// whole adj-RIB-in on every UPDATE (quadratic at 10k routes).
-		hard := uint32(0)
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
-			HardPrefixLimit: hard,
 		})
 	}
 	return out

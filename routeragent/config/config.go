@@ -70,7 +70,6 @@ type Config struct {
 
 	// Parsed forms, filled by Validate.
 	routerID       netip.Addr
-	listenAddrs    []netip.Addr
 	serviceSubnets []netip.Prefix
 }
 
@@ -298,11 +297,8 @@ func (c *Config) Validate() error {
 	} else {
 		c.routerID = a
 	}
-	c.listenAddrs = nil
-	if a, err := netip.ParseAddr(c.Listen.Address); err != nil {
+	if _, err := netip.ParseAddr(c.Listen.Address); err != nil {
 		add("listen.address", "%q is not an IP address", c.Listen.Address)
-	} else {
-		c.listenAddrs = append(c.listenAddrs, a)
 	}
 	if c.Listen.Port < 1 || c.Listen.Port > 65535 {
 		add("listen.port", "%d is not a TCP port (1-65535)", c.Listen.Port)

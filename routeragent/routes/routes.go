@@ -17,8 +17,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -108,13 +106,6 @@ func (r *Reconciler) Load() (map[netip.Prefix][]netip.Addr, error) {
 		return nil, err
 	}
 	return clone(r.ours), nil
-}
-
-// Installed returns our routes as last seen or programmed.
-func (r *Reconciler) Installed() map[netip.Prefix][]netip.Addr {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return clone(r.ours)
 }
 
 func (r *Reconciler) refresh() error {
@@ -413,27 +404,10 @@ func LANAddresses(h *netlink.Handle, ifaces []string) (connected []netip.Prefix,
 }
 
 // RTProtosConf is the iproute2 file naming our protocol, so `ip route` shows
-// "proto bgplb". The packaging installs it at RTProtosPath.
+// "proto bgplb". The package ships the same line (packaging/iproute2/bgplb.conf,
+// installed as /etc/iproute2/rt_protos.d/bgplb.conf); `rt-protos` prints it.
 func RTProtosConf(protocol int) string {
 	return fmt.Sprintf("# bgplb-routeragent marks its routes with this protocol number.\n%d bgplb\n", protocol)
-}
-
-// RTProtosPath is where RTProtosConf is installed.
-const RTProtosPath = "/etc/iproute2/rt_protos.d/bgplb.conf"
-
-// InstallRTProtos writes RTProtosConf to path if its content differs.
-func InstallRTProtos(path string, protocol int) error {
-	want := RTProtosConf(protocol)
-	if b, err := os.ReadFile(path); err == nil && string(b) == want {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("install %s: %w", path, err)
-	}
-	if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
-		return fmt.Errorf("install %s: %w", path, err)
-	}
-	return nil
 }
 
 // WatchLinks signals (coalesced into a channel of size 1) whenever a link or

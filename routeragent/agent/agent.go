@@ -348,7 +348,7 @@ func (a *Agent) applySysctl() {
 		return
 	}
 	cfg := a.config()
-	if cfg.ICMPRedirects == "leave" {
+	if cfg.ICMPRedirects == config.RedirectsLeave {
 		// Still report the values, so status and doctor show them.
 		rep, err := a.deps.Redirects.Read(cfg.LANInterfaces)
 		a.mu.Lock()

@@ -32,7 +32,7 @@ func (a *Agent) enforceMaxPrefixes(cfg *config.Config, accepted []policy.Path, r
 	drop := map[netip.Addr]bool{}
 	over := policy.OverLimit(rejected)
 	for peer := range over {
-		if n, ok := cfg.NeighborFor(peer); ok && n.MaxPrefixesAction == "teardown" {
+		if n, ok := cfg.NeighborFor(peer); ok && n.MaxPrefixesAction == config.MaxPrefixesTeardown {
 			drop[peer] = true
 		}
 	}

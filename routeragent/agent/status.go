@@ -34,15 +34,15 @@ type Status struct {
 
 // StatusConfig is the part of the configuration an operator needs to read the rest.
 type StatusConfig struct {
-	ASN            uint32   `json:"asn"`
-	RouterID       string   `json:"routerID"`
-	ListenPort     int      `json:"listenPort"`
-	ServiceSubnets []string `json:"serviceSubnets"`
-	LANInterfaces  []string `json:"lanInterfaces"`
-	Table          int      `json:"table"`
-	Metric         int      `json:"metric"`
-	Protocol       int      `json:"protocol"`
-	FirewallMode   string   `json:"firewallMode"`
+	ASN            uint32              `json:"asn"`
+	RouterID       string              `json:"routerID"`
+	ListenPort     int                 `json:"listenPort"`
+	ServiceSubnets []string            `json:"serviceSubnets"`
+	LANInterfaces  []string            `json:"lanInterfaces"`
+	Table          int                 `json:"table"`
+	Metric         int                 `json:"metric"`
+	Protocol       int                 `json:"protocol"`
+	FirewallMode   config.FirewallMode `json:"firewallMode"`
 }
 
 // PeerStatus is one BGP peer with what we made of its paths.

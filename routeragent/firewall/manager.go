@@ -23,12 +23,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // Status is the firewall state after the last Ensure.
 type Status struct {
 	// Mode is exempt or off.
-	Mode string `json:"mode"`
+	Mode config.FirewallMode `json:"mode"`
 	// Backend is where the exemptions live: legacy, nft, or legacy+nft
 	// when both backends drop INVALID packets; "" before the first pass.
 	Backend string `json:"backend"`
@@ -177,7 +179,7 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 
-	if m.cfg.Mode == ModeOff {
+	if m.cfg.Mode == config.FirewallOff {
 		var err error
 		if !m.cleaned {
 			// The user switched exemptions off: take ours away once.
@@ -187,7 +189,7 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 			}
 		}
 		st := m.update(func(s *Status) {
-			*s = Status{Mode: ModeOff, Table: TableName, Chain: ChainName, Repairs: s.Repairs, Reason: "firewall mode off"}
+			*s = Status{Mode: config.FirewallOff, Table: TableName, Chain: ChainName, Repairs: s.Repairs, Reason: "firewall mode off"}
 			m.setErr(s, err)
 		})
 		return st, err
@@ -284,8 +286,8 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 	var res familyResult
 	candidates := []Backend{Legacy, NFT}
 	partial := false
-	if b := Backend(m.cfg.Backend); b != BackendAuto {
-		candidates = []Backend{b}
+	if m.cfg.Backend != config.BackendAuto {
+		candidates = []Backend{Backend(m.cfg.Backend)}
 	} else if st := m.sticky[fam]; len(st) > 0 && m.now().Sub(m.lastFull[fam]) < RescanInterval {
 		candidates, partial = st, true
 	} else {
@@ -333,7 +335,7 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 		m.lastFull[fam] = time.Time{}
 		return m.ensureFamily(ctx, fam, want)
 	}
-	targets, reason, evidence := ChooseBackends(Backend(m.cfg.Backend), analyses, m.sticky[fam], m.sysDefault)
+	targets, reason, evidence := ChooseBackends(m.cfg.Backend, analyses, m.sticky[fam], m.sysDefault)
 	if len(targets) == 0 {
 		return res, fmt.Errorf("firewall %s: no iptables backend available (%s)", fam, reason)
 	}
@@ -391,9 +393,9 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 // exemption); when none shows one, the earlier evidence-based choice
 // (sticky) if any; else the only backend with FORWARD rules; else the
 // system default. evidence reports whether the choice rests on a drop seen.
-func ChooseBackends(mode Backend, analyses map[Backend]Analysis, sticky []Backend, sysDefault func() Backend) (targets []Backend, reason string, evidence bool) {
-	if mode == Legacy || mode == NFT {
-		return []Backend{mode}, "configured backend " + string(mode), false
+func ChooseBackends(mode config.FirewallBackend, analyses map[Backend]Analysis, sticky []Backend, sysDefault func() Backend) (targets []Backend, reason string, evidence bool) {
+	if mode == config.BackendLegacy || mode == config.BackendNFT {
+		return []Backend{Backend(mode)}, "configured backend " + string(mode), false
 	}
 	var where []string
 	for _, b := range []Backend{Legacy, NFT} {

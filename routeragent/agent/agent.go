@@ -41,6 +41,9 @@ type Speaker interface {
 	SetNeighbors(ctx context.Context, cfg bgp.Config) error
 	// Disconnect closes the session with a peer (max-prefix teardown).
 	Disconnect(ctx context.Context, peer netip.Addr, reason string) error
+	// DecodeErrors counts the paths the speaker could not decode (since
+	// start); they are neither accepted nor rejected, so status shows them.
+	DecodeErrors() int
 }
 
 // Routes is the kernel side (package routes implements it).
@@ -94,7 +97,7 @@ type Agent struct {
 	deps Deps
 
 	reload chan *config.Config
-	poke   chan struct{} // to the firewall loop
+	kickFW chan struct{} // to the firewall loop
 	resync chan struct{} // to the run loop
 
 	mu     sync.Mutex
@@ -121,7 +124,7 @@ type Agent struct {
 // New returns an agent for a validated config.
 func New(cfg *config.Config, deps Deps, log *slog.Logger) *Agent {
 	a := &Agent{log: log, deps: deps, cfg: cfg, fw: deps.Firewall, reload: make(chan *config.Config, 1),
-		poke: make(chan struct{}, 1), resync: make(chan struct{}, 1)}
+		kickFW: make(chan struct{}, 1), resync: make(chan struct{}, 1)}
 	a.status.Started = time.Now()
 	return a
 }
@@ -137,20 +140,19 @@ func BGPConfig(c *config.Config) bgp.Config {
 		// The agent enforces maxPrefixes (see enforceMaxPrefixes: reject
 		// or tear down). GoBGP's own limit is not used: it recounts the
 		// whole adj-RIB-in on every UPDATE (quadratic at 10k routes).
-		hard := uint32(0)
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
-			HardPrefixLimit: hard,
 		})
 	}
 	return out
 }
 
-// Poke asks for a firewall pass and a full route resync now (the ferm hook
-// calls it after every ferm reload, which deletes our chain).
-func (a *Agent) Poke() {
-	for _, ch := range []chan struct{}{a.poke, a.resync} {
+// Kick asks for a firewall pass and a full route resync now (the `poke`
+// command, which the ferm hook runs after every ferm reload, which deletes
+// our chain, ends here).
+func (a *Agent) Kick() {
+	for _, ch := range []chan struct{}{a.kickFW, a.resync} {
 		select {
 		case ch <- struct{}{}:
 		default:
@@ -181,6 +183,26 @@ func (a *Agent) notify(state string) {
 // Run runs until ctx ends. It leaves routes and firewall rules in place.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg := a.config()
+	if err := a.keepPreviousRoutes(cfg); err != nil {
+		return err
+	}
+	a.prepareHost(ctx)
+	if err := a.deps.Speaker.Start(ctx); err != nil {
+		return fmt.Errorf("start BGP: %w", err)
+	}
+	defer a.deps.Speaker.Stop()
+	defer a.startTimers()()
+	a.reconcile(ctx, true)
+	a.notify("READY=1")
+	a.log.Info("router agent ready", "asn", cfg.ASN, "routerID", cfg.RouterID, "port", cfg.Listen.Port,
+		"table", cfg.Routes.Table, "protocol", cfg.Routes.Protocol)
+	defer a.startFirewallLoop(ctx)()
+	return a.loop(ctx, cfg)
+}
+
+// keepPreviousRoutes reads the routes a previous run left in the kernel:
+// they stay until their peers sent End-of-RIB (or the stale timeout).
+func (a *Agent) keepPreviousRoutes(cfg *config.Config) error {
 	stale, err := a.deps.Routes.Load()
 	if err != nil {
 		return fmt.Errorf("read our routes from the kernel: %w", err)
@@ -191,40 +213,44 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("keeping routes from the previous run until their peers sent End-of-RIB",
 			"routes", len(stale), "staleTimeout", cfg.Routes.StaleTimeout.String())
 	}
+	return nil
+}
+
+// prepareHost reads the LAN, sets the sysctls and, before any route, the
+// firewall exemptions: a route to a service is useless while the firewall
+// drops its return half.
+func (a *Agent) prepareHost(ctx context.Context) {
 	a.refreshLAN()
 	a.applySysctl()
-	if a.fw != nil {
-		// Exemptions first: a route to a service is useless while the
-		// firewall drops its return half.
-		a.ensureFirewall(ctx)
-	}
-	if err := a.deps.Speaker.Start(ctx); err != nil {
-		return fmt.Errorf("start BGP: %w", err)
-	}
-	defer a.deps.Speaker.Stop()
+	a.ensureFirewall(ctx)
+}
+
+// startTimers creates the (stopped) retry and heap-release timers the
+// passes arm; the returned func stops them.
+func (a *Agent) startTimers() (stop func()) {
 	a.retry = time.NewTimer(time.Hour)
 	a.retry.Stop()
-	defer a.retry.Stop()
 	a.release = time.NewTimer(time.Hour)
 	a.release.Stop()
-	defer a.release.Stop()
-	a.reconcile(true)
-	a.notify("READY=1")
-	a.log.Info("router agent ready", "asn", cfg.ASN, "routerID", cfg.RouterID, "port", cfg.Listen.Port,
-		"table", cfg.Routes.Table, "protocol", cfg.Routes.Protocol)
+	return func() {
+		a.retry.Stop()
+		a.release.Stop()
+	}
+}
 
+// startFirewallLoop runs firewallLoop until the returned func is called.
+func (a *Agent) startFirewallLoop(ctx context.Context) (stop func()) {
 	fwCtx, fwCancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.firewallLoop(fwCtx)
-	}()
-	defer func() {
+	wg.Go(func() { a.firewallLoop(fwCtx) })
+	return func() {
 		fwCancel()
 		wg.Wait()
-	}()
+	}
+}
 
+// loop is the run loop: every event only chooses the kind of pass.
+func (a *Agent) loop(ctx context.Context, cfg *config.Config) error {
 	resync := time.NewTicker(cfg.Routes.ResyncInterval)
 	defer resync.Stop()
 	var staleTimer <-chan time.Time
@@ -240,40 +266,52 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("stopping; routes and firewall rules stay in place")
 			return nil
 		case <-a.deps.Speaker.Changed():
-			a.reconcile(false)
+			a.reconcile(ctx, false)
 		case <-a.deps.LinkEvents:
-			a.refreshLAN()
-			a.applySysctl()
-			a.reconcile(true)
+			a.resyncAll(ctx)
 		case <-a.resync:
-			a.refreshLAN()
-			a.applySysctl()
-			a.reconcile(true)
+			a.resyncAll(ctx)
 		case <-resync.C:
-			a.refreshLAN()
-			a.applySysctl()
-			a.reconcile(true)
+			a.resyncAll(ctx)
 		case <-staleTimer:
 			staleTimer = nil
-			a.reconcile(false)
+			a.reconcile(ctx, false)
 		case <-a.retry.C:
-			a.reconcile(true)
+			a.reconcile(ctx, true)
 		case <-a.release.C:
-			// A burst of route changes is over: give the heap it grew
-			// back to the system instead of keeping it for the next one.
-			a.churn = 0
-			debug.FreeOSMemory()
+			a.releaseHeap()
 		case nc := <-a.reload:
-			a.notify("RELOADING=1")
-			if err := a.applyReload(ctx, nc); err != nil {
-				a.log.Error("reload refused; running state kept", "err", err)
-			} else {
-				resync.Reset(nc.Routes.ResyncInterval)
-				a.log.Info("configuration reloaded")
-			}
-			a.notify("READY=1")
+			a.reloadNow(ctx, nc, resync)
 		}
 	}
+}
+
+// resyncAll re-reads the LAN, re-applies the sysctls (an interface may
+// have reappeared) and makes a full pass.
+func (a *Agent) resyncAll(ctx context.Context) {
+	a.refreshLAN()
+	a.applySysctl()
+	a.reconcile(ctx, true)
+}
+
+// releaseHeap: a burst of route changes is over; give the heap it grew back
+// to the system instead of keeping it for the next one.
+func (a *Agent) releaseHeap() {
+	a.churn = 0
+	debug.FreeOSMemory()
+}
+
+// reloadNow applies a new config, telling systemd, and resets the resync
+// ticker to the new interval.
+func (a *Agent) reloadNow(ctx context.Context, nc *config.Config, resync *time.Ticker) {
+	a.notify("RELOADING=1")
+	if err := a.applyReload(ctx, nc); err != nil {
+		a.log.Error("reload refused; running state kept", "err", err)
+	} else {
+		resync.Reset(nc.Routes.ResyncInterval)
+		a.log.Info("configuration reloaded")
+	}
+	a.notify("READY=1")
 }
 
 func (a *Agent) config() *config.Config {
@@ -311,9 +349,7 @@ func (a *Agent) applyReload(ctx context.Context, nc *config.Config) error {
 	a.cfg = nc
 	a.fw = fw
 	a.mu.Unlock()
-	a.refreshLAN()
-	a.applySysctl()
-	a.reconcile(true)
+	a.resyncAll(ctx)
 	return nil
 }
 
@@ -350,7 +386,7 @@ func (a *Agent) applySysctl() {
 		return
 	}
 	cfg := a.config()
-	if cfg.ICMPRedirects == "leave" {
+	if cfg.ICMPRedirects == config.RedirectsLeave {
 		// Still report the values, so status and doctor show them.
 		rep, err := a.deps.Redirects.Read(cfg.LANInterfaces)
 		a.mu.Lock()
@@ -405,7 +441,7 @@ func (a *Agent) firewallLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			a.ensureFirewall(ctx)
-		case <-a.poke:
+		case <-a.kickFW:
 			a.ensureFirewall(ctx)
 			t.Reset(time.Second)
 		}
@@ -428,43 +464,74 @@ func (a *Agent) policy(cfg *config.Config) *policy.Policy {
 
 // reconcile is one level-triggered pass: all received paths -> policy ->
 // desired routes (+ stale routes still kept) -> kernel.
-func (a *Agent) reconcile(full bool) {
+func (a *Agent) reconcile(ctx context.Context, full bool) {
 	cfg := a.config()
 	start := time.Now()
-	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
-	accepted, rejected = a.enforceMaxPrefixes(cfg, accepted, rejected)
-	a.logRejections(rejected)
-	desired := policy.DesiredRoutes(accepted)
-	fromBGP := desired
-	staleKept := 0
-	if a.stale != nil {
-		now := time.Now()
-		eor := map[netip.Addr]bool{}
-		keep := func(nh netip.Addr) bool {
-			if now.After(a.staleDeadline) {
-				return false
-			}
-			done, ok := eor[nh]
-			if !ok {
-				done = a.deps.Speaker.EndOfRIB(nh)
-				eor[nh] = done
-			}
-			if !done {
-				staleKept++
-			}
-			return !done
-		}
-		desired = routes.WithStale(desired, a.stale, keep)
-		if staleKept == 0 {
-			reason := "every peer sent End-of-RIB"
-			if now.After(a.staleDeadline) {
-				reason = "stale timeout passed"
-			}
-			a.log.Info("sweeping stale routes from the previous run", "reason", reason)
-			a.stale = nil
-		}
-	}
+	accepted, rejected := a.admit(ctx, cfg)
+	fromBGP := policy.DesiredRoutes(accepted)
+	desired, staleKept := a.withStale(fromBGP)
 	res := a.deps.Routes.Reconcile(desired, full)
+	a.afterRoutes(res, start)
+	a.record(pass{cfg: cfg, accepted: perPeer(accepted), nAccepted: len(accepted), rejected: rejected,
+		fromBGP: fromBGP, desired: desired, res: res, staleKept: staleKept,
+		connected: a.connected, missing: a.missing})
+}
+
+// admit runs the import policy over every received path, enforces
+// maxPrefixes (closing the sessions it names) and logs new rejections.
+func (a *Agent) admit(ctx context.Context, cfg *config.Config) ([]policy.Path, []policy.Rejected) {
+	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
+	now := time.Now()
+	v := a.maxPfx.enforceMaxPrefixes(cfg, rejected, a.deps.Speaker.Peers, now)
+	if len(v.drop) > 0 {
+		accepted, rejected = policy.Exclude(accepted, rejected, v.drop)
+	}
+	a.closeSessions(ctx, v.disconnect, now)
+	a.logRejections(rejected)
+	return accepted, rejected
+}
+
+// withStale adds the routes kept from the previous run whose peer has not
+// sent End-of-RIB yet (until the stale timeout), and ends the stale phase
+// when none is left. staleKept counts the next hops kept.
+func (a *Agent) withStale(fromBGP map[netip.Prefix][]netip.Addr) (desired map[netip.Prefix][]netip.Addr, staleKept int) {
+	if a.stale == nil {
+		return fromBGP, 0
+	}
+	now := time.Now()
+	eor := map[netip.Addr]bool{}
+	keep := func(nh netip.Addr) bool {
+		if now.After(a.staleDeadline) {
+			return false
+		}
+		done, ok := eor[nh]
+		if !ok {
+			done = a.deps.Speaker.EndOfRIB(nh)
+			eor[nh] = done
+		}
+		if !done {
+			staleKept++
+		}
+		return !done
+	}
+	desired = routes.WithStale(fromBGP, a.stale, keep)
+	if staleKept == 0 {
+		reason := "every peer sent End-of-RIB"
+		if now.After(a.staleDeadline) {
+			reason = "stale timeout passed"
+		}
+		a.log.Info("sweeping stale routes from the previous run", "reason", reason)
+		a.stale = nil
+		// Nothing kept from the previous run: desired is fromBGP itself
+		// (the pass keeps one map, not two equal ones).
+		return fromBGP, 0
+	}
+	return desired, staleKept
+}
+
+// afterRoutes logs what the kernel pass did, counts the churn for the heap
+// release, and arms the retry with backoff when routes failed.
+func (a *Agent) afterRoutes(res routes.Result, start time.Time) {
 	if n := res.Added + res.Replaced + res.Deleted; n > 0 {
 		a.churn += n
 		if a.churn >= releaseAfterChanges {
@@ -476,38 +543,44 @@ func (a *Agent) reconcile(full bool) {
 	for _, c := range res.Conflicts {
 		a.log.Debug("route conflict: a foreign route holds a service prefix; left alone", "prefix", c.Prefix.String(), "protocol", c.Protocol)
 	}
-	if len(res.Errors) > 0 {
-		a.log.Error("some routes could not be programmed; retrying", "errors", len(res.Errors), "first", res.Errors[0].Err)
-		if a.retryDelay == 0 {
-			a.retryDelay = 500 * time.Millisecond
-		} else if a.retryDelay < 30*time.Second {
-			a.retryDelay *= 2
-		}
-		a.retry.Reset(a.retryDelay)
-	} else {
+	if len(res.Errors) == 0 {
 		a.retryDelay = 0
+		return
 	}
-	// Keep the inputs; the status is built when asked for (rarely), not on
-	// every pass (often, and O(routes)).
+	a.log.Error("some routes could not be programmed; retrying", "errors", len(res.Errors), "first", res.Errors[0].Err)
+	if a.retryDelay == 0 {
+		a.retryDelay = 500 * time.Millisecond
+	} else if a.retryDelay < 30*time.Second {
+		a.retryDelay *= 2
+	}
+	a.retry.Reset(a.retryDelay)
+}
+
+// record keeps what the pass saw and did; the status is built from it when
+// asked for (rarely), not on every pass (often, and O(routes)).
+func (a *Agent) record(p pass) {
+	p.at = time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.last = p
+}
+
+func perPeer(accepted []policy.Path) map[netip.Addr]int {
 	acc := make(map[netip.Addr]int, 8)
 	for _, p := range accepted {
 		acc[p.Peer]++
 	}
-	if a.stale == nil && staleKept == 0 {
-		fromBGP = desired // the same map: nothing kept from the previous run
-	}
-	a.last = pass{cfg: cfg, accepted: acc, nAccepted: len(accepted), rejected: rejected, fromBGP: fromBGP, desired: desired,
-		res: res, staleKept: staleKept, connected: a.connected, missing: a.missing, at: time.Now()}
+	return acc
 }
 
 // pass is what one reconcile pass saw and did.
 type pass struct {
-	cfg              *config.Config
-	accepted         map[netip.Addr]int // per peer
-	nAccepted        int
-	rejected         []policy.Rejected
+	cfg       *config.Config
+	accepted  map[netip.Addr]int // per peer
+	nAccepted int
+	rejected  []policy.Rejected
+	// fromBGP are the routes the accepted paths make; desired adds the
+	// stale routes kept (the same map when none is kept).
 	fromBGP, desired map[netip.Prefix][]netip.Addr
 	res              routes.Result
 	staleKept        int
@@ -519,14 +592,15 @@ type pass struct {
 // Snapshot returns the current status.
 func (a *Agent) Snapshot() Status {
 	peers := a.deps.Speaker.Peers()
+	undecodable := a.deps.Speaker.DecodeErrors()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.status
-	if l := a.last; l.cfg != nil {
-		s.update(l.cfg, peers, l.accepted, l.nAccepted, l.rejected, l.fromBGP, l.desired, l.res, l.staleKept, l.connected, l.missing)
-		s.Updated = l.at
+	if a.last.cfg != nil {
+		s.update(a.last, peers)
 		a.maxPfx.fill(&s)
 	}
+	s.Prefix.Undecodable = undecodable
 	return s
 }
 

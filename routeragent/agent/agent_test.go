@@ -23,8 +23,9 @@ import (
 // Fakes for the side-effect boundaries: these tests need no root.
 
 type fakeSpeaker struct {
-	paths []policy.Path
-	eor   map[netip.Addr]bool
+	paths        []policy.Path
+	eor          map[netip.Addr]bool
+	decodeErrors int
 }
 
 func (f *fakeSpeaker) Start(context.Context) error { return nil }
@@ -42,6 +43,7 @@ func (f *fakeSpeaker) Peers() []bgp.PeerState {
 func (f *fakeSpeaker) EndOfRIB(a netip.Addr) bool                           { return f.eor[a] }
 func (f *fakeSpeaker) SetNeighbors(context.Context, bgp.Config) error       { return nil }
 func (f *fakeSpeaker) Disconnect(context.Context, netip.Addr, string) error { return nil }
+func (f *fakeSpeaker) DecodeErrors() int                                    { return f.decodeErrors }
 
 type fakeRoutes struct {
 	installed map[netip.Prefix][]netip.Addr
@@ -104,7 +106,7 @@ func TestStaleUntilEndOfRIB(t *testing.T) {
 
 	// A is back and announced svc1 only, no End-of-RIB yet: nothing changes.
 	sp.paths = []policy.Path{{Peer: pA, NextHop: pA, Prefix: svc1}}
-	a.reconcile(true)
+	a.reconcile(t.Context(), true)
 	want := map[netip.Prefix][]netip.Addr{svc1: {pA, pB}, svc2: {pA}}
 	cmpOpts := cmp.Comparer(func(x, y netip.Addr) bool { return x == y })
 	if d := cmp.Diff(want, rt.installed, cmpOpts, cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); d != "" {
@@ -112,7 +114,7 @@ func TestStaleUntilEndOfRIB(t *testing.T) {
 	}
 	// A sent End-of-RIB: A's stale svc2 goes; B's next hop on svc1 stays.
 	sp.eor[pA] = true
-	a.reconcile(false)
+	a.reconcile(t.Context(), false)
 	want = map[netip.Prefix][]netip.Addr{svc1: {pA, pB}}
 	if d := cmp.Diff(want, rt.installed, cmpOpts, cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); d != "" {
 		t.Fatalf("after A's End-of-RIB (-want +got):\n%s", d)
@@ -122,7 +124,7 @@ func TestStaleUntilEndOfRIB(t *testing.T) {
 	}
 	// B sent End-of-RIB without announcing svc1: the stale phase is over.
 	sp.eor[pB] = true
-	a.reconcile(false)
+	a.reconcile(t.Context(), false)
 	want = map[netip.Prefix][]netip.Addr{svc1: {pA}}
 	if d := cmp.Diff(want, rt.installed, cmpOpts, cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); d != "" {
 		t.Fatalf("after B's End-of-RIB (-want +got):\n%s", d)
@@ -137,7 +139,7 @@ func TestStaleTimeout(t *testing.T) {
 	rt := &fakeRoutes{installed: map[netip.Prefix][]netip.Addr{svc1: {pA}}}
 	a := testAgent(t, sp, rt)
 	a.stale, a.staleDeadline = maps.Clone(rt.installed), time.Now().Add(-time.Second)
-	a.reconcile(true)
+	a.reconcile(t.Context(), true)
 	if len(rt.installed) != 0 || a.stale != nil {
 		t.Fatalf("after the stale timeout: installed %v, stale %v", rt.installed, a.stale)
 	}
@@ -154,7 +156,7 @@ func TestMetrics(t *testing.T) {
 	}}
 	rt := &fakeRoutes{foreign: map[netip.Prefix]bool{svc2: true}}
 	a := testAgent(t, sp, rt)
-	a.reconcile(true)
+	a.reconcile(t.Context(), true)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{a: a})
 	mfs, err := reg.Gather()

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/bgplb/bgplb/routeragent/bgp"
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
@@ -22,68 +23,113 @@ type maxPrefixState struct {
 	teardowns map[netip.Addr]int
 }
 
-// enforceMaxPrefixes applies maxPrefixesAction teardown: a peer over its
+// maxPrefixVerdict is what enforceMaxPrefixes decided for one pass.
+type maxPrefixVerdict struct {
+	// drop: peers none of whose paths is accepted this pass.
+	drop map[netip.Addr]bool
+	// disconnect: established sessions to close now.
+	disconnect []teardown
+}
+
+// teardown is one session to close for maxPrefixes.
+type teardown struct {
+	peer netip.Addr
+	// overLimit: the peer is over maxPrefixes now (it then gets a
+	// hold-down); else it reconnected during its hold-down.
+	overLimit bool
+	limit     int
+	// reason is the Cease's administrative communication.
+	reason string
+}
+
+// enforceMaxPrefixes decides maxPrefixesAction teardown: a peer over its
 // limit, or in its hold-down after such a teardown, has none of its paths
 // accepted (all are rejected as max-prefixes and counted), and its
 // established session is closed with a Cease once per session. Peers of
-// action reject keep what Evaluate gave them (the earliest paths).
-func (a *Agent) enforceMaxPrefixes(cfg *config.Config, accepted []policy.Path, rejected []policy.Rejected) ([]policy.Path, []policy.Rejected) {
-	now := time.Now()
-	drop := map[netip.Addr]bool{}
+// action reject keep what Evaluate gave them (the earliest paths). It
+// changes nothing: the run loop excludes the dropped peers' paths and
+// closes the sessions (closeSessions). peers is called only when a peer is
+// dropped.
+func (m *maxPrefixState) enforceMaxPrefixes(cfg *config.Config, rejected []policy.Rejected, peers func() []bgp.PeerState, now time.Time) maxPrefixVerdict {
+	var v maxPrefixVerdict
 	over := policy.OverLimit(rejected)
 	for peer := range over {
-		if n, ok := cfg.NeighborFor(peer); ok && n.MaxPrefixesAction == "teardown" {
-			drop[peer] = true
+		if n, ok := cfg.NeighborFor(peer); ok && n.MaxPrefixesAction == config.MaxPrefixesTeardown {
+			v.add(peer)
 		}
 	}
-	for peer, until := range a.maxPfx.holdDown {
+	for peer, until := range m.holdDown {
 		if now.Before(until) {
-			drop[peer] = true
-		} else {
-			delete(a.maxPfx.holdDown, peer)
+			v.add(peer)
 		}
 	}
-	if len(drop) == 0 {
-		return accepted, rejected
+	if len(v.drop) == 0 {
+		return v
 	}
-	accepted, rejected = policy.Exclude(accepted, rejected, drop)
-	for _, p := range a.deps.Speaker.Peers() {
-		if !drop[p.Address] || !p.Up || a.maxPfx.closed[p.Address].After(p.Since) {
+	for _, p := range peers() {
+		if !v.drop[p.Address] || !p.Up || m.closed[p.Address].After(p.Since) {
 			continue
 		}
 		limit := 0
 		if n, ok := cfg.NeighborFor(p.Address); ok {
 			limit = n.MaxPrefixes
 		}
-		reason := fmt.Sprintf("bgplb: more than maxPrefixes (%d) acceptable prefixes", limit)
-		if !over[p.Address] {
-			reason = fmt.Sprintf("bgplb: refused for %s after going over maxPrefixes (%d)", config.MaxPrefixesHoldDown, limit)
+		td := teardown{peer: p.Address, overLimit: over[p.Address], limit: limit,
+			reason: fmt.Sprintf("bgplb: more than maxPrefixes (%d) acceptable prefixes", limit)}
+		if !td.overLimit {
+			td.reason = fmt.Sprintf("bgplb: refused for %s after going over maxPrefixes (%d)", config.MaxPrefixesHoldDown, limit)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := a.deps.Speaker.Disconnect(ctx, p.Address, reason)
+		v.disconnect = append(v.disconnect, td)
+	}
+	return v
+}
+
+func (v *maxPrefixVerdict) add(peer netip.Addr) {
+	if v.drop == nil {
+		v.drop = map[netip.Addr]bool{}
+	}
+	v.drop[peer] = true
+}
+
+// closeSessions closes the sessions enforceMaxPrefixes named, each within
+// 5 s, and records each teardown that succeeded (a failed one is tried
+// again next pass). Expired hold-downs are forgotten.
+func (a *Agent) closeSessions(ctx context.Context, tds []teardown, now time.Time) {
+	for peer, until := range a.maxPfx.holdDown {
+		if !now.Before(until) {
+			delete(a.maxPfx.holdDown, peer)
+		}
+	}
+	for _, td := range tds {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.deps.Speaker.Disconnect(dctx, td.peer, td.reason)
 		cancel()
 		if err != nil {
-			a.log.Error("close the session of a peer over maxPrefixes", "peer", p.Address.String(), "err", err)
+			a.log.Error("close the session of a peer over maxPrefixes", "peer", td.peer.String(), "err", err)
 			continue
 		}
-		if a.maxPfx.closed == nil {
-			a.maxPfx.closed = map[netip.Addr]time.Time{}
-			a.maxPfx.holdDown = map[netip.Addr]time.Time{}
-		}
-		a.maxPfx.closed[p.Address] = now
-		if over[p.Address] {
-			a.maxPfx.holdDown[p.Address] = now.Add(config.MaxPrefixesHoldDown)
-		}
-		a.mu.Lock()
-		if a.maxPfx.teardowns == nil {
-			a.maxPfx.teardowns = map[netip.Addr]int{}
-		}
-		a.maxPfx.teardowns[p.Address]++
-		a.mu.Unlock()
-		a.log.Warn("session closed: peer over maxPrefixes; none of its paths is installed", "peer", p.Address.String(),
-			"maxPrefixes", limit, "overLimit", over[p.Address], "holdDown", config.MaxPrefixesHoldDown.String())
+		a.recordTeardown(td, now)
+		a.log.Warn("session closed: peer over maxPrefixes; none of its paths is installed", "peer", td.peer.String(),
+			"maxPrefixes", td.limit, "overLimit", td.overLimit, "holdDown", config.MaxPrefixesHoldDown.String())
 	}
-	return accepted, rejected
+}
+
+func (a *Agent) recordTeardown(td teardown, now time.Time) {
+	m := &a.maxPfx
+	if m.closed == nil {
+		m.closed = map[netip.Addr]time.Time{}
+		m.holdDown = map[netip.Addr]time.Time{}
+	}
+	m.closed[td.peer] = now
+	if td.overLimit {
+		m.holdDown[td.peer] = now.Add(config.MaxPrefixesHoldDown)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m.teardowns == nil {
+		m.teardowns = map[netip.Addr]int{}
+	}
+	m.teardowns[td.peer]++
 }
 
 // fill adds the teardown counters to a status (a.mu held).

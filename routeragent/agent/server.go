@@ -40,7 +40,7 @@ func (a *Agent) ServeStatus(ctx context.Context, path string) error {
 		_ = enc.Encode(a.Snapshot())
 	})
 	mux.HandleFunc("POST /poke", func(w http.ResponseWriter, r *http.Request) {
-		a.Poke()
+		a.Kick()
 		w.WriteHeader(http.StatusNoContent)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -123,6 +123,7 @@ var (
 	mFirewallOK    = prometheus.NewDesc("bgplb_routeragent_firewall_ok", "1 when the last firewall pass succeeded.", nil, nil)
 	mExemptPackets = prometheus.NewDesc("bgplb_routeragent_exemption_packets_total", "Packets accepted by our INVALID exemptions.", []string{"interface", "subnet", "protocol", "backend"}, nil)
 	mTeardowns     = prometheus.NewDesc("bgplb_routeragent_max_prefix_teardowns_total", "Sessions closed because the peer went over maxPrefixes, per peer.", []string{"peer"}, nil)
+	mUndecodable   = prometheus.NewDesc("bgplb_routeragent_bgp_undecodable_paths_total", "Paths GoBGP delivered that the agent could not decode, since start (neither accepted nor rejected).", nil, nil)
 	mRedirects     = prometheus.NewDesc("bgplb_routeragent_send_redirects_effective", "Effective send_redirects per LAN interface (want 0).", []string{"interface"}, nil)
 )
 
@@ -163,6 +164,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(mConflicts, float64(len(s.Routes.Conflicts)))
 	g(mRouteErrors, float64(len(s.Routes.Errors)))
 	g(mStale, float64(s.Routes.Stale))
+	ch <- prometheus.MustNewConstMetric(mUndecodable, prometheus.CounterValue, float64(s.Prefix.Undecodable))
 	if f := s.Firewall; f != nil {
 		ch <- prometheus.MustNewConstMetric(mRepairs, prometheus.CounterValue, float64(f.Repairs))
 		ok := 1.0

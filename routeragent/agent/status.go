@@ -34,15 +34,15 @@ type Status struct {
 
 // StatusConfig is the part of the configuration an operator needs to read the rest.
 type StatusConfig struct {
-	ASN            uint32   `json:"asn"`
-	RouterID       string   `json:"routerID"`
-	ListenPort     int      `json:"listenPort"`
-	ServiceSubnets []string `json:"serviceSubnets"`
-	LANInterfaces  []string `json:"lanInterfaces"`
-	Table          int      `json:"table"`
-	Metric         int      `json:"metric"`
-	Protocol       int      `json:"protocol"`
-	FirewallMode   string   `json:"firewallMode"`
+	ASN            uint32              `json:"asn"`
+	RouterID       string              `json:"routerID"`
+	ListenPort     int                 `json:"listenPort"`
+	ServiceSubnets []string            `json:"serviceSubnets"`
+	LANInterfaces  []string            `json:"lanInterfaces"`
+	Table          int                 `json:"table"`
+	Metric         int                 `json:"metric"`
+	Protocol       int                 `json:"protocol"`
+	FirewallMode   config.FirewallMode `json:"firewallMode"`
 }
 
 // PeerStatus is one BGP peer with what we made of its paths.
@@ -62,6 +62,10 @@ type PrefixSummary struct {
 	ByReason map[policy.Reason]int `json:"byReason,omitempty"`
 	// RejectedPaths lists up to 1000 rejected paths.
 	RejectedPaths []RejectedPath `json:"rejectedPaths,omitempty"`
+	// Undecodable counts the paths GoBGP delivered that the agent could not
+	// decode, since start: neither accepted nor rejected, they would
+	// otherwise be invisible.
+	Undecodable int `json:"undecodable"`
 }
 
 // RejectedPath is one refused announcement.
@@ -100,31 +104,50 @@ type LANStatus struct {
 	Missing   []string       `json:"missingInterfaces,omitempty"`
 }
 
-func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, acc map[netip.Addr]int, nAccepted int, rejected []policy.Rejected,
-	fromBGP, desired map[netip.Prefix][]netip.Addr, res routes.Result, staleKept int, connected []netip.Prefix, missing []string) {
+// update fills s from one reconcile pass and the peers as they are now.
+func (s *Status) update(p pass, peers []bgp.PeerState) {
 	s.Version = version.Version
-	s.Updated = time.Now()
-	s.Config = StatusConfig{ASN: cfg.ASN, RouterID: cfg.RouterID, ListenPort: cfg.Listen.Port, ServiceSubnets: cfg.ServiceSubnets,
-		LANInterfaces: cfg.LANInterfaces, Table: cfg.Routes.Table, Metric: cfg.Routes.Metric, Protocol: cfg.Routes.Protocol,
-		FirewallMode: cfg.Firewall.Mode}
-	rej := map[netip.Addr]map[policy.Reason]int{}
+	s.Updated = p.at
+	s.Config = statusConfig(p.cfg)
+	var rejected map[netip.Addr]map[policy.Reason]int
+	s.Prefix, rejected = prefixSummary(p)
+	s.Peers = s.Peers[:0]
+	for _, peer := range peers {
+		s.Peers = append(s.Peers, PeerStatus{PeerState: peer, Accepted: p.accepted[peer.Address], Rejected: rejected[peer.Address]})
+	}
+	s.Routes = routeSummary(p)
+	s.LAN = LANStatus{Connected: p.connected, Missing: p.missing}
+}
+
+// prefixSummary counts the pass's accepted and rejected paths, and the
+// rejected per peer and reason.
+func prefixSummary(p pass) (PrefixSummary, map[netip.Addr]map[policy.Reason]int) {
+	perPeer := map[netip.Addr]map[policy.Reason]int{}
 	byReason := map[policy.Reason]int{}
 	var list []RejectedPath
-	for _, r := range rejected {
-		if rej[r.Path.Peer] == nil {
-			rej[r.Path.Peer] = map[policy.Reason]int{}
+	for _, r := range p.rejected {
+		if perPeer[r.Path.Peer] == nil {
+			perPeer[r.Path.Peer] = map[policy.Reason]int{}
 		}
-		rej[r.Path.Peer][r.Reason]++
+		perPeer[r.Path.Peer][r.Reason]++
 		byReason[r.Reason]++
 		if len(list) < 1000 {
 			list = append(list, RejectedPath{Peer: r.Path.Peer, Prefix: r.Path.Prefix, NextHop: r.Path.NextHop, Reason: r.Reason})
 		}
 	}
-	s.Peers = s.Peers[:0]
-	for _, p := range peers {
-		s.Peers = append(s.Peers, PeerStatus{PeerState: p, Accepted: acc[p.Address], Rejected: rej[p.Address]})
-	}
-	s.Prefix = PrefixSummary{Accepted: nAccepted, Rejected: len(rejected), ByReason: byReason, RejectedPaths: list}
+	return PrefixSummary{Accepted: p.nAccepted, Rejected: len(p.rejected), ByReason: byReason, RejectedPaths: list}, perPeer
+}
+
+func statusConfig(cfg *config.Config) StatusConfig {
+	return StatusConfig{ASN: cfg.ASN, RouterID: cfg.RouterID, ListenPort: cfg.Listen.Port, ServiceSubnets: cfg.ServiceSubnets,
+		LANInterfaces: cfg.LANInterfaces, Table: cfg.Routes.Table, Metric: cfg.Routes.Metric, Protocol: cfg.Routes.Protocol,
+		FirewallMode: cfg.Firewall.Mode}
+}
+
+// routeSummary compares, per prefix, what the pass wanted with what the
+// kernel has.
+func routeSummary(last pass) RouteSummary {
+	res, desired, fromBGP := last.res, last.desired, last.fromBGP
 
 	conflict := map[netip.Prefix]bool{}
 	for _, c := range res.Conflicts {
@@ -134,7 +157,7 @@ func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, acc map[netip
 	for _, e := range res.Errors {
 		errs[e.Prefix] = true
 	}
-	rs := RouteSummary{Desired: len(desired), Installed: len(res.Installed), Stale: staleKept,
+	rs := RouteSummary{Desired: len(desired), Installed: len(res.Installed), Stale: last.staleKept,
 		Conflicts: res.Conflicts, Errors: res.Errors, ECMPWidth: map[int]int{}}
 	all := map[netip.Prefix]bool{}
 	for p := range desired {
@@ -160,6 +183,5 @@ func (s *Status) update(cfg *config.Config, peers []bgp.PeerState, acc map[netip
 		}
 		rs.List = append(rs.List, r)
 	}
-	s.Routes = rs
-	s.LAN = LANStatus{Connected: connected, Missing: missing}
+	return rs
 }

@@ -36,6 +36,73 @@ const MaxPrefixesHoldDown = time.Minute
 // a router.
 const DefaultProtocol = 220
 
+// RedirectsMode is icmpRedirects: what the agent does with send_redirects.
+type RedirectsMode string
+
+const (
+	// RedirectsDisable sets send_redirects=0 on all, default and every LAN
+	// interface and keeps it that way (the default).
+	RedirectsDisable RedirectsMode = "disable"
+	// RedirectsLeave never touches send_redirects (they are still reported).
+	RedirectsLeave RedirectsMode = "leave"
+)
+
+// MaxPrefixesAction is what happens to a speaker over its maxPrefixes.
+type MaxPrefixesAction string
+
+const (
+	// MaxPrefixesTeardown installs none of the speaker's paths, closes its
+	// session and refuses it for MaxPrefixesHoldDown (the default).
+	MaxPrefixesTeardown MaxPrefixesAction = "teardown"
+	// MaxPrefixesReject keeps the earliest maxPrefixes paths and rejects
+	// the rest; the session stays up.
+	MaxPrefixesReject MaxPrefixesAction = "reject"
+)
+
+// FirewallMode is firewall.mode.
+type FirewallMode string
+
+const (
+	// FirewallExempt installs the scoped exemptions (the default).
+	FirewallExempt FirewallMode = "exempt"
+	// FirewallOff leaves the firewall alone (and removes what we installed).
+	FirewallOff FirewallMode = "off"
+)
+
+// FirewallBackend is firewall.backend: which iptables backend gets the
+// exemptions.
+type FirewallBackend string
+
+const (
+	// BackendAuto picks the backend that holds the INVALID drop (the default).
+	BackendAuto FirewallBackend = "auto"
+	// BackendLegacy is the x_tables backend of the *-legacy tools (ferm, DebOps).
+	BackendLegacy FirewallBackend = "legacy"
+	// BackendNFT is the nf_tables backend of the *-nft tools (Debian's default).
+	BackendNFT FirewallBackend = "nft"
+)
+
+// LogFormat is log.format.
+type LogFormat string
+
+const (
+	LogText LogFormat = "text" // the default; journald adds timestamps
+	LogJSON LogFormat = "json"
+)
+
+// LogLevel is log.level.
+type LogLevel string
+
+const (
+	LogDebug LogLevel = "debug"
+	LogInfo  LogLevel = "info" // the default
+	LogWarn  LogLevel = "warn"
+	LogError LogLevel = "error"
+)
+
+// MetricsOff as metrics.address disables the Prometheus endpoint.
+const MetricsOff = "off"
+
 // Config is the whole agent configuration.
 type Config struct {
 	// ASN is the router's own autonomous system number.
@@ -55,7 +122,7 @@ type Config struct {
 	Firewall Firewall `yaml:"firewall"`
 	// ICMPRedirects is "disable" (default: send_redirects=0 on all, default
 	// and every LAN interface, kept that way) or "leave" (never touch them).
-	ICMPRedirects string `yaml:"icmpRedirects"`
+	ICMPRedirects RedirectsMode `yaml:"icmpRedirects"`
 	// Routes configures how accepted paths become kernel routes.
 	Routes Routes `yaml:"routes"`
 	// StatusSocket is the unix socket serving `status` as JSON.
@@ -70,7 +137,6 @@ type Config struct {
 
 	// Parsed forms, filled by Validate.
 	routerID       netip.Addr
-	listenAddrs    []netip.Addr
 	serviceSubnets []netip.Prefix
 }
 
@@ -106,7 +172,7 @@ type Neighbor struct {
 	// with a Cease, and it is refused for MaxPrefixesHoldDown) or reject
 	// (the earliest maxPrefixes paths are kept, the rest rejected and
 	// counted; the session stays up).
-	MaxPrefixesAction string `yaml:"maxPrefixesAction"`
+	MaxPrefixesAction MaxPrefixesAction `yaml:"maxPrefixesAction"`
 	// GracefulRestart enables the graceful-restart helper for speakers that
 	// ask for it (default true).
 	GracefulRestart *bool `yaml:"gracefulRestart"`
@@ -117,9 +183,9 @@ type Neighbor struct {
 // Firewall configures the conntrack-INVALID exemptions.
 type Firewall struct {
 	// Mode is exempt (insert the scoped exemptions) or off.
-	Mode string `yaml:"mode"`
+	Mode FirewallMode `yaml:"mode"`
 	// Backend is auto (the one holding the INVALID drop), legacy or nft.
-	Backend string `yaml:"backend"`
+	Backend FirewallBackend `yaml:"backend"`
 	// Protocols exempted (default [tcp]).
 	Protocols []string `yaml:"protocols"`
 }
@@ -149,9 +215,9 @@ type Metrics struct {
 // Log configures logging.
 type Log struct {
 	// Format is json or text (default text; journald adds timestamps).
-	Format string `yaml:"format"`
+	Format LogFormat `yaml:"format"`
 	// Level is debug, info, warn or error (default info).
-	Level string `yaml:"level"`
+	Level LogLevel `yaml:"level"`
 }
 
 // Error is one invalid key.
@@ -223,7 +289,7 @@ func (c *Config) SetDefaults() {
 			n.MaxPrefixes = 1000
 		}
 		if n.MaxPrefixesAction == "" {
-			n.MaxPrefixesAction = "teardown"
+			n.MaxPrefixesAction = MaxPrefixesTeardown
 		}
 		if n.GracefulRestart == nil {
 			t := true
@@ -231,13 +297,13 @@ func (c *Config) SetDefaults() {
 		}
 	}
 	if c.ICMPRedirects == "" {
-		c.ICMPRedirects = "disable"
+		c.ICMPRedirects = RedirectsDisable
 	}
 	if c.Firewall.Mode == "" {
-		c.Firewall.Mode = "exempt"
+		c.Firewall.Mode = FirewallExempt
 	}
 	if c.Firewall.Backend == "" {
-		c.Firewall.Backend = "auto"
+		c.Firewall.Backend = BackendAuto
 	}
 	if len(c.Firewall.Protocols) == 0 {
 		c.Firewall.Protocols = []string{"tcp"}
@@ -264,10 +330,10 @@ func (c *Config) SetDefaults() {
 		c.Metrics.Address = "127.0.0.1:9479"
 	}
 	if c.Log.Format == "" {
-		c.Log.Format = "text"
+		c.Log.Format = LogText
 	}
 	if c.Log.Level == "" {
-		c.Log.Level = "info"
+		c.Log.Level = LogInfo
 	}
 }
 
@@ -298,11 +364,8 @@ func (c *Config) Validate() error {
 	} else {
 		c.routerID = a
 	}
-	c.listenAddrs = nil
-	if a, err := netip.ParseAddr(c.Listen.Address); err != nil {
+	if _, err := netip.ParseAddr(c.Listen.Address); err != nil {
 		add("listen.address", "%q is not an IP address", c.Listen.Address)
-	} else {
-		c.listenAddrs = append(c.listenAddrs, a)
 	}
 	if c.Listen.Port < 1 || c.Listen.Port > 65535 {
 		add("listen.port", "%d is not a TCP port (1-65535)", c.Listen.Port)
@@ -359,7 +422,7 @@ func (c *Config) Validate() error {
 		if n.MaxPrefixes < 0 {
 			add(p+".maxPrefixes", "%d is negative", n.MaxPrefixes)
 		}
-		if n.MaxPrefixesAction != "teardown" && n.MaxPrefixesAction != "reject" {
+		if n.MaxPrefixesAction != MaxPrefixesTeardown && n.MaxPrefixesAction != MaxPrefixesReject {
 			add(p+".maxPrefixesAction", "%q is not one of teardown, reject", n.MaxPrefixesAction)
 		}
 		n.password = ""
@@ -405,17 +468,17 @@ func (c *Config) Validate() error {
 	}
 
 	switch c.ICMPRedirects {
-	case "disable", "leave":
+	case RedirectsDisable, RedirectsLeave:
 	default:
 		add("icmpRedirects", "%q is not one of disable, leave", c.ICMPRedirects)
 	}
 	switch c.Firewall.Mode {
-	case "exempt", "off":
+	case FirewallExempt, FirewallOff:
 	default:
 		add("firewall.mode", "%q is not one of exempt, off", c.Firewall.Mode)
 	}
 	switch c.Firewall.Backend {
-	case "auto", "legacy", "nft":
+	case BackendAuto, BackendLegacy, BackendNFT:
 	default:
 		add("firewall.backend", "%q is not one of auto, legacy, nft", c.Firewall.Backend)
 	}
@@ -450,7 +513,7 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.StateDir, "/") {
 		add("stateDir", "%q is not an absolute path", c.StateDir)
 	}
-	if c.Metrics.Address != "off" {
+	if c.Metrics.Address != MetricsOff {
 		if _, err := netip.ParseAddrPort(c.Metrics.Address); err != nil {
 			if host, port, ok := strings.Cut(c.Metrics.Address, ":"); !ok || host != "" || !isPort(port) {
 				add("metrics.address", "%q is not host:port (or off)", c.Metrics.Address)
@@ -458,12 +521,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Log.Format {
-	case "json", "text":
+	case LogJSON, LogText:
 	default:
 		add("log.format", "%q is not one of json, text", c.Log.Format)
 	}
 	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
+	case LogDebug, LogInfo, LogWarn, LogError:
 	default:
 		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}

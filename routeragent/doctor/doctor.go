@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 )
@@ -45,7 +46,7 @@ type Input struct {
 	// agent's configuration (what should be true).
 	LANInterfaces  []string
 	ServiceSubnets []netip.Prefix
-	FirewallMode   string
+	FirewallMode   config.FirewallMode
 	Protocols      []string
 
 	// IPForward is net.ipv4.ip_forward, -1 when unreadable.
@@ -261,7 +262,7 @@ func checkFirewallFamily(in Input, fam firewall.Family, listings map[firewall.Ba
 		}
 		return out
 	}
-	if in.FirewallMode == firewall.ModeOff {
+	if in.FirewallMode == config.FirewallOff {
 		for _, s := range withDrop {
 			out = append(out, Finding{Check: "firewall", Status: Warn,
 				Message: fmt.Sprintf("firewall mode is off and %s drops INVALID packets (FORWARD rule %d: %s): clients on the nodes' L2 cannot keep connections to services",

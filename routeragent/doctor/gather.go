@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 )
@@ -23,7 +24,7 @@ type GatherConfig struct {
 	// the agent's configuration.
 	LANInterfaces  []string
 	ServiceSubnets []netip.Prefix
-	FirewallMode   string
+	FirewallMode   config.FirewallMode
 	Protocols      []string
 	// Routes, when the agent knows them, is copied into Input.
 	Routes *Routes
@@ -51,7 +52,7 @@ func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 		RPFilter:       map[string]int{},
 	}
 	if in.FirewallMode == "" {
-		in.FirewallMode = firewall.ModeExempt
+		in.FirewallMode = config.FirewallExempt
 	}
 	procNet := cfg.ProcNet
 	if procNet == "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bgplb/bgplb/internal/netnstest"
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // BenchmarkEnsure measures one Ensure pass in a namespace holding a
@@ -18,9 +19,9 @@ import (
 // reload that replaced the whole table (only the Ensure is timed). auto
 // lists the other backend too, but only every RescanInterval.
 func BenchmarkEnsure(b *testing.B) {
-	for _, backend := range []string{"auto", "legacy"} {
+	for _, backend := range []config.FirewallBackend{config.BackendAuto, config.BackendLegacy} {
 		for _, kind := range []string{"steady", "steady-2000rules", "repair"} {
-			b.Run(backend+"/"+kind, func(b *testing.B) {
+			b.Run(string(backend)+"/"+kind, func(b *testing.B) {
 				ns := netnstest.New(b, "fwbench")
 				ruleset := fermRuleset
 				if kind == "steady-2000rules" {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 const (
@@ -15,23 +17,17 @@ const (
 	TableName = "filter"
 	// JumpComment marks the single jump from FORWARD to ChainName.
 	JumpComment = "bgplb: conntrack-INVALID exemptions for service subnets"
-
-	// ModeExempt installs the exemptions.
-	ModeExempt = "exempt"
-	// ModeOff leaves the firewall alone (and removes what we installed).
-	ModeOff = "off"
 )
 
-// Backend names an iptables backend.
+// Backend names an iptables backend the tools talk to (legacy or nft);
+// config.FirewallBackend is the configured choice, which may also be auto.
 type Backend string
 
 const (
-	// BackendAuto picks the backend that holds the INVALID drop.
-	BackendAuto Backend = "auto"
 	// Legacy is the x_tables backend of the *-legacy tools (ferm, DebOps).
-	Legacy Backend = "legacy"
+	Legacy = Backend(config.BackendLegacy)
 	// NFT is the nf_tables backend of the *-nft tools (Debian's default).
-	NFT Backend = "nft"
+	NFT = Backend(config.BackendNFT)
 )
 
 // Family is an address family: one set of tools per family.
@@ -44,11 +40,11 @@ const (
 
 // Config says which exemptions to install.
 type Config struct {
-	// Mode is "exempt" (install the exemptions, the default) or "off".
-	Mode string
-	// Backend is "auto" (default: the backend holding the INVALID drop),
-	// "legacy" or "nft".
-	Backend string
+	// Mode is exempt (install the exemptions, the default) or off.
+	Mode config.FirewallMode
+	// Backend is auto (default: the backend holding the INVALID drop),
+	// legacy or nft.
+	Backend config.FirewallBackend
 	// Interfaces are the LAN interfaces where clients and nodes share an L2.
 	Interfaces []string
 	// Subnets are the service subnets; each must be a masked prefix.
@@ -64,15 +60,15 @@ func (c Config) normalize() (Config, error) {
 	var errs []error
 	switch c.Mode {
 	case "":
-		c.Mode = ModeExempt
-	case ModeExempt, ModeOff:
+		c.Mode = config.FirewallExempt
+	case config.FirewallExempt, config.FirewallOff:
 	default:
 		errs = append(errs, fmt.Errorf("firewall.mode: %q is not one of exempt, off", c.Mode))
 	}
-	switch Backend(c.Backend) {
+	switch c.Backend {
 	case "":
-		c.Backend = string(BackendAuto)
-	case BackendAuto, Legacy, NFT:
+		c.Backend = config.BackendAuto
+	case config.BackendAuto, config.BackendLegacy, config.BackendNFT:
 	default:
 		errs = append(errs, fmt.Errorf("firewall.backend: %q is not one of auto, legacy, nft", c.Backend))
 	}
@@ -96,7 +92,7 @@ func (c Config) normalize() (Config, error) {
 			errs = append(errs, fmt.Errorf("serviceSubnets: %s has host bits set (did you mean %s?)", p, p.Masked()))
 		}
 	}
-	if c.Mode == ModeExempt {
+	if c.Mode == config.FirewallExempt {
 		if len(c.Interfaces) == 0 {
 			errs = append(errs, errors.New("lanInterfaces: firewall mode exempt needs at least one LAN interface"))
 		}

@@ -18,17 +18,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // Status is the firewall state after the last Ensure.
 type Status struct {
 	// Mode is exempt or off.
-	Mode string `json:"mode"`
+	Mode config.FirewallMode `json:"mode"`
 	// Backend is where the exemptions live: legacy, nft, or legacy+nft
 	// when both backends drop INVALID packets; "" before the first pass.
 	Backend string `json:"backend"`
@@ -177,7 +178,7 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 
-	if m.cfg.Mode == ModeOff {
+	if m.cfg.Mode == config.FirewallOff {
 		var err error
 		if !m.cleaned {
 			// The user switched exemptions off: take ours away once.
@@ -187,7 +188,7 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 			}
 		}
 		st := m.update(func(s *Status) {
-			*s = Status{Mode: ModeOff, Table: TableName, Chain: ChainName, Repairs: s.Repairs, Reason: "firewall mode off"}
+			*s = Status{Mode: config.FirewallOff, Table: TableName, Chain: ChainName, Repairs: s.Repairs, Reason: "firewall mode off"}
 			m.setErr(s, err)
 		})
 		return st, err
@@ -280,19 +281,71 @@ type familyResult struct {
 // not hold the drop, to notice the firewall moving between backends.
 const RescanInterval = 10 * time.Second
 
+// ensureFamily makes one family's pass: look at the candidate backends,
+// choose where the exemptions belong, install them there and take ours
+// away from the backends that are no longer targets.
 func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption) (familyResult, error) {
 	var res familyResult
-	candidates := []Backend{Legacy, NFT}
-	partial := false
-	if b := Backend(m.cfg.Backend); b != BackendAuto {
-		candidates = []Backend{b}
-	} else if st := m.sticky[fam]; len(st) > 0 && m.now().Sub(m.lastFull[fam]) < RescanInterval {
-		candidates, partial = st, true
-	} else {
-		m.lastFull[fam] = m.now()
+	v, err := m.look(ctx, fam)
+	if err != nil {
+		return res, err
 	}
-	tables := map[Backend]Table{}
-	runners := map[Backend]Runner{}
+	targets, reason, err := m.choose(fam, v)
+	if err != nil {
+		return res, err
+	}
+	res.targets, res.reason = targets, reason
+	errs := m.install(ctx, fam, v, targets, want, &res)
+	errs = append(errs, m.removeElsewhere(ctx, fam, v, targets, &res)...)
+	return res, errors.Join(errs...)
+}
+
+// view is what one look at a family's backends found.
+type view struct {
+	tables   map[Backend]Table
+	runners  map[Backend]Runner
+	analyses map[Backend]Analysis
+}
+
+func (v view) hasDrop() bool {
+	for _, a := range v.analyses {
+		if a.Drop != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// look lists the candidate backends of a family. In auto mode, after the
+// drop was found, only the backends where it was are listed (until
+// RescanInterval passed); when the drop is gone from there (reloading, or
+// moved), every backend is listed at once.
+func (m *Manager) look(ctx context.Context, fam Family) (view, error) {
+	candidates, partial := m.candidates(fam)
+	v, err := m.listBackends(ctx, fam, candidates)
+	if err != nil || !partial || v.hasDrop() {
+		return v, err
+	}
+	m.lastFull[fam] = m.now()
+	return m.listBackends(ctx, fam, []Backend{Legacy, NFT})
+}
+
+// candidates are the backends to list: the configured one, or in auto mode
+// both, or (partial) only the sticky choice between full looks.
+func (m *Manager) candidates(fam Family) (candidates []Backend, partial bool) {
+	if m.cfg.Backend != config.BackendAuto {
+		return []Backend{Backend(m.cfg.Backend)}, false
+	}
+	if st := m.sticky[fam]; len(st) > 0 && m.now().Sub(m.lastFull[fam]) < RescanInterval {
+		return st, true
+	}
+	m.lastFull[fam] = m.now()
+	return []Backend{Legacy, NFT}, false
+}
+
+// listBackends lists and analyses the filter table of each candidate.
+func (m *Manager) listBackends(ctx context.Context, fam Family, candidates []Backend) (view, error) {
+	v := view{tables: map[Backend]Table{}, runners: map[Backend]Runner{}, analyses: map[Backend]Analysis{}}
 	var errs []error
 	for _, b := range candidates {
 		r, err := m.runner(b, fam)
@@ -300,42 +353,37 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 			if errors.Is(err, ErrUnavailable) && len(candidates) > 1 {
 				continue // auto: a missing tool is simply not a candidate
 			}
-			return res, fmt.Errorf("firewall %s %s: %w", fam, b, err)
+			return v, fmt.Errorf("firewall %s %s: %w", fam, b, err)
 		}
 		t, err := m.list(ctx, r)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("firewall %s %s: %w", fam, b, err))
 			continue
 		}
-		tables[b], runners[b] = t, r
-	}
-	analyses := map[Backend]Analysis{}
-	for b, t := range tables {
-		analyses[b] = Analyze(t)
+		v.tables[b], v.runners[b], v.analyses[b] = t, r, Analyze(t)
 	}
 	if len(errs) > 0 {
 		// Deciding on a partial view could move the rules to the wrong
 		// backend. Go on only when a backend we could list shows the drop
 		// (say iptables-nft is installed but the kernel has no nf_tables):
 		// the exemption surely belongs there.
-		if !slices.ContainsFunc(slices.Collect(maps.Values(analyses)), func(a Analysis) bool { return a.Drop != nil }) {
-			return res, errors.Join(errs...)
+		if !v.hasDrop() {
+			return v, errors.Join(errs...)
 		}
 		if msg := errors.Join(errs...).Error(); m.lastListErr[fam] != msg {
 			m.log.Warn("ignoring a backend that cannot be listed; the INVALID drop is in another", "family", fam, "error", msg)
 			m.lastListErr[fam] = msg
 		}
-		errs = nil
 	}
-	if partial && !slices.ContainsFunc(candidates, func(b Backend) bool { return analyses[b].Drop != nil }) {
-		// The drop is gone from where we saw it: reloading, or moved.
-		// Look at every backend now.
-		m.lastFull[fam] = time.Time{}
-		return m.ensureFamily(ctx, fam, want)
-	}
-	targets, reason, evidence := ChooseBackends(Backend(m.cfg.Backend), analyses, m.sticky[fam], m.sysDefault)
+	return v, nil
+}
+
+// choose applies ChooseBackends to what look found and remembers a choice
+// made on evidence.
+func (m *Manager) choose(fam Family, v view) ([]Backend, string, error) {
+	targets, reason, evidence := ChooseBackends(m.cfg.Backend, v.analyses, m.sticky[fam], m.sysDefault)
 	if len(targets) == 0 {
-		return res, fmt.Errorf("firewall %s: no iptables backend available (%s)", fam, reason)
+		return nil, "", fmt.Errorf("firewall %s: no iptables backend available (%s)", fam, reason)
 	}
 	if evidence {
 		m.sticky[fam] = targets
@@ -344,12 +392,17 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 		m.log.Info("firewall backend chosen", "family", fam, "backends", targets, "reason", reason)
 		m.lastReason[fam] = reason
 	}
-	res.targets, res.reason = targets, reason
+	return targets, reason, nil
+}
 
+// install plans and applies our chain and jump in each target backend and
+// reports the rules with their counters.
+func (m *Manager) install(ctx context.Context, fam Family, v view, targets []Backend, want []Exemption, res *familyResult) []error {
+	var errs []error
 	for _, b := range targets {
-		t := tables[b]
+		t := v.tables[b]
 		ops := PlanInstall(t, want)
-		if err := m.apply(ctx, runners[b], ops, false); err != nil {
+		if err := m.apply(ctx, v.runners[b], ops, false); err != nil {
 			errs = append(errs, fmt.Errorf("firewall %s %s: %w", fam, b, err))
 		}
 		for _, op := range ops {
@@ -365,9 +418,15 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 			res.rules = append(res.rules, rs)
 		}
 	}
-	// Our chain in a backend that is no longer a target (the INVALID drop
-	// moved, or the configured backend changed): take it away there.
-	for b, t := range tables {
+	return errs
+}
+
+// removeElsewhere takes our chain away from a listed backend that is no
+// longer a target (the INVALID drop moved, or the configured backend
+// changed).
+func (m *Manager) removeElsewhere(ctx context.Context, fam Family, v view, targets []Backend, res *familyResult) []error {
+	var errs []error
+	for b, t := range v.tables {
 		if slices.Contains(targets, b) {
 			continue
 		}
@@ -375,14 +434,14 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 		if len(ops) == 0 {
 			continue
 		}
-		if err := m.apply(ctx, runners[b], ops, true); err != nil {
+		if err := m.apply(ctx, v.runners[b], ops, true); err != nil {
 			errs = append(errs, fmt.Errorf("firewall %s %s: remove: %w", fam, b, err))
 		}
 		for _, op := range ops {
 			res.changed = append(res.changed, fmt.Sprintf("%s/%s: %s", fam, b, op))
 		}
 	}
-	return res, errors.Join(errs...)
+	return errs
 }
 
 // ChooseBackends decides which backends get the exemptions. An explicit
@@ -391,9 +450,9 @@ func (m *Manager) ensureFamily(ctx context.Context, fam Family, want []Exemption
 // exemption); when none shows one, the earlier evidence-based choice
 // (sticky) if any; else the only backend with FORWARD rules; else the
 // system default. evidence reports whether the choice rests on a drop seen.
-func ChooseBackends(mode Backend, analyses map[Backend]Analysis, sticky []Backend, sysDefault func() Backend) (targets []Backend, reason string, evidence bool) {
-	if mode == Legacy || mode == NFT {
-		return []Backend{mode}, "configured backend " + string(mode), false
+func ChooseBackends(mode config.FirewallBackend, analyses map[Backend]Analysis, sticky []Backend, sysDefault func() Backend) (targets []Backend, reason string, evidence bool) {
+	if mode == config.BackendLegacy || mode == config.BackendNFT {
+		return []Backend{Backend(mode)}, "configured backend " + string(mode), false
 	}
 	var where []string
 	for _, b := range []Backend{Legacy, NFT} {

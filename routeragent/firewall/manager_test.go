@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // fakes holds one Fake per backend and family; a missing entry is an
@@ -226,7 +228,7 @@ func TestModeOffRemovesOnce(t *testing.T) {
 	if _, err := on.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	off := newTestManager(t, Config{Mode: ModeOff}, fs)
+	off := newTestManager(t, Config{Mode: config.FirewallOff}, fs)
 	st, err := off.Ensure(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +243,7 @@ func TestModeOffRemovesOnce(t *testing.T) {
 	if legacy.Calls != calls {
 		t.Errorf("mode off keeps touching iptables")
 	}
-	if st.Mode != ModeOff || st.Backend != "" {
+	if st.Mode != config.FirewallOff || st.Backend != "" {
 		t.Errorf("status: %+v", st)
 	}
 }

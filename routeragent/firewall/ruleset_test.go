@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 func TestParseTable(t *testing.T) {
@@ -244,27 +246,27 @@ func TestChooseBackends(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		mode     Backend
+		mode     config.FirewallBackend
 		analyses map[Backend]Analysis
 		sticky   []Backend
 		want     want
 	}{
-		{"explicit wins", Legacy, map[Backend]Analysis{NFT: {Drop: drop}}, nil, want{[]Backend{Legacy}, false, "configured"}},
-		{"drop in legacy (ferm)", BackendAuto, map[Backend]Analysis{Legacy: {Drop: drop, ForwardRules: 3}, NFT: {}}, nil,
+		{"explicit wins", config.BackendLegacy, map[Backend]Analysis{NFT: {Drop: drop}}, nil, want{[]Backend{Legacy}, false, "configured"}},
+		{"drop in legacy (ferm)", config.BackendAuto, map[Backend]Analysis{Legacy: {Drop: drop, ForwardRules: 3}, NFT: {}}, nil,
 			want{[]Backend{Legacy}, true, "INVALID drop found in legacy (FORWARD rule 2"}},
-		{"drop in nft", BackendAuto, map[Backend]Analysis{Legacy: {ForwardRules: 1}, NFT: {Drop: drop}}, []Backend{Legacy},
+		{"drop in nft", config.BackendAuto, map[Backend]Analysis{Legacy: {ForwardRules: 1}, NFT: {Drop: drop}}, []Backend{Legacy},
 			want{[]Backend{NFT}, true, "nft"}},
-		{"drops in both", BackendAuto, map[Backend]Analysis{Legacy: {Drop: drop}, NFT: {Drop: drop}}, nil,
+		{"drops in both", config.BackendAuto, map[Backend]Analysis{Legacy: {Drop: drop}, NFT: {Drop: drop}}, nil,
 			want{[]Backend{Legacy, NFT}, true, " and "}},
-		{"mid-reload keeps the earlier choice", BackendAuto, map[Backend]Analysis{Legacy: {}, NFT: {}}, []Backend{Legacy},
+		{"mid-reload keeps the earlier choice", config.BackendAuto, map[Backend]Analysis{Legacy: {}, NFT: {}}, []Backend{Legacy},
 			want{[]Backend{Legacy}, false, "keeping legacy"}},
-		{"no drop: the backend with FORWARD rules", BackendAuto, map[Backend]Analysis{Legacy: {ForwardRules: 2}, NFT: {}}, nil,
+		{"no drop: the backend with FORWARD rules", config.BackendAuto, map[Backend]Analysis{Legacy: {ForwardRules: 2}, NFT: {}}, nil,
 			want{[]Backend{Legacy}, false, "legacy has the FORWARD rules"}},
-		{"no drop, no rules: system default", BackendAuto, map[Backend]Analysis{Legacy: {}, NFT: {}}, nil,
+		{"no drop, no rules: system default", config.BackendAuto, map[Backend]Analysis{Legacy: {}, NFT: {}}, nil,
 			want{[]Backend{NFT}, false, "system default iptables (nft)"}},
-		{"default tool missing", BackendAuto, map[Backend]Analysis{Legacy: {}}, nil,
+		{"default tool missing", config.BackendAuto, map[Backend]Analysis{Legacy: {}}, nil,
 			want{[]Backend{Legacy}, false, "only backend available"}},
-		{"nothing available", BackendAuto, map[Backend]Analysis{}, nil, want{nil, false, "neither"}},
+		{"nothing available", config.BackendAuto, map[Backend]Analysis{}, nil, want{nil, false, "neither"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

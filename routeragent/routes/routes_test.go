@@ -195,10 +195,6 @@ func TestWithStale(t *testing.T) {
 }
 
 func TestRTProtos(t *testing.T) {
-	p := t.TempDir() + "/rt_protos.d/bgplb.conf"
-	if err := InstallRTProtos(p, 220); err != nil {
-		t.Fatal(err)
-	}
 	if !strings.HasSuffix(RTProtosConf(220), "\n220 bgplb\n") {
 		t.Errorf("RTProtosConf = %q", RTProtosConf(220))
 	}

@@ -67,8 +67,8 @@ type Redirects interface {
 // LAN reports the LAN subnets and our addresses on the LAN interfaces.
 type LAN func(ifaces []string) (connected []netip.Prefix, local []netip.Addr, missing []string, err error)
 
-// Deps are the side-effect boundaries, built by the caller (see Main) so
-// tests can pass their own.
+// Deps are the side-effect boundaries, built by the caller (the command
+// line, routeragent/cli) so tests can pass their own.
 type Deps struct {
 	Speaker   Speaker
 	Routes    Routes

@@ -58,10 +58,6 @@ type Neighbor struct {
 	HoldTime        time.Duration
 	Keepalive       time.Duration
 	GracefulRestart bool
-	// HardPrefixLimit shuts a session down (cease) when the peer sends more
-	// prefixes than this; 0 disables. The agent's policy rejects earlier,
-	// at the configured maxPrefixes.
-	HardPrefixLimit uint32
 }
 
 // PeerState is one peer as seen by the speaker.
@@ -215,9 +211,6 @@ func (s *Speaker) families(n Neighbor, cfg Config) []*api.AfiSafi {
 		a := &api.AfiSafi{
 			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: n.GracefulRestart}},
-		}
-		if n.HardPrefixLimit > 0 {
-			a.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: n.HardPrefixLimit, ShutdownThresholdPct: 80}
 		}
 		out = append(out, a)
 	}
@@ -409,6 +402,19 @@ func familyName(f *api.Family) string {
 	return "ipv4"
 }
 
+// undecodable counts a path that could not be read and logs the 1st, 10th,
+// 100th, ... of them: a peer that sends only such paths cannot flood the
+// log. s.mu held.
+func (s *Speaker) undecodable(peer netip.Addr, err error) {
+	s.decodeErrors++
+	for n := s.decodeErrors; n%10 == 0 || n == 1; n /= 10 {
+		if n == 1 {
+			s.log.Warn("bgp path could not be decoded; ignored", "peer", peer.String(), "undecodable", s.decodeErrors, "err", err)
+			return
+		}
+	}
+}
+
 // onPath applies one post-policy path to our copy of the adj-RIB-in. s.mu held.
 func (s *Speaker) onPath(p *api.Path) {
 	peerAddr, err := netip.ParseAddr(p.NeighborIp)
@@ -426,12 +432,12 @@ func (s *Speaker) onPath(p *api.Path) {
 	}
 	nlri, err := apiutil.GetNativeNlri(p)
 	if err != nil {
-		s.decodeErrors++
+		s.undecodable(peerAddr, err)
 		return
 	}
 	pfx, err := netip.ParsePrefix(nlri.String())
 	if err != nil {
-		s.decodeErrors++
+		s.undecodable(peerAddr, err)
 		return
 	}
 	pi := s.peer(peerAddr)
@@ -441,7 +447,7 @@ func (s *Speaker) onPath(p *api.Path) {
 	}
 	attrs, err := apiutil.GetNativePathAttributes(p)
 	if err != nil {
-		s.decodeErrors++
+		s.undecodable(peerAddr, err)
 		return
 	}
 	var nh netip.Addr

@@ -5,13 +5,16 @@
 package bgp
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,7 +80,7 @@ func TestReceive(t *testing.T) {
 	port := freePort(t)
 	s := New(Config{
 		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
-		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, GracefulRestart: true, HardPrefixLimit: 10}},
+		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, GracefulRestart: true}},
 	}, testLogger())
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -210,4 +213,26 @@ func TestSetNeighbors(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A peer that sends only undecodable paths is counted in full but logged
+// at the 1st, 10th, 100th, ... path: it cannot flood the log.
+func TestUndecodableLoggedSparsely(t *testing.T) {
+	var buf bytes.Buffer
+	s := New(Config{}, slog.New(slog.NewTextHandler(&buf, nil)))
+	for range 1000 {
+		s.undecodable(netip.MustParseAddr("192.0.2.1"), errors.New("bad NLRI"))
+	}
+	if s.DecodeErrors() != 1000 {
+		t.Errorf("DecodeErrors = %d, want 1000", s.DecodeErrors())
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		_, n, _ := strings.Cut(l, "undecodable=")
+		n, _, _ = strings.Cut(n, " ")
+		got = append(got, n)
+	}
+	if d := cmp.Diff([]string{"1", "10", "100", "1000"}, got); d != "" {
+		t.Errorf("logged at (-want +got):\n%s", d)
+	}
 }

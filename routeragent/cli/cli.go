@@ -133,7 +133,7 @@ func logLevelFlag(c *cobra.Command, o *options) {
 }
 
 // logLevels are the values of log.level and --log-level.
-var logLevels = []string{"debug", "info", "warn", "error"}
+var logLevels = []string{string(config.LogDebug), string(config.LogInfo), string(config.LogWarn), string(config.LogError)}
 
 // logLevel is --log-level: empty (keep the config's) or one of logLevels.
 type logLevel string

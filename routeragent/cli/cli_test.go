@@ -266,8 +266,8 @@ func TestLoadRunConfig(t *testing.T) {
 	p := writeConfig(t, validConfig+"log: {level: warn}\n")
 	for _, tc := range []struct {
 		flag logLevel
-		want string
-	}{{"", "warn"}, {"debug", "debug"}, {"error", "error"}} {
+		want config.LogLevel
+	}{{"", config.LogWarn}, {"debug", config.LogDebug}, {"error", config.LogError}} {
 		c, err := loadRunConfig(options{config: p, logLevel: tc.flag})
 		if err != nil {
 			t.Fatal(err)

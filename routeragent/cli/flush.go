@@ -59,7 +59,7 @@ func flushRoutes(cfg *config.Config, stdout, stderr io.Writer) int {
 
 func removeFirewall(cfg *config.Config, stdout, stderr io.Writer) int {
 	fc := firewallConfig(cfg)
-	fc.Mode = "exempt" // uninstall removes our rules whatever the mode is now
+	fc.Mode = config.FirewallExempt // uninstall removes our rules whatever the mode is now
 	m, err := firewall.New(fc, slog.New(slog.DiscardHandler))
 	if err != nil {
 		fmt.Fprintf(stderr, "firewall: %v\n", err)

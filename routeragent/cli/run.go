@@ -58,7 +58,7 @@ func runAgent(o options, _, stderr io.Writer) int {
 			log.Error("status socket", "err", err)
 		}
 	}()
-	if cfg.Metrics.Address != "off" {
+	if cfg.Metrics.Address != config.MetricsOff {
 		go func() {
 			if err := a.ServeMetrics(ctx, cfg.Metrics.Address); err != nil {
 				log.Error("metrics", "err", err)
@@ -81,7 +81,7 @@ func loadRunConfig(o options) (*config.Config, error) {
 		return nil, err
 	}
 	if o.logLevel != "" {
-		cfg.Log.Level = string(o.logLevel)
+		cfg.Log.Level = config.LogLevel(o.logLevel)
 	}
 	return cfg, nil
 }
@@ -90,7 +90,7 @@ func loadRunConfig(o options) (*config.Config, error) {
 // is the firewall's: a firewall mode the host cannot do.
 func agentDeps(ctx context.Context, cfg *config.Config, h *netlink.Handle, log *slog.Logger) (agent.Deps, error) {
 	newFirewall := func(c *config.Config) (agent.Firewall, error) {
-		if c.Firewall.Mode == "off" {
+		if c.Firewall.Mode == config.FirewallOff {
 			return nil, nil
 		}
 		m, err := firewall.New(firewallConfig(c), log)
@@ -145,7 +145,7 @@ func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(c.Log.Level))
 	opts := &slog.HandlerOptions{Level: lv}
-	if c.Log.Format == "json" {
+	if c.Log.Format == config.LogJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

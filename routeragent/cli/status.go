@@ -83,6 +83,11 @@ func printPeers(w io.Writer, peers []agent.PeerStatus) {
 
 func printPrefixes(w io.Writer, p agent.PrefixSummary) {
 	fmt.Fprintf(w, "\nprefixes: %d accepted, %d rejected %s\n", p.Accepted, p.Rejected, reasons(p.ByReason))
+	if p.Undecodable > 0 {
+		// GoBGP delivered paths the agent could not read: a bug or a
+		// peer sending what GoBGP accepts and we do not. Never silent.
+		fmt.Fprintf(w, "  %d path(s) could not be decoded and were ignored (see the agent's log)\n", p.Undecodable)
+	}
 	if len(p.RejectedPaths) == 0 {
 		return
 	}

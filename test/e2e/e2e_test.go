@@ -25,7 +25,6 @@ import (
 
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/internal/testenv"
-	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/test/lab"
 )
 
@@ -442,8 +441,12 @@ func statusesOf(fs []finding, check string) []string {
 func TestFermReloadIsRepairedByHook(t *testing.T) {
 	l, ctx := setup(t)
 	// The lab's hook runs the shipped hook's command with the lab's paths.
-	if !strings.Contains(firewall.FermHook, `@hook post "bgplb-routeragent poke`) {
-		t.Fatalf("the shipped ferm hook no longer runs `bgplb-routeragent poke`; update the lab's FermHook:\n%s", firewall.FermHook)
+	shipped, err := os.ReadFile("../../routeragent/firewall/ferm-hook.conf") // what the .deb installs
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(shipped), `@hook post "bgplb-routeragent poke`) {
+		t.Fatalf("the shipped ferm hook no longer runs `bgplb-routeragent poke`; update the lab's FermHook:\n%s", shipped)
 	}
 	pfx := createService(t, ctx, l, lab.ServiceSpec{Name: "e2e-ferm", EndpointsOn: []string{lab.Node1, lab.Node2}})
 	if err := l.WaitRoute(ctx, pfx, []netip.Addr{node1, node2}, 10*time.Second); err != nil {

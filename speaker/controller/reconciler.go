@@ -179,16 +179,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // difference.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res reconcile.Result, err error) {
 	start := time.Now()
-	defer func() {
-		result := "ok"
-		if err != nil {
-			result = "error"
-		}
-		if r.Metrics != nil {
-			r.Metrics.Reconciles.WithLabelValues(result).Inc()
-			r.Metrics.ReconcileTime.Observe(time.Since(start).Seconds())
-		}
-	}()
+	defer func() { r.observeReconcile(start, err) }()
 	log := r.Log.WithValues("node", r.Options.NodeName)
 	// Never decide on a partial view: before the store has every existing
 	// Service and EndpointSlice, it would withdraw what it has not seen.
@@ -203,21 +194,66 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		r.inc.done(passPlan{}, model.Input{}, nil, nil, false, start)
 		return reconcile.Result{}, err
 	}
-	// While the configuration is unchanged, decide only the Services that
-	// changed and those sharing their addresses (see incremental); a full
-	// pass at least every fullPassEvery re-asserts everything.
 	cfg := configOf(in)
-	plan := r.inc.plan(cfg, changed, r.store.service, len(in.Services), start)
+	plan, desired := r.decide(in, cfg, changed, start)
+	r.reportPools(desired, objs, log)
+	configs := r.sessionConfigs(ctx, desired, objs, log)
+	if !plan.full && !slices.Equal(configs, r.lastConfigs) {
+		// A new or restarted session starts empty: give it everything.
+		plan = passPlan{full: true, reason: "sessions changed", changed: plan.changed}
+		desired = model.Desired(in)
+	}
+	r.countPass(plan, len(in.Services), log)
+
+	errs := r.apply(ctx, plan, configs, desired, log)
+	r.lastConfigs = configs
+	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
+	if r.Metrics != nil {
+		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
+	}
+	res.RequeueAfter, err = r.updateStates(ctx, plan.full, desired, objs)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Transient (GoBGP or apiserver): retried with backoff.
+		return reconcile.Result{}, err
+	}
+	r.synced.Store(true)
+	return res, nil
+}
+
+// observeReconcile counts one reconcile by result and records its time.
+func (r *Reconciler) observeReconcile(start time.Time, err error) {
+	if r.Metrics == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	r.Metrics.Reconciles.WithLabelValues(result).Inc()
+	r.Metrics.ReconcileTime.Observe(time.Since(start).Seconds())
+}
+
+// decide plans the pass and computes the desired state. While the
+// configuration is unchanged, it decides only the Services that changed
+// and those sharing their addresses (see incremental); a full pass at least
+// every fullPassEvery re-asserts everything.
+func (r *Reconciler) decide(in model.Input, cfg model.Input, changed []string, now time.Time) (passPlan, model.Result) {
+	plan := r.inc.plan(cfg, changed, r.store.service, len(in.Services), now)
 	decide := in
 	if !plan.full {
 		decide.Services = plan.services
 	}
-	desired := model.Desired(decide)
-	r.reportPools(desired, objs, log)
+	return plan, model.Desired(decide)
+}
 
-	// Sessions: one per selected peer, unless its configuration cannot be
-	// resolved (e.g. the password Secret is missing), which is reported and
-	// retried when the Secret appears (it is watched), not in a loop.
+// sessionConfigs returns one session per selected peer, unless its
+// configuration cannot be resolved (e.g. the password Secret is missing),
+// which is reported (r.peerErrs, the log) and retried when the Secret
+// appears (it is watched), not in a loop.
+func (r *Reconciler) sessionConfigs(ctx context.Context, desired model.Result, objs objects, log logr.Logger) []bgp.PeerConfig {
 	r.peerErrs = map[string]string{}
 	var configs []bgp.PeerConfig
 	for _, name := range sortedKeys(desired.Peers) {
@@ -230,11 +266,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		}
 		configs = append(configs, cfg)
 	}
-	if !plan.full && !slices.Equal(configs, r.lastConfigs) {
-		// A new or restarted session starts empty: give it everything.
-		plan = passPlan{full: true, reason: "sessions changed", changed: plan.changed}
-		desired = model.Desired(in)
-	}
+	return configs
+}
+
+// countPass counts the pass by kind and logs why a full one was needed.
+func (r *Reconciler) countPass(plan passPlan, services int, log logr.Logger) {
 	if r.Metrics != nil {
 		kind := "incremental"
 		if plan.full {
@@ -243,8 +279,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		r.Metrics.Passes.WithLabelValues(kind).Inc()
 	}
 	if plan.full {
-		log.V(1).Info("full pass", "reason", plan.reason, "services", len(in.Services))
+		log.V(1).Info("full pass", "reason", plan.reason, "services", services)
 	}
+}
+
+// apply sets the sessions and then each session's paths: all of them on a
+// full pass, only plan.prefixes on an incremental one. It reports every
+// peer's changes and returns the errors.
+func (r *Reconciler) apply(ctx context.Context, plan passPlan, configs []bgp.PeerConfig, desired model.Result, log logr.Logger) []error {
 	var errs []error
 	if err := r.Speaker.SetPeers(ctx, configs); err != nil {
 		errs = append(errs, err)
@@ -262,34 +304,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		}
 		r.report(pc, ch, log)
 	}
-	r.lastConfigs = configs
-	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
-	if r.Metrics != nil {
-		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
-	}
-	// Session states: a change of state, error or peer set is written at
-	// once; a change of counts only (prefixes sent) at most every
-	// stateWriteInterval, so a stream of EndpointSlice changes does not put
-	// a status write (rate-limited by the client) behind every UPDATE.
+	return errs
+}
+
+// updateStates writes the session states when due and otherwise says when
+// to come back. A change of state, error or peer set is written at once; a
+// change of counts only (prefixes sent) at most every stateWriteInterval,
+// so a stream of EndpointSlice changes does not put a status write
+// (rate-limited by the client) behind every UPDATE.
+func (r *Reconciler) updateStates(ctx context.Context, full bool, desired model.Result, objs objects) (requeueAfter time.Duration, err error) {
 	status := r.Speaker.Status(ctx)
 	sig, counts := stateSignature(desired, status, r.peerErrs)
 	switch {
-	case plan.full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
+	case full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
 		if err := r.writeStates(ctx, desired, objs, status); err != nil {
-			errs = append(errs, err)
 			r.lastStateSig = "" // retry
-		} else {
-			r.lastStateSig, r.lastStateCounts, r.lastStateWrite = sig, counts, time.Now()
+			return 0, err
 		}
+		r.lastStateSig, r.lastStateCounts, r.lastStateWrite = sig, counts, time.Now()
 	case counts != r.lastStateCounts:
-		res.RequeueAfter = stateWriteInterval - time.Since(r.lastStateWrite)
+		return stateWriteInterval - time.Since(r.lastStateWrite), nil
 	}
-	if err := errors.Join(errs...); err != nil {
-		// Transient (GoBGP or apiserver): retried with backoff.
-		return reconcile.Result{}, err
-	}
-	r.synced.Store(true)
-	return res, nil
+	return 0, nil
 }
 
 // stateWriteInterval bounds how often BGPSessionState statuses are written

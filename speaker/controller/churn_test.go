@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/bgplb/bgplb/internal/iprange"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -65,7 +66,7 @@ type passHarness struct {
 func newPassHarness(tb testing.TB) *passHarness {
 	ctx := context.Background()
 	lo4 := netip.MustParseAddr("127.0.0.1")
-	pool, _ := model.ParseAddresses([]string{"10.128.0.0/16"})
+	pool, _ := iprange.ParsePool([]string{"10.128.0.0/16"})
 	h := &passHarness{inc: newIncremental(), cfg: model.Input{
 		Node:           "n1",
 		Nodes:          []model.Node{{Name: "n1", Ready: true}},

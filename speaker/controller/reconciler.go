@@ -96,6 +96,7 @@ type Reconciler struct {
 
 	lastUnadvertised string
 	lastProblems     string
+	lastBadAddresses string
 	peerErrs         map[string]string
 	store            *serviceStore
 	// inc plans incremental passes; lastConfigs are the sessions of the last
@@ -353,6 +354,15 @@ type objects struct {
 	routerID netip.Addr
 	peers    map[string]*v1.BGPPeer
 	pools    map[string]*v1.IPPool
+	// badAddresses are the IPPool address entries that do not parse; they
+	// are left out of the pools (nothing in them is announced).
+	badAddresses []poolError
+}
+
+// poolError is an IPPool entry that does not parse.
+type poolError struct {
+	pool string
+	err  error
 }
 
 func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string, error) {
@@ -382,7 +392,11 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string,
 	for i := range pools.Items {
 		p := &pools.Items[i]
 		objs.pools[p.Name] = p
-		in.Pools = append(in.Pools, toPool(p))
+		mp, errs := toPool(p)
+		in.Pools = append(in.Pools, mp)
+		for _, err := range errs {
+			objs.badAddresses = append(objs.badAddresses, poolError{pool: p.Name, err: err})
+		}
 	}
 	var peers v1.BGPPeerList
 	if err := r.Client.List(ctx, &peers); err != nil {
@@ -439,11 +453,29 @@ func (r *Reconciler) reportPools(d model.Result, objs objects, log logr.Logger) 
 			}
 		}
 	}
+	r.reportBadAddresses(objs.badAddresses, log)
 	if s := strings.Join(d.Problems, "\n"); s != r.lastProblems {
 		r.lastProblems = s
 		for _, p := range d.Problems {
 			log.Info("configuration problem", "problem", p)
 		}
+	}
+}
+
+// reportBadAddresses logs each IPPool address entry that does not parse,
+// with the pool's name and the error, once: again only after the set of
+// such entries changed, not on every pass.
+func (r *Reconciler) reportBadAddresses(bad []poolError, log logr.Logger) {
+	var b strings.Builder
+	for _, e := range bad {
+		fmt.Fprintf(&b, "%s\x00%v\n", e.pool, e.err)
+	}
+	if b.String() == r.lastBadAddresses {
+		return
+	}
+	r.lastBadAddresses = b.String()
+	for _, e := range bad {
+		log.Error(e.err, "IPPool address entry does not parse; its addresses are not announced", "pool", e.pool)
 	}
 }
 

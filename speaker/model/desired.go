@@ -54,40 +54,6 @@ func ParseCommunity(s string) (std uint32, large *LargeCommunity, err error) {
 	return 0, nil, fmt.Errorf("community %q: want ASN:value, global:local1:local2 or a well-known name", s)
 }
 
-// ParseAddresses parses IPPool spec.addresses entries: CIDRs
-// ("192.168.254.0/24") and inclusive ranges ("192.168.254.10-192.168.254.20").
-func ParseAddresses(entries []string) ([]AddrRange, error) {
-	var out []AddrRange
-	for _, e := range entries {
-		e = strings.TrimSpace(e)
-		if from, to, ok := strings.Cut(e, "-"); ok {
-			a, err1 := netip.ParseAddr(strings.TrimSpace(from))
-			b, err2 := netip.ParseAddr(strings.TrimSpace(to))
-			if err1 != nil || err2 != nil || a.BitLen() != b.BitLen() || b.Less(a) {
-				return nil, fmt.Errorf("address range %q: want FIRST-LAST of one family, FIRST <= LAST", e)
-			}
-			out = append(out, AddrRange{From: a.Unmap(), To: b.Unmap()})
-			continue
-		}
-		p, err := netip.ParsePrefix(e)
-		if err != nil {
-			return nil, fmt.Errorf("address %q: want a CIDR or a FIRST-LAST range: %w", e, err)
-		}
-		p = p.Masked()
-		out = append(out, AddrRange{From: p.Addr(), To: lastAddr(p)})
-	}
-	return out, nil
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 1 << (7 - i%8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
 // attrs are the attributes one advertisement contributes.
 type attrs struct {
 	communities []uint32

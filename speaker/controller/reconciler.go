@@ -14,9 +14,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -257,7 +257,7 @@ func (r *Reconciler) decide(in model.Input, cfg model.Input, changed []string, n
 func (r *Reconciler) sessionConfigs(ctx context.Context, desired model.Result, objs objects, log logr.Logger) []bgp.PeerConfig {
 	r.peerErrs = map[string]string{}
 	var configs []bgp.PeerConfig
-	for _, name := range sortedKeys(desired.Peers) {
+	for _, name := range slices.Sorted(maps.Keys(desired.Peers)) {
 		p := objs.peers[name]
 		cfg, err := r.peerConfig(ctx, p, objs.routerID)
 		if err != nil {
@@ -338,7 +338,7 @@ const stateWriteInterval = time.Second
 // (prefixes and UPDATEs sent).
 func stateSignature(d model.Result, status []bgp.PeerStatus, peerErrs map[string]string) (sig, counts string) {
 	var b, c strings.Builder
-	for _, p := range sortedKeys(d.Peers) {
+	for _, p := range slices.Sorted(maps.Keys(d.Peers)) {
 		fmt.Fprintf(&b, "%s|%s;", p, peerErrs[p])
 	}
 	for _, st := range status {
@@ -529,7 +529,7 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 	}
 	var errs []error
 	node := r.Options.NodeName
-	for _, peer := range sortedKeys(d.Peers) {
+	for _, peer := range slices.Sorted(maps.Keys(d.Peers)) {
 		p := objs.peers[peer]
 		want := v1.BGPSessionStateStatus{State: v1.SessionStateIdle}
 		if st, ok := status[peer]; ok {
@@ -641,13 +641,4 @@ func MarkStopped(ctx context.Context, c client.Client, reader client.Reader, nod
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -3,9 +3,9 @@ package model
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -134,7 +134,7 @@ func selectPeers(all []Peer, self *Node) []Peer {
 		}
 	}
 	out := make([]Peer, 0, len(byName))
-	for _, name := range sortedNames(byName) {
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		out = append(out, byName[name])
 	}
 	return out
@@ -176,7 +176,7 @@ func readAdvertisements(advs []BGPAdvertisement, pools []Pool, peers []Peer) ([]
 	if len(problems) == 0 {
 		return out, nil
 	}
-	return out, sortedNames(problems)
+	return out, slices.Sorted(maps.Keys(problems))
 }
 
 // selectsPool reports whether a selects pool: by name, by label, or every
@@ -224,7 +224,7 @@ func unadvertisedPools(pools []Pool, advs []advertisement) []string {
 			out = append(out, pool.Name)
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
@@ -389,15 +389,6 @@ func poolOf(pools []Pool, ip netip.Addr) int {
 		}
 	}
 	return -1
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func cmpU32(a, b uint32) int {

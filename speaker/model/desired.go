@@ -134,9 +134,10 @@ func selectPeers(all []Peer, self *Node) []Peer {
 		}
 	}
 	out := make([]Peer, 0, len(byName))
-	for _, name := range slices.Sorted(maps.Keys(byName)) {
-		out = append(out, byName[name])
+	for _, p := range byName {
+		out = append(out, p)
 	}
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

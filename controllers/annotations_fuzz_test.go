@@ -11,6 +11,7 @@ import (
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers/allocator"
+	"github.com/bgplb/bgplb/internal/iprange"
 )
 
 // FuzzServiceAnnotations feeds arbitrary values of bgplb.io/loadBalancerIPs,
@@ -43,7 +44,7 @@ func FuzzServiceAnnotations(f *testing.F) {
 	}
 	inPool := func(a netip.Addr) bool {
 		for _, p := range pools {
-			rs, _ := allocator.ParseAddresses(p.Addresses)
+			rs, _ := iprange.ParsePool(p.Addresses)
 			for _, r := range rs {
 				if r.Contains(a) {
 					return true

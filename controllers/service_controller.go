@@ -54,9 +54,9 @@ type ServiceReconciler struct {
 	Metrics  *Metrics
 	// Serves reports whether a Service is ours (type and class).
 	Serves func(*corev1.Service) bool
-	// PoolsChanged is poked (non-blocking) after assignments change, so
-	// that pool status follows.
-	PoolsChanged func()
+	// KickPools is called (it must not block) after assignments change,
+	// so that pool status follows: PoolReconciler.Kick.
+	KickPools func()
 
 	// freed collapses releases into one re-check of the Services still
 	// waiting for an address.
@@ -98,7 +98,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		}
 		if released {
 			logger.Info("released addresses of deleted Service")
-			r.poke()
+			r.kickPools()
 			r.addressesFreed()
 		}
 		return reconcile.Result{}, nil
@@ -139,7 +139,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		r.Recorder.Event(&svc, corev1.EventTypeWarning, EventAllocationFailed, aerr.Message)
 		r.setWaiting(req.NamespacedName, true)
 		r.Metrics.allocation(aerr.Reason)
-		r.poke()
+		r.kickPools()
 		if len(had) > 0 {
 			r.addressesFreed()
 		}
@@ -154,7 +154,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		return reconcile.Result{}, err
 	}
 	if changed {
-		r.poke()
+		r.kickPools()
 		if len(had) > 0 {
 			// A changed request gave an address back.
 			r.addressesFreed()
@@ -185,9 +185,9 @@ func (r *ServiceReconciler) addressesFreed() {
 	}
 }
 
-func (r *ServiceReconciler) poke() {
-	if r.PoolsChanged != nil {
-		r.PoolsChanged()
+func (r *ServiceReconciler) kickPools() {
+	if r.KickPools != nil {
+		r.KickPools()
 	}
 }
 
@@ -201,7 +201,7 @@ func (r *ServiceReconciler) releaseNotOurs(ctx context.Context, svc *corev1.Serv
 	if err != nil || !released {
 		return err
 	}
-	r.poke()
+	r.kickPools()
 	r.addressesFreed()
 	log.FromContext(ctx).Info("released addresses of a Service that is no longer ours", "service", key, "addresses", held)
 	if svc.DeletionTimestamp == nil {

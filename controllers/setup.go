@@ -59,12 +59,12 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("set up ippool controller: %w", err)
 	}
 	svcs := &ServiceReconciler{
-		Client:       mgr.GetClient(),
-		IPAM:         ipam,
-		Recorder:     recorder,
-		Metrics:      m,
-		Serves:       serves,
-		PoolsChanged: pools.Kick,
+		Client:    mgr.GetClient(),
+		IPAM:      ipam,
+		Recorder:  recorder,
+		Metrics:   m,
+		Serves:    serves,
+		KickPools: pools.Kick,
 	}
 	if err := svcs.SetupWithManager(mgr, o.ServiceWorkers); err != nil {
 		return fmt.Errorf("set up service controller: %w", err)

@@ -19,8 +19,9 @@ FUZZTIME="${FUZZTIME:-10s}"
 # package  fuzzer
 FUZZERS=(
   "./routeragent/config FuzzParse"
-  "./controllers/allocator FuzzParseRange"
-  "./controllers/allocator FuzzParseAddresses"
+  "./internal/iprange FuzzParseRange"
+  "./internal/iprange FuzzParseAddresses"
+  "./controllers/allocator FuzzPoolRange"
   "./controllers FuzzServiceAnnotations"
 )
 

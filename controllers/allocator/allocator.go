@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/bgplb/bgplb/internal/iprange"
 )
 
 // Selector matches a set of labels (a Kubernetes label selector, translated
@@ -182,7 +184,7 @@ func (a *Allocator) SetPools(specs []PoolSpec) {
 			p.reason, p.problem = "BadSelector", s.Problem
 			continue
 		}
-		rs, err := ParseAddresses(s.Addresses)
+		rs, err := iprange.ParsePool(s.Addresses)
 		if err != nil {
 			p.reason, p.problem = "BadAddresses", err.Error()
 			continue
@@ -383,7 +385,7 @@ func anyMatch(sels []Selector, labels map[string]string) bool {
 
 func (p *pool) hasFamily(f Family) bool {
 	for _, r := range p.ranges {
-		if r.Family() == f {
+		if FamilyOf(r.First) == f {
 			return true
 		}
 	}
@@ -587,7 +589,7 @@ func (a *Allocator) pick(req *Request, f Family) (netip.Addr, string, *Error) {
 	}
 	for _, p := range cands {
 		for _, r := range p.ranges {
-			if r.Family() != f {
+			if FamilyOf(r.First) != f {
 				continue
 			}
 			if addr, ok := a.free(p, r); ok {
@@ -689,7 +691,7 @@ func (a *Allocator) States() []PoolState {
 		st := &PoolState{Name: name, Valid: p.valid, Reason: p.reason, Problem: p.problem}
 		for _, r := range p.ranges {
 			avail := sat64(r.usable - r.used)
-			if r.Family() == IPv4 {
+			if FamilyOf(r.First) == IPv4 {
 				st.AvailableV4 += avail
 				st.TotalV4 += sat64(r.usable)
 			} else {

@@ -6,10 +6,9 @@ package allocator
 
 import (
 	"encoding/binary"
-	"fmt"
-	"math"
 	"net/netip"
-	"strings"
+
+	"github.com/bgplb/bgplb/internal/iprange"
 )
 
 // Family is an IP address family.
@@ -36,121 +35,10 @@ func FamilyOf(a netip.Addr) Family {
 	return IPv6
 }
 
-// Range is an inclusive range of addresses of one family.
-type Range struct {
-	First, Last netip.Addr
-}
-
-// Family is the family of the range.
-func (r Range) Family() Family { return FamilyOf(r.First) }
-
-// Contains reports whether a is in r.
-func (r Range) Contains(a netip.Addr) bool {
-	return a.BitLen() == r.First.BitLen() && r.First.Compare(a) <= 0 && a.Compare(r.Last) <= 0
-}
-
-// Overlaps reports whether r and o share an address.
-func (r Range) Overlaps(o Range) bool {
-	return r.First.BitLen() == o.First.BitLen() && r.First.Compare(o.Last) <= 0 && o.First.Compare(r.Last) <= 0
-}
-
-func (r Range) String() string {
-	if r.First == r.Last {
-		return r.First.String()
-	}
-	return r.First.String() + "-" + r.Last.String()
-}
-
-// Size is the number of addresses in r, saturated at math.MaxUint64.
-func (r Range) Size() uint64 {
-	if r.First.Is4() {
-		return uint64(v4(r.Last)) - uint64(v4(r.First)) + 1
-	}
-	fh, fl := v6(r.First)
-	lh, ll := v6(r.Last)
-	hi := lh - fh
-	lo := ll - fl
-	if ll < fl {
-		hi--
-	}
-	if hi != 0 || lo == math.MaxUint64 {
-		return math.MaxUint64
-	}
-	return lo + 1
-}
-
-// ParseRange parses a CIDR ("192.168.254.0/24") or an inclusive range of
-// two addresses of one family ("192.168.254.10-192.168.254.20"). A CIDR
-// must not have host bits set, so that a typo does not silently widen it.
-func ParseRange(s string) (Range, error) {
-	s = strings.TrimSpace(s)
-	if first, last, ok := strings.Cut(s, "-"); ok {
-		f, err := netip.ParseAddr(strings.TrimSpace(first))
-		if err != nil {
-			return Range{}, fmt.Errorf("range %q: first address: %w", s, err)
-		}
-		l, err := netip.ParseAddr(strings.TrimSpace(last))
-		if err != nil {
-			return Range{}, fmt.Errorf("range %q: last address: %w", s, err)
-		}
-		if f.Zone() != "" || l.Zone() != "" {
-			return Range{}, fmt.Errorf("range %q: addresses must not have a zone", s)
-		}
-		f, l = f.Unmap(), l.Unmap()
-		if f.BitLen() != l.BitLen() {
-			return Range{}, fmt.Errorf("range %q mixes IPv4 and IPv6", s)
-		}
-		if l.Less(f) {
-			return Range{}, fmt.Errorf("range %q: first address is after the last", s)
-		}
-		return Range{First: f, Last: l}, nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return Range{}, fmt.Errorf("%q is neither a CIDR nor a range of two addresses: %w", s, err)
-	}
-	if p.Masked() != p {
-		return Range{}, fmt.Errorf("CIDR %q has host bits set (did you mean %s?)", s, p.Masked())
-	}
-	return prefixRange(p), nil
-}
-
-func prefixRange(p netip.Prefix) Range {
-	first := p.Addr()
-	b := first.AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	last, _ := netip.AddrFromSlice(b)
-	return Range{First: first, Last: last}
-}
-
-// ParseAddresses parses a pool's address list and rejects entries that
-// overlap each other.
-func ParseAddresses(entries []string) ([]Range, error) {
-	if len(entries) == 0 {
-		return nil, fmt.Errorf("no addresses")
-	}
-	out := make([]Range, 0, len(entries))
-	for _, e := range entries {
-		r, err := ParseRange(e)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range out {
-			if r.Overlaps(o) {
-				return nil, fmt.Errorf("entries %s and %s overlap", o, r)
-			}
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
+// Range is an inclusive range of addresses of one family, parsed from a
+// pool's spec.addresses by internal/iprange (the grammar the CRD and the
+// speaker share).
+type Range = iprange.Range
 
 func v4(a netip.Addr) uint32 {
 	b := a.As4()

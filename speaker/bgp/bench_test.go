@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/bgplb/bgplb/internal/iprange"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -18,7 +19,7 @@ import (
 // benchInput is a node with n Cluster-policy Services, each with one ready
 // endpoint, in one pool, one peer and one advertisement.
 func benchInput(n int) model.Input {
-	pool, _ := model.ParseAddresses([]string{"10.128.0.0/16"})
+	pool, _ := iprange.ParsePool([]string{"10.128.0.0/16"})
 	in := model.Input{
 		Node:           "n1",
 		Nodes:          []model.Node{{Name: "n1", Ready: true}},

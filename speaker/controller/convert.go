@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/iprange"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/model"
 )
@@ -47,18 +48,22 @@ func toNode(n *corev1.Node) model.Node {
 	return model.Node{Name: n.Name, Labels: n.Labels, Ready: ready, Unschedulable: n.Spec.Unschedulable}
 }
 
-// toPool converts an IPPool, skipping entries that do not parse (the
-// controller reports those on the pool).
-func toPool(p *v1.IPPool) model.Pool {
+// toPool converts an IPPool. An entry that does not parse (the apiserver's
+// validation should have refused it) is left out, so that the pool's
+// other entries still count, and returned as an error for the caller to
+// report; the controller reports it on the pool too.
+func toPool(p *v1.IPPool) (model.Pool, []error) {
 	mp := model.Pool{Name: p.Name, Labels: p.Labels}
+	var errs []error
 	for _, a := range p.Spec.Addresses {
-		r, err := model.ParseAddresses([]string{a})
+		r, err := iprange.Parse(a)
 		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		mp.Ranges = append(mp.Ranges, r...)
+		mp.Ranges = append(mp.Ranges, r)
 	}
-	return mp
+	return mp, errs
 }
 
 func toPeer(p *v1.BGPPeer) model.Peer {

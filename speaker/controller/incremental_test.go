@@ -61,8 +61,8 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		Node:  "self",
 		Nodes: []model.Node{{Name: "self", Ready: true}},
 		Pools: []model.Pool{
-			{Name: "p1", Ranges: []model.AddrRange{{From: netip.MustParseAddr("10.0.0.0"), To: netip.MustParseAddr("10.0.0.15")}}},
-			{Name: "p2", Ranges: []model.AddrRange{{From: netip.MustParseAddr("10.0.1.0"), To: netip.MustParseAddr("10.0.1.15")}}},
+			{Name: "p1", Ranges: []model.AddrRange{{First: netip.MustParseAddr("10.0.0.0"), Last: netip.MustParseAddr("10.0.0.15")}}},
+			{Name: "p2", Ranges: []model.AddrRange{{First: netip.MustParseAddr("10.0.1.0"), Last: netip.MustParseAddr("10.0.1.15")}}},
 		},
 		Peers: []model.Peer{{Name: "r1", Address: netip.MustParseAddr("192.168.2.1")}, {Name: "r2", Address: netip.MustParseAddr("192.168.2.2")}},
 		Advertisements: []model.BGPAdvertisement{

@@ -14,9 +14,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -96,6 +96,7 @@ type Reconciler struct {
 
 	lastUnadvertised string
 	lastProblems     string
+	lastBadAddresses string
 	peerErrs         map[string]string
 	store            *serviceStore
 	// inc plans incremental passes; lastConfigs are the sessions of the last
@@ -179,16 +180,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // difference.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res reconcile.Result, err error) {
 	start := time.Now()
-	defer func() {
-		result := "ok"
-		if err != nil {
-			result = "error"
-		}
-		if r.Metrics != nil {
-			r.Metrics.Reconciles.WithLabelValues(result).Inc()
-			r.Metrics.ReconcileTime.Observe(time.Since(start).Seconds())
-		}
-	}()
+	defer func() { r.observeReconcile(start, err) }()
 	log := r.Log.WithValues("node", r.Options.NodeName)
 	// Never decide on a partial view: before the store has every existing
 	// Service and EndpointSlice, it would withdraw what it has not seen.
@@ -203,24 +195,69 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		r.inc.done(passPlan{}, model.Input{}, nil, nil, false, start)
 		return reconcile.Result{}, err
 	}
-	// While the configuration is unchanged, decide only the Services that
-	// changed and those sharing their addresses (see incremental); a full
-	// pass at least every fullPassEvery re-asserts everything.
 	cfg := configOf(in)
-	plan := r.inc.plan(cfg, changed, r.store.service, len(in.Services), start)
+	plan, desired := r.decide(in, cfg, changed, start)
+	r.reportPools(desired, objs, log)
+	configs := r.sessionConfigs(ctx, desired, objs, log)
+	if !plan.full && !slices.Equal(configs, r.lastConfigs) {
+		// A new or restarted session starts empty: give it everything.
+		plan = passPlan{full: true, reason: "sessions changed", changed: plan.changed}
+		desired = model.Desired(in)
+	}
+	r.countPass(plan, len(in.Services), log)
+
+	errs := r.apply(ctx, plan, configs, desired, log)
+	r.lastConfigs = configs
+	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
+	if r.Metrics != nil {
+		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
+	}
+	res.RequeueAfter, err = r.updateStates(ctx, plan.full, desired, objs)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Transient (GoBGP or apiserver): retried with backoff.
+		return reconcile.Result{}, err
+	}
+	r.synced.Store(true)
+	return res, nil
+}
+
+// observeReconcile counts one reconcile by result and records its time.
+func (r *Reconciler) observeReconcile(start time.Time, err error) {
+	if r.Metrics == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	r.Metrics.Reconciles.WithLabelValues(result).Inc()
+	r.Metrics.ReconcileTime.Observe(time.Since(start).Seconds())
+}
+
+// decide plans the pass and computes the desired state. While the
+// configuration is unchanged, it decides only the Services that changed
+// and those sharing their addresses (see incremental); a full pass at least
+// every fullPassEvery re-asserts everything.
+func (r *Reconciler) decide(in model.Input, cfg model.Input, changed []string, now time.Time) (passPlan, model.Result) {
+	plan := r.inc.plan(cfg, changed, r.store.service, len(in.Services), now)
 	decide := in
 	if !plan.full {
 		decide.Services = plan.services
 	}
-	desired := model.Desired(decide)
-	r.reportPools(desired, objs, log)
+	return plan, model.Desired(decide)
+}
 
-	// Sessions: one per selected peer, unless its configuration cannot be
-	// resolved (e.g. the password Secret is missing), which is reported and
-	// retried when the Secret appears (it is watched), not in a loop.
+// sessionConfigs returns one session per selected peer, unless its
+// configuration cannot be resolved (e.g. the password Secret is missing),
+// which is reported (r.peerErrs, the log) and retried when the Secret
+// appears (it is watched), not in a loop.
+func (r *Reconciler) sessionConfigs(ctx context.Context, desired model.Result, objs objects, log logr.Logger) []bgp.PeerConfig {
 	r.peerErrs = map[string]string{}
 	var configs []bgp.PeerConfig
-	for _, name := range sortedKeys(desired.Peers) {
+	for _, name := range slices.Sorted(maps.Keys(desired.Peers)) {
 		p := objs.peers[name]
 		cfg, err := r.peerConfig(ctx, p, objs.routerID)
 		if err != nil {
@@ -230,11 +267,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		}
 		configs = append(configs, cfg)
 	}
-	if !plan.full && !slices.Equal(configs, r.lastConfigs) {
-		// A new or restarted session starts empty: give it everything.
-		plan = passPlan{full: true, reason: "sessions changed", changed: plan.changed}
-		desired = model.Desired(in)
-	}
+	return configs
+}
+
+// countPass counts the pass by kind and logs why a full one was needed.
+func (r *Reconciler) countPass(plan passPlan, services int, log logr.Logger) {
 	if r.Metrics != nil {
 		kind := "incremental"
 		if plan.full {
@@ -243,8 +280,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		r.Metrics.Passes.WithLabelValues(kind).Inc()
 	}
 	if plan.full {
-		log.V(1).Info("full pass", "reason", plan.reason, "services", len(in.Services))
+		log.V(1).Info("full pass", "reason", plan.reason, "services", services)
 	}
+}
+
+// apply sets the sessions and then each session's paths: all of them on a
+// full pass, only plan.prefixes on an incremental one. It reports every
+// peer's changes and returns the errors.
+func (r *Reconciler) apply(ctx context.Context, plan passPlan, configs []bgp.PeerConfig, desired model.Result, log logr.Logger) []error {
 	var errs []error
 	if err := r.Speaker.SetPeers(ctx, configs); err != nil {
 		errs = append(errs, err)
@@ -262,34 +305,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		}
 		r.report(pc, ch, log)
 	}
-	r.lastConfigs = configs
-	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
-	if r.Metrics != nil {
-		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
-	}
-	// Session states: a change of state, error or peer set is written at
-	// once; a change of counts only (prefixes sent) at most every
-	// stateWriteInterval, so a stream of EndpointSlice changes does not put
-	// a status write (rate-limited by the client) behind every UPDATE.
+	return errs
+}
+
+// updateStates writes the session states when due and otherwise says when
+// to come back. A change of state, error or peer set is written at once; a
+// change of counts only (prefixes sent) at most every stateWriteInterval,
+// so a stream of EndpointSlice changes does not put a status write
+// (rate-limited by the client) behind every UPDATE.
+func (r *Reconciler) updateStates(ctx context.Context, full bool, desired model.Result, objs objects) (requeueAfter time.Duration, err error) {
 	status := r.Speaker.Status(ctx)
 	sig, counts := stateSignature(desired, status, r.peerErrs)
 	switch {
-	case plan.full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
+	case full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
 		if err := r.writeStates(ctx, desired, objs, status); err != nil {
-			errs = append(errs, err)
 			r.lastStateSig = "" // retry
-		} else {
-			r.lastStateSig, r.lastStateCounts, r.lastStateWrite = sig, counts, time.Now()
+			return 0, err
 		}
+		r.lastStateSig, r.lastStateCounts, r.lastStateWrite = sig, counts, time.Now()
 	case counts != r.lastStateCounts:
-		res.RequeueAfter = stateWriteInterval - time.Since(r.lastStateWrite)
+		return stateWriteInterval - time.Since(r.lastStateWrite), nil
 	}
-	if err := errors.Join(errs...); err != nil {
-		// Transient (GoBGP or apiserver): retried with backoff.
-		return reconcile.Result{}, err
-	}
-	r.synced.Store(true)
-	return res, nil
+	return 0, nil
 }
 
 // stateWriteInterval bounds how often BGPSessionState statuses are written
@@ -301,7 +338,7 @@ const stateWriteInterval = time.Second
 // (prefixes and UPDATEs sent).
 func stateSignature(d model.Result, status []bgp.PeerStatus, peerErrs map[string]string) (sig, counts string) {
 	var b, c strings.Builder
-	for _, p := range sortedKeys(d.Peers) {
+	for _, p := range slices.Sorted(maps.Keys(d.Peers)) {
 		fmt.Fprintf(&b, "%s|%s;", p, peerErrs[p])
 	}
 	for _, st := range status {
@@ -317,6 +354,15 @@ type objects struct {
 	routerID netip.Addr
 	peers    map[string]*v1.BGPPeer
 	pools    map[string]*v1.IPPool
+	// badAddresses are the IPPool address entries that do not parse; they
+	// are left out of the pools (nothing in them is announced).
+	badAddresses []poolError
+}
+
+// poolError is an IPPool entry that does not parse.
+type poolError struct {
+	pool string
+	err  error
 }
 
 func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string, error) {
@@ -346,7 +392,11 @@ func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string,
 	for i := range pools.Items {
 		p := &pools.Items[i]
 		objs.pools[p.Name] = p
-		in.Pools = append(in.Pools, toPool(p))
+		mp, errs := toPool(p)
+		in.Pools = append(in.Pools, mp)
+		for _, err := range errs {
+			objs.badAddresses = append(objs.badAddresses, poolError{pool: p.Name, err: err})
+		}
 	}
 	var peers v1.BGPPeerList
 	if err := r.Client.List(ctx, &peers); err != nil {
@@ -403,11 +453,29 @@ func (r *Reconciler) reportPools(d model.Result, objs objects, log logr.Logger) 
 			}
 		}
 	}
+	r.reportBadAddresses(objs.badAddresses, log)
 	if s := strings.Join(d.Problems, "\n"); s != r.lastProblems {
 		r.lastProblems = s
 		for _, p := range d.Problems {
 			log.Info("configuration problem", "problem", p)
 		}
+	}
+}
+
+// reportBadAddresses logs each IPPool address entry that does not parse,
+// with the pool's name and the error, once: again only after the set of
+// such entries changed, not on every pass.
+func (r *Reconciler) reportBadAddresses(bad []poolError, log logr.Logger) {
+	var b strings.Builder
+	for _, e := range bad {
+		fmt.Fprintf(&b, "%s\x00%v\n", e.pool, e.err)
+	}
+	if b.String() == r.lastBadAddresses {
+		return
+	}
+	r.lastBadAddresses = b.String()
+	for _, e := range bad {
+		log.Error(e.err, "IPPool address entry does not parse; its addresses are not announced", "pool", e.pool)
 	}
 }
 
@@ -461,7 +529,7 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 	}
 	var errs []error
 	node := r.Options.NodeName
-	for _, peer := range sortedKeys(d.Peers) {
+	for _, peer := range slices.Sorted(maps.Keys(d.Peers)) {
 		p := objs.peers[peer]
 		want := v1.BGPSessionStateStatus{State: v1.SessionStateIdle}
 		if st, ok := status[peer]; ok {
@@ -573,13 +641,4 @@ func MarkStopped(ctx context.Context, c client.Client, reader client.Reader, nod
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

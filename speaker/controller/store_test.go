@@ -319,7 +319,7 @@ func TestStoreDecidesAsFullEndpoints(t *testing.T) {
 	base := model.Input{
 		Node:           "self",
 		Nodes:          []model.Node{{Name: "self", Ready: true}},
-		Pools:          []model.Pool{{Name: "p", Ranges: []model.AddrRange{{From: netip.MustParseAddr("10.0.0.0"), To: netip.MustParseAddr("10.0.255.255")}}}},
+		Pools:          []model.Pool{{Name: "p", Ranges: []model.AddrRange{{First: netip.MustParseAddr("10.0.0.0"), Last: netip.MustParseAddr("10.0.255.255")}}}},
 		Peers:          []model.Peer{{Name: "r", Address: netip.MustParseAddr("192.168.2.1")}},
 		Advertisements: []model.BGPAdvertisement{{Name: "a"}},
 	}

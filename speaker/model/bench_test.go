@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/bgplb/bgplb/internal/iprange"
 )
 
 // BenchmarkDesired10k decides one node's announcements for 10,000 Services
@@ -16,7 +18,7 @@ func BenchmarkDesired10k(b *testing.B) { benchDesired(b, false) }
 func BenchmarkDesired10kShuffled(b *testing.B) { benchDesired(b, true) }
 
 func benchDesired(b *testing.B, shuffle bool) {
-	pool, _ := ParseAddresses([]string{"10.128.0.0/16"})
+	pool, _ := iprange.ParsePool([]string{"10.128.0.0/16"})
 	in := Input{
 		Node:           "n1",
 		Nodes:          []Node{{Name: "n1", Ready: true}},

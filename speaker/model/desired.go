@@ -3,9 +3,9 @@ package model
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -54,40 +54,6 @@ func ParseCommunity(s string) (std uint32, large *LargeCommunity, err error) {
 	return 0, nil, fmt.Errorf("community %q: want ASN:value, global:local1:local2 or a well-known name", s)
 }
 
-// ParseAddresses parses IPPool spec.addresses entries: CIDRs
-// ("192.168.254.0/24") and inclusive ranges ("192.168.254.10-192.168.254.20").
-func ParseAddresses(entries []string) ([]AddrRange, error) {
-	var out []AddrRange
-	for _, e := range entries {
-		e = strings.TrimSpace(e)
-		if from, to, ok := strings.Cut(e, "-"); ok {
-			a, err1 := netip.ParseAddr(strings.TrimSpace(from))
-			b, err2 := netip.ParseAddr(strings.TrimSpace(to))
-			if err1 != nil || err2 != nil || a.BitLen() != b.BitLen() || b.Less(a) {
-				return nil, fmt.Errorf("address range %q: want FIRST-LAST of one family, FIRST <= LAST", e)
-			}
-			out = append(out, AddrRange{From: a.Unmap(), To: b.Unmap()})
-			continue
-		}
-		p, err := netip.ParsePrefix(e)
-		if err != nil {
-			return nil, fmt.Errorf("address %q: want a CIDR or a FIRST-LAST range: %w", e, err)
-		}
-		p = p.Masked()
-		out = append(out, AddrRange{From: p.Addr(), To: lastAddr(p)})
-	}
-	return out, nil
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 1 << (7 - i%8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
 // attrs are the attributes one advertisement contributes.
 type attrs struct {
 	communities []uint32
@@ -106,224 +72,299 @@ type attrs struct {
 //   - this node is Ready and not labelled LabelExcludeFromLB;
 //   - externalTrafficPolicy Cluster: the Service has a usable endpoint
 //     anywhere; Local: it has a usable endpoint on this node.
+//
+// It reads top to bottom: find this node, select its peers, read the
+// advertisements (independent of node and Services), plan each one for this
+// node, emit every (peer, prefix) contribution of every Service, and merge
+// each peer's contributions by prefix.
 func Desired(in Input) Result {
-	res := Result{Peers: map[string][]Advertisement{}}
-	problems := map[string]bool{}
+	self := findNode(in.Nodes, in.Node)
+	peers := selectPeers(in.Peers, self)
+	advs, problems := readAdvertisements(in.Advertisements, in.Pools, in.Peers)
+	res := Result{
+		Peers:             make(map[string][]Advertisement, len(peers)),
+		UnadvertisedPools: unadvertisedPools(in.Pools, advs),
+		Problems:          problems,
+	}
+	for _, p := range peers {
+		res.Peers[p.Name] = nil
+	}
+	if !canAnnounce(self) || len(peers) == 0 {
+		return res
+	}
+	gshut := in.Options.GracefulShutdownWhenCordoned && self.Unschedulable
+	plans := planAdvertisements(in.Advertisements, advs, self.Labels, peers, gshut)
+	out := emit(in.Services, in.Pools, in.Node, plans, peers)
+	for pi, p := range peers {
+		res.Peers[p.Name] = mergeByPrefix(out[pi])
+	}
+	return res
+}
 
-	var self *Node
-	for i := range in.Nodes {
-		if in.Nodes[i].Name == in.Node {
-			self = &in.Nodes[i]
-			break
+// findNode returns the node called name, nil when there is none.
+func findNode(nodes []Node, name string) *Node {
+	for i := range nodes {
+		if nodes[i].Name == name {
+			return &nodes[i]
 		}
 	}
-	var selfLabels map[string]string
-	if self != nil {
-		selfLabels = self.Labels
-	}
+	return nil
+}
 
-	// Peers this node opens a session to.
-	peers := map[string]Peer{}
-	for _, p := range in.Peers {
-		if self != nil && matchesAny(p.NodeSelectors, selfLabels) {
-			peers[p.Name] = p
-			res.Peers[p.Name] = nil
+// canAnnounce reports whether the node itself can take external traffic:
+// it exists, is Ready and is not labelled LabelExcludeFromLB.
+func canAnnounce(self *Node) bool {
+	if self == nil {
+		return false
+	}
+	_, excluded := self.Labels[LabelExcludeFromLB]
+	return self.Ready && !excluded
+}
+
+// selectPeers returns the peers this node opens a session to (those whose
+// nodeSelectors match it), sorted by name, one per name (the last wins).
+func selectPeers(all []Peer, self *Node) []Peer {
+	if self == nil {
+		return nil
+	}
+	byName := map[string]Peer{}
+	for _, p := range all {
+		if matchesAny(p.NodeSelectors, self.Labels) {
+			byName[p.Name] = p
 		}
 	}
-	knownPeers := map[string]bool{}
-	for _, p := range in.Peers {
+	out := make([]Peer, 0, len(byName))
+	for _, p := range byName {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// advertisement is what one BGPAdvertisement means before a node or a
+// Service is considered: the pools it selects and its parsed attributes.
+type advertisement struct {
+	pools []bool // by index into the pools
+	attrs
+}
+
+// readAdvertisements works out, once per pass, which pools each
+// advertisement selects and parses its attributes. The problems are the
+// user errors found (invalid communities, unknown peers), sorted and unique.
+func readAdvertisements(advs []BGPAdvertisement, pools []Pool, peers []Peer) ([]advertisement, []string) {
+	knownPeers := make(map[string]bool, len(peers))
+	for _, p := range peers {
 		knownPeers[p.Name] = true
 	}
-
-	// Which advertisements select which pool; parse attributes once.
-	advPools := make([]map[string]bool, len(in.Advertisements))
-	advAttrs := make([]attrs, len(in.Advertisements))
-	selected := map[string]bool{}
-	for i, a := range in.Advertisements {
-		advPools[i] = map[string]bool{}
-		for _, pool := range in.Pools {
-			if (len(a.Pools) == 0 && len(a.PoolSelectors) == 0) ||
-				slices.Contains(a.Pools, pool.Name) ||
-				(len(a.PoolSelectors) > 0 && matchesAny(a.PoolSelectors, pool.Labels)) {
-				advPools[i][pool.Name] = true
-				selected[pool.Name] = true
-			}
+	problems := map[string]bool{}
+	out := make([]advertisement, len(advs))
+	for i, a := range advs {
+		out[i].pools = make([]bool, len(pools))
+		for pi, pool := range pools {
+			out[i].pools[pi] = selectsPool(a, pool)
 		}
-		at := attrs{lenV4: a.AggregationLength, lenV6: a.AggregationLengthV6}
-		if at.lenV4 <= 0 || at.lenV4 > 32 {
-			at.lenV4 = 32
+		var errs []error
+		out[i].attrs, errs = parseAttrs(a)
+		for _, err := range errs {
+			problems[fmt.Sprintf("BGPAdvertisement %s: %v", a.Name, err)] = true
 		}
-		if at.lenV6 <= 0 || at.lenV6 > 128 {
-			at.lenV6 = 128
-		}
-		if a.LocalPref != nil {
-			at.localPref = *a.LocalPref
-		}
-		for _, c := range a.Communities {
-			std, large, err := ParseCommunity(c)
-			switch {
-			case err != nil:
-				problems[fmt.Sprintf("BGPAdvertisement %s: %v", a.Name, err)] = true
-			case large != nil:
-				at.large = append(at.large, *large)
-			default:
-				at.communities = append(at.communities, std)
-			}
-		}
-		advAttrs[i] = at
 		for _, p := range a.Peers {
 			if !knownPeers[p] {
 				problems[fmt.Sprintf("BGPAdvertisement %s: peer %q does not exist", a.Name, p)] = true
 			}
 		}
 	}
-	for _, pool := range in.Pools {
-		if !selected[pool.Name] {
-			res.UnadvertisedPools = append(res.UnadvertisedPools, pool.Name)
+	if len(problems) == 0 {
+		return out, nil
+	}
+	return out, slices.Sorted(maps.Keys(problems))
+}
+
+// selectsPool reports whether a selects pool: by name, by label, or every
+// pool when it names none and selects none.
+func selectsPool(a BGPAdvertisement, pool Pool) bool {
+	return (len(a.Pools) == 0 && len(a.PoolSelectors) == 0) ||
+		slices.Contains(a.Pools, pool.Name) ||
+		(len(a.PoolSelectors) > 0 && matchesAny(a.PoolSelectors, pool.Labels))
+}
+
+// parseAttrs parses an advertisement's attributes; an invalid community is
+// left out and returned as an error.
+func parseAttrs(a BGPAdvertisement) (attrs, []error) {
+	at := attrs{lenV4: a.AggregationLength, lenV6: a.AggregationLengthV6}
+	if at.lenV4 <= 0 || at.lenV4 > 32 {
+		at.lenV4 = 32
+	}
+	if at.lenV6 <= 0 || at.lenV6 > 128 {
+		at.lenV6 = 128
+	}
+	if a.LocalPref != nil {
+		at.localPref = *a.LocalPref
+	}
+	var errs []error
+	for _, c := range a.Communities {
+		std, large, err := ParseCommunity(c)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case large != nil:
+			at.large = append(at.large, *large)
+		default:
+			at.communities = append(at.communities, std)
 		}
 	}
-	sort.Strings(res.UnadvertisedPools)
+	return at, errs
+}
 
-	// The node itself must be able to take external traffic.
-	_, excluded := selfLabels[LabelExcludeFromLB]
-	nodeOK := self != nil && self.Ready && !excluded
-	if nodeOK && len(peers) > 0 {
-		gshut := in.Options.GracefulShutdownWhenCordoned && self.Unschedulable
-		// Everything that does not depend on the Service is worked out once:
-		// this loop runs over every Service on every reconcile.
-		peerNames := sortedNames(peers)
-		poolIdx := map[string]int{}
-		for i, p := range in.Pools {
-			poolIdx[p.Name] = i
+// unadvertisedPools are the names of the pools no advertisement selects,
+// sorted.
+func unadvertisedPools(pools []Pool, advs []advertisement) []string {
+	var out []string
+	for pi, pool := range pools {
+		if !slices.ContainsFunc(advs, func(a advertisement) bool { return a.pools[pi] }) {
+			out = append(out, pool.Name)
 		}
-		type advPlan struct {
-			pools        []bool // by pool index
-			peers4       []int  // indexes into peerNames
-			peers6       []int
-			communities  []uint32 // sorted, unique, with GRACEFUL_SHUTDOWN if due
-			large        []LargeCommunity
-			localPref    uint32
-			lenV4, lenV6 int
-			svcSel       []LabelSelector
+	}
+	slices.Sort(out)
+	return out
+}
+
+// advPlan is one advertisement as it applies to this node: everything that
+// does not depend on the Service, worked out once, since emit runs over
+// every Service on every reconcile.
+type advPlan struct {
+	pools        []bool // by pool index
+	peers4       []int  // indexes into the selected peers
+	peers6       []int
+	communities  []uint32 // sorted, unique, with GRACEFUL_SHUTDOWN if due
+	large        []LargeCommunity
+	localPref    uint32
+	lenV4, lenV6 int
+	svcSel       []LabelSelector
+}
+
+// planAdvertisements plans the advertisements that select this node (by
+// its labels): to which of the selected peers, of which family, each one
+// goes, and its final attributes (gshut adds GRACEFUL_SHUTDOWN).
+func planAdvertisements(advs []BGPAdvertisement, parsed []advertisement, selfLabels map[string]string, peers []Peer, gshut bool) []advPlan {
+	var plans []advPlan
+	for i, a := range advs {
+		if !matchesAny(a.NodeSelectors, selfLabels) {
+			continue
 		}
-		var plans []advPlan
-		for i, a := range in.Advertisements {
-			if !matchesAny(a.NodeSelectors, selfLabels) {
+		at := parsed[i].attrs
+		pl := advPlan{pools: parsed[i].pools, localPref: at.localPref,
+			lenV4: at.lenV4, lenV6: at.lenV6, svcSel: a.ServiceSelectors}
+		for pi, p := range peers {
+			if len(a.Peers) > 0 && !slices.Contains(a.Peers, p.Name) {
 				continue
 			}
-			at := advAttrs[i]
-			pl := advPlan{pools: make([]bool, len(in.Pools)), localPref: at.localPref,
-				lenV4: at.lenV4, lenV6: at.lenV6, svcSel: a.ServiceSelectors}
-			for name := range advPools[i] {
-				pl.pools[poolIdx[name]] = true
+			if p.Address.Unmap().Is4() {
+				pl.peers4 = append(pl.peers4, pi)
+			} else {
+				pl.peers6 = append(pl.peers6, pi)
 			}
-			for pi, name := range peerNames {
-				if len(a.Peers) > 0 && !slices.Contains(a.Peers, name) {
-					continue
-				}
-				if peers[name].Address.Unmap().Is4() {
-					pl.peers4 = append(pl.peers4, pi)
-				} else {
-					pl.peers6 = append(pl.peers6, pi)
-				}
-			}
-			comms := slices.Clone(at.communities)
-			if gshut {
-				comms = append(comms, CommunityGracefulShutdown)
-			}
-			pl.communities = sortUniq(comms, cmpU32)
-			pl.large = sortUniq(slices.Clone(at.large), compareLarge)
-			plans = append(plans, pl)
 		}
+		comms := slices.Clone(at.communities)
+		if gshut {
+			comms = append(comms, CommunityGracefulShutdown)
+		}
+		pl.communities = sortUniq(comms, cmpU32)
+		pl.large = sortUniq(slices.Clone(at.large), compareLarge)
+		plans = append(plans, pl)
+	}
+	return plans
+}
 
-		// Append every (peer, prefix) contribution, then sort each peer's
-		// list and merge neighbours with the same prefix (shared addresses,
-		// aggregates, several advertisements). No per-entry map or pointer:
-		// this runs over every Service on every reconcile.
-		out := make([][]Advertisement, len(peerNames))
-		// One backing array for the one-element Services lists of this pass.
-		keysBuf := make([]string, 0, len(in.Services))
-		for si := range in.Services {
-			svc := &in.Services[si]
-			if !serves(svc, in.Node) {
+// emit appends every (peer, prefix) contribution of the Services served
+// from node, one list per peer (by index into peers), unsorted and with
+// repeated prefixes (shared addresses, aggregates, several advertisements)
+// for mergeByPrefix. No per-entry map or pointer: this runs over every
+// Service on every reconcile.
+func emit(services []Service, pools []Pool, node string, plans []advPlan, peers []Peer) [][]Advertisement {
+	out := make([][]Advertisement, len(peers))
+	// One backing array for the one-element Services lists of this pass.
+	keysBuf := make([]string, 0, len(services))
+	for si := range services {
+		svc := &services[si]
+		if !serves(svc, node) {
+			continue
+		}
+		var svcKeys []string // shared by this Service's entries; cap 1, so appends copy
+		for _, ip := range svc.IPs {
+			ip = ip.Unmap()
+			pool := poolOf(pools, ip)
+			if pool < 0 {
 				continue
 			}
-			var svcKeys []string // shared by this Service's entries; cap 1, so appends copy
-			for _, ip := range svc.IPs {
-				ip = ip.Unmap()
-				pool := poolOf(in.Pools, ip)
-				if pool < 0 {
+			for pli := range plans {
+				pl := &plans[pli]
+				if !pl.pools[pool] || !matchesAny(pl.svcSel, svc.Labels) {
 					continue
 				}
-				for pli := range plans {
-					pl := &plans[pli]
-					if !pl.pools[pool] || !matchesAny(pl.svcSel, svc.Labels) {
-						continue
+				bits, targets := pl.lenV4, pl.peers4
+				if ip.Is6() {
+					bits, targets = pl.lenV6, pl.peers6
+				}
+				prefix, _ := ip.Prefix(bits)
+				if svcKeys == nil {
+					if len(keysBuf) == cap(keysBuf) {
+						keysBuf = make([]string, 0, len(services))
 					}
-					bits, targets := pl.lenV4, pl.peers4
-					if ip.Is6() {
-						bits, targets = pl.lenV6, pl.peers6
+					keysBuf = append(keysBuf, svc.Key())
+					svcKeys = keysBuf[len(keysBuf)-1 : len(keysBuf) : len(keysBuf)]
+				}
+				for _, pi := range targets {
+					if out[pi] == nil {
+						out[pi] = make([]Advertisement, 0, len(services))
 					}
-					prefix, _ := ip.Prefix(bits)
-					if svcKeys == nil {
-						if len(keysBuf) == cap(keysBuf) {
-							keysBuf = make([]string, 0, len(in.Services))
-						}
-						keysBuf = append(keysBuf, svc.Key())
-						svcKeys = keysBuf[len(keysBuf)-1 : len(keysBuf) : len(keysBuf)]
-					}
-					for _, pi := range targets {
-						if out[pi] == nil {
-							out[pi] = make([]Advertisement, 0, len(in.Services))
-						}
-						// The attribute slices are shared with the plan and
-						// must be treated as read-only by every consumer.
-						out[pi] = append(out[pi], Advertisement{
-							Prefix: prefix, NextHop: nextHop(peers[peerNames[pi]], ip),
-							Communities: pl.communities, LargeCommunities: pl.large, LocalPref: pl.localPref,
-							Services: svcKeys,
-						})
-					}
+					// The attribute slices are shared with the plan and
+					// must be treated as read-only by every consumer.
+					out[pi] = append(out[pi], Advertisement{
+						Prefix: prefix, NextHop: nextHop(peers[pi], ip),
+						Communities: pl.communities, LargeCommunities: pl.large, LocalPref: pl.localPref,
+						Services: svcKeys,
+					})
 				}
 			}
-		}
-		for pi, name := range peerNames {
-			list := out[pi]
-			sortByPrefix(list)
-			merged := list[:0]
-			for i := 0; i < len(list); {
-				a := list[i]
-				j := i + 1
-				if j < len(list) && list[j].Prefix == a.Prefix {
-					a.Communities = slices.Clone(a.Communities)
-					a.LargeCommunities = slices.Clone(a.LargeCommunities)
-					a.Services = slices.Clone(a.Services)
-					for ; j < len(list) && list[j].Prefix == a.Prefix; j++ {
-						b := list[j]
-						a.Communities = append(a.Communities, b.Communities...)
-						a.LargeCommunities = append(a.LargeCommunities, b.LargeCommunities...)
-						a.LocalPref = max(a.LocalPref, b.LocalPref)
-						a.Services = append(a.Services, b.Services...)
-					}
-					a.Communities = sortUniq(a.Communities, cmpU32)
-					a.LargeCommunities = sortUniq(a.LargeCommunities, compareLarge)
-					a.Services = sortUniq(a.Services, strings.Compare)
-				}
-				merged = append(merged, a)
-				i = j
-			}
-			if len(merged) == 0 {
-				merged = nil
-			}
-			res.Peers[name] = merged
 		}
 	}
+	return out
+}
 
-	for p := range problems {
-		res.Problems = append(res.Problems, p)
+// mergeByPrefix sorts one peer's contributions by prefix and merges
+// neighbours with the same prefix into one advertisement: the union of
+// their communities and Services, the highest LOCAL_PREF. It works in
+// place (list is reused) and returns nil for an empty list.
+func mergeByPrefix(list []Advertisement) []Advertisement {
+	sortByPrefix(list)
+	merged := list[:0]
+	for i := 0; i < len(list); {
+		a := list[i]
+		j := i + 1
+		if j < len(list) && list[j].Prefix == a.Prefix {
+			// Clone first: the attribute slices are shared with the plan.
+			a.Communities = slices.Clone(a.Communities)
+			a.LargeCommunities = slices.Clone(a.LargeCommunities)
+			a.Services = slices.Clone(a.Services)
+			for ; j < len(list) && list[j].Prefix == a.Prefix; j++ {
+				b := list[j]
+				a.Communities = append(a.Communities, b.Communities...)
+				a.LargeCommunities = append(a.LargeCommunities, b.LargeCommunities...)
+				a.LocalPref = max(a.LocalPref, b.LocalPref)
+				a.Services = append(a.Services, b.Services...)
+			}
+			a.Communities = sortUniq(a.Communities, cmpU32)
+			a.LargeCommunities = sortUniq(a.LargeCommunities, compareLarge)
+			a.Services = sortUniq(a.Services, strings.Compare)
+		}
+		merged = append(merged, a)
+		i = j
 	}
-	sort.Strings(res.Problems)
-	return res
+	if len(merged) == 0 {
+		return nil
+	}
+	return merged
 }
 
 // serves reports whether the Service should be announced from node, going
@@ -349,15 +390,6 @@ func poolOf(pools []Pool, ip netip.Addr) int {
 		}
 	}
 	return -1
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func cmpU32(a, b uint32) int {

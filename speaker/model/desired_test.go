@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/bgplb/bgplb/internal/iprange"
 )
 
 var (
@@ -32,7 +34,7 @@ func svc(name string, policy TrafficPolicy, ips []string, eps ...Endpoint) Servi
 }
 
 func pool(name string, cidrs ...string) Pool {
-	r, err := ParseAddresses(cidrs)
+	r, err := iprange.ParsePool(cidrs)
 	if err != nil {
 		panic(err)
 	}
@@ -450,33 +452,6 @@ func TestParseCommunity(t *testing.T) {
 		}
 		if std != tt.std || !cmp.Equal(large, tt.large) {
 			t.Errorf("ParseCommunity(%q) = %#x, %v; want %#x, %v", tt.in, std, large, tt.std, tt.large)
-		}
-	}
-}
-
-func TestParseAddresses(t *testing.T) {
-	tests := []struct {
-		in      []string
-		want    []AddrRange
-		wantErr bool
-	}{
-		{in: []string{"192.168.254.0/24"}, want: []AddrRange{{addr("192.168.254.0"), addr("192.168.254.255")}}},
-		{in: []string{"192.168.254.7/24"}, want: []AddrRange{{addr("192.168.254.0"), addr("192.168.254.255")}}},
-		{in: []string{"192.168.254.10 - 192.168.254.20"}, want: []AddrRange{{addr("192.168.254.10"), addr("192.168.254.20")}}},
-		{in: []string{"fd00::/126"}, want: []AddrRange{{addr("fd00::"), addr("fd00::3")}}},
-		{in: []string{"10.0.0.5/32"}, want: []AddrRange{{addr("10.0.0.5"), addr("10.0.0.5")}}},
-		{in: []string{"10.0.0.9-10.0.0.1"}, wantErr: true},
-		{in: []string{"10.0.0.1-fd00::1"}, wantErr: true},
-		{in: []string{"nonsense"}, wantErr: true},
-	}
-	for _, tt := range tests {
-		got, err := ParseAddresses(tt.in)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("ParseAddresses(%q) error = %v, wantErr %v", tt.in, err, tt.wantErr)
-			continue
-		}
-		if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-			t.Errorf("ParseAddresses(%q) (-want +got):\n%s", tt.in, diff)
 		}
 	}
 }

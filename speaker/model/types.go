@@ -8,6 +8,8 @@ package model
 
 import (
 	"net/netip"
+
+	"github.com/bgplb/bgplb/internal/iprange"
 )
 
 // Well-known label and community values the decision depends on.
@@ -79,16 +81,10 @@ func (s Service) Key() string {
 	return s.Namespace + "/" + s.Name
 }
 
-// AddrRange is an inclusive address range; a CIDR is the range of its first
-// and last address.
-type AddrRange struct {
-	From, To netip.Addr
-}
-
-// Contains reports whether a lies in the range.
-func (r AddrRange) Contains(a netip.Addr) bool {
-	return a.BitLen() == r.From.BitLen() && r.From.Compare(a) <= 0 && a.Compare(r.To) <= 0
-}
+// AddrRange is an inclusive address range of an IPPool, parsed from
+// spec.addresses by internal/iprange (the grammar the CRD and
+// bgplb-controller share).
+type AddrRange = iprange.Range
 
 // Pool is an IPPool: its name, labels and address ranges.
 type Pool struct {

@@ -19,6 +19,7 @@ import (
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers"
 	"github.com/bgplb/bgplb/internal/kube"
+	"github.com/bgplb/bgplb/internal/loglevel"
 	"github.com/bgplb/bgplb/internal/version"
 )
 
@@ -42,12 +43,17 @@ func run() error {
 		burst        = flag.Int("kube-api-burst", 600, "client-side burst of API requests")
 		showVersion  = flag.Bool("version", false, "print the version and exit")
 	)
+	var logLevel loglevel.Flag
+	flag.Var(&logLevel, "log-level", loglevel.Usage()+" (overrides --zap-log-level)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	if *showVersion {
 		fmt.Println(version.Version)
 		return nil
+	}
+	if lv, ok := logLevel.Zap(); ok {
+		zapOpts.Level = lv
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")

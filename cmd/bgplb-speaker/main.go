@@ -22,6 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bgplb/bgplb/internal/kube"
+	"github.com/bgplb/bgplb/internal/loglevel"
 	"github.com/bgplb/bgplb/internal/version"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/controller"
@@ -51,6 +52,8 @@ func run() error {
 		showVersion   = flag.Bool("version", false, "print the version and exit")
 		pprofOn       = flag.Bool("enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics endpoint (for profiling; off by default)")
 	)
+	var logLevel loglevel.Flag
+	flag.Var(&logLevel, "log-level", loglevel.Usage()+" (overrides --zap-log-level)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine) // --zap-log-level=info|debug|error|N, --zap-devel
 	flag.Parse()
@@ -60,6 +63,9 @@ func run() error {
 	}
 	if *nodeName == "" {
 		return errors.New("--node-name or NODE_NAME is required")
+	}
+	if lv, ok := logLevel.Zap(); ok {
+		zapOpts.Level = lv
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if !*pprofOn {

@@ -122,12 +122,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	var rec *controller.Reconciler
-	speaker := bgp.NewManager(log.WithName("bgp"), func() {
-		if rec != nil {
-			rec.Kick()
-		}
-	})
+	speaker := bgp.NewManager(log.WithName("bgp"))
 	// Our own recorder rather than the manager's: its correlator caches are
 	// small (controller.EventCacheSize), see there.
 	events, stopEvents, err := controller.NewEventRecorder(mgr.GetConfig(), mgr.GetHTTPClient(), scheme, "bgplb-speaker", log.WithName("events"))
@@ -135,7 +130,7 @@ func run() error {
 		return err
 	}
 	defer stopEvents()
-	rec = controller.New(mgr.GetClient(), speaker, events, m, log, controller.Options{
+	rec := controller.New(mgr.GetClient(), speaker, events, m, log, controller.Options{
 		NodeName:                     *nodeName,
 		ServeServicesWithoutClass:    *withoutClass,
 		GracefulShutdownWhenCordoned: *gshutCordoned,

@@ -49,7 +49,7 @@ func BenchmarkAnnounce10k(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		r := bgptest.Start(b, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
-		m := bgp.NewManager(logr.Discard(), nil)
+		m := bgp.NewManager(logr.Discard())
 		p := bgp.PeerConfig{Name: "r", Address: lo4, Port: r.Port, PeerASN: 64512, MyASN: 65001,
 			RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second}
 		if err := m.SetPeers(ctx, []bgp.PeerConfig{p}); err != nil {
@@ -89,7 +89,7 @@ func BenchmarkEndpointChange10k(b *testing.B) {
 	in := benchInput(n)
 	ctx := context.Background()
 	r := bgptest.Start(b, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
-	m := bgp.NewManager(logr.Discard(), nil)
+	m := bgp.NewManager(logr.Discard())
 	p := bgp.PeerConfig{Name: "r", Address: lo4, Port: r.Port, PeerASN: 64512, MyASN: 65001,
 		RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second}
 	if err := m.SetPeers(ctx, []bgp.PeerConfig{p}); err != nil {

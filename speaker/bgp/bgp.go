@@ -111,8 +111,8 @@ type PeerStatus struct {
 // first SetPeers with a peer and stopped by Shutdown, and one neighbor per
 // peer. It is safe for concurrent use.
 type Manager struct {
-	log      logr.Logger
-	onChange func()
+	log     logr.Logger
+	changed chan struct{}
 
 	mu       sync.Mutex
 	srv      *server.BgpServer // nil while no server runs
@@ -127,14 +127,22 @@ type Manager struct {
 	byAddr map[netip.Addr]*session
 }
 
-// NewManager returns a Manager. onChange, if not nil, is called (from a
-// GoBGP goroutine; it must not block) whenever a session changes state, so
-// the caller can refresh the status it reports.
-func NewManager(log logr.Logger, onChange func()) *Manager {
-	if onChange == nil {
-		onChange = func() {}
+// NewManager returns a Manager.
+func NewManager(log logr.Logger) *Manager {
+	return &Manager{log: log, changed: make(chan struct{}, 1), sessions: map[string]*session{}, byAddr: map[netip.Addr]*session{}}
+}
+
+// Changed receives (coalesced: a channel of size 1, as the router agent's
+// speaker does it) whenever a session changes state, so that the caller
+// can refresh the status it reports.
+func (m *Manager) Changed() <-chan struct{} { return m.changed }
+
+// signal never blocks: GoBGP's event goroutine calls it.
+func (m *Manager) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
 	}
-	return &Manager{log: log, onChange: onChange, sessions: map[string]*session{}, byAddr: map[netip.Addr]*session{}}
 }
 
 // path is one announced path and the generation of the last Set wanting it.
@@ -315,7 +323,7 @@ func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
 	s.mu.Unlock()
 	if changed {
 		s.log.Info("BGP session state", "state", st)
-		m.onChange()
+		m.signal()
 	}
 }
 

@@ -43,7 +43,7 @@ func peerTo(r *bgptest.Router, name string, myASN uint32) bgp.PeerConfig {
 
 func newManager(t *testing.T, peers ...bgp.PeerConfig) *bgp.Manager {
 	t.Helper()
-	m := bgp.NewManager(testr.New(t), nil)
+	m := bgp.NewManager(testr.New(t))
 	if err := m.SetPeers(context.Background(), peers); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestGracefulShutdown(t *testing.T) {
 	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001, GracefulRestart: true})
 	p := peerTo(r, "r1", 65001)
 	p.GracefulRestart, p.RestartTime = true, 120*time.Second
-	m := bgp.NewManager(testr.New(t), nil)
+	m := bgp.NewManager(testr.New(t))
 	if err := m.SetPeers(ctx, []bgp.PeerConfig{p}); err != nil {
 		t.Fatal(err)
 	}

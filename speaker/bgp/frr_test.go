@@ -130,7 +130,7 @@ func frrChild(t *testing.T) {
 		return string(out), err
 	}
 	ctx := context.Background()
-	m := bgp.NewManager(testr.New(t), nil)
+	m := bgp.NewManager(testr.New(t))
 	defer m.Shutdown(ctx, bgp.ShutdownOptions{})
 	peer := func(name, addr string) bgp.PeerConfig {
 		return bgp.PeerConfig{Name: name, Address: netip.MustParseAddr(addr), Port: 179, PeerASN: 64512, MyASN: 65001,

@@ -86,7 +86,7 @@ func newPassHarness(tb testing.TB) *passHarness {
 	}}
 	// The router first, then the speaker's server (see bgptest).
 	h.router = bgptest.Start(tb, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
-	h.mgr = bgp.NewManager(logr.Discard(), nil)
+	h.mgr = bgp.NewManager(logr.Discard())
 	tb.Cleanup(func() { _ = h.mgr.Shutdown(context.Background(), bgp.ShutdownOptions{}) })
 	if err := h.mgr.SetPeers(ctx, []bgp.PeerConfig{{Name: "r", Address: lo4, Port: h.router.Port, PeerASN: 64512, MyASN: 65001,
 		RouterID: netip.MustParseAddr("10.0.0.1"), ConnectRetry: time.Second}}); err != nil {

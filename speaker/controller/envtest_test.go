@@ -65,11 +65,7 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 	}
 	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), metrics: m, stopped: make(chan struct{})}
 	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
-	f.bgp = bgp.NewManager(log, func() {
-		if f.rec != nil {
-			f.rec.Kick()
-		}
-	})
+	f.bgp = bgp.NewManager(log)
 	f.rec = controller.New(mgr.GetClient(), f.bgp, f.events, m, log, controller.Options{
 		NodeName: node, ServeServicesWithoutClass: true, ServiceEvents: true,
 	})

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -63,6 +64,8 @@ type Speaker interface {
 	Set(ctx context.Context, peer string, desired []model.Advertisement) (bgp.Changes, error)
 	SetPrefixes(ctx context.Context, peer string, prefixes []netip.Prefix, desired []model.Advertisement) (bgp.Changes, error)
 	Status(ctx context.Context) []bgp.PeerStatus
+	// Changed receives (coalesced) when a session changes state.
+	Changed() <-chan struct{}
 }
 
 // Options configure the reconciler.
@@ -163,6 +166,19 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.Add(refl); err != nil {
 		return fmt.Errorf("add Service and EndpointSlice reflectors: %w", err)
+	}
+	// A session's state change refreshes its BGPSessionState.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-r.Speaker.Changed():
+				r.Kick()
+			}
+		}
+	})); err != nil {
+		return fmt.Errorf("add the session-change forwarder: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("bgplb-speaker").

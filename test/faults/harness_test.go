@@ -203,14 +203,9 @@ func startSpeaker(t testing.TB, c *cluster, node string) *speaker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec *speakerctl.Reconciler
-	b := bgp.NewManager(logr.Discard(), func() {
-		if rec != nil {
-			rec.Kick()
-		}
-	})
+	b := bgp.NewManager(logr.Discard())
 	// A FakeRecorder without a channel drops events: nothing accumulates.
-	rec = speakerctl.New(mgr.GetClient(), b, &record.FakeRecorder{}, met, logr.Discard(), speakerctl.Options{NodeName: node})
+	rec := speakerctl.New(mgr.GetClient(), b, &record.FakeRecorder{}, met, logr.Discard(), speakerctl.Options{NodeName: node})
 	if err := rec.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -463,6 +463,21 @@ type Changes struct {
 	Withdrawn []model.Advertisement
 }
 
+// configured returns the session of peer when it is a neighbor of the
+// server. A session that is not (its status says why) gets nil and no
+// error: nothing can be announced, and the session that replaces it starts
+// empty. m.mu held.
+func (m *Manager) configured(peer string) (*session, error) {
+	s, ok := m.sessions[peer]
+	if !ok {
+		return nil, fmt.Errorf("no session for peer %q", peer)
+	}
+	if s.srv == nil {
+		return nil, nil
+	}
+	return s, nil
+}
+
 // Set makes the paths announced to peer equal desired: it adds what is new or
 // changed and withdraws what is no longer wanted, leaving the rest alone.
 // Bookkeeping follows GoBGP's answers, so a failed call is retried by the
@@ -470,14 +485,9 @@ type Changes struct {
 func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertisement) (ch Changes, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s, ok := m.sessions[peer]
-	if !ok {
-		return ch, fmt.Errorf("no session for peer %q", peer)
-	}
-	if s.srv == nil {
-		// Not a neighbor (its status says why): nothing can be announced,
-		// and the session that replaces it starts empty.
-		return ch, nil
+	s, err := m.configured(peer)
+	if s == nil {
+		return ch, err
 	}
 	// Mark what is still wanted with a new generation instead of building a
 	// set of desired prefixes: Set runs on every reconcile over every path.
@@ -559,12 +569,9 @@ func (s *session) setResult(errs []error) error {
 func (m *Manager) SetPrefixes(ctx context.Context, peer string, prefixes []netip.Prefix, desired []model.Advertisement) (ch Changes, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s, ok := m.sessions[peer]
-	if !ok {
-		return ch, fmt.Errorf("no session for peer %q", peer)
-	}
-	if s.srv == nil {
-		return ch, nil
+	s, err := m.configured(peer)
+	if s == nil {
+		return ch, err
 	}
 	want := make(map[netip.Prefix]model.Advertisement, len(desired))
 	for _, a := range desired {

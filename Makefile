@@ -41,7 +41,7 @@ vet: ## go vet.
 lint: vet ## Static checks: gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac dist/install.yaml charts/bgplb/files
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac dist/install.yaml charts/bgplb/crds charts/bgplb/files
 generated-sum = find $(GENERATED) -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
 
 .PHONY: check-generated

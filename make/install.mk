@@ -23,10 +23,12 @@ tools: ## Build helm, kustomize and nfpm (pinned in hack/tools.sh) into bin/.
 	@$(TOOLS)
 
 .PHONY: chart-sync
-chart-sync: manifests ## Copy the generated CRDs and RBAC roles into charts/bgplb/files (commit them).
-	@mkdir -p charts/bgplb/files/crds charts/bgplb/files/rbac
-	rm -f charts/bgplb/files/crds/*.yaml charts/bgplb/files/rbac/*.yaml
-	cp config/crd/bases/*.yaml charts/bgplb/files/crds/
+# The CRDs go to the chart's crds/ folder (Helm creates them before it renders
+# the templates, see charts/bgplb/templates/resources.yaml), the roles to files/rbac.
+chart-sync: manifests ## Copy the generated CRDs and RBAC roles into charts/bgplb/crds and files/rbac (commit them).
+	@mkdir -p charts/bgplb/crds charts/bgplb/files/rbac
+	rm -f charts/bgplb/crds/*.yaml charts/bgplb/files/rbac/*.yaml
+	cp config/crd/bases/*.yaml charts/bgplb/crds/
 	@for c in controller speaker; do \
 	  if [ -f config/rbac/$$c/role.yaml ]; then cp config/rbac/$$c/role.yaml charts/bgplb/files/rbac/$$c-role.yaml; \
 	  else echo "chart-sync: config/rbac/$$c/role.yaml missing (no +kubebuilder:rbac markers yet?)" >&2; exit 1; fi; \

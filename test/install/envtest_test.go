@@ -104,14 +104,18 @@ func TestInstallYAMLOnAPIServer(t *testing.T) {
 }
 
 // The chart installed with helm into a real kube-apiserver with no bgplb
-// CRDs (CRDs from the chart, a pool, a peer and an advertisement in the same
-// release), upgraded, and uninstalled (the CRDs stay).
+// CRDs, in a namespace other than bgplb-system: ONE `helm install` creates
+// the CRDs (from crds/), a pool, a peer and an advertisement; the service
+// accounts get their Secrets and Leases in the release namespace; upgrades
+// update and remove the resources; uninstall removes them and keeps the
+// CRDs.
 func TestChartOnAPIServer(t *testing.T) {
 	env := testenv.Start(t)
 	ctx := context.Background()
 	c := withCRDs(t, env)
 	removeCRDs(ctx, t, c)
 
+	const ns = "network-lb"
 	dir := t.TempDir()
 	kc := filepath.Join(dir, "kubeconfig")
 	writeKubeconfig(t, env, kc)
@@ -123,11 +127,12 @@ func TestChartOnAPIServer(t *testing.T) {
 	}
 	helm := tool(t, "helm")
 	chart := filepath.Join(root, "charts", "bgplb")
-	out := run(t, root, helmEnv, helm, "install", "bgplb", chart, "--namespace", "bgplb-system", "--create-namespace",
+	out := run(t, root, helmEnv, helm, "install", "bgplb", chart, "--namespace", ns, "--create-namespace",
+		"--set", "controller.replicas=2",
 		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"],"avoidBuggyIPs":true}}]`,
 		"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512}}]`,
 		"--set-json", `bgpAdvertisements=[{"name":"default","spec":{"ipPools":["default"],"communities":["64512:100"]}}]`)
-	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "Next steps") || !strings.Contains(out, "NOT CREATED YET") {
+	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "Next steps") || !strings.Contains(out, "IPPools created by this release: default") {
 		t.Errorf("helm install output:\n%s", out)
 	}
 	waitEstablished(ctx, t, c)
@@ -136,24 +141,35 @@ func TestChartOnAPIServer(t *testing.T) {
 		u.SetGroupVersionKind(testenv.GVK(kind))
 		return u, c.Get(ctx, client.ObjectKey{Name: name}, u)
 	}
-	if _, err := get("IPPool", "default"); !apierrors.IsNotFound(err) {
-		t.Errorf("IPPool after the first install: %v, want it deferred to the next upgrade", err)
-	}
-
-	// The upgrade (the CRDs exist now) creates them as release objects,
-	// the next one updates them.
-	out = run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
-		"--set", "loadBalancerClass.serveUnclassed=false")
-	if strings.Contains(out, "NOT CREATED YET") {
-		t.Errorf("helm upgrade still says NOT CREATED YET:\n%s", out)
-	}
-	for _, k := range []struct{ kind, name string }{{"IPPool", "default"}, {"BGPPeer", "router"}, {"BGPAdvertisement", "default"}} {
-		if _, err := get(k.kind, k.name); err != nil {
-			t.Errorf("%s %s after upgrade: %v", k.kind, k.name, err)
+	resources := []struct{ kind, name string }{{"IPPool", "default"}, {"BGPPeer", "router"}, {"BGPAdvertisement", "default"}}
+	for _, k := range resources {
+		u, err := get(k.kind, k.name)
+		if err != nil {
+			t.Errorf("%s %s after the first install: %v", k.kind, k.name, err)
+			continue
+		}
+		// A release object (upgrades update it, uninstall removes it), not a hook.
+		if u.GetAnnotations()["meta.helm.sh/release-name"] != "bgplb" || u.GetAnnotations()["helm.sh/hook"] != "" {
+			t.Errorf("%s %s annotations %v, want an ordinary object of release bgplb", k.kind, k.name, u.GetAnnotations())
 		}
 	}
-	run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", "bgplb-system", "--reuse-values",
-		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24","fd00:254::/120"]}}]`)
+	pdb := &unstructured.Unstructured{}
+	pdb.SetAPIVersion("policy/v1")
+	pdb.SetKind("PodDisruptionBudget")
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "bgplb-controller"}, pdb); err != nil {
+		t.Errorf("PodDisruptionBudget with 2 replicas: %v", err)
+	}
+	checkAccess(ctx, t, c, ns)
+
+	// Upgrades update the release objects, and remove those whose entry
+	// is gone.
+	out = run(t, root, helmEnv, helm, "upgrade", "bgplb", chart, "--namespace", ns, "--reuse-values",
+		"--set", "loadBalancerClass.serveUnclassed=false",
+		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24","fd00:254::/120"]}}]`,
+		"--set-json", `bgpAdvertisements=[]`)
+	if !strings.Contains(out, "helm show crds") {
+		t.Errorf("helm upgrade output does not say how to upgrade the CRDs:\n%s", out)
+	}
 	pool, err := get("IPPool", "default")
 	if err != nil {
 		t.Fatal(err)
@@ -161,18 +177,21 @@ func TestChartOnAPIServer(t *testing.T) {
 	if addrs, _, _ := unstructured.NestedStringSlice(pool.Object, "spec", "addresses"); len(addrs) != 2 {
 		t.Errorf("after upgrade the pool's addresses are %v", addrs)
 	}
+	if _, err := get("BGPAdvertisement", "default"); !apierrors.IsNotFound(err) {
+		t.Errorf("BGPAdvertisement removed from the values: %v, want it deleted", err)
+	}
 
 	dep := &unstructured.Unstructured{}
 	dep.SetAPIVersion("apps/v1")
 	dep.SetKind("Deployment")
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "bgplb-system", Name: "bgplb-controller"}, dep); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "bgplb-controller"}, dep); err != nil {
 		t.Fatal(err)
 	}
 	if args := containerArgs(t, dep); !slices.Contains(args, "--serve-services-without-class=false") {
 		t.Errorf("after upgrade the controller args are %v", args)
 	}
 
-	run(t, root, helmEnv, helm, "uninstall", "bgplb", "--namespace", "bgplb-system", "--wait", "--timeout", "60s")
+	run(t, root, helmEnv, helm, "uninstall", "bgplb", "--namespace", ns, "--wait", "--timeout", "60s")
 	if err := c.Get(ctx, client.ObjectKeyFromObject(dep), dep); !apierrors.IsNotFound(err) {
 		t.Errorf("controller Deployment after uninstall: %v", err)
 	}
@@ -181,7 +200,37 @@ func TestChartOnAPIServer(t *testing.T) {
 	}
 	for _, n := range crdNames {
 		if err := c.Get(ctx, client.ObjectKey{Name: n}, &apiextensionsv1.CustomResourceDefinition{}); err != nil {
-			t.Errorf("CRD %s after uninstall (crds.keep): %v", n, err)
+			t.Errorf("CRD %s after uninstall (Helm never deletes crds/): %v", n, err)
+		}
+	}
+}
+
+// checkAccess asks the apiserver what the chart's service accounts, in
+// release namespace ns, may do: namespaced rights in ns only.
+func checkAccess(ctx context.Context, t *testing.T, c client.Client, ns string) {
+	t.Helper()
+	sa := func(name string) string { return "system:serviceaccount:" + ns + ":" + name }
+	for _, a := range []struct {
+		user, verb, group, resource, ns string
+		allowed                         bool
+	}{
+		{sa("bgplb-speaker"), "get", "", "secrets", ns, true},
+		{sa("bgplb-speaker"), "get", "", "secrets", "bgplb-system", false},
+		{sa("bgplb-controller"), "update", "coordination.k8s.io", "leases", ns, true},
+		{sa("bgplb-controller"), "update", "coordination.k8s.io", "leases", "bgplb-system", false},
+		{sa("bgplb-controller"), "get", "", "secrets", ns, false},
+		{sa("bgplb-controller"), "list", "bgplb.io", "ippools", "", true},
+		{sa("bgplb-speaker"), "watch", "bgplb.io", "bgppeers", "", true},
+	} {
+		sar := &authv1.SubjectAccessReview{Spec: authv1.SubjectAccessReviewSpec{
+			User:               a.user,
+			ResourceAttributes: &authv1.ResourceAttributes{Namespace: a.ns, Verb: a.verb, Group: a.group, Resource: a.resource},
+		}}
+		if err := c.Create(ctx, sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != a.allowed {
+			t.Errorf("%s %s %s/%s in %q: allowed=%v, want %v", a.user, a.verb, a.group, a.resource, a.ns, sar.Status.Allowed, a.allowed)
 		}
 	}
 }
@@ -193,7 +242,7 @@ func TestChartTemplateServerSide(t *testing.T) {
 	ctx := context.Background()
 	c := withCRDs(t, env)
 	removeCRDs(ctx, t, c)
-	objs := decode(t, helmTemplate(t, "--api-versions", "bgplb.io/v1alpha1",
+	objs := decode(t, helmTemplate(t, "--include-crds",
 		"--set", "metrics.serviceMonitor.enabled=false",
 		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`,
 		"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512,"holdTime":"9s"}}]`,

@@ -109,10 +109,16 @@ func kustomize(t testing.TB, dir string) []byte {
 	return []byte(run(t, root, nil, tool(t, "kustomize"), "build", filepath.Join(root, dir)))
 }
 
-// helmTemplate renders the chart with extra helm arguments.
+// helmTemplate renders the chart into bgplb-system with extra helm arguments.
 func helmTemplate(t testing.TB, args ...string) []byte {
 	t.Helper()
-	a := append([]string{"template", "bgplb", filepath.Join(root, "charts", "bgplb"), "--namespace", "bgplb-system"}, args...)
+	return helmTemplateNS(t, "bgplb-system", args...)
+}
+
+// helmTemplateNS renders the chart as release bgplb in namespace ns.
+func helmTemplateNS(t testing.TB, ns string, args ...string) []byte {
+	t.Helper()
+	a := append([]string{"template", "bgplb", filepath.Join(root, "charts", "bgplb"), "--namespace", ns}, args...)
 	return []byte(run(t, root, nil, tool(t, "helm"), a...))
 }
 

@@ -2,8 +2,10 @@ package install
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
@@ -24,7 +26,7 @@ func TestInstallYAMLUpToDate(t *testing.T) {
 	got := readFile(t, "dist/install.yaml")
 	if !bytes.Equal(got, want) {
 		t.Fatalf("dist/install.yaml is stale: run `make build-installer` and commit it\n%s",
-			cmp.Diff(string(want), string(got)))
+			gocmp.Diff(string(want), string(got)))
 	}
 }
 
@@ -40,11 +42,11 @@ func TestChartCopiesUpToDate(t *testing.T) {
 		t.Fatalf("no CRDs in config/crd/bases (%v)", err)
 	}
 	for _, c := range crds {
-		pairs[filepath.Join("config/crd/bases", filepath.Base(c))] = filepath.Join("charts/bgplb/files/crds", filepath.Base(c))
+		pairs[filepath.Join("config/crd/bases", filepath.Base(c))] = filepath.Join("charts/bgplb/crds", filepath.Base(c))
 	}
-	copies, _ := filepath.Glob(filepath.Join(root, "charts/bgplb/files/crds/*.yaml"))
+	copies, _ := filepath.Glob(filepath.Join(root, "charts/bgplb/crds/*.yaml"))
 	if len(copies) != len(crds) {
-		t.Errorf("charts/bgplb/files/crds has %d CRDs, config/crd/bases %d: run `make chart-sync`", len(copies), len(crds))
+		t.Errorf("charts/bgplb/crds has %d CRDs, config/crd/bases %d: run `make chart-sync`", len(copies), len(crds))
 	}
 	for src, dst := range pairs {
 		if !bytes.Equal(readFile(t, src), readFile(t, dst)) {
@@ -84,8 +86,10 @@ func TestHelmLint(t *testing.T) {
 	chart := filepath.Join(root, "charts", "bgplb")
 	for name, args := range map[string][]string{
 		"defaults": nil,
-		"everything": {"--set", "crds.install=false,metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
+		"everything": {"--set", "metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
 			"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`},
+		"every new value":              append(slices.Clone(everyValue), "--namespace", "network"),
+		"no rbac, no service accounts": {"--set", "rbac.create=false,controller.serviceAccount.create=false,speaker.serviceAccount.create=false"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := run(t, root, nil, helm, append([]string{"lint", "--strict", chart}, args...)...)
@@ -108,6 +112,24 @@ func TestHelmSchemaRejects(t *testing.T) {
 		{"metrics.serviceMonitor.interval=soon", "interval"},
 		{"nosuchkey=1", "nosuchkey"},
 		{"speaker.extraArgs[0]=rm -rf", "extraArgs"},
+		// Typos and wrong types in the values added for issue 15.
+		{"logLevel=warning", "logLevel"},
+		{"controller.logLevel=trace", "logLevel"},
+		{"speaker.logLevl=debug", "logLevl"},
+		{"image.digest=latest", "digest"},
+		{"image.digets=sha256:00", "digets"},
+		{"nameOverride=Bad_Name", "nameOverride"},
+		{"rbac.creat=false", "creat"},
+		{"rbac.create=no", "create"},
+		{"controller.serviceAcount.create=false", "serviceAcount"},
+		{"speaker.serviceAccount.nmae=x", "nmae"},
+		{"controller.podDisruptionBudget.enable=true", "enable"},
+		{"controller.podDisruptionBudget.maxUnavailable=half", "maxUnavailable"},
+		{"controller.podSecurityContext=1", "podSecurityContext"},
+		{"speaker.securityContext=none", "securityContext"},
+		{"controller.extraEnv[0].value=x", "name"},
+		{"speaker.extraEnvs[0].name=x", "extraEnvs"},
+		{"controller.podAnotations.a=b", "podAnotations"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := runErr(root, nil, helm, "template", "x", filepath.Join(root, "charts/bgplb"), "--set", tc.set)
@@ -128,13 +150,13 @@ func TestHelmSchemaRejects(t *testing.T) {
 func TestHelmTemplateValues(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
 		objs := decode(t, helmTemplate(t))
-		if n := len(byKind(objs, "CustomResourceDefinition")); n != 4 {
-			t.Errorf("%d CRDs, want 4", n)
+		// The CRDs are in crds/: Helm installs them, `helm template` prints
+		// them only with --include-crds.
+		if n := len(byKind(objs, "CustomResourceDefinition")); n != 0 {
+			t.Errorf("%d CRDs rendered from templates, want them in crds/ only", n)
 		}
-		for _, crd := range byKind(objs, "CustomResourceDefinition") {
-			if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
-				t.Errorf("CRD %s lacks helm.sh/resource-policy: keep", crd.GetName())
-			}
+		if n := len(byKind(decode(t, helmTemplate(t, "--include-crds")), "CustomResourceDefinition")); n != 4 {
+			t.Errorf("--include-crds: %d CRDs, want 4", n)
 		}
 		if n := len(byKind(objs, "ServiceMonitor")); n != 0 {
 			t.Errorf("%d ServiceMonitors by default", n)
@@ -148,25 +170,35 @@ func TestHelmTemplateValues(t *testing.T) {
 			}
 		}
 	})
-	t.Run("resources wait for their API", func(t *testing.T) {
-		// Helm cannot create them in the release that creates their CRDs.
+	t.Run("resources need no second pass", func(t *testing.T) {
+		// Rendered as ordinary objects whether or not the cluster serves
+		// bgplb.io yet: Helm creates the CRDs from crds/ before them.
 		objs := decode(t, helmTemplate(t, "--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`))
-		if n := len(byKind(objs, "IPPool")); n != 0 {
-			t.Errorf("%d IPPools rendered for a cluster without the bgplb.io API", n)
+		pool := find(objs, "IPPool", "default")
+		if pool == nil {
+			t.Fatalf("IPPool not rendered for a cluster without the bgplb.io API")
+		}
+		if len(pool.GetAnnotations()["helm.sh/hook"]) != 0 {
+			t.Errorf("IPPool is a hook: %v", pool.GetAnnotations())
 		}
 	})
+	t.Run("crds.install=false is refused with the way out", func(t *testing.T) {
+		_, err := runErr(root, nil, tool(t, "helm"), "template", "x", filepath.Join(root, "charts/bgplb"), "--set", "crds.install=false")
+		if err == nil || !strings.Contains(err.Error(), "--skip-crds") {
+			t.Errorf("crds.install=false: %v, want an error pointing to --skip-crds", err)
+		}
+		// Old releases' values (crds.install=true, crds.keep) still render.
+		helmTemplate(t, "--set", "crds.install=true,crds.keep=false")
+	})
 	t.Run("custom", func(t *testing.T) {
-		objs := decode(t, helmTemplate(t, "--api-versions", "bgplb.io/v1alpha1",
-			"--set", "crds.install=false,metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
+		objs := decode(t, helmTemplate(t,
+			"--set", "metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
 			"--set", "image.repository=registry.example/bgplb,image.tag=dev1,fullnameOverride=lb",
 			"--set", "speaker.nodeSelector.bgp=yes,controller.replicas=2",
 			"--set-json", `speaker.extraArgs=["--graceful-shutdown-when-cordoned"]`,
 			"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`,
 			"--set-json", `bgpPeers=[{"name":"router","spec":{"peerAddress":"192.168.2.1","peerASN":64500,"myASN":64512}}]`,
 			"--set-json", `bgpAdvertisements=[{"name":"all","spec":{"ipPools":["default"]}}]`))
-		if n := len(byKind(objs, "CustomResourceDefinition")); n != 0 {
-			t.Errorf("crds.install=false rendered %d CRDs", n)
-		}
 		if n := len(byKind(objs, "ServiceMonitor")); n != 2 {
 			t.Errorf("%d ServiceMonitors, want 2", n)
 		}
@@ -177,7 +209,7 @@ func TestHelmTemplateValues(t *testing.T) {
 		}
 		for _, o := range []*unstructured.Unstructured{ctrl, spk} {
 			args := containerArgs(t, o)
-			for _, want := range []string{"--serve-services-without-class=false", "--zap-log-level=debug"} {
+			for _, want := range []string{"--serve-services-without-class=false", "--log-level=debug"} {
 				if !slices.Contains(args, want) {
 					t.Errorf("%s args %v lack %s", o.GetName(), args, want)
 				}
@@ -200,8 +232,281 @@ func TestHelmTemplateValues(t *testing.T) {
 				t.Errorf("no %s %s", kind, name)
 			}
 		}
-		checkRBAC(t, objs, "lb")
+		checkRBAC(t, objs, "lb", "bgplb-system")
 	})
+}
+
+// everyValue sets every value added for issue 15 (the chart's conventions
+// from MetalLB, Cilium and frr-k8s) to something other than its default.
+var everyValue = []string{
+	"--set", "image.digest=sha256:" + strings.Repeat("ab", 32) + ",image.tag=ignored",
+	"--set", "nameOverride=lb,logLevel=warn,speaker.logLevel=debug",
+	"--set", "controller.replicas=1,controller.podDisruptionBudget.enabled=true,controller.podDisruptionBudget.minAvailable=1",
+	"--set", "controller.serviceAccount.name=ctrl-sa,controller.serviceAccount.annotations.team=net",
+	"--set", "controller.podAnnotations.scrape=yes,speaker.podLabels.tier=edge",
+	"--set-json", `controller.extraArgs=["--service-workers=16"]`,
+	"--set-json", `speaker.extraEnv=[{"name":"GODEBUG","value":"netdns=go"}]`,
+	"--set-json", `controller.extraEnv=[{"name":"GOMAXPROCS","value":"1"}]`,
+	"--set-json", `controller.podSecurityContext={"fsGroup":2000}`,
+	"--set-json", `speaker.securityContext={"readOnlyRootFilesystem":false}`,
+}
+
+// Every value added for issue 15, rendered with and without it.
+func TestHelmTemplateNewValues(t *testing.T) {
+	def := decode(t, helmTemplate(t))
+	set := decode(t, helmTemplate(t, everyValue...))
+	// nameOverride renames every object and the name label.
+	dCtrl, dSpk := find(def, "Deployment", "bgplb-controller"), find(def, "DaemonSet", "bgplb-speaker")
+	ctrl, spk := find(set, "Deployment", "lb-controller"), find(set, "DaemonSet", "lb-speaker")
+	if dCtrl == nil || dSpk == nil || ctrl == nil || spk == nil {
+		t.Fatalf("workloads: default %v %v, nameOverride=lb %v %v", dCtrl != nil, dSpk != nil, ctrl != nil, spk != nil)
+	}
+	for _, o := range set {
+		if o.GetLabels()["app.kubernetes.io/name"] != "lb" {
+			t.Errorf("%s %s: app.kubernetes.io/name %q, want lb", o.GetKind(), o.GetName(), o.GetLabels()["app.kubernetes.io/name"])
+		}
+	}
+	if sel, _, _ := unstructured.NestedStringMap(ctrl.Object, "spec", "selector", "matchLabels"); sel["app.kubernetes.io/name"] != "lb" {
+		t.Errorf("nameOverride: controller selector %v", sel)
+	}
+
+	t.Run("image.digest wins over the tag", func(t *testing.T) {
+		want := "ghcr.io/bgplb/bgplb@sha256:" + strings.Repeat("ab", 32)
+		for _, o := range []*unstructured.Unstructured{ctrl, spk} {
+			if img := images(o); !slices.Equal(img, []string{want}) {
+				t.Errorf("%s images %v, want %s", o.GetName(), img, want)
+			}
+		}
+		if img := images(dCtrl); !strings.HasPrefix(img[0], "ghcr.io/bgplb/bgplb:v") {
+			t.Errorf("default image %v, want repository:appVersion", img)
+		}
+	})
+	t.Run("logLevel per program", func(t *testing.T) {
+		for o, want := range map[*unstructured.Unstructured]string{dCtrl: "info", dSpk: "info", ctrl: "warn", spk: "debug"} {
+			args := containerArgs(t, o)
+			if !slices.Contains(args, "--log-level="+want) {
+				t.Errorf("%s args %v lack --log-level=%s", o.GetName(), args, want)
+			}
+			for _, a := range args {
+				if strings.HasPrefix(a, "--zap-log-level") {
+					t.Errorf("%s still passes %s", o.GetName(), a)
+				}
+			}
+		}
+	})
+	t.Run("podDisruptionBudget", func(t *testing.T) {
+		if n := len(byKind(def, "PodDisruptionBudget")); n != 0 {
+			t.Errorf("one replica: %d PodDisruptionBudgets (it would block drains or protect nothing)", n)
+		}
+		two := decode(t, helmTemplate(t, "--set", "controller.replicas=2"))
+		pdb := find(two, "PodDisruptionBudget", "bgplb-controller")
+		if pdb == nil {
+			t.Fatalf("replicas=2: no PodDisruptionBudget")
+		}
+		if v, _, _ := unstructured.NestedFieldNoCopy(pdb.Object, "spec", "maxUnavailable"); fmt.Sprint(v) != "1" {
+			t.Errorf("replicas=2: maxUnavailable %v, want 1", v)
+		}
+		sel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
+		tmpl, _, _ := unstructured.NestedStringMap(find(two, "Deployment", "bgplb-controller").Object, "spec", "template", "metadata", "labels")
+		for k, v := range sel {
+			if tmpl[k] != v {
+				t.Errorf("PDB selects %s=%s; the controller's pods have %v", k, v, tmpl)
+			}
+		}
+		if n := len(byKind(decode(t, helmTemplate(t, "--set", "controller.replicas=3,controller.podDisruptionBudget.enabled=false")), "PodDisruptionBudget")); n != 0 {
+			t.Errorf("enabled=false: %d PodDisruptionBudgets", n)
+		}
+		forced := find(set, "PodDisruptionBudget", "lb-controller")
+		if forced == nil {
+			t.Fatalf("enabled=true with one replica: no PodDisruptionBudget")
+		}
+		spec, _, _ := unstructured.NestedMap(forced.Object, "spec")
+		if fmt.Sprint(spec["minAvailable"]) != "1" || spec["maxUnavailable"] != nil {
+			t.Errorf("minAvailable=1: spec %v, want minAvailable only", spec)
+		}
+		pct := find(decode(t, helmTemplate(t, "--set", "controller.replicas=4,controller.podDisruptionBudget.maxUnavailable=50%")), "PodDisruptionBudget", "bgplb-controller")
+		if v, _, _ := unstructured.NestedString(pct.Object, "spec", "maxUnavailable"); v != "50%" {
+			t.Errorf("maxUnavailable=50%%: %v", v)
+		}
+	})
+	t.Run("serviceAccount", func(t *testing.T) {
+		if sa := podSpecString(ctrl, "serviceAccountName"); sa != "ctrl-sa" {
+			t.Errorf("controller.serviceAccount.name: runs as %q", sa)
+		}
+		sa := find(set, "ServiceAccount", "ctrl-sa")
+		if sa == nil || sa.GetAnnotations()["team"] != "net" {
+			t.Errorf("controller service account ctrl-sa with annotation team=net: %v", sa)
+		}
+		if sa := podSpecString(spk, "serviceAccountName"); sa != "lb-speaker" || find(set, "ServiceAccount", "lb-speaker") == nil {
+			t.Errorf("speaker runs as %q", sa)
+		}
+		checkRBAC(t, set, "lb", "bgplb-system")
+
+		// Not created: a named existing account, or the namespace's default;
+		// the bindings still name it.
+		objs := decode(t, helmTemplate(t, "--set", "controller.serviceAccount.create=false,speaker.serviceAccount.create=false,speaker.serviceAccount.name=mine"))
+		if n := len(byKind(objs, "ServiceAccount")); n != 0 {
+			t.Errorf("create=false: %d ServiceAccounts", n)
+		}
+		for o, want := range map[string]string{"Deployment/bgplb-controller": "default", "DaemonSet/bgplb-speaker": "mine"} {
+			kind, name, _ := strings.Cut(o, "/")
+			if got := podSpecString(find(objs, kind, name), "serviceAccountName"); got != want {
+				t.Errorf("%s runs as %q, want %q", o, got, want)
+			}
+		}
+		subjects := map[string]bool{}
+		for _, kind := range []string{"RoleBinding", "ClusterRoleBinding"} {
+			for _, b := range byKind(objs, kind) {
+				subs, _, _ := unstructured.NestedSlice(b.Object, "subjects")
+				subjects[subs[0].(map[string]any)["name"].(string)] = true
+			}
+		}
+		if !subjects["default"] || !subjects["mine"] || len(subjects) != 2 {
+			t.Errorf("bindings name %v, want default and mine", subjects)
+		}
+	})
+	t.Run("rbac.create", func(t *testing.T) {
+		objs := decode(t, helmTemplate(t, "--set", "rbac.create=false"))
+		for _, kind := range []string{"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"} {
+			if n := len(byKind(objs, kind)); n != 0 {
+				t.Errorf("rbac.create=false: %d %ss", n, kind)
+			}
+		}
+		if n := len(byKind(objs, "ServiceAccount")); n != 2 {
+			t.Errorf("rbac.create=false: %d ServiceAccounts, want 2 (serviceAccount.create is separate)", n)
+		}
+		if n := len(byKind(def, "ClusterRole")) + len(byKind(def, "Role")); n != 4 {
+			t.Errorf("defaults: %d roles, want 4", n)
+		}
+	})
+	t.Run("podAnnotations and podLabels", func(t *testing.T) {
+		ann, _, _ := unstructured.NestedStringMap(ctrl.Object, "spec", "template", "metadata", "annotations")
+		if ann["scrape"] != "yes" || ann["kubectl.kubernetes.io/default-container"] != "controller" {
+			t.Errorf("controller pod annotations %v", ann)
+		}
+		labels, _, _ := unstructured.NestedStringMap(spk.Object, "spec", "template", "metadata", "labels")
+		if labels["tier"] != "edge" || labels["app.kubernetes.io/component"] != "speaker" {
+			t.Errorf("speaker pod labels %v", labels)
+		}
+		if labels, _, _ := unstructured.NestedStringMap(dSpk.Object, "spec", "template", "metadata", "labels"); labels["tier"] != "" {
+			t.Errorf("default speaker pod labels %v", labels)
+		}
+	})
+	t.Run("extraArgs and extraEnv", func(t *testing.T) {
+		if args := containerArgs(t, ctrl); !slices.Contains(args, "--service-workers=16") {
+			t.Errorf("controller.extraArgs: %v", args)
+		}
+		for o, want := range map[*unstructured.Unstructured]string{ctrl: "GOMAXPROCS=1", spk: "GODEBUG=netdns=go", dCtrl: "", dSpk: ""} {
+			env := containerEnv(o)
+			// The chart's own variables stay, the extra ones follow.
+			if env["POD_NAMESPACE"] != "metadata.namespace" {
+				t.Errorf("%s lost POD_NAMESPACE: %v", o.GetName(), env)
+			}
+			name, value, _ := strings.Cut(want, "=")
+			if want != "" && env[name] != value {
+				t.Errorf("%s env %v lacks %s", o.GetName(), env, want)
+			}
+			if n := len(env); want == "" && n > 2 {
+				t.Errorf("%s default env %v", o.GetName(), env)
+			}
+		}
+	})
+	t.Run("security contexts", func(t *testing.T) {
+		pod, _, _ := unstructured.NestedMap(ctrl.Object, "spec", "template", "spec", "securityContext")
+		if fmt.Sprint(pod["fsGroup"]) != "2000" || pod["runAsNonRoot"] != true {
+			t.Errorf("controller.podSecurityContext merges into the defaults: %v", pod)
+		}
+		cs, _, _ := unstructured.NestedSlice(spk.Object, "spec", "template", "spec", "containers")
+		sc := cs[0].(map[string]any)["securityContext"].(map[string]any)
+		if sc["readOnlyRootFilesystem"] != false || sc["allowPrivilegeEscalation"] != false {
+			t.Errorf("speaker.securityContext: %v", sc)
+		}
+		// Defaults: the least-privilege contexts (TestWorkloadSecurity checks
+		// them in full).
+		checkWorkloads(t, def)
+	})
+}
+
+// A release in another namespace: every namespaced object, the Role for
+// Secrets and Leases, and every binding's subject are in that namespace.
+func TestHelmTemplateOtherNamespace(t *testing.T) {
+	const ns = "network-lb"
+	objs := decode(t, helmTemplateNS(t, ns, "--set", "controller.replicas=2,metrics.serviceMonitor.enabled=true",
+		"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`))
+	clusterScoped := map[string]bool{"ClusterRole": true, "ClusterRoleBinding": true, "IPPool": true, "BGPPeer": true, "BGPAdvertisement": true}
+	for _, o := range objs {
+		want := ns
+		if clusterScoped[o.GetKind()] {
+			want = ""
+		}
+		if o.GetNamespace() != want {
+			t.Errorf("%s %s in namespace %q, want %q", o.GetKind(), o.GetName(), o.GetNamespace(), want)
+		}
+	}
+	for _, comp := range []string{"controller", "speaker"} {
+		if r := find(objs, "Role", "bgplb-"+comp); r == nil || r.GetNamespace() != ns {
+			t.Errorf("Role bgplb-%s: %v", comp, r)
+		}
+	}
+	secrets := false
+	for _, rule := range mustSlice(t, find(objs, "Role", "bgplb-speaker"), "rules") {
+		res, _, _ := unstructured.NestedStringSlice(rule.(map[string]any), "resources")
+		secrets = secrets || slices.Contains(res, "secrets")
+	}
+	if !secrets {
+		t.Errorf("the speaker's Role in %s does not grant Secrets", ns)
+	}
+	checkRBAC(t, objs, "bgplb", ns)
+	for _, sm := range byKind(objs, "ServiceMonitor") {
+		if names, _, _ := unstructured.NestedStringSlice(sm.Object, "spec", "namespaceSelector", "matchNames"); !slices.Equal(names, []string{ns}) {
+			t.Errorf("ServiceMonitor %s selects namespaces %v", sm.GetName(), names)
+		}
+	}
+	// The programs find their namespace (leader election, Secrets) from the
+	// pod, not from a value.
+	for _, o := range []*unstructured.Unstructured{find(objs, "Deployment", "bgplb-controller"), find(objs, "DaemonSet", "bgplb-speaker")} {
+		if env := containerEnv(o); env["POD_NAMESPACE"] != "metadata.namespace" {
+			t.Errorf("%s POD_NAMESPACE %v", o.GetName(), env)
+		}
+	}
+	if !strings.Contains(string(helmTemplateNS(t, ns)), "bgplb-system") {
+		return
+	}
+	t.Errorf("the chart rendered in %s mentions bgplb-system", ns)
+}
+
+func podSpecString(o *unstructured.Unstructured, field string) string {
+	if o == nil {
+		return "<missing workload>"
+	}
+	s, _, _ := unstructured.NestedString(o.Object, "spec", "template", "spec", field)
+	return s
+}
+
+// containerEnv maps the first container's variables to their value, or to
+// the fieldRef path for downward-API ones.
+func containerEnv(o *unstructured.Unstructured) map[string]string {
+	env := map[string]string{}
+	cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	es, _, _ := unstructured.NestedSlice(cs[0].(map[string]any), "env")
+	for _, e := range es {
+		m := e.(map[string]any)
+		v, _ := m["value"].(string)
+		if p, ok, _ := unstructured.NestedString(m, "valueFrom", "fieldRef", "fieldPath"); ok {
+			v = p
+		}
+		env[m["name"].(string)] = v
+	}
+	return env
+}
+
+func mustSlice(t *testing.T, o *unstructured.Unstructured, fields ...string) []any {
+	t.Helper()
+	if o == nil {
+		t.Fatalf("missing object for %v", fields)
+	}
+	s, _, _ := unstructured.NestedSlice(o.Object, fields...)
+	return s
 }
 
 // Both ways of installing get the same least-privilege workloads.
@@ -212,7 +517,7 @@ func TestWorkloadSecurity(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			checkWorkloads(t, objs)
-			checkRBAC(t, objs, "bgplb")
+			checkRBAC(t, objs, "bgplb", "bgplb-system")
 		})
 	}
 }
@@ -307,7 +612,7 @@ func checkWorkloads(t *testing.T, objs []*unstructured.Unstructured) {
 // checkRBAC: no wildcard anywhere; every binding binds an existing role of
 // the same scope to an existing service account; each program's service
 // account is bound to its own roles only.
-func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix string) {
+func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix, ns string) {
 	t.Helper()
 	roles := map[string]bool{}
 	for _, kind := range []string{"Role", "ClusterRole"} {
@@ -329,9 +634,13 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix string) {
 			}
 		}
 	}
+	// Each service account's program: its component label, else its name
+	// (<prefix>-<program>, as in dist/install.yaml).
 	sas := map[string]bool{}
+	saComp := map[string]string{}
 	for _, sa := range byKind(objs, "ServiceAccount") {
 		sas[sa.GetName()] = true
+		saComp[sa.GetName()] = cmp.Or(sa.GetLabels()["app.kubernetes.io/component"], strings.TrimPrefix(sa.GetName(), prefix+"-"))
 	}
 	bound := map[string]bool{}
 	for _, kind := range []string{"RoleBinding", "ClusterRoleBinding"} {
@@ -348,11 +657,11 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix string) {
 			subs, _, _ := unstructured.NestedSlice(b.Object, "subjects")
 			for _, s := range subs {
 				m := s.(map[string]any)
-				if m["kind"] != "ServiceAccount" || !sas[m["name"].(string)] || m["namespace"] != "bgplb-system" {
+				if m["kind"] != "ServiceAccount" || !sas[m["name"].(string)] || m["namespace"] != ns {
 					t.Errorf("%s %s subject %v is not one of our service accounts", kind, b.GetName(), m)
 				}
 				// The controller's roles go to the controller only, etc.
-				comp := strings.TrimPrefix(m["name"].(string), prefix+"-")
+				comp := saComp[m["name"].(string)]
 				if !strings.HasPrefix(rn, prefix+"-"+comp) {
 					t.Errorf("%s %s gives %s to %s", kind, b.GetName(), rn, m["name"])
 				}
@@ -365,7 +674,7 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix string) {
 		}
 	}
 	for _, comp := range []string{"controller", "speaker"} {
-		if !sas[prefix+"-"+comp] || !roles["ClusterRole/"+prefix+"-"+comp] {
+		if !slices.Contains(slices.Collect(maps.Values(saComp)), comp) || !roles["ClusterRole/"+prefix+"-"+comp] {
 			t.Errorf("want service account and ClusterRole %s-%s", prefix, comp)
 		}
 	}
@@ -397,6 +706,7 @@ func TestBinariesStaticAndFlagsMatchManifests(t *testing.T) {
 	objs := append(decode(t, readFile(t, "dist/install.yaml")),
 		decode(t, helmTemplate(t, "--set", "loadBalancerClass.serveUnclassed=false,logLevel=debug",
 			"--set-json", `speaker.extraArgs=["--graceful-shutdown-when-cordoned"]`))...)
+	objs = append(objs, decode(t, helmTemplate(t, "--set", "logLevel=warn,controller.logLevel=error"))...)
 	for _, prog := range []string{"controller", "speaker"} {
 		bin := filepath.Join(dir, "bgplb-"+prog)
 		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/bgplb-"+prog)

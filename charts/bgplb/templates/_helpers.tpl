@@ -1,6 +1,15 @@
-{{/* Prefix of every resource name: "bgplb" unless overridden. */}}
+{{/* The chart's name: "bgplb" unless nameOverride (the app.kubernetes.io/name label). */}}
+{{- define "bgplb.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Prefix of every resource name: the name, not prefixed with the release name,
+so that the chart's objects have the same names as dist/install.yaml's
+(bgplb-controller, bgplb-speaker); fullnameOverride replaces it.
+*/}}
 {{- define "bgplb.fullname" -}}
-{{- default "bgplb" .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- default (include "bgplb.name" .) .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "bgplb.chart" -}}
@@ -10,7 +19,7 @@
 {{/* Labels on every object. */}}
 {{- define "bgplb.labels" -}}
 helm.sh/chart: {{ include "bgplb.chart" . }}
-app.kubernetes.io/name: bgplb
+app.kubernetes.io/name: {{ include "bgplb.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/part-of: bgplb
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -20,13 +29,40 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{/* Selector labels of one component: include "bgplb.selectorLabels" (list . "controller") */}}
 {{- define "bgplb.selectorLabels" -}}
 {{- $root := index . 0 -}}
-app.kubernetes.io/name: bgplb
+app.kubernetes.io/name: {{ include "bgplb.name" $root }}
 app.kubernetes.io/instance: {{ $root.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
+{{/* The image: repository@digest when image.digest is set (it wins over the tag), else repository:tag. */}}
 {{- define "bgplb.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The service account a component runs as: include "bgplb.serviceAccountName" (list . "controller").
+Created by the chart: <fullname>-<component> unless named. Not created: the
+named one, or the namespace's "default".
+*/}}
+{{- define "bgplb.serviceAccountName" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $sa := (index $root.Values $component).serviceAccount -}}
+{{- if $sa.create -}}
+{{- default (printf "%s-%s" (include "bgplb.fullname" $root) $component) $sa.name -}}
+{{- else -}}
+{{- default "default" $sa.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The log level of a component: its own logLevel, else the chart-wide one. */}}
+{{- define "bgplb.logLevel" -}}
+{{- $root := index . 0 -}}
+{{- default $root.Values.logLevel (index $root.Values (index . 1)).logLevel -}}
 {{- end -}}
 
 {{/*
@@ -43,21 +79,4 @@ separated by "---"), as a list of dicts; empty documents are dropped.
 {{- end -}}
 {{- end -}}
 {{- toJson $docs -}}
-{{- end -}}
-
-{{/* Container security context shared by both programs. */}}
-{{- define "bgplb.containerSecurityContext" -}}
-privileged: false
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: ["ALL"]
-{{- end -}}
-
-{{- define "bgplb.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
 {{- end -}}

@@ -236,6 +236,7 @@ func writeConfig(t *testing.T, body string) string {
 func TestRealCommands(t *testing.T) {
 	good := writeConfig(t, validConfig)
 	bad := writeConfig(t, validConfig+"bogusKey: 1\n")
+	typo := writeConfig(t, strings.Replace(validConfig, "neighbors:", "neighbours:", 1))
 	proto := writeConfig(t, validConfig+"routes: {protocol: 201}\n")
 	for _, tc := range []struct {
 		args           []string
@@ -244,6 +245,8 @@ func TestRealCommands(t *testing.T) {
 	}{
 		{[]string{"check-config", "--config", good}, 0, good + ": ok\n", ""},
 		{[]string{"check-config", "--config", bad}, 2, "", "invalid configuration"},
+		{[]string{"check-config", "--config", typo}, 2, "", "line 3: neighbours: unknown key; did you mean neighbors?\n"},
+		{[]string{"check-config", "--config", typo + "x"}, 2, "", "invalid configuration: read config: open " + typo + "x: no such file or directory\n"},
 		{[]string{"check-config", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, 2, "", "invalid configuration"},
 		{[]string{"rt-protos", "--config", proto}, 0, "201 bgplb\n", ""},
 		{[]string{"rt-protos", "--config", bad}, 0, "220 bgplb\n", ""},
@@ -257,6 +260,37 @@ func TestRealCommands(t *testing.T) {
 		code := Main(tc.args, &out, &errb)
 		if code != tc.code || !strings.HasSuffix(out.String(), tc.stdout) || !strings.Contains(errb.String(), tc.stderr) {
 			t.Errorf("%v: exit %d (want %d)\nstdout %q (want suffix %q)\nstderr %q (want %q)", tc.args, code, tc.code, out.String(), tc.stdout, errb.String(), tc.stderr)
+		}
+	}
+}
+
+// check-config prints every problem of the file, one per line under the
+// file's name, in the file's order, and exits 2; run refuses the same way.
+func TestCheckConfigErrors(t *testing.T) {
+	p := writeConfig(t, `asn: 64500
+routerId: 192.168.2.1
+neighbours:
+  - prefix: 192.168.2.0/24
+    asn: 64512
+    holdTime: 9
+serviceSubnets: [192.168.254.0/24]
+lanInterfaces: [enp1s0.2, enp1s0.2-uplink0]
+firewall: {backnd: nft}
+`)
+	want := "invalid configuration " + p + ` (5 problems):
+  line 2: routerId: unknown key; did you mean routerID?
+  line 3: neighbours: unknown key; did you mean neighbors?
+  line 6: neighbours[0].holdTime: 9 is not a duration; write 9s
+  line 8: lanInterfaces[1]: "enp1s0.2-uplink0" is not an interface name: it is 16 bytes long, the kernel allows at most 15
+  line 9: firewall.backnd: unknown key; did you mean backend?
+`
+	for _, cmd := range []string{"check-config", "run"} {
+		var out, errb bytes.Buffer
+		if code := Main([]string{cmd, "--config", p}, &out, &errb); code != ExitUsage {
+			t.Errorf("%s: exit %d, want %d", cmd, code, ExitUsage)
+		}
+		if d := cmp.Diff(want, errb.String()); d != "" || out.Len() > 0 {
+			t.Errorf("%s: stderr (-want +got):\n%s\nstdout %q", cmd, d, out.String())
 		}
 	}
 }

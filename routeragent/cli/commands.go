@@ -15,7 +15,7 @@ import (
 // checkConfig is `check-config`.
 func checkConfig(o options, stdout, stderr io.Writer) int {
 	if _, err := config.Load(o.config); err != nil {
-		printConfigError(stderr, err)
+		printConfigError(stderr, o.config, err)
 		return ExitUsage
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", o.config)

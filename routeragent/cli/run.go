@@ -29,7 +29,7 @@ import (
 func runAgent(o options, _, stderr io.Writer) int {
 	cfg, err := loadRunConfig(o)
 	if err != nil {
-		printConfigError(stderr, err)
+		printConfigError(stderr, o.config, err)
 		return ExitUsage
 	}
 	log := NewLogger(cfg, stderr)
@@ -151,16 +151,25 @@ func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func printConfigError(w io.Writer, err error) {
+// printConfigError prints why the config at path was refused: every problem
+// on a line of its own, under the file's name.
+func printConfigError(w io.Writer, path string, err error) {
 	var es config.Errors
 	if errors.As(err, &es) {
-		fmt.Fprintln(w, "invalid configuration:")
+		fmt.Fprintf(w, "invalid configuration %s (%d %s):\n", path, len(es), plural(len(es), "problem", "problems"))
 		for _, e := range es {
 			fmt.Fprintf(w, "  %s\n", e)
 		}
 		return
 	}
 	fmt.Fprintf(w, "invalid configuration: %v\n", err)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func firewallConfig(c *config.Config) firewall.Config {

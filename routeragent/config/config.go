@@ -2,23 +2,27 @@
 // (/etc/bgplb/routeragent.yaml by default).
 //
 // Load decodes strictly (unknown keys are errors, so a typo never silently
-// falls back to a default), applies defaults and validates. Every validation
-// error names the key path, e.g. `neighbors[1].prefix: "192.168.2.0/33" is not
-// a valid CIDR`.
+// falls back to a default), applies defaults and validates. Every problem of
+// a file is reported at once, each naming the key path and what is expected,
+// with its line where the file has the key:
+//
+//	line 4: neighbours: unknown key; did you mean neighbors?
+//	line 7: neighbors[0].holdTime: 9 is not a duration; write 9s
+//	line 9: neighbors[1].prefix: "192.168.2.0/33" is not a valid CIDR
+//	asn: is required (the router's AS number)
 package config
 
 import (
-	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // DefaultPath is where the packaged agent reads its configuration.
@@ -222,13 +226,20 @@ type Log struct {
 
 // Error is one invalid key.
 type Error struct {
-	// Path is the key path, e.g. neighbors[1].prefix.
+	// Path is the key path, e.g. neighbors[1].prefix, or TopLevel.
 	Path string
-	// Msg says what is wrong.
+	// Line is the key's line in the file (0: not in the file, or not known).
+	Line int
+	// Msg says what is wrong and what is expected.
 	Msg string
 }
 
-func (e Error) Error() string { return e.Path + ": " + e.Msg }
+func (e Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Path, e.Msg)
+	}
+	return e.Path + ": " + e.Msg
+}
 
 // Errors is every problem found in one config.
 type Errors []Error
@@ -254,19 +265,69 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes, defaults and validates YAML. Password files are read.
+// Parse decodes, defaults and validates YAML. Password files are read. A
+// file that is not YAML is a *SyntaxError; any other refusal is Errors,
+// every problem of the file: the keys and values the decoder refuses, and
+// the validation errors they do not already explain, in the order of the
+// file's lines (problems with no line, such as a missing key, last).
 func Parse(b []byte) (*Config, error) {
-	c := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("decode: %w", err)
-	}
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
+	root, extraLine, err := parseNode(b)
+	if err != nil {
 		return nil, err
 	}
+	k := newChecker()
+	k.document(root, extraLine)
+	es := k.finish()
+
+	c := &Config{}
+	if derr := decodeStrict(b, c); derr != nil {
+		if len(es) == 0 { // the checker missed it: say it as the decoder does
+			es = fromDecoder(derr, k.lines)
+			for _, e := range es {
+				k.bad[e.Path] = true
+			}
+		}
+		if !isTypeError(derr) { // the decoder stopped: nothing to validate
+			return nil, es
+		}
+	}
+	c.SetDefaults()
+	var ves Errors
+	if err := c.Validate(); errors.As(err, &ves) {
+		es = append(es, k.placeValidation(ves)...)
+	}
+	if len(es) > 0 {
+		slices.SortStableFunc(es, byLine)
+		return nil, es
+	}
 	return c, nil
+}
+
+// byLine orders errors by line, those without one last.
+func byLine(a, b Error) int {
+	switch {
+	case a.Line == b.Line:
+		return 0
+	case a.Line == 0:
+		return 1
+	case b.Line == 0:
+		return -1
+	}
+	return cmp.Compare(a.Line, b.Line)
+}
+
+// placeValidation adds the file's line to each validation error and drops
+// those the decoding errors already explain.
+func (k *checker) placeValidation(ves Errors) Errors {
+	var out Errors
+	for _, e := range ves {
+		if k.explains(e.Path) {
+			continue
+		}
+		e.Line = k.lineOf(e.Path)
+		out = append(out, e)
+	}
+	return out
 }
 
 // SetDefaults fills every unset key with its default.
@@ -462,8 +523,8 @@ func (c *Config) Validate() error {
 		add("lanInterfaces", "at least one LAN interface is required")
 	}
 	for i, ifc := range c.LANInterfaces {
-		if ifc == "" || len(ifc) > 15 || strings.ContainsAny(ifc, "/ \t\n") {
-			add(fmt.Sprintf("lanInterfaces[%d]", i), "%q is not an interface name", ifc)
+		if why := ifaceNameProblem(ifc); why != "" {
+			add(fmt.Sprintf("lanInterfaces[%d]", i), "%q is not an interface name: %s", ifc, why)
 		}
 	}
 
@@ -561,6 +622,35 @@ func readSmallFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than 4 KiB", path)
 	}
 	return b, nil
+}
+
+// ifaceNameProblem says why the kernel would refuse name as an interface
+// name, or "" when it would not. The rules are dev_valid_name's
+// (net/core/dev.c): not empty, shorter than IFNAMSIZ (16, with the NUL),
+// not "." or "..", and no '/', ':' or isspace() byte, where the kernel's
+// isspace is \t \n \v \f \r, space and 0xa0 (lib/ctype.c: Latin-1).
+func ifaceNameProblem(name string) string {
+	switch {
+	case name == "":
+		return "it is empty"
+	case len(name) > 15:
+		return fmt.Sprintf("it is %d bytes long, the kernel allows at most 15", len(name))
+	case name == "." || name == "..":
+		return "the kernel refuses . and .."
+	}
+	for i := 0; i < len(name); i++ {
+		switch b := name[i]; {
+		case b == '/':
+			return "it contains '/'"
+		case b == ':':
+			return "it contains ':' (an address label such as eth0:1 is not an interface)"
+		case b == 0:
+			return "it contains a NUL byte"
+		case b == ' ' || b >= '\t' && b <= '\r' || b == 0xa0:
+			return "it contains whitespace"
+		}
+	}
+	return ""
 }
 
 func isPort(s string) bool {

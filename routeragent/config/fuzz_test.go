@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"gopkg.in/yaml.v3"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 // FuzzParse feeds arbitrary bytes to the config parser and validator: it
@@ -28,6 +28,11 @@ func FuzzParse(f *testing.F) {
 		"listen: {port: 99999999999999999999}\n",
 		"a: &a [*a, *a]\nb: *a\n",
 		"serviceSubnets: [0.0.0.0/0, 10.0.0.1/8, ::/0]\n",
+		strings.Replace(minimal, "neighbors:", "neighbours:", 1) + "firewall: {backnd: nft}\n",
+		minimal + "x: &l {port: 1179}\nlisten: {<<: [*l, {address: \"::\"}], port: 179}\n",
+		minimal + "listen: {port: 1, port: 2}\nasn: \"1\"\n? [a]\n: 1\n",
+		minimal + "routes: {metric: 1.5, table: 1e2, resyncInterval: 30}\n---\nasn: 1\n",
+		"neighbors: [1, {prefix: 10.0.0.0/8, holdTime: 9}]\nlanInterfaces: [\"br 0\", eth0:1, ..]\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -40,6 +45,9 @@ func FuzzParse(f *testing.F) {
 		}
 		c, err := Parse(b)
 		if err != nil {
+			if se, ok := err.(*SyntaxError); ok && se.Msg == "" {
+				t.Fatalf("syntax error without a message: %#v", se)
+			}
 			if es, ok := err.(Errors); ok {
 				for _, e := range es {
 					if e.Path == "" || e.Msg == "" {

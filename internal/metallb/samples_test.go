@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bgplb/bgplb/internal/metallb"
@@ -54,6 +55,11 @@ func TestSamples(t *testing.T) {
 
 func convertFile(t *testing.T, file string) metallb.Result {
 	t.Helper()
+	return metallb.Convert(convertInput(t, file))
+}
+
+func convertInput(t *testing.T, file string) []*unstructured.Unstructured {
+	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,7 @@ func convertFile(t *testing.T, file string) metallb.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return metallb.Convert(in)
+	return in
 }
 
 // render is what the command prints: the YAML, then the warnings.

@@ -461,10 +461,20 @@ func (c *converter) advertisement(u *unstructured.Unstructured, r report) client
 	if s.LocalPref != 0 { // MetalLB's 0 is "not set"
 		spec.LocalPref = ptr.To(s.LocalPref)
 	}
+	aggregationWarning("spec.aggregationLength", s.AggregationLength, 32, r)
+	aggregationWarning("spec.aggregationLengthV6", s.AggregationLengthV6, 128, r)
 	return &bgplbv1.BGPAdvertisement{
 		TypeMeta:   metav1.TypeMeta{APIVersion: bgplbv1.GroupVersion.String(), Kind: "BGPAdvertisement"},
 		ObjectMeta: objectMeta(u),
 		Spec:       spec,
+	}
+}
+
+// aggregationWarning: the value converts as it is, but bgplb's own router
+// agent installs host routes only and rejects shorter prefixes.
+func aggregationWarning(field string, length *int32, host int32, r report) {
+	if length != nil && *length < host {
+		r.add(field, "converted, but bgplb-routeragent accepts only /%d routes and rejects these (reason not-host-route); other routers take them", host)
 	}
 }
 

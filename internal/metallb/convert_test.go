@@ -203,6 +203,8 @@ func TestConvert(t *testing.T) {
 		wantFindings: []metallb.Finding{
 			{Object: advRef + "a", Field: "spec.communities[3]", Message: `"UNKNOWN": not a community (65000:100 or large:65000:1:2); dropped (an alias needs its Community object in the input)`},
 			{Object: advRef + "a", Field: "spec.communities[4]", Message: `"65536:1": "65536" is not a number from 0 to 65535; dropped (an alias needs its Community object in the input)`},
+			{Object: advRef + "a", Field: "spec.aggregationLength", Message: "converted, but bgplb-routeragent accepts only /32 routes and rejects these (reason not-host-route); other routers take them"},
+			{Object: advRef + "a", Field: "spec.aggregationLengthV6", Message: "converted, but bgplb-routeragent accepts only /128 routes and rejects these (reason not-host-route); other routers take them"},
 		},
 	}, {
 		name: "other kinds, and names that collide once cluster-scoped",

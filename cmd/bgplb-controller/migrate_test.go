@@ -59,6 +59,11 @@ func TestMigrateMetalLB(t *testing.T) {
 		wantCode:   1,
 		wantStderr: []string{"give either -f FILE"},
 	}, {
+		name:       "cluster flags without --from-cluster",
+		args:       []string{"-f", "x", "--namespace", "other"},
+		wantCode:   1,
+		wantStderr: []string{"--namespace and --kubeconfig apply only with --from-cluster"},
+	}, {
 		name:       "no cluster",
 		args:       []string{"--from-cluster"},
 		wantCode:   1,

@@ -64,7 +64,9 @@ func migrateMetalLB(args []string, stdin io.Reader, stdout, stderr io.Writer, ge
 		return exitError
 	}
 	clusterOnly := false
-	fs.Visit(func(f *flag.Flag) { clusterOnly = clusterOnly || f.Name == "namespace" || f.Name == config.KubeconfigFlagName })
+	fs.Visit(func(f *flag.Flag) {
+		clusterOnly = clusterOnly || f.Name == "namespace" || f.Name == config.KubeconfigFlagName
+	})
 	if clusterOnly && !*fromCluster {
 		fmt.Fprintln(stderr, "migrate-metallb: --namespace and --kubeconfig apply only with --from-cluster")
 		return exitError

@@ -24,6 +24,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "migrate-metallb" {
+		os.Exit(migrateMetalLB(os.Args[2:], os.Stdin, os.Stdout, os.Stderr, ctrl.GetConfig))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bgplb-controller:", err)
 		os.Exit(1)

@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
-# One image for the cluster side: /bgplb-controller and /bgplb-speaker (the
-# Deployment and the DaemonSet pick theirs with `command:`). Static binaries
-# (CGO off) on distroless/static, running as the image's nonroot user (65532).
+# For those who build with docker. Releases use `make image` instead
+# (hack/image.sh: no daemon, FROM scratch, reproducible OCI tarballs); both
+# give one image per program, the program as entrypoint, user 65532.
+# Static binaries (CGO off) on distroless/static here.
 #
-#   docker build -t ghcr.io/bgplb/bgplb:v0.1.0 --build-arg VERSION=v0.1.0 .
+#   docker build --target bgplb-controller -t ghcr.io/bgplb/bgplb-controller:v0.1.0 --build-arg VERSION=v0.1.0 .
+#   docker build --target bgplb-speaker -t ghcr.io/bgplb/bgplb-speaker:v0.1.0 --build-arg VERSION=v0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 ...
 ARG GO_VERSION=1.26
 
@@ -26,9 +28,17 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
       -ldflags "-s -w -X github.com/bgplb/bgplb/internal/version.Version=${VERSION}" \
       -o /out/ ./cmd/bgplb-controller ./cmd/bgplb-speaker
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot AS bgplb-speaker
 LABEL org.opencontainers.image.source="https://github.com/bgplb/bgplb" \
-      org.opencontainers.image.description="bgplb controller and speaker: Kubernetes LoadBalancer Services over BGP"
-COPY --from=build /out/bgplb-controller /out/bgplb-speaker /
+      org.opencontainers.image.description="bgplb speaker: Kubernetes LoadBalancer Services over BGP"
+COPY --from=build /out/bgplb-speaker /
+USER 65532:65532
+ENTRYPOINT ["/bgplb-speaker"]
+
+# Last, so that a plain `docker build` gives the controller.
+FROM gcr.io/distroless/static-debian12:nonroot AS bgplb-controller
+LABEL org.opencontainers.image.source="https://github.com/bgplb/bgplb" \
+      org.opencontainers.image.description="bgplb controller: Kubernetes LoadBalancer Services over BGP"
+COPY --from=build /out/bgplb-controller /
 USER 65532:65532
 ENTRYPOINT ["/bgplb-controller"]

@@ -12,6 +12,8 @@ LDFLAGS := -s -w -X github.com/bgplb/bgplb/internal/version.Version=$(VERSION)
 
 # Packaging and install targets: tools, build-installer, deb, helm-lint, ...
 include make/install.mk
+# Images (no daemon) and releases: image, image-push, release
+include make/release.mk
 
 .PHONY: help
 help: ## Show this help.

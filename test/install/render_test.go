@@ -69,8 +69,8 @@ func TestVersionsAgree(t *testing.T) {
 	if err := yaml.Unmarshal(readFile(t, "config/default/kustomization.yaml"), &k); err != nil {
 		t.Fatal(err)
 	}
-	if len(k.Images) != 1 || k.Images[0].NewTag != chart.AppVersion {
-		t.Errorf("config/default image tag %+v, chart appVersion %q: keep them equal", k.Images, chart.AppVersion)
+	if len(k.Images) != 2 || k.Images[0].NewTag != chart.AppVersion || k.Images[1].NewTag != chart.AppVersion {
+		t.Errorf("config/default image tags %+v (controller, speaker), chart appVersion %q: keep them equal", k.Images, chart.AppVersion)
 	}
 	for _, o := range decode(t, helmTemplate(t)) {
 		for _, img := range images(o) {

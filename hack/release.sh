@@ -71,7 +71,8 @@ fi
 want=" $(for p in $PROGRAMS; do printf '%s ' "$IMAGE_REPO/$p:$VERSION"; done)"
 for img in $("$HELM" template bgplb "$OUT"/bgplb-*.tgz | sed -n 's/^[[:space:]]*image:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' | sort -u); do
   if [[ "$want" != *" $img "* ]]; then
-    log "warning: the chart installs $img, which this release does not build (it builds$want)"
+    log "the chart installs $img, which this release does not build (it builds$want)"
+    exit 1
   fi
 done
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/bgplb/bgplb/internal/version"
 	"github.com/bgplb/bgplb/routeragent/config"
 )
 
@@ -180,6 +181,9 @@ func newCommand(stdout, stderr io.Writer, do actions) *cobra.Command {
 	root.SilenceErrors = true // execute prints them
 	root.SilenceUsage = true
 	root.DisableAutoGenTag = true // reproducible man pages
+	// --version as in the cluster programs; the same line as `version`.
+	root.Version = version.Version
+	root.SetVersionTemplate(Name + " {{.Version}}\n")
 	root.AddCommand(
 		command(&cobra.Command{
 			Use:   "run",

@@ -251,6 +251,7 @@ func TestRealCommands(t *testing.T) {
 		{[]string{"rt-protos", "--config", proto}, 0, "201 bgplb\n", ""},
 		{[]string{"rt-protos", "--config", bad}, 0, "220 bgplb\n", ""},
 		{[]string{"version"}, 0, "bgplb-routeragent dev\n", ""},
+		{[]string{"--version"}, 0, "bgplb-routeragent dev\n", ""},
 		{[]string{"run", "--config", bad}, 2, "", "invalid configuration"},
 		{[]string{"--config", bad, "--log-level", "debug"}, 2, "", "invalid configuration"},
 		{[]string{"poke", "--socket", filepath.Join(t.TempDir(), "none.sock")}, 1, "", "is the agent running?"},

@@ -95,8 +95,8 @@ func TestRelease(t *testing.T) {
 	rendered := run(t, root, nil, tool(t, "helm"), "template", "bgplb", filepath.Join(out, "bgplb-0.0.0-releasetest.tgz"))
 	for _, o := range decode(t, []byte(rendered)) {
 		for _, img := range images(o) {
-			if !strings.HasPrefix(img, releaseRepo+"/") || !strings.HasSuffix(img, ":"+releaseVersion) {
-				t.Errorf("packaged chart %s %s image %q, want %s/...:%s", o.GetKind(), o.GetName(), img, releaseRepo, releaseVersion)
+			if want := releaseRepo + "/bgplb-" + o.GetLabels()["app.kubernetes.io/component"] + ":" + releaseVersion; img != want {
+				t.Errorf("packaged chart %s %s image %q, want %s", o.GetKind(), o.GetName(), img, want)
 			}
 		}
 	}

@@ -74,8 +74,9 @@ func TestVersionsAgree(t *testing.T) {
 	}
 	for _, o := range decode(t, helmTemplate(t)) {
 		for _, img := range images(o) {
-			if img != "ghcr.io/bgplb/bgplb:"+chart.AppVersion {
-				t.Errorf("chart %s/%s image %q, want the appVersion", o.GetKind(), o.GetName(), img)
+			// One image per program, as make image builds them.
+			if want := "ghcr.io/bgplb/bgplb-" + o.GetLabels()["app.kubernetes.io/component"] + ":" + chart.AppVersion; img != want {
+				t.Errorf("chart %s/%s image %q, want %s", o.GetKind(), o.GetName(), img, want)
 			}
 		}
 	}
@@ -116,7 +117,9 @@ func TestHelmSchemaRejects(t *testing.T) {
 		{"logLevel=warning", "logLevel"},
 		{"controller.logLevel=trace", "logLevel"},
 		{"speaker.logLevl=debug", "logLevl"},
-		{"image.digest=latest", "digest"},
+		{"controller.image.digest=latest", "digest"},
+		{"speaker.image.digets=sha256:00", "digets"},
+		{"image.repository=registry.example/bgplb", "repository"},
 		{"image.digets=sha256:00", "digets"},
 		{"nameOverride=Bad_Name", "nameOverride"},
 		{"rbac.creat=false", "creat"},
@@ -193,7 +196,7 @@ func TestHelmTemplateValues(t *testing.T) {
 	t.Run("custom", func(t *testing.T) {
 		objs := decode(t, helmTemplate(t,
 			"--set", "metrics.serviceMonitor.enabled=true,loadBalancerClass.serveUnclassed=false,logLevel=debug",
-			"--set", "image.repository=registry.example/bgplb,image.tag=dev1,fullnameOverride=lb",
+			"--set", "controller.image.repository=registry.example/bgplb-controller,speaker.image.repository=registry.example/bgplb-speaker,image.tag=dev1,fullnameOverride=lb",
 			"--set", "speaker.nodeSelector.bgp=yes,controller.replicas=2",
 			"--set-json", `speaker.extraArgs=["--graceful-shutdown-when-cordoned"]`,
 			"--set-json", `ipPools=[{"name":"default","spec":{"addresses":["192.168.254.0/24"]}}]`,
@@ -214,7 +217,7 @@ func TestHelmTemplateValues(t *testing.T) {
 					t.Errorf("%s args %v lack %s", o.GetName(), args, want)
 				}
 			}
-			if img := images(o); len(img) != 1 || img[0] != "registry.example/bgplb:dev1" {
+			if img := images(o); len(img) != 1 || img[0] != "registry.example/bgplb-"+strings.TrimPrefix(o.GetName(), "lb-")+":dev1" {
 				t.Errorf("%s images %v", o.GetName(), img)
 			}
 		}
@@ -239,7 +242,7 @@ func TestHelmTemplateValues(t *testing.T) {
 // everyValue sets every value added for issue 15 (the chart's conventions
 // from MetalLB, Cilium and frr-k8s) to something other than its default.
 var everyValue = []string{
-	"--set", "image.digest=sha256:" + strings.Repeat("ab", 32) + ",image.tag=ignored",
+	"--set", "controller.image.digest=sha256:" + strings.Repeat("ab", 32) + ",speaker.image.digest=sha256:" + strings.Repeat("cd", 32) + ",image.tag=ignored",
 	"--set", "nameOverride=lb,logLevel=warn,speaker.logLevel=debug",
 	"--set", "controller.replicas=1,controller.podDisruptionBudget.enabled=true,controller.podDisruptionBudget.minAvailable=1",
 	"--set", "controller.serviceAccount.name=ctrl-sa,controller.serviceAccount.annotations.team=net",
@@ -270,15 +273,19 @@ func TestHelmTemplateNewValues(t *testing.T) {
 		t.Errorf("nameOverride: controller selector %v", sel)
 	}
 
-	t.Run("image.digest wins over the tag", func(t *testing.T) {
-		want := "ghcr.io/bgplb/bgplb@sha256:" + strings.Repeat("ab", 32)
-		for _, o := range []*unstructured.Unstructured{ctrl, spk} {
+	t.Run("a program's image digest wins over the tag", func(t *testing.T) {
+		for o, want := range map[*unstructured.Unstructured]string{
+			ctrl: "ghcr.io/bgplb/bgplb-controller@sha256:" + strings.Repeat("ab", 32),
+			spk:  "ghcr.io/bgplb/bgplb-speaker@sha256:" + strings.Repeat("cd", 32),
+		} {
 			if img := images(o); !slices.Equal(img, []string{want}) {
 				t.Errorf("%s images %v, want %s", o.GetName(), img, want)
 			}
 		}
-		if img := images(dCtrl); !strings.HasPrefix(img[0], "ghcr.io/bgplb/bgplb:v") {
-			t.Errorf("default image %v, want repository:appVersion", img)
+		for o, want := range map[*unstructured.Unstructured]string{dCtrl: "ghcr.io/bgplb/bgplb-controller:v", dSpk: "ghcr.io/bgplb/bgplb-speaker:v"} {
+			if img := images(o); !strings.HasPrefix(img[0], want) {
+				t.Errorf("default image %v, want %s<appVersion>", img, want)
+			}
 		}
 	})
 	t.Run("logLevel per program", func(t *testing.T) {

@@ -36,10 +36,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* The image: repository@digest when image.digest is set (it wins over the tag), else repository:tag. */}}
 {{- define "bgplb.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- $img := index .root.Values .component "image" -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" $img.repository (default .root.Chart.AppVersion .root.Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
 

@@ -59,6 +59,8 @@ deb: ## Build dist/bgplb-routeragent_<version>_<arch>.deb for $(DEB_ARCHES).
 	SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' $(GO) run \
 	  -ldflags '-X github.com/bgplb/bgplb/internal/version.Version=$(VERSION)' \
 	  ./routeragent/cli/gendoc -out $(DIST)/build/stage
+	@# Debian's copyright file, from the modules linked into the binary.
+	GO='$(GO)' hack/deb-copyright.sh > $(DIST)/build/stage/copyright
 	@set -e; for arch in $(DEB_ARCHES); do \
 	  out=$(DIST)/build/linux-$$arch; mkdir -p $$out $(DIST)/build/stage; \
 	  echo "deb: building bgplb-routeragent for $$arch"; \

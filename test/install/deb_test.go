@@ -75,6 +75,16 @@ func buildDeb(t *testing.T, arch, version string) string {
 	if out, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("routeragent/cli/gendoc: %v\n%s", err, out)
 	}
+	// The copyright file, as `make deb` generates it.
+	cp := exec.Command("hack/deb-copyright.sh")
+	cp.Dir = root
+	copyright, err := cp.Output()
+	if err != nil {
+		t.Fatalf("hack/deb-copyright.sh: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(stage, "copyright"), copyright, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	deb := filepath.Join(debDir, fmt.Sprintf("bgplb-routeragent_%s_%s.deb", version, arch))
 	run(t, work, []string{"ARCH=" + arch, "DEB_VERSION=" + version}, tool(t, "nfpm"),
 		"package", "--config", "packaging/nfpm.yaml", "--packager", "deb", "--target", deb)
@@ -144,6 +154,7 @@ func TestDebContents(t *testing.T) {
 		"/etc/iproute2/rt_protos.d/bgplb.conf":                     "-rw-r--r--",
 		"/etc/ferm/ferm.d/bgplb.conf":                              "-rw-r--r--",
 		"/usr/share/doc/bgplb-routeragent/install.md":              "-rw-r--r--",
+		"/usr/share/doc/bgplb-routeragent/copyright":               "-rw-r--r--",
 		"/usr/share/bash-completion/completions/bgplb-routeragent": "-rw-r--r--",
 	}
 	for _, p := range manPages {
@@ -183,6 +194,7 @@ func TestDebContents(t *testing.T) {
 	}
 
 	t.Run("man", func(t *testing.T) { checkManPages(t, x) })
+	t.Run("copyright", func(t *testing.T) { checkCopyright(t, x, bin) })
 	// The completion script is the one the shipped binary prints.
 	if b, err := os.ReadFile(filepath.Join(x, "usr/share/bash-completion/completions/bgplb-routeragent")); err != nil {
 		t.Error(err)
@@ -191,6 +203,45 @@ func TestDebContents(t *testing.T) {
 	}
 	t.Run("conffile", func(t *testing.T) { checkConffile(t, bin) })
 	t.Run("unit", func(t *testing.T) { checkUnit(t, x) })
+}
+
+// checkCopyright: /usr/share/doc/<package>/copyright is in Debian's
+// machine-readable format and names bgplb's license and, with its version,
+// every module linked into the shipped binary (from the binary's own build
+// information), each with a license; MIT, BSD and ISC texts are included.
+func checkCopyright(t *testing.T, x, bin string) {
+	b, err := os.ReadFile(filepath.Join(x, "usr/share/doc/bgplb-routeragent/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := string(b)
+	for _, want := range []string{
+		"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n",
+		"Files: *\nCopyright: 2026 The bgplb Authors\nLicense: Apache-2.0\n",
+		"/usr/share/common-licenses/Apache-2.0",
+	} {
+		if !strings.Contains(c, want) {
+			t.Errorf("copyright lacks %q", want)
+		}
+	}
+	mods := 0
+	for _, line := range strings.Split(run(t, "", nil, "go", "version", "-m", bin), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "dep" {
+			continue
+		}
+		mods++
+		stanza := "Comment: " + f[1] + " " + f[2] + "\n"
+		if !strings.Contains(c, stanza) {
+			t.Errorf("copyright has no stanza for %s %s", f[1], f[2])
+		}
+	}
+	if mods < 10 {
+		t.Errorf("go version -m listed %d modules; the test reads the build information wrong", mods)
+	}
+	if n := strings.Count(c, "Permission is hereby granted, free of charge"); n == 0 {
+		t.Error("no MIT license text included, though MIT modules are linked")
+	}
 }
 
 // manPages are the man pages the package ships: one per command.

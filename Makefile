@@ -40,8 +40,10 @@ vet: ## go vet.
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: vet ## Static checks: gofmt and go vet.
+lint: vet ## Static checks: gofmt, go vet, go.mod tidy, golangci-lint (.golangci.yml).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
+	"$$(hack/tools.sh --path golangci-lint)" run --timeout 10m ./...
 
 GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac dist/install.yaml charts/bgplb/crds charts/bgplb/files
 generated-sum = find $(GENERATED) -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum

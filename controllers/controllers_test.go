@@ -421,7 +421,7 @@ func TestPoolDeletedOrShrunkWhileInUse(t *testing.T) {
 		if isNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("still there: %v", err)
+		return fmt.Errorf("still there: %w", err)
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -271,5 +270,3 @@ func deleteService(t testing.TB, ns, name string) {
 func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
 
 var errPending = errors.New("pending")
-
-func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

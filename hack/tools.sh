@@ -3,7 +3,7 @@
 # versions, into bin/ (the usual release downloads are not reachable from our
 # CI). Idempotent: a tool already built at its pinned version is not rebuilt.
 #
-# Usage: hack/tools.sh [helm|kustomize|nfpm ...]   builds the named tools (default: all)
+# Usage: hack/tools.sh [helm|kustomize|nfpm|golangci-lint ...]   builds the named tools (default: all)
 #        hack/tools.sh --path TOOL                 builds TOOL if needed, prints its path
 #
 # Each tool lands in bin/<tool>-<version> with a bin/<tool> symlink, so a
@@ -14,6 +14,7 @@ set -euo pipefail
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.1}"
 NFPM_VERSION="${NFPM_VERSION:-v2.45.2}"
+GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${BGPLB_TOOLS_BIN:-$ROOT/bin}"
@@ -25,7 +26,8 @@ pkg_of() {
     helm) echo "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
     kustomize) echo "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" ;;
     nfpm) echo "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" ;;
-    *) echo "tools: unknown tool $1 (helm, kustomize, nfpm)" >&2; return 1 ;;
+    golangci-lint) echo "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION" ;;
+    *) echo "tools: unknown tool $1 (helm, kustomize, nfpm, golangci-lint)" >&2; return 1 ;;
   esac
 }
 
@@ -34,6 +36,7 @@ version_of() {
     helm) echo "$HELM_VERSION" ;;
     kustomize) echo "$KUSTOMIZE_VERSION" ;;
     nfpm) echo "$NFPM_VERSION" ;;
+    golangci-lint) echo "$GOLANGCI_LINT_VERSION" ;;
   esac
 }
 
@@ -81,7 +84,7 @@ if [[ "${1:-}" == "--path" ]]; then
 fi
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kustomize nfpm helm)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kustomize nfpm helm golangci-lint)
 for t in "${tools[@]}"; do
   build "$t" >/dev/null
 done

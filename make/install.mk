@@ -19,7 +19,7 @@ DEB_ARCHES ?= amd64 arm64
 ##@ Install and packaging
 
 .PHONY: tools
-tools: ## Build helm, kustomize and nfpm (pinned in hack/tools.sh) into bin/.
+tools: ## Build helm, kustomize, nfpm and golangci-lint (pinned in hack/tools.sh) into bin/.
 	@$(TOOLS)
 
 .PHONY: chart-sync

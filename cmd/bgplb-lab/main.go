@@ -93,7 +93,7 @@ func demo(ctx context.Context, args []string) error {
 	}
 	fmt.Println("\n== 3. Teardown")
 	if err := l.Down(); err != nil {
-		return fmt.Errorf("%v; teardown: %w", derr, err)
+		return fmt.Errorf("%w; teardown: %w", derr, err)
 	}
 	if err := os.RemoveAll(*state); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -319,8 +320,10 @@ func TestAllocator(t *testing.T) {
 					got, changed, err = a.Assign(s.req)
 				}
 				var gotReason string
-				if err != nil {
-					gotReason = err.(*Error).Reason
+				if e := (*Error)(nil); errors.As(err, &e) {
+					gotReason = e.Reason
+				} else if err != nil {
+					t.Fatalf("error %v is not an *Error", err)
 				}
 				if gotReason != s.wantErr {
 					t.Fatalf("step %d (%s): error %v, want reason %q", i, s.req.Service, err, s.wantErr)
@@ -383,7 +386,7 @@ func TestPoolStates(t *testing.T) {
 	if got := a.Lookup("default/s0"); len(got) != 1 || got[0] != netip.MustParseAddr("192.168.254.1") {
 		t.Errorf("s0 lost its address: %v", got)
 	}
-	if _, _, err := a.Assign(svc("late")); err == nil || err.(*Error).Reason != ReasonPoolExhausted {
+	if _, _, err := a.Assign(svc("late")); !isReason(err, ReasonPoolExhausted) {
 		t.Errorf("want exhausted, got %v", err)
 	}
 }
@@ -422,4 +425,10 @@ func BenchmarkAssign10k(b *testing.B) {
 			}
 		}
 	}
+}
+
+// isReason reports whether err is an *Error with the given reason.
+func isReason(err error, r string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Reason == r
 }

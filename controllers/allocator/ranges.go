@@ -45,11 +45,6 @@ func v4(a netip.Addr) uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-func v6(a netip.Addr) (hi, lo uint64) {
-	b := a.As16()
-	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
-}
-
 // buggy reports whether a is an IPv4 address ending in .0 or .255.
 func buggy(a netip.Addr) bool {
 	if !a.Is4() {

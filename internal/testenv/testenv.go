@@ -8,6 +8,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -116,7 +117,7 @@ func (e *Env) Stop() error { return e.env.Stop() }
 func Start(t testing.TB) *Env {
 	t.Helper()
 	e, err := New()
-	if err == ErrNoAssets {
+	if errors.Is(err, ErrNoAssets) {
 		if Required() {
 			t.Fatalf("envtest is required (BGPLB_REQUIRE_ENVTEST=1) but %v", err)
 		}
@@ -139,7 +140,7 @@ func Start(t testing.TB) *Env {
 func Main(m *testing.M, env **Env) {
 	e, err := New()
 	switch {
-	case err == ErrNoAssets && !Required():
+	case errors.Is(err, ErrNoAssets) && !Required():
 		fmt.Fprintf(os.Stderr, "testenv: envtest tests will skip: %v\n", err)
 	case err != nil:
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)

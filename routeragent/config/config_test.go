@@ -143,11 +143,11 @@ log: {format: json, level: debug}
 }
 
 func TestNeighborFor(t *testing.T) {
-	c, err := Parse([]byte(minimal + "  - address: 192.168.2.20\n    asn: 65000\n"))
+	_, err := Parse([]byte(minimal + "  - address: 192.168.2.20\n    asn: 65000\n"))
 	if err == nil {
 		t.Fatal("want error: neighbors list appended after lanInterfaces is not a list item")
 	}
-	c, err = Parse([]byte(strings.Replace(minimal, "serviceSubnets", "  - address: 192.168.2.20\n    asn: 65000\nserviceSubnets", 1)))
+	c, err := Parse([]byte(strings.Replace(minimal, "serviceSubnets", "  - address: 192.168.2.20\n    asn: 65000\nserviceSubnets", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}

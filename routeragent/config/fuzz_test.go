@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -45,10 +46,10 @@ func FuzzParse(f *testing.F) {
 		}
 		c, err := Parse(b)
 		if err != nil {
-			if se, ok := err.(*SyntaxError); ok && se.Msg == "" {
+			if se := (*SyntaxError)(nil); errors.As(err, &se) && se.Msg == "" {
 				t.Fatalf("syntax error without a message: %#v", se)
 			}
-			if es, ok := err.(Errors); ok {
+			if es := (Errors)(nil); errors.As(err, &es) {
 				for _, e := range es {
 					if e.Path == "" || e.Msg == "" {
 						t.Fatalf("error without key or message: %#v", e)

@@ -176,7 +176,7 @@ func frrChild(t *testing.T) {
 	route := func(family, prefix string) (*frrPath, error) {
 		out, err := vtysh(fmt.Sprintf("show bgp %s unicast %s json", family, prefix))
 		if err != nil {
-			return nil, fmt.Errorf("vtysh: %v: %s", err, out)
+			return nil, fmt.Errorf("vtysh: %w: %s", err, out)
 		}
 		var res struct {
 			Paths []frrPath `json:"paths"`
@@ -208,7 +208,7 @@ func frrChild(t *testing.T) {
 	waitFor("IPv4 route at FRR", func() error {
 		p, err := route("ipv4", "192.168.254.10/32")
 		if err != nil || p == nil {
-			return fmt.Errorf("no route yet (%v)", err)
+			return fmt.Errorf("no route yet (%w)", err)
 		}
 		if len(p.Nexthops) == 0 || p.Nexthops[0].IP != frrNodeAddr {
 			return fmt.Errorf("next hop %+v, want %s", p.Nexthops, frrNodeAddr)
@@ -222,14 +222,14 @@ func frrChild(t *testing.T) {
 	waitFor("IPv4 route in the router's FIB", func() error {
 		out, err := exec.Command("ip", "-n", ns, "route", "show", "192.168.254.10").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "via "+frrNodeAddr) {
-			return fmt.Errorf("ip route: %v %q", err, out)
+			return fmt.Errorf("ip route: %w %q", err, out)
 		}
 		return nil
 	})
 	waitFor("IPv6 route at FRR", func() error {
 		p, err := route("ipv6", "fd00:254::10/128")
 		if err != nil || p == nil {
-			return fmt.Errorf("no route yet (%v)", err)
+			return fmt.Errorf("no route yet (%w)", err)
 		}
 		if len(p.Nexthops) == 0 || p.Nexthops[0].IP != frrNode6 {
 			return fmt.Errorf("next hop %+v, want %s", p.Nexthops, frrNode6)
@@ -247,7 +247,7 @@ func frrChild(t *testing.T) {
 	waitFor("IPv4 route withdrawn at FRR", func() error {
 		p, err := route("ipv4", "192.168.254.10/32")
 		if err != nil || p != nil {
-			return fmt.Errorf("still there: %+v %v", p, err)
+			return fmt.Errorf("still there: %+v %w", p, err)
 		}
 		out, _ := exec.Command("ip", "-n", ns, "route", "show", "192.168.254.10").CombinedOutput()
 		if strings.TrimSpace(string(out)) != "" {
@@ -263,7 +263,7 @@ func frrChild(t *testing.T) {
 	waitFor("IPv6 route gone after shutdown", func() error {
 		p, err := route("ipv6", "fd00:254::10/128")
 		if err != nil || p != nil {
-			return fmt.Errorf("still there: %+v %v", p, err)
+			return fmt.Errorf("still there: %+v %w", p, err)
 		}
 		return nil
 	})

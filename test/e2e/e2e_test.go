@@ -80,7 +80,7 @@ func startLab() (*lab.Lab, func(), error) {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return nil, func() {}, fmt.Errorf("build binaries: %v\n%s", err, out)
+		return nil, func() {}, fmt.Errorf("build binaries: %w\n%s", err, out)
 	}
 	prefix := fmt.Sprintf("%se2e%d-", netnstest.Prefix, os.Getpid()%100000)
 	ctx := context.Background()
@@ -411,7 +411,7 @@ func doctorFindings(l *lab.Lab) ([]finding, error) {
 	out, runErr := l.AgentCommand("doctor", "--json", "--config", l.AgentConfigPath())
 	var fs []finding
 	if err := json.Unmarshal([]byte(out), &fs); err != nil {
-		return nil, fmt.Errorf("parse doctor --json: %v (exit: %v)\n%s", err, runErr, out)
+		return nil, fmt.Errorf("parse doctor --json: %w (exit: %v)\n%s", err, runErr, out) //nolint:errorlint // runErr is often nil: shown, not wrapped
 	}
 	return fs, runErr
 }
@@ -508,7 +508,7 @@ func TestFermReloadIsRepairedByHook(t *testing.T) {
 func firewallRepairs(l *lab.Lab) (int, error) {
 	out, err := l.AgentCommand("status", "--json", "--config", l.AgentConfigPath())
 	if err != nil {
-		return 0, fmt.Errorf("status: %v\n%s", err, out)
+		return 0, fmt.Errorf("status: %w\n%s", err, out)
 	}
 	var st struct {
 		Firewall *struct {
@@ -516,7 +516,7 @@ func firewallRepairs(l *lab.Lab) (int, error) {
 		} `json:"firewall"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return 0, fmt.Errorf("parse status --json: %v\n%s", err, out)
+		return 0, fmt.Errorf("parse status --json: %w\n%s", err, out)
 	}
 	if st.Firewall == nil {
 		return 0, fmt.Errorf("status --json has no firewall section:\n%s", out)

@@ -368,7 +368,7 @@ func waitEstablished(ctx context.Context, t *testing.T, c client.Client) {
 		for _, n := range crdNames {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
 			if err := c.Get(ctx, client.ObjectKey{Name: n}, crd); err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // not there yet: poll again
 			}
 			ok := false
 			for _, cond := range crd.Status.Conditions {

@@ -161,7 +161,7 @@ func (l *Lab) WaitServiceIP(ctx context.Context, name string, timeout time.Durat
 			}
 		}
 		if time.Now().After(deadline) {
-			return netip.Addr{}, fmt.Errorf("service %s has no address after %v (last error: %v; see %s)", name, timeout, err, l.LogPath("controller"))
+			return netip.Addr{}, fmt.Errorf("service %s has no address after %v (last error: %w; see %s)", name, timeout, err, l.LogPath("controller"))
 		}
 		select {
 		case <-ctx.Done():

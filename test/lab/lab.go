@@ -318,7 +318,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 			break
 		}
 		if p := l.proc("apiserver"); p != nil && p.exited() {
-			return fmt.Errorf("control plane exited: %v (see %s)", p.err, l.LogPath("apiserver"))
+			return fmt.Errorf("control plane exited: %w (see %s)", p.err, l.LogPath("apiserver"))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("control plane not ready after 3m (see %s)", l.LogPath("apiserver"))

@@ -144,7 +144,7 @@ func (l *Lab) WaitAgentPeers(ctx context.Context, n int, timeout time.Duration) 
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the router agent does not report %d established peers after %v (%v):\n%s", n, timeout, err, out)
+			return fmt.Errorf("the router agent does not report %d established peers after %v (%w):\n%s", n, timeout, err, out)
 		}
 		select {
 		case <-ctx.Done():
@@ -196,7 +196,7 @@ func (l *Lab) WaitRoute(ctx context.Context, prefix netip.Prefix, want []netip.A
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("router route %s: next hops %v, want %v after %v (err %v)", prefix, got, want, timeout, err)
+			return fmt.Errorf("router route %s: next hops %v, want %v after %v (err %w)", prefix, got, want, timeout, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -152,7 +152,7 @@ func TestBinary(t *testing.T) {
 		}
 		for _, want := range []string{
 			`bgplb_ippool_addresses_in_use{family="IPv4",pool="bin"} 1`,
-			`bgplb_ippool_addresses_total{family="IPv4",pool="bin"} 10`,
+			`bgplb_ippool_addresses_capacity{family="IPv4",pool="bin"} 10`,
 			`bgplb_service_allocations_total{result="allocated"} 1`,
 		} {
 			if !strings.Contains(body, want) {

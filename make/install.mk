@@ -23,10 +23,11 @@ tools: ## Build helm, kustomize and nfpm (pinned in hack/tools.sh) into bin/.
 	@$(TOOLS)
 
 .PHONY: chart-sync
-chart-sync: manifests ## Copy the generated CRDs and RBAC roles into charts/bgplb/files (commit them).
-	@mkdir -p charts/bgplb/files/crds charts/bgplb/files/rbac
-	rm -f charts/bgplb/files/crds/*.yaml charts/bgplb/files/rbac/*.yaml
+chart-sync: manifests ## Copy the generated CRDs and RBAC roles, the dashboard and the alerting rules into charts/bgplb/files (commit them).
+	@mkdir -p charts/bgplb/files/crds charts/bgplb/files/rbac charts/bgplb/files/monitoring
+	rm -f charts/bgplb/files/crds/*.yaml charts/bgplb/files/rbac/*.yaml charts/bgplb/files/monitoring/*
 	cp config/crd/bases/*.yaml charts/bgplb/files/crds/
+	cp config/monitoring/grafana-dashboard.json config/monitoring/prometheus-rules.yaml charts/bgplb/files/monitoring/
 	@for c in controller speaker; do \
 	  if [ -f config/rbac/$$c/role.yaml ]; then cp config/rbac/$$c/role.yaml charts/bgplb/files/rbac/$$c-role.yaml; \
 	  else echo "chart-sync: config/rbac/$$c/role.yaml missing (no +kubebuilder:rbac markers yet?)" >&2; exit 1; fi; \

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bgplb/bgplb/controllers/allocator"
+	"github.com/bgplb/bgplb/internal/buildinfo"
 )
 
 // Metrics are the Prometheus metrics of the controller.
@@ -18,9 +19,9 @@ type Metrics struct {
 	allocations *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics and registers them with reg (use
-// sigs.k8s.io/controller-runtime/pkg/metrics.Registry to serve them on the
-// manager's metrics endpoint).
+// NewMetrics creates the metrics and registers them, and bgplb_build_info,
+// with reg (use sigs.k8s.io/controller-runtime/pkg/metrics.Registry to serve
+// them on the manager's metrics endpoint).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		inUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -42,6 +43,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	if err := buildinfo.Register(reg, "bgplb-controller"); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -14,12 +14,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers"
-	"github.com/bgplb/bgplb/internal/buildinfo"
 	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/internal/loglevel"
 	"github.com/bgplb/bgplb/internal/version"
@@ -83,9 +81,6 @@ func run() error {
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
-	}
-	if err := buildinfo.Register(metrics.Registry, "bgplb-controller"); err != nil {
-		return fmt.Errorf("register metrics: %w", err)
 	}
 	if err := controllers.Setup(mgr, controllers.Options{
 		ServeServicesWithoutClass: *withoutClass,

@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/bgplb/bgplb/internal/buildinfo"
 	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/internal/loglevel"
 	"github.com/bgplb/bgplb/internal/version"
@@ -121,9 +120,6 @@ func run() error {
 	}
 	m, err := controller.NewMetrics(metrics.Registry)
 	if err != nil {
-		return fmt.Errorf("register metrics: %w", err)
-	}
-	if err := buildinfo.Register(metrics.Registry, "bgplb-speaker"); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	var rec *controller.Reconciler

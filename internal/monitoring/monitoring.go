@@ -8,6 +8,7 @@ package monitoring
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,8 @@ import (
 	"strings"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 )
 
@@ -186,4 +189,23 @@ func Families(mfs []*dto.MetricFamily) map[string]*dto.MetricFamily {
 		out[mf.GetName()] = mf
 	}
 	return out
+}
+
+// ParseText reads a /metrics response in Prometheus's text format.
+func ParseText(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	return p.TextToMetricFamilies(r)
+}
+
+// BuildInfoProgram returns the program label of bgplb_build_info in
+// families, or "" when the metric is absent.
+func BuildInfoProgram(families map[string]*dto.MetricFamily) string {
+	for _, m := range families["bgplb_build_info"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "program" {
+				return l.GetValue()
+			}
+		}
+	}
+	return ""
 }

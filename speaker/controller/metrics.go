@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bgplb/bgplb/internal/buildinfo"
 )
 
 // Metrics are the speaker's Prometheus metrics.
@@ -28,7 +30,8 @@ type Metrics struct {
 	UnadvertisedIPs prometheus.Gauge
 }
 
-// NewMetrics creates the metrics and registers them with reg.
+// NewMetrics creates the metrics and registers them, and bgplb_build_info,
+// with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		SessionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -74,6 +77,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	if err := buildinfo.Register(reg, "bgplb-speaker"); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

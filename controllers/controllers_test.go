@@ -81,9 +81,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 	eventually(t, "pool metrics", func() error {
 		want := map[string]float64{
-			`bgplb_ippool_addresses_in_use{family="IPv4",pool="e2e"}`:   6,
-			`bgplb_ippool_addresses_total{family="IPv4",pool="e2e"}`:    6,
-			`bgplb_ippool_addresses_total{family="IPv6",pool="e2e-v6"}`: 16,
+			`bgplb_ippool_addresses_in_use{family="IPv4",pool="e2e"}`:      6,
+			`bgplb_ippool_addresses_capacity{family="IPv4",pool="e2e"}`:    6,
+			`bgplb_ippool_addresses_capacity{family="IPv6",pool="e2e-v6"}`: 16,
 		}
 		got, err := gauges(reg)
 		if err != nil {

@@ -24,11 +24,13 @@ tools: ## Build helm, kustomize, nfpm and golangci-lint (pinned in hack/tools.sh
 
 .PHONY: chart-sync
 # The CRDs go to the chart's crds/ folder (Helm creates them before it renders
-# the templates, see charts/bgplb/templates/resources.yaml), the roles to files/rbac.
-chart-sync: manifests ## Copy the generated CRDs and RBAC roles into charts/bgplb/crds and files/rbac (commit them).
-	@mkdir -p charts/bgplb/crds charts/bgplb/files/rbac
-	rm -f charts/bgplb/crds/*.yaml charts/bgplb/files/rbac/*.yaml
+# the templates, see charts/bgplb/templates/resources.yaml), the roles to
+# files/rbac, the dashboard and the alerting rules to files/monitoring.
+chart-sync: manifests ## Copy the generated CRDs, RBAC roles, dashboard and alerting rules into the chart (commit them).
+	@mkdir -p charts/bgplb/crds charts/bgplb/files/rbac charts/bgplb/files/monitoring
+	rm -f charts/bgplb/crds/*.yaml charts/bgplb/files/rbac/*.yaml charts/bgplb/files/monitoring/*
 	cp config/crd/bases/*.yaml charts/bgplb/crds/
+	cp config/monitoring/grafana-dashboard.json config/monitoring/prometheus-rules.yaml charts/bgplb/files/monitoring/
 	@for c in controller speaker; do \
 	  if [ -f config/rbac/$$c/role.yaml ]; then cp config/rbac/$$c/role.yaml charts/bgplb/files/rbac/$$c-role.yaml; \
 	  else echo "chart-sync: config/rbac/$$c/role.yaml missing (no +kubebuilder:rbac markers yet?)" >&2; exit 1; fi; \

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/monitoring"
 	"github.com/bgplb/bgplb/internal/poll"
 	"github.com/bgplb/bgplb/internal/testenv"
 )
@@ -152,7 +153,7 @@ func TestBinary(t *testing.T) {
 		}
 		for _, want := range []string{
 			`bgplb_ippool_addresses_in_use{family="IPv4",pool="bin"} 1`,
-			`bgplb_ippool_addresses_total{family="IPv4",pool="bin"} 10`,
+			`bgplb_ippool_addresses_capacity{family="IPv4",pool="bin"} 10`,
 			`bgplb_service_allocations_total{result="allocated"} 1`,
 		} {
 			if !strings.Contains(body, want) {
@@ -161,6 +162,28 @@ func TestBinary(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Every controller metric the dashboard and the alerts use is served
+	// with the type their expressions need, and bgplb_build_info names the
+	// program.
+	_, body, err := get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams, err := monitoring.ParseText(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := monitoring.Load(testenv.RepoRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range monitoring.Check(refs, monitoring.Controller, fams) {
+		t.Error(err)
+	}
+	if p := monitoring.BuildInfoProgram(fams); p != monitoring.Controller {
+		t.Errorf("bgplb_build_info program=%q, want %s", p, monitoring.Controller)
+	}
 }
 
 var coordinationLeaseGVK = schema.GroupVersionKind{Group: "coordination.k8s.io", Version: "v1", Kind: "Lease"}

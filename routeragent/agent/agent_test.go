@@ -180,6 +180,7 @@ func TestMetrics(t *testing.T) {
 	want := map[string]float64{
 		"bgplb_routeragent_ecmp_paths{}":                                                        2,
 		"bgplb_routeragent_peers_up{}":                                                          2,
+		"bgplb_routeragent_peer_up{peer=192.168.2.20}":                                          1,
 		"bgplb_routeragent_routes_installed{}":                                                  1,
 		"bgplb_routeragent_routes_desired{}":                                                    2,
 		"bgplb_routeragent_route_conflicts{}":                                                   1,

@@ -15,6 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bgplb/bgplb/internal/buildinfo"
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // ServeStatus serves GET /status (JSON) on a unix socket until ctx ends.
@@ -105,11 +108,20 @@ func FetchStatus(ctx context.Context, path string) (Status, []byte, error) {
 
 // collector derives every metric from the status snapshot at scrape time,
 // so metrics and `status` never disagree.
+//
+// Label bounds (what limits the number of series), all set by the
+// configuration rather than by what the LAN sends: peer is a speaker's
+// address admitted by a neighbors entry (see metricPeers), reason is one of
+// the policy's fixed reasons, state one of the six BGP FSM states, width a
+// number of next hops (at most the number of peers), interface a configured
+// LAN interface, subnet a configured service subnet, protocol and backend
+// the firewall's fixed sets.
 type collector struct{ a *Agent }
 
 var (
 	mPeers         = prometheus.NewDesc("bgplb_routeragent_peers", "BGP peers seen, by session state.", []string{"state"}, nil)
 	mPeersUp       = prometheus.NewDesc("bgplb_routeragent_peers_up", "BGP peers with an established session.", nil, nil)
+	mPeerUp        = prometheus.NewDesc("bgplb_routeragent_peer_up", "1 when the BGP session with the peer is established, else 0 (peers of address: entries always; of prefix: entries while established).", []string{"peer"}, nil)
 	mAccepted      = prometheus.NewDesc("bgplb_routeragent_prefixes_accepted", "Paths accepted by the import policy, per peer.", []string{"peer"}, nil)
 	mRejected      = prometheus.NewDesc("bgplb_routeragent_prefixes_rejected", "Paths rejected by the import policy, per peer and reason.", []string{"peer", "reason"}, nil)
 	mDesired       = prometheus.NewDesc("bgplb_routeragent_routes_desired", "Routes the agent wants in the kernel.", nil, nil)
@@ -129,6 +141,40 @@ var (
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
+// appliedConfig is the configuration of the last pass (nil before the first).
+func (a *Agent) appliedConfig() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last.cfg
+}
+
+// metricPeers chooses the peers that get per-peer series. The status keeps
+// every peer seen since start, with its last state; metrics must not: a
+// series per address that ever connected would grow without bound and show
+// sessions that no longer exist. A peer of an address: entry is exported
+// while the entry is configured, up or down (its peer_up going to 0 is what
+// the session-down alert watches). A peer of a prefix: entry (dynamic
+// neighbours: GoBGP deletes the session when it drops) is exported while
+// established, so its series go with it; the speakers' own
+// bgplb_speaker_session_up shows those sessions from the other side. A peer
+// no longer admitted by any entry is not exported.
+func metricPeers(cfg *config.Config, peers []PeerStatus) []PeerStatus {
+	if cfg == nil {
+		return nil
+	}
+	var out []PeerStatus
+	for _, p := range peers {
+		n, ok := cfg.NeighborFor(p.Address)
+		if !ok {
+			continue
+		}
+		if n.NeighborPrefix().IsSingleIP() || p.Up {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.a.Snapshot()
 	g := func(d *prometheus.Desc, v float64, l ...string) {
@@ -136,11 +182,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	states := map[string]int{}
 	up := 0
-	for _, p := range s.Peers {
+	for _, p := range metricPeers(c.a.appliedConfig(), s.Peers) {
 		states[p.State]++
+		peerUp := 0.0
 		if p.Up {
 			up++
+			peerUp = 1
 		}
+		g(mPeerUp, peerUp, p.Address.String())
 		g(mAccepted, float64(p.Accepted), p.Address.String())
 		for r, n := range p.Rejected {
 			g(mRejected, float64(n), p.Address.String(), string(r))
@@ -183,10 +232,27 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// NewMetricsRegistry returns the registry /metrics serves: the agent's
+// collector, bgplb_build_info, and the Go runtime and process collectors.
+func (a *Agent) NewMetricsRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{collector{a: a}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	if err := buildinfo.Register(reg, "bgplb-routeragent"); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	return reg, nil
+}
+
 // ServeMetrics serves /metrics on addr until ctx ends.
 func (a *Agent) ServeMetrics(ctx context.Context, addr string) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{a: a}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg, err := a.NewMetricsRegistry()
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	l, err := net.Listen("tcp", addr)

@@ -22,6 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/monitoring"
 	"github.com/bgplb/bgplb/internal/testenv"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
@@ -43,6 +44,7 @@ type speakerFixture struct {
 	rec     *controller.Reconciler
 	events  *record.FakeRecorder
 	metrics *controller.Metrics
+	reg     *prometheus.Registry
 	cancel  context.CancelFunc
 	stopped chan struct{}
 }
@@ -59,11 +61,12 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := controller.NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	m, err := controller.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), metrics: m, stopped: make(chan struct{})}
+	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), metrics: m, reg: reg, stopped: make(chan struct{})}
 	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
 	f.bgp = bgp.NewManager(log)
 	f.rec = controller.New(mgr.GetClient(), f.bgp, f.events, m, log, controller.Options{
@@ -267,6 +270,11 @@ func TestSpeakerAgainstAPIServer(t *testing.T) {
 		return nil
 	})
 
+	// With a session up and paths announced, every speaker metric the
+	// dashboard and the alerts use is served with the type their
+	// expressions need, and bgplb_build_info names the program.
+	checkMonitoringMetrics(t, f.reg)
+
 	// It stops being ready: withdrawn at once.
 	setEndpoint(t, localEP, "node-a", false)
 	waitRoutes(t, router, []bgptest.Route{routeTo("192.168.254.10/32")})
@@ -334,4 +342,23 @@ func counterValue(c prometheus.Counter) float64 {
 		return -1
 	}
 	return m.GetCounter().GetValue()
+}
+
+func checkMonitoringMetrics(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := monitoring.Families(mfs)
+	refs, err := monitoring.Load(testenv.RepoRoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range monitoring.Check(refs, monitoring.Speaker, fams) {
+		t.Error(err)
+	}
+	if p := monitoring.BuildInfoProgram(fams); p != monitoring.Speaker {
+		t.Errorf("bgplb_build_info program=%q, want %s", p, monitoring.Speaker)
+	}
 }

@@ -1,14 +1,27 @@
 package controller
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bgplb/bgplb/internal/buildinfo"
 )
 
 // Metrics are the speaker's Prometheus metrics.
+//
+// Label bounds (what limits the number of series): peer is a BGPPeer's name
+// (the cluster's configuration; ForgetPeer drops a peer's series when this
+// node stops peering with it), op is announce or withdraw, result is ok or
+// error, kind is full or incremental. No label carries a Service, an address
+// or anything a peer sends.
 type Metrics struct {
-	SessionUp       *prometheus.GaugeVec
-	Prefixes        *prometheus.GaugeVec
-	UpdatesSent     *prometheus.GaugeVec
+	SessionUp *prometheus.GaugeVec
+	Prefixes  *prometheus.GaugeVec
+	// UpdatesSent is GoBGP's count of UPDATE messages sent to the peer,
+	// exported as a counter (it restarts at 0 when the session is
+	// reconfigured, which rate() and increase() treat as a counter reset).
+	UpdatesSent     *SampledCounterVec
 	PathChanges     *prometheus.CounterVec
 	Reconciles      *prometheus.CounterVec
 	ReconcileTime   prometheus.Histogram
@@ -17,7 +30,8 @@ type Metrics struct {
 	UnadvertisedIPs prometheus.Gauge
 }
 
-// NewMetrics creates the metrics and registers them with reg.
+// NewMetrics creates the metrics and registers them, and bgplb_build_info,
+// with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		SessionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -28,10 +42,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "bgplb_speaker_prefixes_announced",
 			Help: "Prefixes this node announces to the peer.",
 		}, []string{"peer"}),
-		UpdatesSent: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "bgplb_speaker_updates_sent",
-			Help: "BGP UPDATE messages sent to the peer since its session was (re)configured.",
-		}, []string{"peer"}),
+		// A count of events, so a counter with _total; it was the gauge
+		// bgplb_speaker_updates_sent (CHANGELOG.md).
+		UpdatesSent: NewSampledCounterVec(prometheus.NewDesc("bgplb_speaker_updates_sent_total",
+			"BGP UPDATE messages sent to the peer since its session was (re)configured.", []string{"peer"}, nil)),
 		PathChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bgplb_speaker_path_changes_total",
 			Help: "Paths announced (op=announce) and withdrawn (op=withdraw) per peer.",
@@ -64,5 +78,84 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
+	if err := buildinfo.Register(reg, "bgplb-speaker"); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// ForgetPeer drops every series of peer: the node no longer peers with it,
+// and a series left behind would show a session that does not exist.
+func (m *Metrics) ForgetPeer(peer string) {
+	m.SessionUp.DeleteLabelValues(peer)
+	m.Prefixes.DeleteLabelValues(peer)
+	m.UpdatesSent.DeleteLabelValues(peer)
+	m.PathChanges.DeletePartialMatch(prometheus.Labels{"peer": peer})
+}
+
+// SampledCounterVec exports counts kept elsewhere (GoBGP's message counters)
+// as counters: the owner of the count Sets it, a scrape reads the last value.
+type SampledCounterVec struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	vals map[string]sample
+}
+
+type sample struct {
+	labels []string
+	value  float64
+}
+
+// NewSampledCounterVec returns an empty vector for desc.
+func NewSampledCounterVec(desc *prometheus.Desc) *SampledCounterVec {
+	return &SampledCounterVec{desc: desc, vals: map[string]sample{}}
+}
+
+// SampledCounter is one series of a SampledCounterVec.
+type SampledCounter struct {
+	v   *SampledCounterVec
+	key string
+	lv  []string
+}
+
+// WithLabelValues returns the series for the label values.
+func (v *SampledCounterVec) WithLabelValues(lv ...string) SampledCounter {
+	return SampledCounter{v: v, key: labelKey(lv), lv: lv}
+}
+
+// Set records the count's current value.
+func (c SampledCounter) Set(f float64) {
+	c.v.mu.Lock()
+	c.v.vals[c.key] = sample{labels: c.lv, value: f}
+	c.v.mu.Unlock()
+}
+
+// DeleteLabelValues drops a series; it reports whether there was one.
+func (v *SampledCounterVec) DeleteLabelValues(lv ...string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	k := labelKey(lv)
+	_, ok := v.vals[k]
+	delete(v.vals, k)
+	return ok
+}
+
+// Describe implements prometheus.Collector.
+func (v *SampledCounterVec) Describe(ch chan<- *prometheus.Desc) { ch <- v.desc }
+
+// Collect implements prometheus.Collector.
+func (v *SampledCounterVec) Collect(ch chan<- prometheus.Metric) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, s := range v.vals {
+		ch <- prometheus.MustNewConstMetric(v.desc, prometheus.CounterValue, s.value, s.labels...)
+	}
+}
+
+func labelKey(lv []string) string {
+	k := ""
+	for _, l := range lv {
+		k += l + "\x00"
+	}
+	return k
 }

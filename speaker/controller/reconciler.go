@@ -589,9 +589,7 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 			errs = append(errs, fmt.Errorf("delete bgpsessionstate %s: %w", s.Name, err))
 		}
 		if r.Metrics != nil {
-			r.Metrics.SessionUp.DeleteLabelValues(s.Spec.Peer)
-			r.Metrics.Prefixes.DeleteLabelValues(s.Spec.Peer)
-			r.Metrics.UpdatesSent.DeleteLabelValues(s.Spec.Peer)
+			r.Metrics.ForgetPeer(s.Spec.Peer)
 		}
 	}
 	return errors.Join(errs...)

@@ -14,12 +14,12 @@ import (
 // config/monitoring's rule groups (the {{ $labels }} templates of the
 // annotations left for Prometheus). Both are off by default.
 func TestChartMonitoring(t *testing.T) {
-	off := decode(t, helmTemplate(t, "--set", "crds.install=false"))
+	off := decode(t, helmTemplate(t))
 	if cm := find(off, "ConfigMap", "bgplb-grafana-dashboard"); cm != nil || len(byKind(off, "PrometheusRule")) != 0 {
 		t.Error("dashboard or PrometheusRule rendered by default")
 	}
 
-	objs := decode(t, helmTemplate(t, "--set", "crds.install=false,metrics.dashboard.enabled=true,metrics.prometheusRule.enabled=true,"+
+	objs := decode(t, helmTemplate(t, "--set", "metrics.dashboard.enabled=true,metrics.prometheusRule.enabled=true,"+
 		"metrics.prometheusRule.labels.release=kps,metrics.dashboard.namespace=monitoring,metrics.dashboard.annotations.grafana_folder=bgplb"))
 	cm := find(objs, "ConfigMap", "bgplb-grafana-dashboard")
 	if cm == nil {

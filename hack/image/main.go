@@ -24,6 +24,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -31,6 +34,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -46,7 +50,7 @@ const nonroot = "65532:65532"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bgplb-image build|push|inspect [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bgplb-image build|push|inspect|registry [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -57,8 +61,10 @@ func main() {
 		err = pushCmd(os.Args[2:])
 	case "inspect":
 		err = inspectCmd(os.Args[2:], os.Stdout)
+	case "registry":
+		err = registryCmd(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (build, push, inspect)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (build, push, inspect, registry)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bgplb-image:", err)
@@ -271,14 +277,32 @@ type indexInfo struct {
 func inspectCmd(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	dir := fs.String("layout", "", "OCI layout directory written by build")
+	refs := fs.String("ref", "", "instead of -layout: an image index in a registry (e.g. one image-push wrote)")
 	platform := fs.String("platform", "", "with -extract: the platform's image")
 	extract := fs.String("extract", "", "path of a file in the image to write to -o")
 	out := fs.String("o", "", "with -extract: where to write the file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *refs != "" {
+		ref, err := name.ParseReference(*refs)
+		if err != nil {
+			return fmt.Errorf("inspect: %w", err)
+		}
+		idx, err := remote.Index(ref, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		if err != nil {
+			return fmt.Errorf("inspect %s: %w", ref, err)
+		}
+		info, err := describe(idx)
+		if err != nil {
+			return fmt.Errorf("inspect: %w", err)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
 	if *dir == "" {
-		return errors.New("inspect: -layout is required")
+		return errors.New("inspect: -layout or -ref is required")
 	}
 	top, err := layout.ImageIndexFromPath(*dir)
 	if err != nil {
@@ -415,4 +439,35 @@ func extractFile(idx v1.ImageIndex, platform, path, out string) error {
 		}
 	}
 	return fmt.Errorf("inspect: no %s image in the index", platform)
+}
+
+// registryCmd serves an in-memory OCI registry (go-containerregistry's) on a
+// loopback address until killed: a place to try image-push without a real
+// registry, and what the release test pushes to. It writes the address it
+// listens on to -addr-file once it accepts connections.
+func registryCmd(args []string) error {
+	fs := flag.NewFlagSet("registry", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "loopback address to listen on")
+	addrFile := fs.String("addr-file", "", "write the address listened on to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	host, _, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("registry: %s is not a loopback address (this registry has no authentication)", host)
+	}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if *addrFile != "" {
+		if err := os.WriteFile(*addrFile, []byte(l.Addr().String()), 0o644); err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second}
+	return srv.Serve(l)
 }

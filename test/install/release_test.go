@@ -7,16 +7,18 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
 
-// The release test's image repository and version: any registry name works,
-// nothing is pushed.
+// The release test's image repository and version: any registry name works
+// for the artifacts; the push check uses a loopback registry of its own.
 const (
 	releaseRepo    = "registry.example/bgplb"
 	releaseVersion = "v0.0.0-releasetest"
@@ -114,10 +116,56 @@ func TestRelease(t *testing.T) {
 			checkImage(t, inspector, layoutDir, prog)
 		})
 	}
+	t.Run("image-push", func(t *testing.T) { checkPush(t, src, inspector) })
+}
+
+// checkPush: `make image-push` sends both images to a registry given by
+// IMAGE_REPO (here an in-memory one on 127.0.0.1, `bgplb-image registry`),
+// and what the registry then serves is the index that was built: the same
+// digest and both platforms.
+func checkPush(t *testing.T, src, inspector string) {
+	addrFile := filepath.Join(t.TempDir(), "addr")
+	reg := exec.Command(inspector, "registry", "-listen", "127.0.0.1:0", "-addr-file", addrFile)
+	reg.Stderr = os.Stderr
+	if err := reg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = reg.Process.Kill()
+		_ = reg.Wait()
+	})
+	var addr []byte
+	for i := 0; i < 200; i++ {
+		if b, err := os.ReadFile(addrFile); err == nil && len(b) > 0 {
+			addr = b
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if addr == nil {
+		t.Fatal("the loopback registry did not start")
+	}
+	repo := string(addr) + "/bgplb"
+	run(t, src, nil, "make", "--no-print-directory", "image-push", "VERSION="+releaseVersion, "IMAGE_REPO="+repo)
+	for _, prog := range []string{"bgplb-controller", "bgplb-speaker"} {
+		var local, pushed inspected
+		layoutDir := t.TempDir()
+		run(t, root, nil, "tar", "-C", layoutDir, "-xf", filepath.Join(src, "dist", "release", prog+"-"+releaseVersion+".oci.tar"))
+		if err := json.Unmarshal([]byte(run(t, root, nil, inspector, "inspect", "-layout", layoutDir)), &local); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(run(t, root, nil, inspector, "inspect", "-ref", repo+"/"+prog+":"+releaseVersion)), &pushed); err != nil {
+			t.Fatal(err)
+		}
+		if pushed.Digest == "" || pushed.Digest != local.Digest || len(pushed.Images) != 2 {
+			t.Errorf("%s in the registry: index %s with %d images, built %s with %d", prog, pushed.Digest, len(pushed.Images), local.Digest, len(local.Images))
+		}
+	}
 }
 
 // inspected is what `bgplb-image inspect` prints.
 type inspected struct {
+	Digest      string            `json:"digest"`
 	MediaType   string            `json:"mediaType"`
 	Annotations map[string]string `json:"annotations"`
 	Images      []struct {

@@ -23,6 +23,11 @@ FUZZERS=(
   "./internal/iprange FuzzParseAddresses"
   "./controllers/allocator FuzzPoolRange"
   "./controllers FuzzServiceAnnotations"
+  "./routeragent/firewall FuzzParseTable"
+  "./routeragent/doctor FuzzCheckNftables"
+  "./routeragent/doctor FuzzParseConntrackStat"
+  "./routeragent/policy FuzzEvaluate"
+  "./speaker/model FuzzParseCommunity"
 )
 
 want=("$@")

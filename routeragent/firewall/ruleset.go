@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Table is one iptables table as printed by `iptables -t TABLE -v -S`: the
@@ -171,14 +172,17 @@ func splitArgs(s string) ([]string, error) {
 	return out, nil
 }
 
-// quoteArgs is the inverse of splitArgs.
+// quoteArgs is the inverse of splitArgs. It quotes every argument that
+// holds whitespace of any kind, not only spaces and tabs: splitArgs splits an
+// unquoted line with strings.Fields (found by FuzzParseTable: an argument
+// "0\v0" came back as two).
 func quoteArgs(args []string) string {
 	var b strings.Builder
 	for i, a := range args {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		if a == "" || strings.ContainsAny(a, " \t\"\\'") {
+		if a == "" || strings.ContainsAny(a, "\"\\'") || strings.IndexFunc(a, unicode.IsSpace) >= 0 {
 			b.WriteByte('"')
 			for j := 0; j < len(a); j++ {
 				if a[j] == '"' || a[j] == '\\' {

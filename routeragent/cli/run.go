@@ -18,6 +18,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/bgp"
 	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/doctor"
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/routes"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
@@ -33,6 +34,7 @@ func runAgent(o options, _, stderr io.Writer) int {
 		return ExitUsage
 	}
 	log := NewLogger(cfg, stderr)
+	logSecurity(cfg, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -127,6 +129,18 @@ func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *net
 			}
 		},
 	}, nil
+}
+
+// logSecurity logs the security section's problems (check-config's view)
+// at start, so a warning accepted in the config stays visible in the journal.
+func logSecurity(cfg *config.Config, log *slog.Logger) {
+	in := doctor.SecurityInputFor(cfg)
+	in.PasswordFiles = doctor.PasswordFiles(cfg)
+	for _, f := range doctor.Security(in) {
+		if f.Status != doctor.OK {
+			log.Warn("security finding", "check", f.Check, "severity", f.Status, "problem", f.Message, "fix", f.Fix)
+		}
+	}
 }
 
 // listenLAN reads the LAN interfaces' addresses BGP listens on (listen.address

@@ -124,7 +124,9 @@ func checkAuthentication(in SecurityInput) []Finding {
 // admits hosts routed in from elsewhere. Only with the live interfaces.
 func checkNeighborRanges(in SecurityInput) []Finding {
 	lans := lanSubnets(in)
-	if lans == nil {
+	if len(lans) == 0 {
+		// Not known (check-config), or the LAN interfaces have no address
+		// here (the other checks report missing interfaces).
 		return nil
 	}
 	var out []Finding

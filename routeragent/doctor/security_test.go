@@ -49,6 +49,10 @@ func TestSecurity(t *testing.T) {
 		{"range off the LAN", func(in *SecurityInput) { in.Neighbors[0].Range = netip.MustParsePrefix("203.0.113.0/24") }, []Finding{{Check: "neighbor-range", Status: Warn,
 			Message: "neighbors[0].prefix 203.0.113.0/24 is on no LAN interface (lan0): its speakers reach the router through another interface",
 			Fix:     "set neighbors[0].prefix to the nodes' range on the LAN, or add their interface to lanInterfaces"}}},
+		{"LAN interface without address: ranges not judged", func(in *SecurityInput) {
+			in.LANInterfaces = []string{"lan9"}
+			in.Neighbors[0].Range = netip.MustParsePrefix("10.0.0.0/8")
+		}, nil},
 		{"service subnet on the LAN", func(in *SecurityInput) {
 			in.ServiceSubnets = []netip.Prefix{netip.MustParsePrefix("192.168.2.240/28")}
 		}, []Finding{

@@ -129,11 +129,24 @@ func New(cfg *config.Config, deps Deps, log *slog.Logger) *Agent {
 	return a
 }
 
-// BGPConfig turns the agent config into the speaker's.
-func BGPConfig(c *config.Config) bgp.Config {
+// BGPConfig turns the agent config into the speaker's. lan is the LAN
+// interfaces' addresses (routes.LANAddresses): with listen.address unset
+// BGP listens on those only, so no other interface (the WAN) sees port 179.
+// The listeners are made when the speaker starts: an address a LAN
+// interface gets later (DHCP, an interface brought up later) is listened
+// on after a restart. With no LAN address at all the speaker does not
+// listen (never on every address by accident); the CLI refuses to start
+// then.
+func BGPConfig(c *config.Config, lan []netip.Addr) bgp.Config {
 	v4, v6 := c.Families()
 	out := bgp.Config{ASN: c.ASN, RouterID: c.RouterIDAddr(), ListenPort: int32(c.Listen.Port), IPv4: v4, IPv6: v6}
-	if c.Listen.Address != "0.0.0.0" && c.Listen.Address != "::" {
+	switch {
+	case c.ListenOnLAN():
+		out.ListenAddresses = ListenAddresses(lan)
+		if len(out.ListenAddresses) == 0 {
+			out.ListenPort = -1
+		}
+	case c.Listen.Address != "0.0.0.0" && c.Listen.Address != "::":
 		out.ListenAddresses = []string{c.Listen.Address}
 	}
 	for _, n := range c.Neighbors {
@@ -144,6 +157,19 @@ func BGPConfig(c *config.Config) bgp.Config {
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
 		})
+	}
+	return out
+}
+
+// ListenAddresses are the LAN addresses BGP listens on, sorted and without
+// duplicates (two interfaces may share an address).
+func ListenAddresses(lan []netip.Addr) []string {
+	as := slices.Clone(lan)
+	slices.SortFunc(as, netip.Addr.Compare)
+	as = slices.Compact(as)
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
 	}
 	return out
 }
@@ -324,7 +350,7 @@ func (a *Agent) config() *config.Config {
 // the BGP identity or where routes live is refused (restart to apply).
 func (a *Agent) applyReload(ctx context.Context, nc *config.Config) error {
 	old := a.config()
-	if !bgp.SameSessions(BGPConfig(old), BGPConfig(nc)) {
+	if !bgp.SameSessions(BGPConfig(old, a.local), BGPConfig(nc, a.local)) {
 		return errors.New("asn, routerID, listen or address families changed: restart the agent to apply")
 	}
 	if old.Routes.Table != nc.Routes.Table || old.Routes.Metric != nc.Routes.Metric || old.Routes.Protocol != nc.Routes.Protocol {
@@ -341,7 +367,7 @@ func (a *Agent) applyReload(ctx context.Context, nc *config.Config) error {
 		fw = f
 	}
 	if !sameNeighbors(old, nc) {
-		if err := a.deps.Speaker.SetNeighbors(ctx, BGPConfig(nc)); err != nil {
+		if err := a.deps.Speaker.SetNeighbors(ctx, BGPConfig(nc, a.local)); err != nil {
 			return fmt.Errorf("neighbors: %w", err)
 		}
 	}

@@ -78,7 +78,7 @@ func testAgent(t *testing.T, sp *fakeSpeaker, rt *fakeRoutes) *Agent {
 	t.Helper()
 	cfg, err := config.Parse([]byte(`asn: 64500
 routerID: 192.168.2.1
-neighbors: [{prefix: 192.168.2.0/24, asn: 64512}]
+neighbors: [{prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: true}] # the test speakers have no secret
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [lan0]
 `))

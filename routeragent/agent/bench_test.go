@@ -19,6 +19,7 @@ routerID: 192.168.2.1
 neighbors:
   - prefix: 192.168.2.0/24
     asn: 64512
+    allowUnauthenticated: true # the benchmark's speakers have no secret
     maxPrefixes: 20000
 serviceSubnets: [10.200.0.0/16]
 lanInterfaces: [lan0]

@@ -552,7 +552,7 @@ func TestIPv6ECMP(t *testing.T) {
 	s1ns.Exec("ip", "addr", "add", "2001:db8:2::20/64", "dev", "eth0", "nodad")
 	s2ns.Exec("ip", "addr", "add", "2001:db8:2::21/64", "dev", "eth0", "nodad")
 	base := strings.Replace(baseConfig, "serviceSubnets: [192.168.254.0/24]", "serviceSubnets: [192.168.254.0/24, \"2001:db8:254::/64\"]", 1)
-	base = strings.Replace(base, "serviceSubnets", "  - prefix: 2001:db8:2::/64\n    asn: 64512\nserviceSubnets", 1)
+	base = strings.Replace(base, "serviceSubnets", "  - prefix: 2001:db8:2::/64\n    asn: 64512\n    allowUnauthenticated: true\nserviceSubnets", 1)
 	l.startAgent(t, l.writeConfigFrom(t, base, "firewall: {mode: \"off\"}\n"))
 	s1 := startSpeakerTo(t, s1ns, "2001:db8:2::20", "2001:db8:2::1")
 	s2 := startSpeakerTo(t, s2ns, "2001:db8:2::21", "2001:db8:2::1")

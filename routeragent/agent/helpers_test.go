@@ -341,6 +341,9 @@ routerID: 192.168.2.1
 neighbors:
   - prefix: 192.168.2.0/24
     asn: 64512
+    # The lab's speakers have no TCP-MD5 secret (tests that need one add
+    # an address: entry with passwordFile).
+    allowUnauthenticated: true
     maxPrefixes: 2
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [lan0]

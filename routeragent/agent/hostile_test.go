@@ -27,6 +27,7 @@ routerID: 192.168.2.1
 neighbors:
   - prefix: 192.168.2.16/28
     asn: 64512
+    allowUnauthenticated: true # the lab speakers have no secret
     maxPrefixes: 3
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [lan0]

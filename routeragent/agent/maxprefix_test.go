@@ -17,7 +17,7 @@ func TestEnforceMaxPrefixes(t *testing.T) {
 	cfg, err := config.Parse([]byte(`asn: 64500
 routerID: 192.168.2.1
 neighbors:
-  - {prefix: 192.168.2.0/24, asn: 64512, maxPrefixes: 2}
+  - {prefix: 192.168.2.0/24, asn: 64512, maxPrefixes: 2, allowUnauthenticated: true} # no secret in tests
   - {address: 192.168.2.30, asn: 64512, maxPrefixes: 5, maxPrefixesAction: reject}
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [lan0]

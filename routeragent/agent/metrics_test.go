@@ -18,7 +18,7 @@ func TestMetricPeers(t *testing.T) {
 	cfg, err := config.Parse([]byte(`asn: 64500
 routerID: 192.168.2.1
 neighbors:
-  - {prefix: 192.168.2.0/24, asn: 64512}
+  - {prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: true} # no secret in tests
   - {address: 192.168.3.7, asn: 64513}
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [lan0]

@@ -218,7 +218,7 @@ func TestLongFlags(t *testing.T) {
 
 const validConfig = `asn: 64500
 routerID: 192.168.2.1
-neighbors: [{prefix: 192.168.2.0/24, asn: 64512}]
+neighbors: [{prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: true}] # no secret in tests
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [lan0]
 `
@@ -312,3 +312,77 @@ func TestLoadRunConfig(t *testing.T) {
 		}
 	}
 }
+
+// check-config on each insecure configuration: the finding, and the exit
+// status (an error exits 2; warnings alone exit 0 but are printed).
+func TestCheckConfigSecurity(t *testing.T) {
+	dir := t.TempDir()
+	secret := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	private, world, group := secret("private", 0o600), secret("world", 0o644), secret("group", 0o640)
+	conf := func(neighbors, extra string) string {
+		return "asn: 64500\nrouterID: 192.168.2.1\nneighbors:\n" + neighbors +
+			"serviceSubnets: [192.168.254.0/24]\nlanInterfaces: [lan0]\n" + extra
+	}
+	withSecret := func(p string) string {
+		return "  - {prefix: 192.168.2.0/24, asn: 64512, passwordFile: " + p + "}\n"
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		code       int
+		finding    string // the line of the finding (status, check, message) on stdout
+		stderr     string
+	}{
+		{"secure", conf(withSecret(private), ""), 0, "ok    authentication  every neighbor needs the TCP-MD5 password", ""},
+		{"prefix without password", conf("  - {prefix: 192.168.2.0/24, asn: 64512}\n", ""), 2, "",
+			"neighbors[0]: a prefix neighbor accepts any host in 192.168.2.0/24 that speaks BGP; set passwordFile"},
+		{"prefix accepting the risk", conf("  - {prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: true}\n", ""), 0,
+			"warn  authentication  neighbors[0] (192.168.2.0/24) has no password (allowUnauthenticated: true)", ""},
+		{"address without password", conf("  - {address: 192.168.2.20, asn: 64512}\n", ""), 0,
+			"warn  authentication  neighbors[0] (192.168.2.20) has no password", ""},
+		{"service subnet over the nodes", strings.Replace(conf(withSecret(private), ""), "192.168.254.0/24", "192.168.2.128/25", 1), 2,
+			"fail  service-subnets  serviceSubnets[0] 192.168.2.128/25 overlaps neighbors[0] (192.168.2.0/24), the nodes' addresses", "1 security error (see above)"},
+		{"service subnet holding the router", strings.Replace(conf("  - {address: 10.0.0.7, asn: 64512, passwordFile: "+private+"}\n", ""), "192.168.254.0/24", "192.168.2.0/24", 1), 2,
+			"fail  service-subnets  serviceSubnets[0] 192.168.2.0/24 overlaps the routerID 192.168.2.1", "1 security error (see above)"},
+		{"listen everywhere", conf(withSecret(private), "listen: {address: 0.0.0.0}\n"), 0,
+			"warn  listen  BGP listens on every address (listen.address 0.0.0.0), the WAN's included", ""},
+		{"wildcard interface", strings.Replace(conf(withSecret(private), ""), "[lan0]", "[lan+]", 1), 0,
+			`warn  lan-interfaces  lanInterfaces[0] "lan+" is taken literally: lanInterfaces has no wildcards`, ""},
+		{"world-readable secret", conf(withSecret(world), ""), 2,
+			"fail  password-file  " + world + " is readable by every user (mode 0644)", "1 security error (see above)"},
+		{"group-readable secret", conf(withSecret(group), ""), 0,
+			"warn  password-file  " + group + " is readable by its group (mode 0640)", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeConfig(t, tc.yaml)
+			var out, errb bytes.Buffer
+			code := Main([]string{"check-config", "--config", p}, &out, &errb)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out.String(), errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.stderr) {
+				t.Errorf("stderr %q, want %q", errb.String(), tc.stderr)
+			}
+			if tc.finding != "" && !strings.Contains(squeeze(out.String()), squeeze(tc.finding)) {
+				t.Errorf("stdout:\n%s\nwant the finding %q", out.String(), tc.finding)
+			}
+			if tc.code == 0 && !strings.HasSuffix(out.String(), p+": ok\n") {
+				t.Errorf("stdout %q does not end with %q", out.String(), p+": ok\n")
+			}
+			if tc.code == 0 && !strings.HasPrefix(out.String(), "security:\n") {
+				t.Errorf("stdout %q does not start with the security section", out.String())
+			}
+		})
+	}
+}
+
+// squeeze collapses the tabwriter's padding, so findings compare by words.
+func squeeze(s string) string { return strings.Join(strings.Fields(s), " ") }

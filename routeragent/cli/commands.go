@@ -9,17 +9,39 @@ import (
 	"github.com/bgplb/bgplb/internal/version"
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/doctor"
 	"github.com/bgplb/bgplb/routeragent/routes"
 )
 
-// checkConfig is `check-config`.
+// checkConfig is `check-config`: the config must load, and its security
+// section (what the config alone shows; doctor adds the live interfaces)
+// must have no error. Warnings are printed but exit 0.
 func checkConfig(o options, stdout, stderr io.Writer) int {
-	if _, err := config.Load(o.config); err != nil {
+	cfg, err := config.Load(o.config)
+	if err != nil {
 		printConfigError(stderr, o.config, err)
+		return ExitUsage
+	}
+	in := doctor.SecurityInputFor(cfg)
+	in.PasswordFiles = doctor.PasswordFiles(cfg)
+	findings := doctor.Security(in)
+	printFindings(stdout, findings)
+	if n := countStatus(findings, doctor.Fail); n > 0 {
+		fmt.Fprintf(stderr, "%s: %d security %s (see above)\n", o.config, n, plural(n, "error", "errors"))
 		return ExitUsage
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", o.config)
 	return ExitOK
+}
+
+func countStatus(fs []doctor.Finding, status string) int {
+	n := 0
+	for _, f := range fs {
+		if f.Status == status {
+			n++
+		}
+	}
+	return n
 }
 
 // poke is `poke`, ferm's post hook.

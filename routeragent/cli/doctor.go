@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/doctor"
 )
 
@@ -35,6 +36,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "doctor: %v\n", err)
 		return ExitFailure
 	}
+	in.Security = securityInput(cfg, stderr)
 	findings := append(extra, doctor.Run(ctx, in)...)
 	if o.json {
 		enc := json.NewEncoder(stdout)
@@ -81,9 +83,29 @@ func agentFindings(socket string, st agent.Status, err error) ([]doctor.Finding,
 	return []doctor.Finding{f}, &r
 }
 
+// securityInput is the security section's input: the config, its password
+// files and the live interfaces (left out when they cannot be listed).
+func securityInput(cfg *config.Config, stderr io.Writer) *doctor.SecurityInput {
+	in := doctor.SecurityInputFor(cfg)
+	in.PasswordFiles = doctor.PasswordFiles(cfg)
+	ifs, err := doctor.InterfaceAddrs()
+	if err != nil {
+		fmt.Fprintf(stderr, "doctor: %v; security checks without the interfaces\n", err)
+	}
+	in.Interfaces = ifs
+	return &in
+}
+
+// printFindings prints one line per finding (and its fix), with a heading
+// where a section starts.
 func printFindings(w io.Writer, findings []doctor.Finding) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	section := ""
 	for _, f := range findings {
+		if f.Section != section && f.Section != "" {
+			fmt.Fprintf(tw, "%s:\n", f.Section)
+		}
+		section = f.Section
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Status, f.Check, f.Message)
 		if f.Fix != "" {
 			fmt.Fprintf(tw, "\t\tfix: %s\n", f.Fix)

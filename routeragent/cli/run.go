@@ -18,6 +18,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/bgp"
 	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/doctor"
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/routes"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
@@ -33,6 +34,7 @@ func runAgent(o options, _, stderr io.Writer) int {
 		return ExitUsage
 	}
 	log := NewLogger(cfg, stderr)
+	logSecurity(cfg, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -42,11 +44,19 @@ func runAgent(o options, _, stderr io.Writer) int {
 		return ExitFailure
 	}
 	defer h.Close()
-	deps, err := agentDeps(ctx, cfg, h, log)
+	lan, err := listenLAN(cfg, h)
+	if err != nil {
+		// Exit 1: systemd restarts the agent (Restart=on-failure) until
+		// the LAN interface has its address.
+		log.Error("BGP has nowhere to listen", "err", err)
+		return ExitFailure
+	}
+	deps, err := agentDeps(ctx, cfg, lan, h, log)
 	if err != nil {
 		log.Error("firewall", "err", err)
 		return ExitUsage
 	}
+	log.Info("BGP listens", "addresses", agent.BGPConfig(cfg, lan).ListenAddresses, "port", cfg.Listen.Port)
 	a := agent.New(cfg, deps, log)
 
 	hup := make(chan os.Signal, 1)
@@ -88,7 +98,7 @@ func loadRunConfig(o options) (*config.Config, error) {
 
 // agentDeps builds the real side-effect boundaries of the agent. The error
 // is the firewall's: a firewall mode the host cannot do.
-func agentDeps(ctx context.Context, cfg *config.Config, h *netlink.Handle, log *slog.Logger) (agent.Deps, error) {
+func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *netlink.Handle, log *slog.Logger) (agent.Deps, error) {
 	newFirewall := func(c *config.Config) (agent.Firewall, error) {
 		if c.Firewall.Mode == config.FirewallOff {
 			return nil, nil
@@ -104,7 +114,7 @@ func agentDeps(ctx context.Context, cfg *config.Config, h *netlink.Handle, log *
 		return agent.Deps{}, err
 	}
 	return agent.Deps{
-		Speaker:   bgp.New(agent.BGPConfig(cfg), log.With("component", "bgp")),
+		Speaker:   bgp.New(agent.BGPConfig(cfg, lan), log.With("component", "bgp")),
 		Routes:    routes.New(h, routesConfig(cfg), log.With("component", "routes")),
 		Firewall:  fw,
 		Redirects: sysctl.Redirects{StateFile: stateFile(cfg)},
@@ -119,6 +129,38 @@ func agentDeps(ctx context.Context, cfg *config.Config, h *netlink.Handle, log *
 			}
 		},
 	}, nil
+}
+
+// logSecurity logs the security section's problems (check-config's view)
+// at start, so a warning accepted in the config stays visible in the journal.
+func logSecurity(cfg *config.Config, log *slog.Logger) {
+	in := doctor.SecurityInputFor(cfg)
+	in.PasswordFiles = doctor.PasswordFiles(cfg)
+	for _, f := range doctor.Security(in) {
+		if f.Status != doctor.OK {
+			log.Warn("security finding", "check", f.Check, "severity", f.Status, "problem", f.Message, "fix", f.Fix)
+		}
+	}
+}
+
+// listenLAN reads the LAN interfaces' addresses BGP listens on (listen.address
+// unset). The listeners are made once, at start: an address that appears
+// later (DHCP, an interface brought up later) is listened on after a
+// restart, so with no LAN address yet the agent refuses to start rather than
+// listen nowhere (or everywhere).
+func listenLAN(cfg *config.Config, h *netlink.Handle) ([]netip.Addr, error) {
+	if !cfg.ListenOnLAN() {
+		return nil, nil
+	}
+	_, local, missing, err := routes.LANAddresses(h, cfg.LANInterfaces)
+	if err != nil {
+		return nil, fmt.Errorf("read the addresses of lanInterfaces: %w", err)
+	}
+	if len(local) == 0 {
+		return nil, fmt.Errorf("lanInterfaces %v have no address yet (missing: %v); bring them up, "+
+			"or set listen.address (0.0.0.0 listens on every interface, the WAN's too)", cfg.LANInterfaces, missing)
+	}
+	return local, nil
 }
 
 // reloadOnHUP hands the agent the config re-read from path at each SIGHUP; an

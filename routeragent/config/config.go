@@ -146,7 +146,10 @@ type Config struct {
 
 // Listen is the BGP listener.
 type Listen struct {
-	// Address to listen on (default 0.0.0.0, which GoBGP also binds on ::).
+	// Address to listen on. Unset (the default), BGP listens on the
+	// addresses lanInterfaces have when the agent starts, so no other
+	// interface (the WAN) ever sees port 179; 0.0.0.0 listens on every
+	// address (GoBGP also binds ::).
 	Address string `yaml:"address"`
 	// Port to listen on (default 179).
 	Port int `yaml:"port"`
@@ -160,9 +163,15 @@ type Neighbor struct {
 	Address string `yaml:"address"`
 	// ASN the speaker must use.
 	ASN uint32 `yaml:"asn"`
-	// PasswordFile holds the TCP-MD5 password (optional; surrounding
-	// whitespace is trimmed).
+	// PasswordFile holds the TCP-MD5 password, the same secret as the
+	// speakers' BGPPeer passwordSecret (surrounding whitespace is trimmed).
+	// A prefix: entry requires it unless AllowUnauthenticated is set.
 	PasswordFile string `yaml:"passwordFile"`
+	// AllowUnauthenticated lets a prefix: entry run without passwordFile:
+	// then any host in the prefix that speaks BGP with the right ASN can
+	// peer and attract the Services' traffic. Only for labs and trusted,
+	// node-only subnets.
+	AllowUnauthenticated bool `yaml:"allowUnauthenticated"`
 	// HoldTime is the BGP hold time we offer (default 9s; the session uses the
 	// smaller of both sides').
 	HoldTime time.Duration `yaml:"holdTime"`
@@ -332,9 +341,6 @@ func (k *checker) placeValidation(ves Errors) Errors {
 
 // SetDefaults fills every unset key with its default.
 func (c *Config) SetDefaults() {
-	if c.Listen.Address == "" {
-		c.Listen.Address = "0.0.0.0"
-	}
 	if c.Listen.Port == 0 {
 		c.Listen.Port = 179
 	}
@@ -425,7 +431,7 @@ func (c *Config) Validate() error {
 	} else {
 		c.routerID = a
 	}
-	if _, err := netip.ParseAddr(c.Listen.Address); err != nil {
+	if _, err := netip.ParseAddr(c.Listen.Address); c.Listen.Address != "" && err != nil {
 		add("listen.address", "%q is not an IP address", c.Listen.Address)
 	}
 	if c.Listen.Port < 1 || c.Listen.Port > 65535 {
@@ -467,6 +473,10 @@ func (c *Config) Validate() error {
 				add(p, "same speakers as neighbors[%d] (%s)", j, pfx)
 			}
 			seen[pfx] = i
+		}
+		if n.Address == "" && pfx.IsValid() && n.PasswordFile == "" && !n.AllowUnauthenticated {
+			add(p, "a prefix neighbor accepts any host in %s that speaks BGP; set passwordFile (the same secret as "+
+				"the speakers' BGPPeer passwordSecret), or allowUnauthenticated: true to accept that risk", pfx)
 		}
 		if n.ASN == 0 {
 			add(p+".asn", "is required (the speakers' AS number)")
@@ -657,6 +667,10 @@ func isPort(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n > 0 && n < 65536
 }
+
+// ListenOnLAN reports whether BGP listens on the LAN interfaces' addresses
+// (listen.address unset) rather than on one address or every address.
+func (c *Config) ListenOnLAN() bool { return c.Listen.Address == "" }
 
 // RouterIDAddr is the parsed routerID (valid after Validate).
 func (c *Config) RouterIDAddr() netip.Addr { return c.routerID }

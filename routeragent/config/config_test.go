@@ -17,6 +17,7 @@ routerID: 192.168.2.1
 neighbors:
   - prefix: 192.168.2.0/24
     asn: 64512
+    allowUnauthenticated: true
 serviceSubnets: [192.168.254.0/24]
 lanInterfaces: [enp1s0.2]
 `
@@ -29,9 +30,9 @@ func TestDefaults(t *testing.T) {
 	yes := true
 	want := &Config{
 		ASN: 64500, RouterID: "192.168.2.1",
-		Listen: Listen{Address: "0.0.0.0", Port: 179},
+		Listen: Listen{Port: 179}, // no address: the LAN interfaces' addresses
 		Neighbors: []Neighbor{{Prefix: "192.168.2.0/24", ASN: 64512, HoldTime: 9 * time.Second,
-			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, MaxPrefixesAction: "teardown", GracefulRestart: &yes}},
+			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, MaxPrefixesAction: "teardown", AllowUnauthenticated: true, GracefulRestart: &yes}},
 		ServiceSubnets: []string{"192.168.254.0/24"},
 		LANInterfaces:  []string{"enp1s0.2"},
 		Firewall:       Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -44,40 +46,40 @@ func TestParseErrors(t *testing.T) {
 			"line 3: routerId: unknown key; did you mean routerID?",
 		}},
 		{"unknown nested key", minimal + "firewall:\n  backnd: nft\n", []string{
-			"line 10: firewall.backnd: unknown key; did you mean backend?",
+			"line 11: firewall.backnd: unknown key; did you mean backend?",
 		}},
 		{"unknown key in a list entry", strings.Replace(minimal, "serviceSubnets", "  - address: 192.168.2.9\n    asn: 1\n    passwrdFile: /etc/x\nserviceSubnets", 1), []string{
-			"line 9: neighbors[1].passwrdFile: unknown key; did you mean passwordFile?",
+			"line 10: neighbors[1].passwrdFile: unknown key; did you mean passwordFile?",
 		}},
 		{"unknown key begun", withNeighbor("    hold: 30s"), []string{
 			"line 7: neighbors[0].hold: unknown key; did you mean holdTime?",
 		}},
 		{"unknown key far from any", minimal + "bogus: 1\n", []string{
-			"line 9: bogus: unknown key; expected one of " + top,
+			"line 10: bogus: unknown key; expected one of " + top,
 		}},
 		{"unknown key not a plain name", minimal + "\"\": 1\n\"a b\": 2\n", []string{
-			`line 9: "": unknown key; expected one of ` + top,
-			`line 10: "a b": unknown key; expected one of ` + top,
+			`line 10: "": unknown key; expected one of ` + top,
+			`line 11: "a b": unknown key; expected one of ` + top,
 		}},
 		{"value under a misspelt key checked as the key meant", strings.Replace(withNeighbor("    holdTime: 9"), "neighbors:", "neighbours:", 1), []string{
 			"line 4: neighbours: unknown key; did you mean neighbors?",
 			"line 7: neighbours[0].holdTime: 9 is not a duration; write 9s",
 		}},
 		{"key not a name", minimal + "? [a]\n: 1\n", []string{
-			"line 9: (top level): a key must be a name, got a list",
+			"line 10: (top level): a key must be a name, got a list",
 		}},
 		{"key twice", minimal + "asn: 64501\n", []string{
 			// The decoder decodes none of a map with a key twice: no
 			// "is required" for the keys it holds.
-			"line 9: asn: set twice (first on line 2)",
+			"line 10: asn: set twice (first on line 2)",
 		}},
 		{"key twice nested", minimal + "listen: {port: 1, port: 2, bogus: 3}\n", []string{
-			"line 9: listen.port: set twice (first on line 9)",
-			"line 9: listen.bogus: unknown key; expected one of address, port",
+			"line 10: listen.port: set twice (first on line 10)",
+			"line 10: listen.bogus: unknown key; expected one of address, port",
 		}},
 		{"key twice through an alias", minimal + "x: &k port\nlisten: {port: 1, *k : 2}\n", []string{
-			"line 9: x: unknown key; expected one of " + top,
-			"line 10: listen.port: set twice (first on line 10)",
+			"line 10: x: unknown key; expected one of " + top,
+			"line 11: listen.port: set twice (first on line 11)",
 		}},
 
 		// Wrong types.
@@ -85,7 +87,7 @@ func TestParseErrors(t *testing.T) {
 			"line 7: neighbors[0].holdTime: 9 is not a duration; write 9s",
 		}},
 		{"duration word", minimal + "routes: {resyncInterval: soon}\n", []string{
-			`line 9: routes.resyncInterval: "soon" is not a duration (write a number and a unit: 9s, 500ms, 2m)`,
+			`line 10: routes.resyncInterval: "soon" is not a duration (write a number and a unit: 9s, 500ms, 2m)`,
 		}},
 		{"not a number", strings.Replace(minimal, "asn: 64500", `asn: "x"`, 1), []string{
 			`line 2: asn: "x" is not a number`,
@@ -98,14 +100,14 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{"too large", withNeighbor("    maxPrefixes: 99999999999999999999") + "routes: {table: 4294967296}\n", []string{
 			"line 7: neighbors[0].maxPrefixes: 99999999999999999999 is too large",
-			"line 10: routes.table: 4294967296 is not a usable routing table (1-4294967294, not 255 local)",
+			"line 11: routes.table: 4294967296 is not a usable routing table (1-4294967294, not 255 local)",
 		}},
 		{"asn too large", strings.Replace(minimal, "asn: 64512", "asn: 4294967296", 1), []string{
 			"line 6: neighbors[0].asn: 4294967296 is too large (at most 4294967295)",
 		}},
 		{"fraction", minimal + "routes: {metric: 1.5, table: 1e2}\n", []string{
 			// 1e2 is a whole number and decodes as 100.
-			"line 9: routes.metric: 1.5 is not a whole number",
+			"line 10: routes.metric: 1.5 is not a whole number",
 		}},
 		{"not a boolean", withNeighbor("    gracefulRestart: maybe"), []string{
 			`line 7: neighbors[0].gracefulRestart: "maybe" is not true or false`,
@@ -114,55 +116,55 @@ func TestParseErrors(t *testing.T) {
 			`line 7: neighbors[0].gracefulRestart: "false" is a string; write false without quotes`,
 		}},
 		{"list where a map is expected", minimal + "listen: [0.0.0.0, 179]\n", []string{
-			"line 9: listen: expected a map (keys address, port), got a list",
+			"line 10: listen: expected a map (keys address, port), got a list",
 		}},
 		{"map where a list is expected", strings.Replace(minimal, "  - prefix", "    prefix", 1), []string{
 			// neighbors: at least one ... is not said: the decoder left the list empty.
 			`line 5: neighbors: expected a list, got a map; start each entry with "- "`,
 		}},
 		{"string where a list is expected", strings.Replace(minimal, "[enp1s0.2]", "enp1s0.2", 1), []string{
-			`line 8: lanInterfaces: expected a list, got "enp1s0.2"; write [enp1s0.2]`,
+			`line 9: lanInterfaces: expected a list, got "enp1s0.2"; write [enp1s0.2]`,
 		}},
 		{"list where a string is expected", minimal + "firewall: {mode: [off]}\n", []string{
-			"line 9: firewall.mode: expected a string, got a list",
+			"line 10: firewall.mode: expected a string, got a list",
 		}},
 		{"map where a number is expected", minimal + "listen: {port: {n: 1}}\n", []string{
-			"line 9: listen.port: expected a number, got a map",
+			"line 10: listen.port: expected a number, got a map",
 		}},
 		{"list entry of the wrong kind", strings.Replace(minimal, "serviceSubnets", "  - 192.168.2.9\nserviceSubnets", 1), []string{
 			// The decoder drops the entry, so validation's neighbors[i] would not be the file's.
-			`line 7: neighbors[1]: expected a map (keys prefix, address, asn, passwordFile, holdTime, keepaliveTime, maxPrefixes, maxPrefixesAction, gracefulRestart), got "192.168.2.9"`,
+			`line 8: neighbors[1]: expected a map (keys prefix, address, asn, passwordFile, allowUnauthenticated, holdTime, keepaliveTime, maxPrefixes, maxPrefixesAction, gracefulRestart), got "192.168.2.9"`,
 		}},
 		{"not a map at all", "- asn: 1\n", []string{
 			"line 1: (top level): expected a map (keys " + top + "), got a list",
 		}},
 		{"second document", minimal + "---\nasn: 1\n", []string{
-			"line 10: (top level): a second YAML document (after ---) would be ignored; the file holds one",
+			"line 11: (top level): a second YAML document (after ---) would be ignored; the file holds one",
 		}},
 
 		// Merges follow the decoder: explicit keys win, a bad merge is named.
 		{"merge", minimal + "x: &l {port: 1179, adress: 1.2.3.4}\nlisten: {<<: *l, port: 179}\n", []string{
-			"line 9: x: unknown key; expected one of " + top,
-			"line 9: listen.adress: unknown key; did you mean address?",
+			"line 10: x: unknown key; expected one of " + top,
+			"line 10: listen.adress: unknown key; did you mean address?",
 		}},
 		{"merge of a scalar", minimal + "listen: {<<: 5}\n", []string{
-			`line 9: listen.<<: a merge takes a map or a list of maps, got "5"`,
+			`line 10: listen.<<: a merge takes a map or a list of maps, got "5"`,
 		}},
 
 		// Interface names the kernel refuses (dev_valid_name).
 		{"interface names", strings.Replace(minimal, "[enp1s0.2]", `[enp1s0.2, "", "br 0", "tab\there", a/b, eth0:1, ".", "..", enp1s0.2-abcdefg, enp1s0.2-abcdef]`, 1), []string{
-			`line 8: lanInterfaces[1]: "" is not an interface name: it is empty`,
-			`line 8: lanInterfaces[2]: "br 0" is not an interface name: it contains whitespace`,
-			`line 8: lanInterfaces[3]: "tab\there" is not an interface name: it contains whitespace`,
-			`line 8: lanInterfaces[4]: "a/b" is not an interface name: it contains '/'`,
-			`line 8: lanInterfaces[5]: "eth0:1" is not an interface name: it contains ':' (an address label such as eth0:1 is not an interface)`,
-			`line 8: lanInterfaces[6]: "." is not an interface name: the kernel refuses . and ..`,
-			`line 8: lanInterfaces[7]: ".." is not an interface name: the kernel refuses . and ..`,
-			`line 8: lanInterfaces[8]: "enp1s0.2-abcdefg" is not an interface name: it is 16 bytes long, the kernel allows at most 15`,
+			`line 9: lanInterfaces[1]: "" is not an interface name: it is empty`,
+			`line 9: lanInterfaces[2]: "br 0" is not an interface name: it contains whitespace`,
+			`line 9: lanInterfaces[3]: "tab\there" is not an interface name: it contains whitespace`,
+			`line 9: lanInterfaces[4]: "a/b" is not an interface name: it contains '/'`,
+			`line 9: lanInterfaces[5]: "eth0:1" is not an interface name: it contains ':' (an address label such as eth0:1 is not an interface)`,
+			`line 9: lanInterfaces[6]: "." is not an interface name: the kernel refuses . and ..`,
+			`line 9: lanInterfaces[7]: ".." is not an interface name: the kernel refuses . and ..`,
+			`line 9: lanInterfaces[8]: "enp1s0.2-abcdefg" is not an interface name: it is 16 bytes long, the kernel allows at most 15`,
 		}},
 		{"interface name with 0xa0", strings.Replace(minimal, "[enp1s0.2]", `["lan\u00a0"]`, 1), []string{
 			// U+00A0 is c2 a0 in UTF-8; the kernel's isspace(0xa0) is true.
-			`line 8: lanInterfaces[0]: "lan\u00a0" is not an interface name: it contains whitespace`,
+			`line 9: lanInterfaces[0]: "lan\u00a0" is not an interface name: it contains whitespace`,
 		}},
 
 		// Everything at once, in the file's order; what has no line last.
@@ -184,8 +186,8 @@ routes: {protocol: 186, tabel: 100}
 			"asn: is required (the router's AS number)",
 			"serviceSubnets: at least one service subnet is required (the only prefixes speakers may announce)",
 		}},
-		{"validation error placed at its entry", strings.Replace(minimal, "serviceSubnets", "  - prefix: 192.168.2.0/24\n    asn: 1\nserviceSubnets", 1), []string{
-			"line 7: neighbors[1]: same speakers as neighbors[0] (192.168.2.0/24)",
+		{"validation error placed at its entry", strings.Replace(minimal, "serviceSubnets", "  - prefix: 192.168.2.0/24\n    asn: 1\n    allowUnauthenticated: true\nserviceSubnets", 1), []string{
+			"line 8: neighbors[1]: same speakers as neighbors[0] (192.168.2.0/24)",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,7 +217,7 @@ func TestSyntaxError(t *testing.T) {
 }
 
 func TestSuggest(t *testing.T) {
-	known := []string{"prefix", "address", "asn", "passwordFile", "holdTime", "keepaliveTime", "maxPrefixes", "maxPrefixesAction", "gracefulRestart"}
+	known := []string{"prefix", "address", "asn", "passwordFile", "allowUnauthenticated", "holdTime", "keepaliveTime", "maxPrefixes", "maxPrefixesAction", "gracefulRestart"}
 	var got []string
 	for _, name := range []string{"asm", "adress", "adresss", "passwrdFile", "holdtime", "hold", "keepalive", "maxPrefix", "max", "prefx", "perfix", "bogus", "gracefullRestart", "AS"} {
 		got = append(got, name+"="+suggest(name, known))
@@ -235,5 +237,51 @@ func TestEditDistance(t *testing.T) {
 		if got := editDistance(tc.a, tc.b); got != tc.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+// TestUnauthenticatedNeighbors: a prefix: entry admits any host of its
+// range, so it needs the TCP-MD5 secret or an explicit acceptance of the
+// risk; an address: entry may run without one (check-config warns).
+func TestUnauthenticatedNeighbors(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "md5")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const head = "asn: 64500\nrouterID: 192.168.2.1\nserviceSubnets: [192.168.254.0/24]\nlanInterfaces: [lan0]\nneighbors:\n"
+	for _, tc := range []struct {
+		name, neighbors string
+		want            []string
+	}{
+		{"prefix without password", "  - {prefix: 192.168.2.0/24, asn: 64512}\n", []string{
+			"line 6: neighbors[0]: a prefix neighbor accepts any host in 192.168.2.0/24 that speaks BGP; set passwordFile " +
+				"(the same secret as the speakers' BGPPeer passwordSecret), or allowUnauthenticated: true to accept that risk",
+		}},
+		{"second prefix without password", "  - {prefix: 192.168.2.0/28, asn: 64512, passwordFile: " + pw + "}\n" +
+			"  - prefix: \"2001:db8:2::/64\"\n    asn: 64512\n", []string{
+			"line 7: neighbors[1]: a prefix neighbor accepts any host in 2001:db8:2::/64 that speaks BGP; set passwordFile " +
+				"(the same secret as the speakers' BGPPeer passwordSecret), or allowUnauthenticated: true to accept that risk",
+		}},
+		{"allowUnauthenticated false is no acceptance", "  - {prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: false}\n", []string{
+			"line 6: neighbors[0]: a prefix neighbor accepts any host in 192.168.2.0/24 that speaks BGP; set passwordFile " +
+				"(the same secret as the speakers' BGPPeer passwordSecret), or allowUnauthenticated: true to accept that risk",
+		}},
+		{"prefix with password", "  - {prefix: 192.168.2.0/24, asn: 64512, passwordFile: " + pw + "}\n", nil},
+		{"prefix accepting the risk", "  - {prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: true}\n", nil},
+		{"address without password", "  - {address: 192.168.2.21, asn: 64512}\n", nil},
+		{"invalid prefix: only the CIDR error", "  - {prefix: 192.168.2.0/33, asn: 64512}\n", []string{
+			`line 6: neighbors[0].prefix: "192.168.2.0/33" is not a valid CIDR`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(head + tc.neighbors))
+			var got []string
+			if err != nil {
+				got = messages(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("errors (-want +got):\n%s", d)
+			}
+		})
 	}
 }

@@ -37,6 +37,9 @@ type Finding struct {
 	Message string `json:"message"`
 	// Fix is a command (or short instruction) that fixes it; "" when ok.
 	Fix string `json:"fix,omitempty"`
+	// Section groups findings: "" for the host checks, SectionSecurity
+	// for who can reach and steer the router's BGP.
+	Section string `json:"section,omitempty"`
 }
 
 // Input is everything the checks look at. Gather fills it from the host;
@@ -74,6 +77,9 @@ type Input struct {
 
 	// NftRuleset is `nft list ruleset`, "" when nft is not installed.
 	NftRuleset string
+
+	// Security, when set, adds the security section (see Security).
+	Security *SecurityInput
 }
 
 // Listing is one backend's filter table as `iptables -v -S` prints it.
@@ -107,6 +113,9 @@ func Run(ctx context.Context, in Input) []Finding {
 	out = append(out, checkNftables(in)...)
 	if in.Routes != nil {
 		out = append(out, checkRoutes(*in.Routes))
+	}
+	if in.Security != nil {
+		out = append(out, Security(*in.Security)...)
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -173,4 +174,55 @@ func parseConntrackStat(s string) (uint64, bool, error) {
 		sum += v
 	}
 	return sum, true, nil
+}
+
+// PasswordFiles stats the neighbours' password files (each once); one that
+// cannot be read is left out (config validation reports it).
+func PasswordFiles(c *config.Config) []PasswordFile {
+	var out []PasswordFile
+	seen := map[string]bool{}
+	for _, n := range c.Neighbors {
+		if n.PasswordFile == "" || seen[n.PasswordFile] {
+			continue
+		}
+		seen[n.PasswordFile] = true
+		if st, err := os.Stat(n.PasswordFile); err == nil {
+			out = append(out, PasswordFile{Path: n.PasswordFile, Mode: st.Mode()})
+		}
+	}
+	return out
+}
+
+// InterfaceAddrs maps every interface of this network namespace to its
+// addresses.
+func InterfaceAddrs() (map[string][]netip.Prefix, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	out := map[string][]netip.Prefix{}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
+		}
+		out[ifc.Name] = []netip.Prefix{}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			ip = ip.Unmap()
+			if ip.Is4() && ones > 32 {
+				ones -= 96
+			}
+			out[ifc.Name] = append(out[ifc.Name], netip.PrefixFrom(ip, ones))
+		}
+	}
+	return out, nil
 }

@@ -59,10 +59,14 @@ func (l *Lab) AgentConfig(m AgentMode) string {
 	return fmt.Sprintf(`# bgplb-routeragent config for the lab router (written by bgplb-lab).
 asn: %d
 routerID: %s
-listen: {address: 0.0.0.0, port: 179}
+# BGP listens on lan0's addresses only (listen.address unset).
+listen: {port: 179}
 neighbors:
   - prefix: %s
     asn: %d
+    # The lab's speakers have no BGPPeer passwordSecret; a real router
+    # sets passwordFile instead (docs/install.md).
+    allowUnauthenticated: true
     holdTime: 9s
     maxPrefixes: 1000
 serviceSubnets: [%s]

@@ -369,12 +369,19 @@ func checkConffile(t *testing.T, bin string) {
 		t.Errorf("the unedited shipped config is a valid config: the agent would start with it")
 	}
 	example := uncomment(shipped)
+	// The example authenticates its prefix neighbour with a password file,
+	// which Parse reads: point it at one of the test's.
+	secret := filepath.Join(t.TempDir(), "md5.secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example = bytes.ReplaceAll(example, []byte("/etc/bgplb/md5.secret"), []byte(secret))
 	full, err := config.Parse(example)
 	if err != nil {
 		t.Fatalf("the documented example does not parse: %v\n%s", err, example)
 	}
-	minimal, err := config.Parse([]byte(fmt.Sprintf("asn: %d\nrouterID: %s\nneighbors: [{prefix: %s, asn: %d}]\nserviceSubnets: %q\nlanInterfaces: %q\n",
-		full.ASN, full.RouterID, full.Neighbors[0].Prefix, full.Neighbors[0].ASN, full.ServiceSubnets, full.LANInterfaces)))
+	minimal, err := config.Parse([]byte(fmt.Sprintf("asn: %d\nrouterID: %s\nneighbors: [{prefix: %s, asn: %d, passwordFile: %s}]\nserviceSubnets: %q\nlanInterfaces: %q\n",
+		full.ASN, full.RouterID, full.Neighbors[0].Prefix, full.Neighbors[0].ASN, full.Neighbors[0].PasswordFile, full.ServiceSubnets, full.LANInterfaces)))
 	if err != nil {
 		t.Fatal(err)
 	}

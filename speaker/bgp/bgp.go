@@ -262,6 +262,16 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 		srv.Stop()
 		return fmt.Errorf("start GoBGP: %w", err)
 	}
+	// Accept nothing from any neighbour: the speaker only announces. The
+	// global import policy applies to every neighbour, so no received path
+	// reaches the global RIB (GoBGP still keeps each session's adj-RIB-in,
+	// before policy).
+	if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_IMPORT, DefaultAction: api.RouteAction_REJECT,
+	}}); err != nil {
+		_ = gobgputil.Stop(ctx, srv, "")
+		return fmt.Errorf("set import policy: %w", err)
+	}
 	wctx, cancel := context.WithCancel(context.Background())
 	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, m.onPeerEvent); err != nil {
 		cancel()

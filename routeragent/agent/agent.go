@@ -44,6 +44,9 @@ type Speaker interface {
 	// DecodeErrors counts the paths the speaker could not decode (since
 	// start); they are neither accepted nor rejected, so status shows them.
 	DecodeErrors() int
+	// PrefixLimitTeardowns returns the peers GoBGP closed at their hard
+	// prefix limit since the last call (see hardPrefixLimit).
+	PrefixLimitTeardowns() []netip.Addr
 }
 
 // Routes is the kernel side (package routes implements it).
@@ -139,7 +142,8 @@ func New(cfg *config.Config, deps Deps, log *slog.Logger) *Agent {
 // then.
 func BGPConfig(c *config.Config, lan []netip.Addr) bgp.Config {
 	v4, v6 := c.Families()
-	out := bgp.Config{ASN: c.ASN, RouterID: c.RouterIDAddr(), ListenPort: int32(c.Listen.Port), IPv4: v4, IPv6: v6}
+	out := bgp.Config{ASN: c.ASN, RouterID: c.RouterIDAddr(), ListenPort: int32(c.Listen.Port), IPv4: v4, IPv6: v6,
+		PrefixLimitHoldDown: config.MaxPrefixesHoldDown}
 	switch {
 	case c.ListenOnLAN():
 		out.ListenAddresses = ListenAddresses(lan)
@@ -150,12 +154,13 @@ func BGPConfig(c *config.Config, lan []netip.Addr) bgp.Config {
 		out.ListenAddresses = []string{c.Listen.Address}
 	}
 	for _, n := range c.Neighbors {
-		// The agent enforces maxPrefixes (see enforceMaxPrefixes: reject
-		// or tear down). GoBGP's own limit is not used: it recounts the
-		// whole adj-RIB-in on every UPDATE (quadratic at 10k routes).
+		// The agent enforces maxPrefixes on acceptable paths (see
+		// enforceMaxPrefixes: reject or tear down); GoBGP's own limit,
+		// hardPrefixLimit, bounds every path before policy.
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
+			PrefixLimit: hardPrefixLimit(n.MaxPrefixes),
 		})
 	}
 	return out
@@ -508,6 +513,7 @@ func (a *Agent) reconcile(ctx context.Context, full bool) {
 func (a *Agent) admit(ctx context.Context, cfg *config.Config) ([]policy.Path, []policy.Rejected) {
 	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
 	now := time.Now()
+	a.recordPrefixLimitTeardowns(cfg, now)
 	v := a.maxPfx.enforceMaxPrefixes(cfg, rejected, a.deps.Speaker.Peers, now)
 	if len(v.drop) > 0 {
 		accepted, rejected = policy.Exclude(accepted, rejected, v.drop)

@@ -44,6 +44,7 @@ func (f *fakeSpeaker) EndOfRIB(a netip.Addr) bool                           { re
 func (f *fakeSpeaker) SetNeighbors(context.Context, bgp.Config) error       { return nil }
 func (f *fakeSpeaker) Disconnect(context.Context, netip.Addr, string) error { return nil }
 func (f *fakeSpeaker) DecodeErrors() int                                    { return f.decodeErrors }
+func (f *fakeSpeaker) PrefixLimitTeardowns() []netip.Addr                   { return nil }
 
 type fakeRoutes struct {
 	installed map[netip.Prefix][]netip.Addr

@@ -11,6 +11,37 @@ import (
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
+// hardPrefixLimit is GoBGP's own per-family limit for a neighbour of
+// maxPrefixes: max(2*maxPrefixes, maxPrefixes+1000) paths of any kind,
+// counted before policy (2000 for the default 1000). It sits well above
+// maxPrefixes so that maxPrefixesAction: reject still keeps the earliest
+// maxPrefixes paths of a peer that overshoots modestly (or sends some
+// unacceptable paths besides), while a flood (a full table, a million
+// /32s) is cut off by GoBGP before it is stored: the adj-RIB-in and the
+// speaker's copy of a peer never exceed the limit plus one UPDATE. GoBGP
+// recounts the family's adj-RIB-in after each UPDATE, so the cost per
+// UPDATE is bounded by this number too.
+func hardPrefixLimit(maxPrefixes int) uint32 {
+	return uint32(max(2*maxPrefixes, maxPrefixes+1000))
+}
+
+// recordPrefixLimitTeardowns holds down the peers GoBGP closed at their
+// hardPrefixLimit, as the agent's own teardown does: none of their paths
+// is accepted and a reconnection is closed at once until the hold-down
+// ends.
+func (a *Agent) recordPrefixLimitTeardowns(cfg *config.Config, now time.Time) {
+	for _, peer := range a.deps.Speaker.PrefixLimitTeardowns() {
+		td := teardown{peer: peer, overLimit: true}
+		if n, ok := cfg.NeighborFor(peer); ok {
+			td.limit = n.MaxPrefixes
+		}
+		a.recordTeardown(td, now)
+		a.log.Warn("session closed by BGP: peer over its hard prefix limit (paths of any kind); none of its paths is installed",
+			"peer", peer.String(), "maxPrefixes", td.limit, "hardLimit", hardPrefixLimit(td.limit),
+			"holdDown", config.MaxPrefixesHoldDown.String())
+	}
+}
+
 // maxPrefixState is the max-prefix teardown bookkeeping. holdDown and
 // closed are owned by the run loop; teardowns is read by Snapshot (a.mu).
 type maxPrefixState struct {

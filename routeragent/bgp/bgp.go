@@ -47,6 +47,12 @@ type Config struct {
 	Neighbors  []Neighbor
 	// IPv4, IPv6 are the address families to negotiate.
 	IPv4, IPv6 bool
+	// PrefixLimitHoldDown is how long an address: neighbour that GoBGP
+	// tore down at its PrefixLimit stays refused before the speaker enables
+	// it again (GoBGP itself would refuse it forever; a dynamic peer is
+	// forgotten by GoBGP and may connect again at once, see
+	// PrefixLimitTeardowns).
+	PrefixLimitHoldDown time.Duration
 }
 
 // Neighbor is one allowed speaker (Prefix is a /32 or /128 for a single one).
@@ -58,6 +64,12 @@ type Neighbor struct {
 	HoldTime        time.Duration
 	Keepalive       time.Duration
 	GracefulRestart bool
+	// PrefixLimit, when not 0, is GoBGP's own per-family limit on the paths
+	// a session may have in the adj-RIB-in, counted before any policy
+	// (acceptable or not). One UPDATE past it and GoBGP sends a Cease
+	// (maximum number of prefixes reached), drops the session's paths and
+	// refuses the address until enabled again (dynamic peers are deleted).
+	PrefixLimit uint32
 }
 
 // PeerState is one peer as seen by the speaker.
@@ -85,6 +97,12 @@ type peerInfo struct {
 	received map[netip.Prefix]ribEntry
 }
 
+// gone reports whether a peer's entry carries nothing: no session and no
+// paths (stale paths of a graceful restart keep it).
+func (p *peerInfo) gone() bool {
+	return p.state != "established" && len(p.received) == 0
+}
+
 // Speaker is the embedded BGP speaker.
 type Speaker struct {
 	log *slog.Logger
@@ -98,6 +116,12 @@ type Speaker struct {
 	seq          uint64
 	decodeErrors int
 	changed      chan struct{}
+	// limited: peers GoBGP tore down at their PrefixLimit since the last
+	// PrefixLimitTeardowns.
+	limited []netip.Addr
+	// reenable: address: neighbours in GoBGP's prefix-limit idle state,
+	// enabled again by a timer.
+	reenable map[netip.Addr]*time.Timer
 }
 
 // Option changes how a Speaker runs.
@@ -212,6 +236,12 @@ func (s *Speaker) families(n Neighbor, cfg Config) []*api.AfiSafi {
 			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: n.GracefulRestart}},
 		}
+		if n.PrefixLimit > 0 {
+			// GoBGP recounts the adj-RIB-in of the family after every
+			// UPDATE (peer.doPrefixLimit), so the cost per UPDATE is
+			// bounded by the limit; 80 % logs a warning first.
+			a.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: n.PrefixLimit, ShutdownThresholdPct: 80}
+		}
 		out = append(out, a)
 	}
 	if cfg.IPv4 {
@@ -269,6 +299,10 @@ func (s *Speaker) Stop() {
 	s.mu.Lock()
 	srv, cancel := s.srv, s.cancel
 	s.srv, s.cancel = nil, nil
+	for a, t := range s.reenable {
+		t.Stop()
+		delete(s.reenable, a)
+	}
 	s.mu.Unlock()
 	if srv == nil {
 		return
@@ -373,9 +407,14 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 		st := pe.Peer.State.SessionState
 		// The RFC 4271 names, lower case as the agent's status shows them.
 		name := strings.ToLower(gobgputil.StateName(st))
+		limited := st == api.PeerState_IDLE && pe.Peer.State.AdminState == api.PeerState_PFX_CT
 		s.mu.Lock()
 		p := s.peer(a)
 		p.asn = pe.Peer.State.PeerAsn
+		if limited && p.state == "established" {
+			s.limited = append(s.limited, a)
+			s.holdDownLocked(a)
+		}
 		if name != p.state {
 			p.state = name
 			p.since = time.Now()
@@ -384,7 +423,11 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 			// End-of-RIB counts per session: a new session must send it again.
 			p.eor = map[string]bool{}
 		}
+		s.pruneLocked(a)
 		s.mu.Unlock()
+		if limited {
+			s.log.Warn("bgp session closed by GoBGP: prefix limit reached", "peer", a.String(), "asn", pe.Peer.State.PeerAsn)
+		}
 		s.log.Info("bgp peer state", "peer", a.String(), "asn", pe.Peer.State.PeerAsn, "state", name)
 	default:
 		return
@@ -440,11 +483,14 @@ func (s *Speaker) onPath(p *api.Path) {
 		s.undecodable(peerAddr, err)
 		return
 	}
-	pi := s.peer(peerAddr)
 	if p.IsWithdraw {
-		delete(pi.received, pfx)
+		if pi := s.peers[peerAddr]; pi != nil {
+			delete(pi.received, pfx)
+			s.pruneLocked(peerAddr)
+		}
 		return
 	}
+	pi := s.peer(peerAddr)
 	attrs, err := apiutil.GetNativePathAttributes(p)
 	if err != nil {
 		s.undecodable(peerAddr, err)
@@ -505,8 +551,11 @@ func (s *Speaker) EndOfRIB(addr netip.Addr) bool {
 	return p.state == "established" && p.eor[fam]
 }
 
-// Peers returns every peer seen since start, sorted by address. Dynamic
-// peers that went away stay listed with their last state.
+// Peers returns the configured address: neighbours that were seen and the
+// dynamic peers that have a session or paths, sorted by address. A dynamic
+// peer whose session is gone and whose paths are all withdrawn is
+// forgotten, so the list is bounded by the live sessions, not by every
+// address that ever connected.
 func (s *Speaker) Peers() []PeerState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -520,6 +569,68 @@ func (s *Speaker) Peers() []PeerState {
 			Since: p.since, EndOfRIB: p.state == "established" && p.eor[fam], Received: len(p.received)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
+	return out
+}
+
+// isNeighborLocked reports whether a is a configured address: neighbour.
+// s.mu held.
+func (s *Speaker) isNeighborLocked(a netip.Addr) bool {
+	for _, n := range s.cfg.Neighbors {
+		if n.Single && n.Prefix.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// pruneLocked forgets a dynamic peer that has neither a session nor paths.
+// s.mu held.
+func (s *Speaker) pruneLocked(a netip.Addr) {
+	if p := s.peers[a]; p != nil && p.gone() && !s.isNeighborLocked(a) {
+		delete(s.peers, a)
+	}
+}
+
+// holdDownLocked enables an address: neighbour that GoBGP put in its
+// prefix-limit idle state again after PrefixLimitHoldDown (until then GoBGP
+// closes its connections at once). Dynamic peers need nothing: GoBGP
+// deletes them, and the agent closes their reconnections during its hold
+// down. s.mu held.
+func (s *Speaker) holdDownLocked(a netip.Addr) {
+	if !s.isNeighborLocked(a) || s.cfg.PrefixLimitHoldDown <= 0 {
+		return
+	}
+	if s.reenable == nil {
+		s.reenable = map[netip.Addr]*time.Timer{}
+	}
+	if t := s.reenable[a]; t != nil {
+		t.Stop()
+	}
+	s.reenable[a] = time.AfterFunc(s.cfg.PrefixLimitHoldDown, func() {
+		s.mu.Lock()
+		srv := s.srv
+		delete(s.reenable, a)
+		s.mu.Unlock()
+		if srv == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: a.String()}); err != nil {
+			s.log.Warn("could not enable a neighbor after its prefix-limit hold-down", "peer", a.String(), "err", err)
+			return
+		}
+		s.log.Info("neighbor enabled after its prefix-limit hold-down", "peer", a.String())
+	})
+}
+
+// PrefixLimitTeardowns returns the peers GoBGP tore down at their
+// PrefixLimit since the last call (oldest first), and forgets them.
+func (s *Speaker) PrefixLimitTeardowns() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.limited
+	s.limited = nil
 	return out
 }
 

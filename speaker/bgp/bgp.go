@@ -262,6 +262,10 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 		srv.Stop()
 		return fmt.Errorf("start GoBGP: %w", err)
 	}
+	if err := rejectImports(ctx, srv); err != nil {
+		_ = gobgputil.Stop(ctx, srv, "")
+		return err
+	}
 	wctx, cancel := context.WithCancel(context.Background())
 	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, m.onPeerEvent); err != nil {
 		cancel()
@@ -270,6 +274,35 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 	}
 	m.srv, m.stop, m.routerID = srv, cancel, cfg.RouterID
 	m.log.Info("BGP started", "routerID", cfg.RouterID, "asn", cfg.MyASN)
+	return nil
+}
+
+// rejectImports makes the speaker accept nothing from any neighbour: it
+// only announces. The global import policy also sees the speaker's own
+// paths (AddPath into a VRF), so it cannot simply default to reject: one
+// statement rejects paths whose source is any neighbour address (own
+// paths have none) and the default accepts. GoBGP still keeps each
+// session's adj-RIB-in, before policy.
+func rejectImports(ctx context.Context, srv *server.BgpServer) error {
+	const set, name = "bgplb-any-neighbor", "bgplb-reject-received"
+	if err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_NEIGHBOR, Name: set, List: []string{"0.0.0.0/0", "::/0"},
+	}}); err != nil {
+		return fmt.Errorf("add neighbor set for the import policy: %w", err)
+	}
+	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: name, Statements: []*api.Statement{{
+		Name:       name,
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: set}},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_REJECT},
+	}}}}); err != nil {
+		return fmt.Errorf("add import policy: %w", err)
+	}
+	if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_IMPORT, Policies: []*api.Policy{{Name: name}},
+		DefaultAction: api.RouteAction_ACCEPT,
+	}}); err != nil {
+		return fmt.Errorf("set import policy: %w", err)
+	}
 	return nil
 }
 

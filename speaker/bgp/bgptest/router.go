@@ -315,3 +315,23 @@ func (quiet) Info(string, gobgplog.Fields)        {}
 func (quiet) Debug(string, gobgplog.Fields)       {}
 func (quiet) SetLevel(gobgplog.LogLevel)          {}
 func (quiet) GetLevel() gobgplog.LogLevel         { return gobgplog.PanicLevel }
+
+// AnnounceRange announces n consecutive /32s from first to the router's
+// neighbors, with the router itself as next hop (a router that sends the
+// speaker routes, which the speaker must not take).
+func (r *Router) AnnounceRange(tb testing.TB, first netip.Addr, n int) {
+	tb.Helper()
+	a := first
+	for range n {
+		nlri := bgp.NewIPAddrPrefix(32, a.String())
+		attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeNextHop(r.Addr.String())}
+		p, err := apiutil.NewPath(nlri, false, attrs, time.Now())
+		if err != nil {
+			tb.Fatalf("router: path %v: %v", a, err)
+		}
+		if _, err := r.srv.AddPath(context.Background(), &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
+			tb.Fatalf("router: announce %v: %v", a, err)
+		}
+		a = a.Next()
+	}
+}

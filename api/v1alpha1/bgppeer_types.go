@@ -68,7 +68,8 @@ type BGPPeerSpec struct {
 	// +kubebuilder:validation:Maximum=255
 	EBGPMultiHop *int32 `json:"ebgpMultiHop,omitempty"`
 
-	// PasswordSecret names a Secret in the bgplb-system namespace holding the
+	// PasswordSecret names a Secret in the speaker's namespace (bgplb-system
+	// with dist/install.yaml, the release's namespace with Helm) holding the
 	// TCP-MD5 (RFC 2385) password of the session.
 	// +optional
 	PasswordSecret *SecretKeyReference `json:"passwordSecret,omitempty"`
@@ -85,10 +86,10 @@ type BGPPeerSpec struct {
 	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
 }
 
-// SecretKeyReference points at one key of a Secret in the bgplb-system
+// SecretKeyReference points at one key of a Secret in the speaker's
 // namespace. The speaker may read Secrets only there.
 type SecretKeyReference struct {
-	// Name of the Secret in the bgplb-system namespace.
+	// Name of the Secret in the speaker's namespace.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`

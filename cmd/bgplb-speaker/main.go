@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/internal/loglevel"
 	"github.com/bgplb/bgplb/internal/version"
@@ -41,6 +42,7 @@ func main() {
 func run() error {
 	var (
 		nodeName      = flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
+		secretNS      = flag.String("secret-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the BGPPeers' password Secrets: the speaker's own (default $POD_NAMESPACE, set by the manifests from the downward API; empty: "+bgplbv1.Namespace+")")
 		metricsAddr   = flag.String("metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint (\"0\" disables it)")
 		probeAddr     = flag.String("health-probe-bind-address", ":7473", "address of the /healthz and /readyz endpoints")
 		withoutClass  = flag.Bool("serve-services-without-class", true, "also announce Services of type LoadBalancer without spec.loadBalancerClass (match bgplb-controller's flag)")
@@ -113,7 +115,7 @@ func run() error {
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: *probeAddr,
-		Cache:                  controller.CacheOptions(*nodeName),
+		Cache:                  controller.CacheOptions(*nodeName, *secretNS),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -132,6 +134,7 @@ func run() error {
 	defer stopEvents()
 	rec := controller.New(mgr.GetClient(), speaker, events, m, log, controller.Options{
 		NodeName:                     *nodeName,
+		SecretNamespace:              *secretNS,
 		ServeServicesWithoutClass:    *withoutClass,
 		GracefulShutdownWhenCordoned: *gshutCordoned,
 		ServiceEvents:                *serviceEvents,

@@ -55,7 +55,7 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  controller.CacheOptions(node),
+		Cache:                  controller.CacheOptions(node, ""),
 		Logger:                 testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
 	})
 	if err != nil {

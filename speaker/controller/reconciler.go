@@ -72,6 +72,9 @@ type Speaker interface {
 type Options struct {
 	// NodeName is the node this speaker runs on.
 	NodeName string
+	// SecretNamespace is where BGPPeers' password Secrets are read: the
+	// speaker's own namespace (empty: bgplb-system).
+	SecretNamespace string
 	// ServeServicesWithoutClass also handles LoadBalancer Services without
 	// spec.loadBalancerClass (as bgplb-controller does by default).
 	ServeServicesWithoutClass bool
@@ -111,17 +114,27 @@ type Reconciler struct {
 	lastStateWrite                time.Time
 }
 
+// SecretNamespace is the namespace password Secrets are read from: ns, or
+// bgplb-system when ns is empty.
+func SecretNamespace(ns string) string {
+	if ns == "" {
+		return v1.Namespace
+	}
+	return ns
+}
+
 // CacheOptions restricts the informers to what the speaker needs: its own
-// Node, Secrets in bgplb-system, its own BGPSessionStates. Services and
+// Node, Secrets in secretNamespace (empty: bgplb-system), its own
+// BGPSessionStates. Services and
 // EndpointSlices have no informer: reflectors feed them straight into the
 // reconciler's compact store (see serviceStore), which keeps memory low with
 // thousands of Services.
-func CacheOptions(nodeName string) cache.Options {
+func CacheOptions(nodeName, secretNamespace string) cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{v1.Namespace: {}}},
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{SecretNamespace(secretNamespace): {}}},
 			&v1.BGPSessionState{}: {Label: labels.SelectorFromSet(labels.Set{
 				v1.LabelSessionNode: nodeName,
 			})},
@@ -437,8 +450,9 @@ func (r *Reconciler) peerConfig(ctx context.Context, p *v1.BGPPeer, routerID net
 	password := ""
 	if ref := p.Spec.PasswordSecret; ref != nil {
 		sec := &corev1.Secret{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: v1.Namespace, Name: ref.Name}, sec); err != nil {
-			return bgp.PeerConfig{}, fmt.Errorf("password Secret %s/%s: %w", v1.Namespace, ref.Name, err)
+		ns := SecretNamespace(r.Options.SecretNamespace)
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, sec); err != nil {
+			return bgp.PeerConfig{}, fmt.Errorf("password Secret %s/%s: %w", ns, ref.Name, err)
 		}
 		k := ref.Key
 		if k == "" {
@@ -446,7 +460,7 @@ func (r *Reconciler) peerConfig(ctx context.Context, p *v1.BGPPeer, routerID net
 		}
 		v, ok := sec.Data[k]
 		if !ok || len(v) == 0 {
-			return bgp.PeerConfig{}, fmt.Errorf("password Secret %s/%s has no key %q", v1.Namespace, ref.Name, k)
+			return bgp.PeerConfig{}, fmt.Errorf("password Secret %s/%s has no key %q", ns, ref.Name, k)
 		}
 		password = string(v)
 	}

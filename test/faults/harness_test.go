@@ -198,7 +198,7 @@ type speaker struct {
 
 func startSpeaker(t testing.TB, c *cluster, node string) *speaker {
 	t.Helper()
-	mgr := newManager(t, c, ctrl.Options{Cache: speakerctl.CacheOptions(node)})
+	mgr := newManager(t, c, ctrl.Options{Cache: speakerctl.CacheOptions(node, "")})
 	met, err := speakerctl.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

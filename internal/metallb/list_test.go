@@ -17,6 +17,7 @@ import (
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/internal/metallb"
+	"github.com/bgplb/bgplb/internal/testenv"
 )
 
 // TestList installs MetalLB's CRDs in envtest, creates MetalLB's samples
@@ -24,9 +25,7 @@ import (
 // does, and checks that the conversion of what the cluster returns (with
 // the CRDs' defaults filled in) is what the files convert to.
 func TestList(t *testing.T) {
-	if env == nil {
-		t.Skip("no envtest")
-	}
+	testenv.Skip(t, env) // only without assets and without BGPLB_REQUIRE_ENVTEST (make test sets it)
 	ctx := context.Background()
 	c := env.Client
 

@@ -97,12 +97,6 @@ type peerInfo struct {
 	received map[netip.Prefix]ribEntry
 }
 
-// gone reports whether a peer's entry carries nothing: no session and no
-// paths (stale paths of a graceful restart keep it).
-func (p *peerInfo) gone() bool {
-	return p.state != "established" && len(p.received) == 0
-}
-
 // Speaker is the embedded BGP speaker.
 type Speaker struct {
 	log *slog.Logger
@@ -423,7 +417,6 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 			// End-of-RIB counts per session: a new session must send it again.
 			p.eor = map[string]bool{}
 		}
-		s.pruneLocked(a)
 		s.mu.Unlock()
 		if limited {
 			s.log.Warn("bgp session closed by GoBGP: prefix limit reached", "peer", a.String(), "asn", pe.Peer.State.PeerAsn)
@@ -486,7 +479,6 @@ func (s *Speaker) onPath(p *api.Path) {
 	if p.IsWithdraw {
 		if pi := s.peers[peerAddr]; pi != nil {
 			delete(pi.received, pfx)
-			s.pruneLocked(peerAddr)
 		}
 		return
 	}
@@ -581,14 +573,6 @@ func (s *Speaker) isNeighborLocked(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// pruneLocked forgets a dynamic peer that has neither a session nor paths.
-// s.mu held.
-func (s *Speaker) pruneLocked(a netip.Addr) {
-	if p := s.peers[a]; p != nil && p.gone() && !s.isNeighborLocked(a) {
-		delete(s.peers, a)
-	}
 }
 
 // holdDownLocked enables an address: neighbour that GoBGP put in its

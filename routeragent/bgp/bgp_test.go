@@ -128,16 +128,6 @@ func TestReceive(t *testing.T) {
 	// a notification, so graceful restart does not keep them).
 	sp[1].Stop()
 	waitFor(t, "paths of the stopped speaker dropped", func() bool { return len(s.Paths()) == 0 })
-	// Its session gone and its paths withdrawn, the dynamic peer is
-	// forgotten (its entry would otherwise stay for ever).
-	waitFor(t, "the stopped dynamic peer forgotten", func() bool {
-		for _, p := range s.Peers() {
-			if p.Address == addr("127.0.0.3") {
-				return false
-			}
-		}
-		return true
-	})
 	if s.EndOfRIB(addr("127.0.0.3")) {
 		t.Error("End-of-RIB still reported for a peer that is down")
 	}

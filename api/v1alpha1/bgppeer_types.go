@@ -68,6 +68,18 @@ type BGPPeerSpec struct {
 	// +kubebuilder:validation:Maximum=255
 	EBGPMultiHop *int32 `json:"ebgpMultiHop,omitempty"`
 
+	// TTLSecurity is GTSM (RFC 5082): the speaker sends the session's
+	// packets with TTL 255 and its kernel drops the router's packets that
+	// arrive with less, so a host further away cannot reach or spoof the
+	// session. The router must do the same (bgplb-routeragent does by
+	// default; FRR "neighbor X ttl-security hops 1", BIRD "ttl security
+	// on"), else the session never comes up. Unset means on for a directly
+	// connected router (no ebgpMultiHop) and off with ebgpMultiHop; with
+	// both set, the router's packets must arrive with at least 256 minus
+	// ebgpMultiHop.
+	// +optional
+	TTLSecurity *bool `json:"ttlSecurity,omitempty"`
+
 	// PasswordSecret names a Secret in the speaker's namespace (bgplb-system
 	// with dist/install.yaml, the release's namespace with Helm) holding the
 	// TCP-MD5 (RFC 2385) password of the session.

@@ -61,7 +61,9 @@ type IPPoolSpec struct {
 	AutoAssign *bool `json:"autoAssign,omitempty"`
 
 	// AvoidBuggyIPs skips IPv4 addresses ending in .0 or .255, which some
-	// old clients and routers treat as network or broadcast addresses.
+	// old clients and routers treat as network or broadcast addresses, and
+	// IPv6 addresses whose last 64 bits are zero (the Subnet-Router anycast
+	// address of their /64, RFC 4291 2.6.1).
 	//
 	// +kubebuilder:default=false
 	// +optional

@@ -231,6 +231,11 @@ func (in *BGPPeerSpec) DeepCopyInto(out *BGPPeerSpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.TTLSecurity != nil {
+		in, out := &in.TTLSecurity, &out.TTLSecurity
+		*out = new(bool)
+		**out = **in
+	}
 	if in.PasswordSecret != nil {
 		in, out := &in.PasswordSecret, &out.PasswordSecret
 		*out = new(SecretKeyReference)

@@ -14,12 +14,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/controllers"
 	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/internal/loglevel"
+	"github.com/bgplb/bgplb/internal/metricsauth"
 	"github.com/bgplb/bgplb/internal/version"
 )
 
@@ -35,7 +35,6 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr  = flag.String("metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (\"0\" disables it)")
 		probeAddr    = flag.String("health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 		leaderElect  = flag.Bool("leader-elect", false, "elect one active controller among replicas (a Lease in --leader-election-namespace)")
 		leNamespace  = flag.String("leader-election-namespace", bgplbv1.Namespace, "namespace of the leader-election Lease")
@@ -46,6 +45,7 @@ func run() error {
 		burst        = flag.Int("kube-api-burst", 600, "client-side burst of API requests")
 		showVersion  = flag.Bool("version", false, "print the version and exit")
 	)
+	metricsFlags := metricsauth.BindFlags(flag.CommandLine, ":8080")
 	var logLevel loglevel.Flag
 	flag.Var(&logLevel, "log-level", loglevel.Usage()+" (overrides --zap-log-level)")
 	zapOpts := zap.Options{}
@@ -74,7 +74,7 @@ func run() error {
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		Metrics:                 metricsFlags.Options(nil),
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "bgplb-controller",

@@ -82,7 +82,7 @@ func TestBinary(t *testing.T) {
 	}
 	metrics, probes := freePort(t), freePort(t)
 	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--leader-elect",
-		"--metrics-bind-address", metrics, "--health-probe-bind-address", probes, "--zap-log-level", "debug")
+		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", probes, "--zap-log-level", "debug")
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

@@ -57,7 +57,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: bgplb-lab demo [--bin DIR] [--state DIR] [--keep]
+	fmt.Fprintln(os.Stderr, `usage: bgplb-lab demo [--bin DIR] [--state DIR] [--keep] [--ipv6]
        bgplb-lab down [--state DIR]
        bgplb-lab apiserver|backend ...   (started by the lab inside its namespaces)`)
 }
@@ -68,6 +68,7 @@ func demo(ctx context.Context, args []string) error {
 	state := fs.String("state", "/run/bgplb-demo", "directory for the lab's configs and logs")
 	crds := fs.String("crds", "config/crd/bases", "directory of the CRD manifests")
 	keep := fs.Bool("keep", false, "leave the lab running after the demo (remove it with `bgplb-lab down`)")
+	ipv6 := fs.Bool("ipv6", false, "after the story, tell it again over IPv6 (IPv6 sessions, a dual-stack Service)")
 	_ = fs.Parse(args)
 	absBin, err := filepath.Abs(*bin)
 	if err != nil {
@@ -87,6 +88,9 @@ func demo(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("lab: up in %v; logs in %s/logs\n", time.Since(start).Round(time.Millisecond), *state)
 	derr := lab.Demo(ctx, l, os.Stdout)
+	if derr == nil && *ipv6 {
+		derr = lab.DemoIPv6(ctx, l, os.Stdout)
+	}
 	if *keep {
 		fmt.Printf("\nlab left running (namespaces %s*); remove it with: make demo-down\n", demoPrefix)
 		return derr

@@ -19,11 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/internal/kube"
 	"github.com/bgplb/bgplb/internal/loglevel"
+	"github.com/bgplb/bgplb/internal/metricsauth"
 	"github.com/bgplb/bgplb/internal/version"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/controller"
@@ -43,7 +43,6 @@ func run() error {
 	var (
 		nodeName      = flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
 		secretNS      = flag.String("secret-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the BGPPeers' password Secrets: the speaker's own (default $POD_NAMESPACE, set by the manifests from the downward API; empty: "+bgplbv1.Namespace+")")
-		metricsAddr   = flag.String("metrics-bind-address", ":7472", "address of the Prometheus metrics endpoint (\"0\" disables it)")
 		probeAddr     = flag.String("health-probe-bind-address", ":7473", "address of the /healthz and /readyz endpoints")
 		withoutClass  = flag.Bool("serve-services-without-class", true, "also announce Services of type LoadBalancer without spec.loadBalancerClass (match bgplb-controller's flag)")
 		gshutCordoned = flag.Bool("graceful-shutdown-when-cordoned", false, "announce with the GRACEFUL_SHUTDOWN community (65535:0, RFC 8326) while the node is cordoned")
@@ -52,8 +51,11 @@ func run() error {
 		qps           = flag.Float64("kube-api-qps", 20, "client-side limit of API requests per second")
 		burst         = flag.Int("kube-api-burst", 40, "client-side burst of API requests")
 		showVersion   = flag.Bool("version", false, "print the version and exit")
-		pprofOn       = flag.Bool("enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics endpoint (for profiling; off by default)")
+		pprofOn       = flag.Bool("enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics endpoint, behind its authentication and authorization unless --metrics-secure=false (for profiling; off by default)")
 	)
+	// The speaker is in the host network: its metrics endpoint is on the
+	// node's addresses, hence HTTPS with authn/authz by default.
+	metricsFlags := metricsauth.BindFlags(flag.CommandLine, ":7472")
 	var logLevel loglevel.Flag
 	flag.Var(&logLevel, "log-level", loglevel.Usage()+" (overrides --zap-log-level)")
 	zapOpts := zap.Options{}
@@ -101,9 +103,9 @@ func run() error {
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	cfg.UserAgent = "bgplb-speaker/" + version.Version
 
-	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr}
+	var extra map[string]http.Handler
 	if *pprofOn {
-		metricsOpts.ExtraHandlers = map[string]http.Handler{
+		extra = map[string]http.Handler{
 			"/debug/pprof/":        http.HandlerFunc(pprof.Index),
 			"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
 			"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
@@ -113,7 +115,7 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsOpts,
+		Metrics:                metricsFlags.Options(extra),
 		HealthProbeBindAddress: *probeAddr,
 		Cache:                  controller.CacheOptions(*nodeName, *secretNS),
 	})

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,12 +65,18 @@ type Neighbor struct {
 	HoldTime        time.Duration
 	Keepalive       time.Duration
 	GracefulRestart bool
-	// PrefixLimit, when not 0, is GoBGP's own per-family limit on the paths
-	// a session may have in the adj-RIB-in, counted before any policy
-	// (acceptable or not). One UPDATE past it and GoBGP sends a Cease
-	// (maximum number of prefixes reached), drops the session's paths and
-	// refuses the address until enabled again (dynamic peers are deleted).
+	// PrefixLimit, when not 0, is the most paths a session may have,
+	// counted before any policy (acceptable or not). One path past it and
+	// the session is closed with a Cease and reported by
+	// PrefixLimitTeardowns. Up to gobgpPrefixLimitMax GoBGP enforces it
+	// itself (it then refuses an address: neighbour until enabled again,
+	// and deletes a dynamic one); above, the speaker counts (see
+	// overPrefixLimitLocked).
 	PrefixLimit uint32
+	// TTLSecurity is GTSM (RFC 5082): the session's packets leave with TTL
+	// 255 and the kernel drops the speaker's packets that arrive with less
+	// (see ttlSecurity and setListenerMinTTL).
+	TTLSecurity bool
 }
 
 // PeerState is one peer as seen by the speaker.
@@ -86,6 +93,8 @@ type PeerState struct {
 type ribEntry struct {
 	nextHop netip.Addr
 	seq     uint64
+	// gshut: the path carries GRACEFUL_SHUTDOWN (RFC 8326, 65535:0).
+	gshut bool
 }
 
 type peerInfo struct {
@@ -95,6 +104,33 @@ type peerInfo struct {
 	eor      map[string]bool // family -> seen since the session came up
 	everEOR  bool
 	received map[netip.Prefix]ribEntry
+	// limit is the neighbour's PrefixLimit (0: none), looked up once
+	// (limitKnown) per peer and configuration.
+	limit      uint32
+	limitKnown bool
+	// overLimit: the session went over limit and is being closed; its
+	// further paths are not stored.
+	overLimit bool
+}
+
+// gobgpPrefixLimitMax is the largest PrefixLimit GoBGP enforces itself.
+// GoBGP recounts the family's whole adj-RIB-in after every UPDATE
+// (peer.doPrefixLimit walks every destination), so a limit of L costs O(L)
+// per UPDATE: cheap for the default 2,000, quadratic for a peer that
+// legitimately holds 100,000 paths (it took 41 % of the agent's CPU and
+// made 100,000 routes take 500 s). Above it the speaker counts its own copy
+// of the peer's paths, O(1) per path.
+const gobgpPrefixLimitMax = 10000
+
+// communityGracefulShutdown is GRACEFUL_SHUTDOWN (RFC 8326), 65535:0: the
+// speaker is draining; the agent moves traffic off its next hop while
+// another remains (policy.NextHops).
+const communityGracefulShutdown uint32 = 0xFFFF0000
+
+// gone reports whether a peer's entry carries nothing: no session and no
+// paths (stale paths of a graceful restart keep it).
+func (p *peerInfo) gone() bool {
+	return p.state != "established" && len(p.received) == 0
 }
 
 // Speaker is the embedded BGP speaker.
@@ -116,6 +152,9 @@ type Speaker struct {
 	// reenable: address: neighbours in GoBGP's prefix-limit idle state,
 	// enabled again by a timer.
 	reenable map[netip.Addr]*time.Timer
+	// dirty: prefixes whose paths (from any peer) changed since the last
+	// TakeChanges, so the agent's pass can look at those only.
+	dirty map[netip.Prefix]struct{}
 }
 
 // Option changes how a Speaker runs.
@@ -128,7 +167,8 @@ func InNetNS(ns netns.NsHandle) Option { return func(s *Speaker) { s.ns = &ns } 
 
 // New returns a speaker; Start starts it.
 func New(cfg Config, log *slog.Logger, opts ...Option) *Speaker {
-	s := &Speaker{log: log, cfg: cfg, peers: map[netip.Addr]*peerInfo{}, changed: make(chan struct{}, 1)}
+	s := &Speaker{log: log, cfg: cfg, peers: map[netip.Addr]*peerInfo{}, changed: make(chan struct{}, 1),
+		dirty: map[netip.Prefix]struct{}{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -211,6 +251,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.srv, s.cancel = srv, cancel
 	s.mu.Unlock()
+	s.applyListenerMinTTL(cfg)
 	for i, n := range cfg.Neighbors {
 		if err := s.addNeighbor(ctx, srv, i, n, cfg); err != nil {
 			s.Stop()
@@ -230,7 +271,7 @@ func (s *Speaker) families(n Neighbor, cfg Config) []*api.AfiSafi {
 			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: n.GracefulRestart}},
 		}
-		if n.PrefixLimit > 0 {
+		if n.PrefixLimit > 0 && n.PrefixLimit <= gobgpPrefixLimitMax {
 			// GoBGP recounts the adj-RIB-in of the family after every
 			// UPDATE (peer.doPrefixLimit), so the cost per UPDATE is
 			// bounded by the limit; 80 % logs a warning first.
@@ -255,12 +296,14 @@ func (s *Speaker) addNeighbor(ctx context.Context, srv *server.BgpServer, i int,
 	}}
 	gr := &api.GracefulRestart{Enabled: n.GracefulRestart, HelperOnly: true, RestartTime: 120}
 	transport := &api.Transport{PassiveMode: true}
+	ttl := ttlSecurity(n)
 	if n.Single {
 		err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
 			Conf:            &api.PeerConf{NeighborAddress: n.Prefix.Addr().String(), PeerAsn: n.ASN, AuthPassword: n.Password},
 			Timers:          timers,
 			GracefulRestart: gr,
 			Transport:       transport,
+			TtlSecurity:     ttl,
 			AfiSafis:        s.families(n, cfg),
 		}})
 		if err != nil {
@@ -274,6 +317,7 @@ func (s *Speaker) addNeighbor(ctx context.Context, srv *server.BgpServer, i int,
 		Timers:          timers,
 		GracefulRestart: gr,
 		Transport:       transport,
+		TtlSecurity:     ttl,
 		AfiSafis:        s.families(n, cfg),
 	}})
 	if err != nil {
@@ -361,12 +405,16 @@ func (s *Speaker) SetNeighbors(ctx context.Context, cfg Config) error {
 	}
 	s.mu.Lock()
 	s.cfg = cfg
+	for _, p := range s.peers {
+		p.limitKnown = false
+	}
 	s.mu.Unlock()
 	for i, n := range cfg.Neighbors {
 		if err := s.addNeighbor(ctx, srv, i, n, cfg); err != nil {
 			return err
 		}
 	}
+	s.applyListenerMinTTL(cfg)
 	return nil
 }
 
@@ -416,7 +464,9 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 		if st != api.PeerState_ESTABLISHED {
 			// End-of-RIB counts per session: a new session must send it again.
 			p.eor = map[string]bool{}
+			p.overLimit = false
 		}
+		s.pruneLocked(a)
 		s.mu.Unlock()
 		if limited {
 			s.log.Warn("bgp session closed by GoBGP: prefix limit reached", "peer", a.String(), "asn", pe.Peer.State.PeerAsn)
@@ -478,19 +528,30 @@ func (s *Speaker) onPath(p *api.Path) {
 	}
 	if p.IsWithdraw {
 		if pi := s.peers[peerAddr]; pi != nil {
-			delete(pi.received, pfx)
+			if _, ok := pi.received[pfx]; ok {
+				delete(pi.received, pfx)
+				s.dirty[pfx] = struct{}{}
+			}
+			s.pruneLocked(peerAddr)
 		}
 		return
 	}
 	pi := s.peer(peerAddr)
+	old, ok := pi.received[pfx]
+	if !ok && s.overPrefixLimitLocked(peerAddr, pi) {
+		return
+	}
 	attrs, err := apiutil.GetNativePathAttributes(p)
 	if err != nil {
 		s.undecodable(peerAddr, err)
 		return
 	}
 	var nh netip.Addr
+	var gshut bool
 	for _, a := range attrs {
 		switch a := a.(type) {
+		case *bgp.PathAttributeCommunities:
+			gshut = slices.Contains(a.Value, communityGracefulShutdown)
 		case *bgp.PathAttributeNextHop:
 			if v, ok := netip.AddrFromSlice(a.Value); ok {
 				nh = v.Unmap()
@@ -501,13 +562,101 @@ func (s *Speaker) onPath(p *api.Path) {
 			}
 		}
 	}
-	old, ok := pi.received[pfx]
 	seq := old.seq
 	if !ok {
 		s.seq++
 		seq = s.seq
 	}
-	pi.received[pfx] = ribEntry{nextHop: nh, seq: seq}
+	// A re-announcement that only adds or drops GRACEFUL_SHUTDOWN changes
+	// the route too: the incremental pass must decide the prefix again.
+	if !ok || old.nextHop != nh || old.gshut != gshut {
+		s.dirty[pfx] = struct{}{}
+	}
+	pi.received[pfx] = ribEntry{nextHop: nh, seq: seq, gshut: gshut}
+}
+
+// TakeChanges returns the prefixes whose received paths changed (announced,
+// withdrawn, next hop changed, dropped with a session) since the last call,
+// and every path now received for them from any peer; it forgets them. The
+// cost is O(changes x peers), whatever the number of paths held.
+func (s *Speaker) TakeChanges() (changed []netip.Prefix, paths []policy.Path) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.dirty) == 0 {
+		return nil, nil
+	}
+	changed = make([]netip.Prefix, 0, len(s.dirty))
+	for pfx := range s.dirty {
+		changed = append(changed, pfx)
+		for a, p := range s.peers {
+			if e, ok := p.received[pfx]; ok {
+				paths = append(paths, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq, GracefulShutdown: e.gshut})
+			}
+		}
+	}
+	// A new map rather than clear(): after a bulk of 100,000 the old one
+	// would keep its buckets.
+	s.dirty = map[netip.Prefix]struct{}{}
+	return changed, paths
+}
+
+// overPrefixLimitLocked reports whether a new path of peer would take it
+// past its neighbour's PrefixLimit. The first time in a session it closes
+// the session (a Cease, in the background: this runs on GoBGP's watcher
+// goroutine) and reports the teardown like GoBGP's own; the path and the
+// peer's further ones are not stored, so the copy never holds more than the
+// limit. s.mu held.
+func (s *Speaker) overPrefixLimitLocked(peer netip.Addr, pi *peerInfo) bool {
+	if !pi.limitKnown {
+		pi.limit, pi.limitKnown = s.prefixLimitLocked(peer), true
+	}
+	if pi.limit == 0 || uint32(len(pi.received)) < pi.limit {
+		return false
+	}
+	if pi.overLimit {
+		return true
+	}
+	pi.overLimit = true
+	s.limited = append(s.limited, peer)
+	srv, limit := s.srv, pi.limit
+	s.log.Warn("bgp session closed: prefix limit reached", "peer", peer.String(), "limit", limit)
+	if srv != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			reason := fmt.Sprintf("bgplb: more than %d paths", limit)
+			if err := srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: peer.String(), Communication: reason}); err != nil {
+				s.log.Warn("could not close a session over its prefix limit", "peer", peer.String(), "err", err)
+			}
+		}()
+	}
+	return true
+}
+
+// prefixLimitLocked is the PrefixLimit of the neighbour entry peer matches
+// (an address: entry before a range), or 0 when GoBGP enforces it itself
+// or there is none. s.mu held.
+func (s *Speaker) prefixLimitLocked(peer netip.Addr) uint32 {
+	var limit uint32
+	found := false
+	for _, n := range s.cfg.Neighbors {
+		if n.Single && n.Prefix.Addr().Unmap() == peer {
+			limit, found = n.PrefixLimit, true
+			break
+		}
+	}
+	if !found {
+		for _, n := range s.cfg.Neighbors {
+			if !n.Single && n.Prefix.Contains(peer) {
+				limit = n.PrefixLimit
+				break
+			}
+		}
+	}
+	if limit <= gobgpPrefixLimitMax {
+		return 0
+	}
+	return limit
 }
 
 // Paths returns every path currently received, from all peers.
@@ -521,7 +670,7 @@ func (s *Speaker) Paths() []policy.Path {
 	out := make([]policy.Path, 0, n)
 	for a, p := range s.peers {
 		for pfx, e := range p.received {
-			out = append(out, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq})
+			out = append(out, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq, GracefulShutdown: e.gshut})
 		}
 	}
 	return out
@@ -573,6 +722,14 @@ func (s *Speaker) isNeighborLocked(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// pruneLocked forgets a dynamic peer that has neither a session nor paths.
+// s.mu held.
+func (s *Speaker) pruneLocked(a netip.Addr) {
+	if p := s.peers[a]; p != nil && p.gone() && !s.isNeighborLocked(a) {
+		delete(s.peers, a)
+	}
 }
 
 // holdDownLocked enables an address: neighbour that GoBGP put in its

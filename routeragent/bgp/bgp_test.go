@@ -80,7 +80,7 @@ func TestReceive(t *testing.T) {
 	port := freePort(t)
 	s := New(Config{
 		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
-		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, GracefulRestart: true}},
+		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, GracefulRestart: true, TTLSecurity: true}},
 	}, testLogger())
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -128,6 +128,16 @@ func TestReceive(t *testing.T) {
 	// a notification, so graceful restart does not keep them).
 	sp[1].Stop()
 	waitFor(t, "paths of the stopped speaker dropped", func() bool { return len(s.Paths()) == 0 })
+	// Its session gone and its paths withdrawn, the dynamic peer is
+	// forgotten (its entry would otherwise stay for ever).
+	waitFor(t, "the stopped dynamic peer forgotten", func() bool {
+		for _, p := range s.Peers() {
+			if p.Address == addr("127.0.0.3") {
+				return false
+			}
+		}
+		return true
+	})
 	if s.EndOfRIB(addr("127.0.0.3")) {
 		t.Error("End-of-RIB still reported for a peer that is down")
 	}
@@ -142,7 +152,7 @@ func TestMD5(t *testing.T) {
 	port := freePort(t)
 	s := New(Config{
 		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
-		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, Password: "s3cret", HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}},
+		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, Password: "s3cret", HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, TTLSecurity: true}},
 	}, testLogger())
 	if md5err := tcpmd5.ListenerSupported(); md5err != nil {
 		err := s.Start(ctx)
@@ -179,7 +189,7 @@ func TestSetNeighbors(t *testing.T) {
 	port := freePort(t)
 	cfg := Config{
 		ASN: 64500, RouterID: addr("127.0.0.1"), ListenAddresses: []string{"127.0.0.1"}, ListenPort: port, IPv4: true,
-		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}},
+		Neighbors: []Neighbor{{Prefix: pfx("127.0.0.0/8"), ASN: 64512, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, TTLSecurity: true}},
 	}
 	s := New(cfg, testLogger())
 	if err := s.Start(ctx); err != nil {
@@ -187,7 +197,7 @@ func TestSetNeighbors(t *testing.T) {
 	}
 	defer s.Stop()
 	// Replace the range by one address with another ASN.
-	cfg.Neighbors = []Neighbor{{Prefix: pfx("127.0.0.5/32"), Single: true, ASN: 64513, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second}}
+	cfg.Neighbors = []Neighbor{{Prefix: pfx("127.0.0.5/32"), Single: true, ASN: 64513, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, TTLSecurity: true}}
 	if err := s.SetNeighbors(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

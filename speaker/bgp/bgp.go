@@ -80,6 +80,11 @@ type PeerConfig struct {
 	ConnectRetry time.Duration
 	// MultiHopTTL, when non-zero, enables eBGP multihop with this TTL.
 	MultiHopTTL uint8
+	// TTLSecurity is GTSM (RFC 5082): send with TTL 255 and drop the
+	// router's packets that arrive with less than 255, or with MultiHopTTL
+	// set less than 256-MultiHopTTL. GoBGP sets both on the socket before
+	// it connects (dialerControl), so even the SYN-ACK is checked.
+	TTLSecurity bool
 	// Password is the TCP-MD5 password; empty disables it.
 	Password string
 	// GracefulRestart enables RFC 4724 with RestartTime.
@@ -446,6 +451,15 @@ func apiVRF(name string, id uint32) (*api.Vrf, error) {
 	return &api.Vrf{Name: name, Rd: rd, ImportRt: im, ExportRt: ex}, nil
 }
 
+// ttlMin is the lowest TTL GTSM accepts from a router multiHop hops away
+// (0: directly connected): 255 minus the hops in between.
+func ttlMin(multiHop uint8) uint8 {
+	if multiHop <= 1 {
+		return 255
+	}
+	return uint8(256 - int(multiHop))
+}
+
 func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 	if cfg.Address.Unmap().Is6() {
@@ -481,6 +495,9 @@ func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 	}
 	if cfg.MultiHopTTL > 0 {
 		p.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(cfg.MultiHopTTL)}
+	}
+	if cfg.TTLSecurity {
+		p.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: uint32(ttlMin(cfg.MultiHopTTL))}
 	}
 	if cfg.GracefulRestart {
 		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(cfg.RestartTime / time.Second)}

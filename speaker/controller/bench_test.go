@@ -70,7 +70,7 @@ func BenchmarkSpeaker10kServices(b *testing.B) {
 
 	metricsPort := bgptest.FreePort(b, lo4)
 	args := []string{"--node-name", "bench-node", "--kubeconfig", kubeconfig,
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--health-probe-bind-address", "0",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--metrics-secure=false", "--health-probe-bind-address", "0",
 		"--zap-log-level", "error"}
 	// pprof only when a profile is asked for: it is off by default, and with
 	// it the speaker samples allocations for heap profiles (about 1.5 MB

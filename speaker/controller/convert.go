@@ -155,6 +155,12 @@ func peerConfig(p *v1.BGPPeer, routerID netip.Addr, password string) (bgp.PeerCo
 	if p.Spec.EBGPMultiHop != nil {
 		c.MultiHopTTL = uint8(*p.Spec.EBGPMultiHop)
 	}
+	// GTSM is on by default for a directly connected router only: a
+	// multi-hop router's packets arrive with less than 255.
+	c.TTLSecurity = p.Spec.EBGPMultiHop == nil
+	if p.Spec.TTLSecurity != nil {
+		c.TTLSecurity = *p.Spec.TTLSecurity
+	}
 	if gr := p.Spec.GracefulRestart; gr != nil && gr.Enabled {
 		c.GracefulRestart = true
 		c.RestartTime = 120 * time.Second

@@ -1,3 +1,9 @@
+// The bgptest routers these tests peer with are GoBGP listeners, which
+// must not be MPTCP (Go's default since 1.24): MPTCP sockets refuse IP_TTL,
+// so their SYN-ACKs would leave with TTL 64 and a GTSM speaker (BGPPeer
+// ttlSecurity, on by default) would drop them.
+//
+//go:debug multipathtcp=0
 package controller
 
 import (
@@ -45,7 +51,18 @@ func TestPeerConfig(t *testing.T) {
 		{
 			name: "defaults",
 			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001},
+			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw", TTLSecurity: true},
+		},
+		{
+			name: "ttlSecurity off",
+			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001, TTLSecurity: ptr.To(false)},
 			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw"},
+		},
+		{
+			name: "multi-hop with ttlSecurity",
+			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001, EBGPMultiHop: ptr.To(int32(3)), TTLSecurity: ptr.To(true)},
+			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw",
+				MultiHopTTL: 3, TTLSecurity: true},
 		},
 		{
 			name: "everything",

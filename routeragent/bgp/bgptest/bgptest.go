@@ -28,6 +28,14 @@ type Config struct {
 	// GracefulRestart makes the speaker negotiate GR, and so send End-of-RIB.
 	GracefulRestart bool
 	HoldTime        uint64
+	// NoTTLSecurity turns off GTSM (RFC 5082), which the speaker uses by
+	// default as bgplb-speaker does: it sends with TTL 255 and drops the
+	// router's packets that arrive with less.
+	NoTTLSecurity bool
+	// TTL, when not 0, is the TTL the speaker sends with instead (no GTSM;
+	// eBGP only, as GoBGP's API sets a TTL through ebgp-multihop): 254
+	// plays a host one hop further away.
+	TTL uint8
 }
 
 // Speaker is a running test speaker.
@@ -58,11 +66,21 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	if port == 0 {
 		port = 179
 	}
+	var gtsm *api.TtlSecurity
+	var multihop *api.EbgpMultihop
+	switch {
+	case cfg.TTL != 0:
+		multihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(cfg.TTL)}
+	case !cfg.NoTTLSecurity:
+		gtsm = &api.TtlSecurity{Enabled: true, TtlMin: 255}
+	}
 	err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
 		Conf:            &api.PeerConf{NeighborAddress: cfg.Router.String(), PeerAsn: cfg.RouterASN, AuthPassword: cfg.Password},
 		Transport:       &api.Transport{LocalAddress: cfg.Local.String(), RemotePort: port},
 		Timers:          &api.Timers{Config: &api.TimersConfig{HoldTime: hold, KeepaliveInterval: hold / 3, ConnectRetry: 1}},
 		GracefulRestart: &api.GracefulRestart{Enabled: cfg.GracefulRestart, RestartTime: 30},
+		TtlSecurity:     gtsm,
+		EbgpMultihop:    multihop,
 		AfiSafis: []*api.AfiSafi{{
 			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: cfg.GracefulRestart}},
@@ -75,23 +93,27 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	return &Speaker{srv: srv, cfg: cfg}, nil
 }
 
-func (s *Speaker) path(prefix netip.Prefix, nextHop netip.Addr) (*api.Path, error) {
-	origin := bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+func (s *Speaker) path(prefix netip.Prefix, nextHop netip.Addr, communities ...uint32) (*api.Path, error) {
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	if len(communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(communities))
+	}
 	if prefix.Addr().Is4() {
 		nlri := bgp.NewIPAddrPrefix(uint8(prefix.Bits()), prefix.Addr().String())
-		return apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{origin, bgp.NewPathAttributeNextHop(nextHop.String())}, time.Now())
+		return apiutil.NewPath(nlri, false, append(attrs, bgp.NewPathAttributeNextHop(nextHop.String())), time.Now())
 	}
 	nlri := bgp.NewIPv6AddrPrefix(uint8(prefix.Bits()), prefix.Addr().String())
 	mp := bgp.NewPathAttributeMpReachNLRI(nextHop.String(), []bgp.AddrPrefixInterface{nlri})
-	return apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{origin, mp}, time.Now())
+	return apiutil.NewPath(nlri, false, append(attrs, mp), time.Now())
 }
 
-// Announce announces prefix with nextHop (the speaker's own address if invalid).
-func (s *Speaker) Announce(ctx context.Context, prefix netip.Prefix, nextHop netip.Addr) error {
+// Announce announces prefix with nextHop (the speaker's own address if
+// invalid) and the given communities (a re-announcement replaces them).
+func (s *Speaker) Announce(ctx context.Context, prefix netip.Prefix, nextHop netip.Addr, communities ...uint32) error {
 	if !nextHop.IsValid() {
 		nextHop = s.cfg.Local
 	}
-	p, err := s.path(prefix, nextHop)
+	p, err := s.path(prefix, nextHop, communities...)
 	if err != nil {
 		return err
 	}

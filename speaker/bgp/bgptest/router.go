@@ -129,7 +129,12 @@ func (r *Router) AddNeighbor(tb testing.TB, n Neighbor) {
 	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: n.Address.String(), PeerAsn: n.ASN, AuthPassword: n.Password},
 		Transport: &api.Transport{PassiveMode: true},
-		AfiSafis:  []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: family, Enabled: true}}},
+		// Send with TTL 255 and demand nothing, so that speakers with and
+		// without GTSM (BGPPeer ttlSecurity, on by default) both peer: an
+		// eBGP session otherwise leaves GoBGP with TTL 1, which a GTSM
+		// speaker drops. (iBGP sessions keep the listener's TTL 255.)
+		EbgpMultihop: &api.EbgpMultihop{Enabled: true, MultihopTtl: 255},
+		AfiSafis:     []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: family, Enabled: true}}},
 	}
 	if n.GracefulRestart {
 		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: 120}

@@ -117,7 +117,7 @@ func TestDebContents(t *testing.T) {
 	for _, f := range []string{"Package", "Version", "Architecture", "Depends", "Section", "Maintainer", "Description"} {
 		fields[f] = strings.TrimSpace(run(t, "", nil, "dpkg-deb", "--field", deb, f))
 	}
-	for f, want := range map[string]string{"Package": "bgplb-routeragent", "Version": "0.0.0~test1", "Architecture": runtime.GOARCH, "Depends": "iptables", "Section": "net"} {
+	for f, want := range map[string]string{"Package": "bgplb-routeragent", "Version": "0.0.0~test1", "Architecture": runtime.GOARCH, "Depends": "iptables, adduser", "Section": "net"} {
 		if fields[f] != want {
 			t.Errorf("control field %s = %q, want %q", f, fields[f], want)
 		}
@@ -150,7 +150,9 @@ func TestDebContents(t *testing.T) {
 	want := map[string]string{
 		"/usr/sbin/bgplb-routeragent":                              "-rwxr-xr-x",
 		"/lib/systemd/system/bgplb-routeragent.service":            "-rw-r--r--",
+		"/lib/systemd/system/nftables.service.d/bgplb.conf":        "-rw-r--r--",
 		"/etc/bgplb/routeragent.yaml":                              "-rw-r-----",
+		"/usr/lib/tmpfiles.d/bgplb-routeragent.conf":               "-rw-r--r--",
 		"/etc/iproute2/rt_protos.d/bgplb.conf":                     "-rw-r--r--",
 		"/etc/ferm/ferm.d/bgplb.conf":                              "-rw-r--r--",
 		"/usr/share/doc/bgplb-routeragent/install.md":              "-rw-r--r--",
@@ -167,11 +169,12 @@ func TestDebContents(t *testing.T) {
 	x := t.TempDir()
 	run(t, "", nil, "dpkg-deb", "--extract", deb, x)
 	for dst, src := range map[string]string{
-		"lib/systemd/system/bgplb-routeragent.service": "packaging/systemd/bgplb-routeragent.service",
-		"etc/bgplb/routeragent.yaml":                   "packaging/routeragent.yaml",
-		"etc/iproute2/rt_protos.d/bgplb.conf":          "packaging/iproute2/bgplb.conf",
-		"etc/ferm/ferm.d/bgplb.conf":                   "routeragent/firewall/ferm-hook.conf",
-		"usr/share/doc/bgplb-routeragent/install.md":   "docs/install.md",
+		"lib/systemd/system/bgplb-routeragent.service":     "packaging/systemd/bgplb-routeragent.service",
+		"lib/systemd/system/nftables.service.d/bgplb.conf": "packaging/systemd/nftables.service.d/bgplb.conf",
+		"etc/bgplb/routeragent.yaml":                       "packaging/routeragent.yaml",
+		"etc/iproute2/rt_protos.d/bgplb.conf":              "packaging/iproute2/bgplb.conf",
+		"etc/ferm/ferm.d/bgplb.conf":                       "routeragent/firewall/ferm-hook.conf",
+		"usr/share/doc/bgplb-routeragent/install.md":       "docs/install.md",
 	} {
 		b, err := os.ReadFile(filepath.Join(x, dst))
 		if err != nil {
@@ -246,7 +249,7 @@ func checkCopyright(t *testing.T, x, bin string) {
 
 // manPages are the man pages the package ships: one per command.
 var manPages = []string{"bgplb-routeragent", "bgplb-routeragent-run", "bgplb-routeragent-status",
-	"bgplb-routeragent-doctor", "bgplb-routeragent-flush", "bgplb-routeragent-uninstall",
+	"bgplb-routeragent-doctor", "bgplb-routeragent-trace", "bgplb-routeragent-flush", "bgplb-routeragent-uninstall",
 	"bgplb-routeragent-check-config", "bgplb-routeragent-poke", "bgplb-routeragent-rt-protos",
 	"bgplb-routeragent-version", "bgplb-routeragent-completion", "bgplb-routeragent-completion-bash",
 	"bgplb-routeragent-completion-zsh", "bgplb-routeragent-completion-fish"}
@@ -430,7 +433,8 @@ func checkUnit(t *testing.T, x string) {
 		"AmbientCapabilities":   "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
 		"CapabilityBoundingSet": "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
 		"ProtectSystem":         "strict",
-		"ReadWritePaths":        "/run /var/lib/bgplb",
+		"User":                  "bgplb",
+		"ReadWritePaths":        "-/run/xtables.lock",
 		"RuntimeDirectory":      "bgplb",
 		"StateDirectory":        "bgplb",
 		"Restart":               "on-failure",

@@ -207,10 +207,7 @@ func (a *Allocator) SetPools(specs []PoolSpec) {
 		}
 		p.valid = true
 		for _, r := range rs {
-			n := &rng{Range: r, cursor: r.First, usable: r.Size()}
-			if s.AvoidBuggyIPs {
-				n.usable -= buggyCount(r)
-			}
+			n := &rng{Range: r, cursor: r.First, usable: usableSize(r, s.AvoidBuggyIPs)}
 			p.ranges = append(p.ranges, n)
 		}
 		accepted = append(accepted, p)

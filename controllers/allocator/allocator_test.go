@@ -36,10 +36,18 @@ func TestRangeSizeAndBuggy(t *testing.T) {
 		{in: "10.0.0.0/22", want: "10.0.0.0-10.0.3.255", size: 1024, buggy: 8},
 		{in: "0.0.0.0/0", want: "0.0.0.0-255.255.255.255", size: 1 << 32, buggy: 1 << 25},
 		{in: "192.168.254.7/32", want: "192.168.254.7", size: 1},
-		{in: "fd00:254::/120", want: "fd00:254::-fd00:254::ff", size: 256},
+		// IPv6: the Subnet-Router anycast address of each /64 (interface
+		// identifier zero) counts as buggy.
+		{in: "fd00:254::/120", want: "fd00:254::-fd00:254::ff", size: 256, buggy: 1},
 		{in: "fd00::1-fd00::3", want: "fd00::1-fd00::3", size: 3},
-		{in: "fd00::/64", want: "fd00::-fd00::ffff:ffff:ffff:ffff", size: math.MaxUint64},
-		{in: "fd00::/65", want: "fd00::-fd00::7fff:ffff:ffff:ffff", size: 1 << 63},
+		{in: "fd00::/64", want: "fd00::-fd00::ffff:ffff:ffff:ffff", size: math.MaxUint64, buggy: 1},
+		{in: "fd00::/65", want: "fd00::-fd00::7fff:ffff:ffff:ffff", size: 1 << 63, buggy: 1},
+		{in: "fd00::8000:0:0:0/65", want: "fd00::8000:0:0:0-fd00::ffff:ffff:ffff:ffff", size: 1 << 63},
+		{in: "fd00::/48", want: "fd00::-fd00::ffff:ffff:ffff:ffff:ffff", size: math.MaxUint64, buggy: 1 << 16},
+		{in: "fd00::1-fd00:0:0:2::", want: "fd00::1-fd00:0:0:2::", size: math.MaxUint64, buggy: 2},
+		{in: "fd00:0:0:1::-fd00:0:0:3::", want: "fd00:0:0:1::-fd00:0:0:3::", size: math.MaxUint64, buggy: 3},
+		{in: "2001:db8:254::/128", want: "2001:db8:254::", size: 1, buggy: 1},
+		{in: "::/0", want: "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", size: math.MaxUint64, buggy: math.MaxUint64},
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
@@ -179,6 +187,34 @@ func TestAllocator(t *testing.T) {
 				{req: svc("s2"), want: []string{"10.0.1.1"}},
 				{req: svc("s3"), wantErr: ReasonPoolExhausted},
 			},
+		},
+		{
+			// The lab's pool: avoidBuggyIPs skips 2001:db8:254::, the
+			// Subnet-Router anycast address (RFC 4291 2.6.1).
+			name:  "avoid buggy IPs, IPv6",
+			pools: []PoolSpec{{Name: "a", Addresses: []string{"2001:db8:254::/64"}, AutoAssign: true, AvoidBuggyIPs: true}},
+			steps: []step{
+				{req: svc("s1", fams(IPv6)), want: []string{"2001:db8:254::1"}},
+				{req: svc("s2", fams(IPv6)), want: []string{"2001:db8:254::2"}},
+			},
+		},
+		{
+			// In a range, every /64 start is skipped.
+			name:  "avoid buggy IPs, IPv6 range across a /64 boundary",
+			pools: []PoolSpec{{Name: "a", Addresses: []string{"fd00:0:0:1:ffff:ffff:ffff:fffe-fd00:0:0:2::1"}, AutoAssign: true, AvoidBuggyIPs: true}},
+			steps: []step{
+				{req: svc("s1", fams(IPv6)), want: []string{"fd00:0:0:1:ffff:ffff:ffff:fffe"}},
+				{req: svc("s2", fams(IPv6)), want: []string{"fd00:0:0:1:ffff:ffff:ffff:ffff"}},
+				{req: svc("s3", fams(IPv6)), want: []string{"fd00:0:0:2::1"}},
+				{req: svc("s4", fams(IPv6)), wantErr: ReasonPoolExhausted},
+			},
+		},
+		{
+			// Without avoidBuggyIPs the all-zero host is a host like any
+			// other (MetalLB's behaviour for IPv6 in every case).
+			name:  "IPv6 all-zero host without avoidBuggyIPs",
+			pools: []PoolSpec{p("a", "2001:db8:254::/64")},
+			steps: []step{{req: svc("s1", fams(IPv6)), want: []string{"2001:db8:254::"}}},
 		},
 		{
 			name:  "IPv6 and dual-stack",
@@ -376,8 +412,9 @@ func TestPoolStates(t *testing.T) {
 	st := a.States()
 	wantA := PoolState{
 		Name: "a", Valid: true, Reason: "InUseAddressesRemoved",
-		Problem:    "addresses removed from spec.addresses are still assigned and kept until released: 192.168.254.1 (used by default/s0), fd00:: (used by default/v6)",
-		Removed:    []RemovedAddress{{Addr: netip.MustParseAddr("192.168.254.1"), Services: []string{"default/s0"}}, {Addr: netip.MustParseAddr("fd00::"), Services: []string{"default/v6"}}},
+		// fd00::1: avoidBuggyIPs skipped fd00::, the /64's Subnet-Router anycast address.
+		Problem:    "addresses removed from spec.addresses are still assigned and kept until released: 192.168.254.1 (used by default/s0), fd00::1 (used by default/v6)",
+		Removed:    []RemovedAddress{{Addr: netip.MustParseAddr("192.168.254.1"), Services: []string{"default/s0"}}, {Addr: netip.MustParseAddr("fd00::1"), Services: []string{"default/v6"}}},
 		AssignedV4: 3, AvailableV4: 0, AssignedV6: 1, TotalV4: 2, InUse: 4,
 	}
 	if d := cmp.Diff([]PoolState{wantA}, st, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); d != "" {

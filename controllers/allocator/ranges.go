@@ -6,6 +6,7 @@ package allocator
 
 import (
 	"encoding/binary"
+	"math"
 	"net/netip"
 
 	"github.com/bgplb/bgplb/internal/iprange"
@@ -45,19 +46,40 @@ func v4(a netip.Addr) uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-// buggy reports whether a is an IPv4 address ending in .0 or .255.
+// buggy reports whether a is an address that some equipment takes for
+// something other than a host: an IPv4 address ending in .0 or .255
+// (network and broadcast addresses of a /24, as MetalLB's avoidBuggyIPs),
+// or an IPv6 address whose 64-bit interface identifier is all zero, the
+// Subnet-Router anycast address of its /64 (RFC 4291 2.6.1; /64 is the
+// subnet size of RFC 4291 2.5.4). A Linux router forwarding IPv6 joins
+// that anycast address on every /64 it is attached to, and firewalls and
+// IPAMs treat it as the network's own address. MetalLB skips nothing for
+// IPv6; bgplb skips the anycast address only when avoidBuggyIPs is set, so
+// a pool without it hands out the same addresses as before. The rule is
+// per address, as for IPv4: a /48 pool skips the first address of each of
+// its /64s, and a range skips the /64 starts it contains.
 func buggy(a netip.Addr) bool {
 	if !a.Is4() {
-		return false
+		b := a.As16()
+		return binary.BigEndian.Uint64(b[8:]) == 0
 	}
 	last := a.As4()[3]
 	return last == 0 || last == 255
 }
 
-// buggyCount counts the IPv4 addresses of r ending in .0 or .255.
+// buggyCount counts the addresses of r that buggy reports, saturating at
+// math.MaxUint64 (::/0 holds 2^64 /64s).
 func buggyCount(r Range) uint64 {
 	if !r.First.Is4() {
-		return 0
+		// The /64 starts in [First, Last]: one per /64 after First's, and
+		// First's own when First is its start.
+		f, l := r.First.As16(), r.Last.As16()
+		fh, fl, lh := binary.BigEndian.Uint64(f[:8]), binary.BigEndian.Uint64(f[8:]), binary.BigEndian.Uint64(l[:8])
+		n := lh - fh
+		if fl == 0 && n < math.MaxUint64 {
+			n++
+		}
+		return n
 	}
 	// le(n, x) counts the numbers in [0, n] whose low byte is x.
 	le := func(n uint64, x uint64) uint64 {
@@ -73,4 +95,15 @@ func buggyCount(r Range) uint64 {
 		n -= le(f-1, 0) + le(f-1, 255)
 	}
 	return n
+}
+
+// usableSize is the number of addresses of r that may be handed out: all,
+// or without the buggy ones when avoid is set. A range too large to count
+// (Size saturated at math.MaxUint64, more than a /64) stays saturated.
+func usableSize(r Range, avoid bool) uint64 {
+	n := r.Size()
+	if !avoid || n == math.MaxUint64 {
+		return n
+	}
+	return n - buggyCount(r)
 }

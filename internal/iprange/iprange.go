@@ -84,7 +84,13 @@ func Parse(s string) (Range, error) {
 	if p.Masked() != p {
 		return Range{}, fmt.Errorf("CIDR %q has host bits set (did you mean %s?)", s, p.Masked())
 	}
-	return prefixRange(p), nil
+	r := prefixRange(p)
+	if r.Last.Is4In6() {
+		// ::/80 ends at ::ffff:255.255.255.255: its last 2^32 addresses
+		// are the IPv4-mapped block, as a range it would not parse back.
+		return Range{}, fmt.Errorf("CIDR %q ends in the IPv4-mapped block ::ffff:0:0/96 (its last address is %s): use a prefix outside it", s, r.Last)
+	}
+	return r, nil
 }
 
 func parseRange(s string) (Range, error) {

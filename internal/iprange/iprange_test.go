@@ -52,6 +52,7 @@ func TestParse(t *testing.T) {
 		{in: "fe80::1%eth0-fe80::2", wantErr: "zone"},
 		{in: "::ffff:10.0.0.1-::ffff:10.0.0.3", wantErr: "IPv4-mapped"},
 		{in: "::ffff:10.0.0.0/104", wantErr: "IPv4-mapped"},
+		{in: "::/80", wantErr: "ends in the IPv4-mapped block"},
 		{in: "010.0.0.1-10.0.0.2", wantErr: "first address"},
 	}
 	for _, tt := range tests {

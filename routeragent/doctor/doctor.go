@@ -40,6 +40,9 @@ type Finding struct {
 	// Section groups findings: "" for the host checks, SectionSecurity
 	// for who can reach and steer the router's BGP.
 	Section string `json:"section,omitempty"`
+	// Family is ipv4 or ipv6 for a check of one address family, "" for
+	// one that covers both.
+	Family string `json:"family,omitempty"`
 }
 
 // Input is everything the checks look at. Gather fills it from the host;
@@ -51,6 +54,8 @@ type Input struct {
 	ServiceSubnets []netip.Prefix
 	FirewallMode   config.FirewallMode
 	Protocols      []string
+	// FirewallBackend is firewall.backend ("" = auto).
+	FirewallBackend config.FirewallBackend
 
 	// IPForward is net.ipv4.ip_forward, -1 when unreadable.
 	IPForward int
@@ -75,11 +80,17 @@ type Input struct {
 	// Routes is passed in by the agent; nil when not known (agent down).
 	Routes *Routes
 
-	// NftRuleset is `nft list ruleset`, "" when nft is not installed.
-	NftRuleset string
+	// Nft is the native nftables ruleset read through netlink, nil when
+	// not looked at; NftErr is why it could not be read.
+	Nft    *firewall.NftRuleset
+	NftErr string
 
 	// Security, when set, adds the security section (see Security).
 	Security *SecurityInput
+
+	// IPv6, when set (an IPv6 service subnet is configured), adds the
+	// IPv6 host checks next to their IPv4 counterparts.
+	IPv6 *IPv6Input
 }
 
 // Listing is one backend's filter table as `iptables -v -S` prints it.
@@ -103,9 +114,20 @@ type Routes struct {
 // Run evaluates the checks. It does no I/O.
 func Run(ctx context.Context, in Input) []Finding {
 	var out []Finding
-	out = append(out, checkForward(in))
-	out = append(out, checkRedirects(in)...)
-	out = append(out, checkRPFilter(in)...)
+	// Each IPv4 host check is followed by its IPv6 counterpart, so that
+	// both families read side by side.
+	out = append(out, family(firewall.IPv4, checkForward(in))...)
+	if in.IPv6 != nil {
+		out = append(out, checkForward6(*in.IPv6))
+	}
+	out = append(out, family(firewall.IPv4, checkRedirects(in)...)...)
+	if in.IPv6 != nil {
+		out = append(out, checkRedirects6(in))
+	}
+	out = append(out, family(firewall.IPv4, checkRPFilter(in)...)...)
+	if in.IPv6 != nil {
+		out = append(out, checkRPFilter6(*in.IPv6))
+	}
 	fw := checkFirewall(in)
 	out = append(out, fw...)
 	fwBroken := slices.ContainsFunc(fw, func(f Finding) bool { return f.Status == Fail })
@@ -118,6 +140,14 @@ func Run(ctx context.Context, in Input) []Finding {
 		out = append(out, Security(*in.Security)...)
 	}
 	return out
+}
+
+// family tags findings with their address family.
+func family(fam firewall.Family, fs ...Finding) []Finding {
+	for i := range fs {
+		fs[i].Family = string(fam)
+	}
+	return fs
 }
 
 // Healthy reports whether no finding failed or warned.
@@ -226,9 +256,9 @@ func toolName(b firewall.Backend, fam firewall.Family) string {
 
 func checkFirewall(in Input) []Finding {
 	cfg := firewall.Config{Interfaces: in.LANInterfaces, Subnets: in.ServiceSubnets, Protocols: in.Protocols}
-	out := checkFirewallFamily(in, firewall.IPv4, in.Firewall, firewall.Desired(cfg, firewall.IPv4))
+	out := family(firewall.IPv4, checkFirewallFamily(in, firewall.IPv4, in.Firewall, firewall.Desired(cfg, firewall.IPv4))...)
 	if want6 := firewall.Desired(cfg, firewall.IPv6); len(want6) > 0 {
-		out = append(out, checkFirewallFamily(in, firewall.IPv6, in.Firewall6, want6)...)
+		out = append(out, family(firewall.IPv6, checkFirewallFamily(in, firewall.IPv6, in.Firewall6, want6)...)...)
 	}
 	return out
 }
@@ -354,46 +384,114 @@ func checkConntrack(in Input, firewallBroken bool) Finding {
 		Message: fmt.Sprintf("conntrack counted %d INVALID packets since boot (asymmetric service traffic counts here and is accepted by the exemptions)", in.ConntrackInvalid)}
 }
 
-// checkNftables looks for a native nftables rule (not one made by
-// iptables-nft) dropping INVALID packets: our iptables rules cannot undo it.
+// checkNftables reports, for each native nftables forward base chain whose
+// path drops INVALID packets (firewall.AnalyzeNft: the same analysis the
+// agent uses, on the expressions read through netlink), where the drop is
+// and where our jump is relative to it.
 func checkNftables(in Input) []Finding {
-	if in.NftRuleset == "" {
+	if in.NftErr != "" {
+		return []Finding{{Check: "nftables", Status: Warn, Message: "could not read the native nftables ruleset: " + in.NftErr, Fix: "nft list ruleset"}}
+	}
+	if in.Nft == nil {
 		return nil
 	}
+	a := firewall.AnalyzeNft(*in.Nft)
 	var out []Finding
-	var table, chain string
-	for _, line := range strings.Split(in.NftRuleset, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
+	if a.Firewalld {
+		out = append(out, Finding{Check: "nftables", Status: Warn,
+			Message: fmt.Sprintf("firewalld manages this host's nftables ruleset (table %s): bgplb leaves it alone", firewall.FirewalldTable),
+			Fix:     firewall.FirewalldAdvice})
+	}
+	if len(a.Drops) == 0 {
+		if a.ForwardChains > 0 {
+			out = append(out, Finding{Check: "nftables", Status: OK,
+				Message: fmt.Sprintf("native nftables: %d forward chain(s), none drops conntrack-INVALID packets; nothing to exempt", a.ForwardChains)})
 		}
-		switch {
-		case f[0] == "table" && len(f) >= 3:
-			table, chain = f[1]+" "+f[2], ""
-			continue
-		case f[0] == "chain" && len(f) >= 2:
-			chain = f[1]
-			continue
+		return out
+	}
+	cfg := firewall.Config{Interfaces: in.LANInterfaces, Subnets: in.ServiceSubnets, Protocols: in.Protocols}
+	want := append(firewall.Desired(cfg, firewall.IPv4), firewall.Desired(cfg, firewall.IPv6)...)
+	for _, d := range a.Drops {
+		out = append(out, checkNftDrop(in, d, nftTable(*in.Nft, d.Table), want))
+	}
+	return out
+}
+
+func nftTable(rs firewall.NftRuleset, name string) firewall.NftTable {
+	for _, t := range rs.Tables {
+		if t.String() == name {
+			return t
 		}
-		// ip/ip6 filter are iptables-nft's tables: the firewall check
-		// covers them through iptables-nft.
-		if table == "ip filter" || table == "ip6 filter" {
-			continue
+	}
+	return firewall.NftTable{}
+}
+
+// checkNftDrop is the finding for one forward base chain that drops.
+func checkNftDrop(in Input, d firewall.NftDrop, t firewall.NftTable, want []firewall.Exemption) Finding {
+	where := fmt.Sprintf("native nftables table %q chain %q drops INVALID packets (%s)", d.Table, d.BaseChain, d)
+	switch {
+	case in.FirewallMode == config.FirewallOff:
+		return Finding{Check: "nftables", Status: Warn,
+			Message: where + " and firewall mode is off: clients on the nodes' L2 cannot keep connections to services",
+			Fix:     "set firewall.mode: exempt in /etc/bgplb/routeragent.yaml and systemctl reload bgplb-routeragent"}
+	case in.FirewallBackend == config.BackendLegacy || in.FirewallBackend == config.BackendNFT:
+		return Finding{Check: "nftables", Status: Warn,
+			Message: where + "; firewall.backend is " + string(in.FirewallBackend) + ", and bgplb's iptables exemptions cannot override it",
+			Fix: "set firewall.backend: auto in /etc/bgplb/routeragent.yaml and systemctl reload bgplb-routeragent; or by hand: " +
+				strings.Join(nftInsertFixes(in, d), " ; ") + "   (insert before the drop; or add it to /etc/nftables.conf)"}
+	case d.OurJumpIndex == 0:
+		return Finding{Check: "nftables", Status: Fail,
+			Message: where + ", not preceded by the jump to " + firewall.NftChainName + ": asymmetric service traffic is dropped",
+			Fix:     "systemctl status bgplb-routeragent (the agent puts the jump back within a second; bgplb-routeragent poke asks at once)"}
+	case d.OurJumpIndex > d.BaseIndex:
+		return Finding{Check: "nftables", Status: Fail,
+			Message: fmt.Sprintf("%s; our jump to %s is rule %d, after it", where, firewall.NftChainName, d.OurJumpIndex),
+			Fix:     "bgplb-routeragent poke (the agent moves its jump to the top)"}
+	}
+	var missing []string
+	for _, e := range want {
+		if !nftHasRule(t, e.Comment()) && nftFamilyHolds(t, e) {
+			missing = append(missing, e.Interface+" "+e.Subnet.String()+" "+e.Protocol)
 		}
-		if strings.Contains(line, "ct state") && strings.Contains(line, "invalid") && (strings.Contains(line, "drop") || strings.Contains(line, "reject")) {
-			var accepts []string
-			for _, ifc := range in.LANInterfaces {
-				for _, s := range in.ServiceSubnets {
-					fam := "ip"
-					if s.Addr().Is6() {
-						fam = "ip6"
-					}
-					accepts = append(accepts, fmt.Sprintf("nft insert rule %s %s iifname %q %s daddr %s meta l4proto tcp ct state invalid accept", table, chain, ifc, fam, s))
-				}
+	}
+	if len(missing) > 0 {
+		return Finding{Check: "nftables", Status: Fail,
+			Message: fmt.Sprintf("%s; chain %s lacks the exemptions for %s", where, firewall.NftChainName, strings.Join(missing, ", ")),
+			Fix:     "bgplb-routeragent poke (the agent rewrites its chain)"}
+	}
+	return Finding{Check: "nftables", Status: OK,
+		Message: fmt.Sprintf("%s; our jump to %s is rule %d, before it", where, firewall.NftChainName, d.OurJumpIndex)}
+}
+
+func nftHasRule(t firewall.NftTable, comment string) bool {
+	c := t.Chain(firewall.NftChainName)
+	if c == nil {
+		return false
+	}
+	return slices.ContainsFunc(c.Rules, func(r firewall.NftRule) bool { return r.Comment() == comment })
+}
+
+// nftFamilyHolds: an ip table holds IPv4 exemptions only, ip6 IPv6 ones.
+func nftFamilyHolds(t firewall.NftTable, e firewall.Exemption) bool {
+	switch firewall.FamilyName(t.Family) {
+	case "ip":
+		return e.Subnet.Addr().Is4()
+	case "ip6":
+		return e.Subnet.Addr().Is6()
+	}
+	return true
+}
+
+// nftInsertFixes are the `nft insert` commands that exempt by hand.
+func nftInsertFixes(in Input, d firewall.NftDrop) []string {
+	var out []string
+	for _, ifc := range in.LANInterfaces {
+		for _, s := range in.ServiceSubnets {
+			fam := "ip"
+			if s.Addr().Is6() {
+				fam = "ip6"
 			}
-			out = append(out, Finding{Check: "nftables", Status: Warn,
-				Message: fmt.Sprintf("native nftables table %q chain %q drops INVALID packets (%s); bgplb's iptables exemptions cannot override it", table, chain, strings.TrimSpace(line)),
-				Fix:     strings.Join(accepts, " ; ") + "   (insert before the drop; or add it to /etc/nftables.conf)"})
+			out = append(out, fmt.Sprintf("nft insert rule %s %s iifname %q %s daddr %s meta l4proto tcp ct state invalid accept", d.Table, d.BaseChain, ifc, fam, s))
 		}
 	}
 	return out

@@ -9,7 +9,22 @@ import (
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 )
+
+// ourJump and ourChain are what the agent installs (rule comments mark
+// them).
+func ourJump() firewall.NftRule {
+	return firewall.NftRule{Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictJump, Chain: firewall.NftChainName}},
+		UserData: userdata.AppendString(nil, userdata.TypeComment, firewall.NftJumpComment)}
+}
+
+func ourChain() firewall.NftChain {
+	e := firewall.Exemption{Interface: "lan0", Subnet: netip.MustParsePrefix("192.168.254.0/24"), Protocol: "tcp"}
+	return firewall.NftChain{Name: firewall.NftChainName, Rules: []firewall.NftRule{{Exprs: e.NftExprs(), UserData: userdata.AppendString(nil, userdata.TypeComment, e.Comment())}}}
+}
 
 const (
 	jump   = `-A FORWARD -m comment --comment "bgplb: conntrack-INVALID exemptions for service subnets" -c 9 360 -j BGPLB-EXEMPT`
@@ -129,11 +144,53 @@ func TestRun(t *testing.T) {
 			in.Firewall6 = map[firewall.Backend]Listing{firewall.Legacy: listing(drop, estab)}
 		}, append(append([]brief{}, ok[:4]...), brief{"firewall", Fail}, brief{"conntrack", Fail}, brief{"routes", OK}),
 			"ip6tables-legacy FORWARD rule 1", "ip6tables-legacy -I FORWARD 1"},
-		{"native nftables drop", func(in *Input) {
-			in.NftRuleset = "table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state invalid drop\n\t}\n}\n" +
-				"table ip filter {\n\tchain FORWARD {\n\t\tct state invalid counter packets 0 bytes 0 drop\n\t}\n}\n"
+		{"native nftables drop, firewall.backend legacy", func(in *Input) {
+			in.FirewallBackend = "legacy"
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{
+				{Family: nftables.TableFamilyINet, Name: "filter", Chains: []firewall.NftChain{{Name: "forward", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{invalidDrop}}}},
+				// iptables-nft's own table: the firewall check covers it.
+				{Family: nftables.TableFamilyIPv4, Name: "filter", Chains: []firewall.NftChain{{Name: "FORWARD", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{invalidDrop}}}},
+			}}
 		}, append(append([]brief{}, ok[:5]...), brief{"nftables", Warn}, brief{"routes", OK}),
 			`table "inet filter" chain "forward"`, `nft insert rule inet filter forward iifname "lan0" ip daddr 192.168.254.0/24 meta l4proto tcp ct state invalid accept`},
+		{"native nftables drop without our jump", func(in *Input) {
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{{Family: nftables.TableFamilyINet, Name: "filter",
+				Chains: []firewall.NftChain{{Name: "forward", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{establishedOK, invalidDrop}}}}}}
+		}, append(append([]brief{}, ok[:5]...), brief{"nftables", Fail}, brief{"routes", OK}),
+			`table "inet filter" chain "forward" drops INVALID packets (inet filter chain forward rule 2`, "bgplb-routeragent poke"},
+		{"native nftables ct state invalid jump, our jump after it", func(in *Input) {
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{{Family: nftables.TableFamilyIPv4, Name: "router",
+				Chains: []firewall.NftChain{
+					{Name: "forward", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{invalidJump, ourJump()}},
+					{Name: "sub", Rules: []firewall.NftRule{plainDrop}},
+					ourChain(),
+				}}}}
+		}, append(append([]brief{}, ok[:5]...), brief{"nftables", Fail}, brief{"routes", OK}),
+			"our jump to bgplb_exempt is rule 2, after it", "poke"},
+		{"native nftables drop behind a jump and a vmap, ours first", func(in *Input) {
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{{Family: nftables.TableFamilyINet, Name: "fw", VerdictMaps: stateVmap,
+				Chains: []firewall.NftChain{
+					{Name: "forward", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{ourJump(), jumpSub}},
+					{Name: "sub", Rules: []firewall.NftRule{vmapRule}},
+					ourChain(),
+				}}}}
+		}, append(append([]brief{}, ok[:5]...), brief{"nftables", OK}, brief{"routes", OK}), "", ""},
+		{"native nftables, our chain lacks a rule", func(in *Input) {
+			c := ourChain()
+			c.Rules = nil
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{{Family: nftables.TableFamilyINet, Name: "filter",
+				Chains: []firewall.NftChain{{Name: "forward", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{ourJump(), invalidReject}}, c}}}}
+		}, append(append([]brief{}, ok[:5]...), brief{"nftables", Fail}, brief{"routes", OK}),
+			"lacks the exemptions for lan0 192.168.254.0/24 tcp", "poke"},
+		{"Debian's default nftables.conf", func(in *Input) {
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{{Family: nftables.TableFamilyINet, Name: "filter",
+				Chains: []firewall.NftChain{{Name: "forward", Hook: nftables.ChainHookForward}}}}}
+		}, append(append([]brief{}, ok[:5]...), brief{"nftables", OK}, brief{"routes", OK}), "", ""},
+		{"firewalld", func(in *Input) {
+			in.Nft = &firewall.NftRuleset{Tables: []firewall.NftTable{{Family: nftables.TableFamilyINet, Name: "firewalld",
+				Chains: []firewall.NftChain{{Name: "filter_FORWARD", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{invalidDrop}}}}}}
+		}, append(append([]brief{}, ok[:5]...), brief{"nftables", Warn}, brief{"routes", OK}),
+			"firewalld manages", "systemctl disable --now firewalld"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

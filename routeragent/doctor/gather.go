@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +17,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
+	"github.com/google/nftables"
 )
 
 // GatherConfig says what to look at.
@@ -27,6 +28,8 @@ type GatherConfig struct {
 	ServiceSubnets []netip.Prefix
 	FirewallMode   config.FirewallMode
 	Protocols      []string
+	// FirewallBackend is firewall.backend.
+	FirewallBackend config.FirewallBackend
 	// Routes, when the agent knows them, is copied into Input.
 	Routes *Routes
 
@@ -37,20 +40,24 @@ type GatherConfig struct {
 	ProcNet string
 	// Runners opens iptables (nil = the real tools).
 	Runners firewall.RunnerFactory
-	// NoNft skips `nft list ruleset`.
+	// NoNft skips reading native nftables.
 	NoNft bool
+	// Nft opens native nftables (nil = netlink in this thread's network
+	// namespace).
+	Nft firewall.NftConnFactory
 }
 
 // Gather reads the host into an Input. It changes nothing: a legacy filter
 // table that does not exist is not listed (listing would create it).
 func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 	in := Input{
-		LANInterfaces:  cfg.LANInterfaces,
-		ServiceSubnets: cfg.ServiceSubnets,
-		FirewallMode:   cfg.FirewallMode,
-		Protocols:      cfg.Protocols,
-		Routes:         cfg.Routes,
-		RPFilter:       map[string]int{},
+		LANInterfaces:   cfg.LANInterfaces,
+		ServiceSubnets:  cfg.ServiceSubnets,
+		FirewallMode:    cfg.FirewallMode,
+		Protocols:       cfg.Protocols,
+		FirewallBackend: cfg.FirewallBackend,
+		Routes:          cfg.Routes,
+		RPFilter:        map[string]int{},
 	}
 	if in.FirewallMode == "" {
 		in.FirewallMode = config.FirewallExempt
@@ -88,6 +95,7 @@ func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 		if in.Firewall6, err = listBackends(ctx, runners, firewall.IPv6); err != nil {
 			return in, err
 		}
+		in.IPv6 = gatherIPv6(ctx, cfg.SysctlRoot, runners)
 	}
 
 	in.ConntrackInvalid, in.ConntrackKnown, err = conntrackInvalid(filepath.Join(procNet, "stat", "nf_conntrack"))
@@ -96,14 +104,65 @@ func Gather(ctx context.Context, cfg GatherConfig) (Input, error) {
 	}
 
 	if !cfg.NoNft {
-		if path, err := exec.LookPath("nft"); err == nil {
-			out, err := exec.CommandContext(ctx, path, "list", "ruleset").Output()
-			if err == nil {
-				in.NftRuleset = string(out)
-			}
-		}
+		in.Nft, in.NftErr = readNft(cfg.Nft, in.IPv6 != nil)
+	}
+	if in.IPv6 != nil && in.Nft != nil {
+		in.IPv6.RPFilter = append(in.IPv6.RPFilter, nftRPFilter6(*in.Nft)...)
 	}
 	return in, nil
+}
+
+// readNft reads the native ruleset through netlink (the agent's own
+// reader), not by parsing `nft list ruleset`. With prerouting, the rules of
+// the prerouting base chains of inet and ip6 tables are read too (where
+// IPv6 reverse-path filters live), which List leaves out.
+func readNft(open firewall.NftConnFactory, prerouting bool) (*firewall.NftRuleset, string) {
+	if open == nil {
+		open = firewall.NetlinkNft
+	}
+	c, err := open()
+	if errors.Is(err, firewall.ErrUnavailable) {
+		return nil, ""
+	}
+	if err != nil {
+		return nil, err.Error()
+	}
+	if cl, ok := c.(io.Closer); ok {
+		defer cl.Close()
+	}
+	rs, err := c.List()
+	if err != nil {
+		return nil, err.Error()
+	}
+	if prerouting {
+		if err := readPrerouting6(c, &rs); err != nil {
+			return nil, err.Error()
+		}
+	}
+	return &rs, ""
+}
+
+// readPrerouting6 fills the rules of the prerouting base chains of the
+// native inet and ip6 tables that List did not read.
+func readPrerouting6(c firewall.NftConn, rs *firewall.NftRuleset) error {
+	for ti := range rs.Tables {
+		t := &rs.Tables[ti]
+		if t.Family != nftables.TableFamilyINet && t.Family != nftables.TableFamilyIPv6 || t.OwnedByIptables() {
+			continue
+		}
+		for ci := range t.Chains {
+			ch := &t.Chains[ci]
+			if ch.Hook == nil || *ch.Hook != *nftables.ChainHookPrerouting || ch.Rules != nil {
+				continue
+			}
+			rules, err := c.Rules(t.Family, t.Name, ch.Name)
+			if err != nil {
+				return err
+			}
+			ch.Rules = rules
+		}
+	}
+	return nil
 }
 
 // listBackends lists the filter table of both backends for one family.

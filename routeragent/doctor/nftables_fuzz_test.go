@@ -1,82 +1,165 @@
 package doctor
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/firewall"
 )
 
-// FuzzCheckNftables: any text given as `nft list ruleset` never panics the
-// native-nftables scan; every finding is a warning naming a table other
-// than iptables-nft's `ip filter`/`ip6 filter` and carries one `nft insert
-// rule` per LAN interface and service subnet; an INVALID drop appended in an
-// `ip filter` table changes nothing, one appended in a native table adds
-// exactly that finding; and lines that mention neither a table, a chain nor
-// "invalid" do not matter (dropping them leaves the findings as they were).
-// Seeds: testdata/fuzz/FuzzCheckNftables, among them the real `nft list
-// ruleset` of a namespace holding iptables-nft's ferm-like ruleset (with a
-// stateful sub-chain) and a native inet table with `ct state invalid drop`
-// and a verdict map.
-func FuzzCheckNftables(f *testing.F) {
-	for _, s := range []string{
-		"table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state invalid counter packets 0 bytes 0 drop\n\t}\n}\n",
-		"table ip filter {\n\tchain FORWARD {\n\t\tct state invalid counter packets 7 bytes 280 drop\n\t}\n}\n",
-		"table ip6 filter {\n\tchain FORWARD {\n\t\tct state invalid reject\n\t}\n}\ntable ip6 mangle {\n\tchain PREROUTING {\n\t\tct state invalid drop\n\t}\n}\n",
-		"table inet fw {\n\tchain input {\n\t\tct state vmap { invalid : drop, established : accept, related : accept }\n\t}\n}\n",
-		"ct state invalid drop\n",
-		"table\nchain\ntable inet\nchain x y z\n\tct state invalid drop\n",
-		"table netdev t {\n\tchain c {\n\t\tct state != invalid accept\n\t}\n}\n",
-		"",
-	} {
-		f.Add(s)
+// Rule shapes as nft 1.0 compiles them (nft --debug=netlink).
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+func ctState(mask uint32, op expr.CmpOp) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: u32(mask), Xor: u32(0)},
+		&expr.Cmp{Op: op, Register: 1, Data: u32(0)},
 	}
+}
+
+func nftRule(parts ...any) firewall.NftRule {
+	var r firewall.NftRule
+	for _, p := range parts {
+		switch x := p.(type) {
+		case []expr.Any:
+			r.Exprs = append(r.Exprs, x...)
+		case expr.Any:
+			r.Exprs = append(r.Exprs, x)
+		}
+	}
+	return r
+}
+
+var (
+	invalidDrop   = nftRule(ctState(expr.CtStateBitINVALID, expr.CmpOpNeq), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+	invalidReject = nftRule(ctState(expr.CtStateBitINVALID, expr.CmpOpNeq), &expr.Reject{})
+	notInvalidAcc = nftRule(ctState(expr.CtStateBitINVALID, expr.CmpOpEq), &expr.Verdict{Kind: expr.VerdictAccept})
+	establishedOK = nftRule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, expr.CmpOpNeq), &expr.Verdict{Kind: expr.VerdictAccept})
+	vmapRule      = nftRule(&expr.Ct{Key: expr.CtKeySTATE, Register: 1}, &expr.Lookup{SourceRegister: 1, IsDestRegSet: true, SetName: "__map0"})
+	jumpSub       = nftRule(&expr.Verdict{Kind: expr.VerdictJump, Chain: "sub"})
+	invalidJump   = nftRule(ctState(expr.CtStateBitINVALID, expr.CmpOpNeq), &expr.Verdict{Kind: expr.VerdictJump, Chain: "sub"})
+	plainDrop     = nftRule(&expr.Verdict{Kind: expr.VerdictDrop})
+	stateVmap     = map[string][]firewall.NftMapElem{"__map0": {
+		{Key: u32(expr.CtStateBitESTABLISHED), Verdict: expr.Verdict{Kind: expr.VerdictAccept}},
+		{Key: u32(expr.CtStateBitINVALID), Verdict: expr.Verdict{Kind: expr.VerdictDrop}},
+	}}
+)
+
+// fuzzRuleset builds a ruleset from bytes: tables of the families nft
+// knows (iptables-nft's own among them), base chains at any hook, regular
+// chains, and rules from the shapes above.
+func fuzzRuleset(data []byte) firewall.NftRuleset {
+	next := func() byte {
+		if len(data) == 0 {
+			return 0
+		}
+		b := data[0]
+		data = data[1:]
+		return b
+	}
+	fams := []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyIPv4, nftables.TableFamilyIPv6, nftables.TableFamilyNetdev, nftables.TableFamilyBridge}
+	tnames := []string{"filter", "fw", "mangle", firewall.FirewalldTable}
+	cnames := []string{"forward", "FORWARD", "sub", "input", "INPUT"}
+	hooks := []*nftables.ChainHook{nil, nftables.ChainHookForward, nftables.ChainHookInput, nftables.ChainHookPrerouting}
+	shapes := []firewall.NftRule{invalidDrop, invalidReject, notInvalidAcc, establishedOK, vmapRule, jumpSub, invalidJump, plainDrop}
+	var rs firewall.NftRuleset
+	for len(data) > 0 && len(rs.Tables) < 4 {
+		t := firewall.NftTable{Family: fams[int(next())%len(fams)], Name: tnames[int(next())%len(tnames)], VerdictMaps: stateVmap}
+		for n := int(next() % 4); n > 0; n-- {
+			c := firewall.NftChain{Name: cnames[int(next())%len(cnames)], Hook: hooks[int(next())%len(hooks)]}
+			if t.Chain(c.Name) != nil {
+				continue
+			}
+			for m := int(next() % 4); m > 0; m-- {
+				c.Rules = append(c.Rules, shapes[int(next())%len(shapes)])
+			}
+			t.Chains = append(t.Chains, c)
+		}
+		rs.Tables = append(rs.Tables, t)
+	}
+	return rs
+}
+
+// FuzzCheckNftables: any native ruleset never panics the nftables check;
+// with firewall.backend legacy every finding is an nftables warning about a
+// native table (never iptables-nft's `ip filter`/`ip6 filter`) carrying one
+// `nft insert rule` per interface × subnet; an INVALID drop added to
+// iptables-nft's table changes nothing, one in a new native forward chain
+// adds exactly one finding naming it.
+//
+// Seeds: testdata/fuzz/FuzzCheckNftables.
+func FuzzCheckNftables(f *testing.F) {
+	f.Add([]byte{0, 0, 1, 0, 1, 1, 0})             // inet filter forward: ct state invalid drop
+	f.Add([]byte{1, 0, 1, 1, 1, 1, 0})             // ip filter FORWARD (iptables-nft's)
+	f.Add([]byte{0, 1, 2, 0, 1, 1, 5, 2, 0, 1, 0}) // inet fw forward: jump sub; sub drops invalid
+	f.Add([]byte{0, 3, 1, 0, 1, 1, 0})             // firewalld
 	ifaces := []string{"lan0", "eth0.2"}
 	subnets := []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24"), netip.MustParsePrefix("2001:db8:254::/64")}
-	scan := func(ruleset string) []Finding {
-		return checkNftables(Input{NftRuleset: ruleset, LANInterfaces: ifaces, ServiceSubnets: subnets})
+	scan := func(rs firewall.NftRuleset) []Finding {
+		return checkNftables(Input{Nft: &rs, LANInterfaces: ifaces, ServiceSubnets: subnets, FirewallMode: config.FirewallExempt, FirewallBackend: config.BackendLegacy})
 	}
-	f.Fuzz(func(t *testing.T, ruleset string) {
-		got := scan(ruleset)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs := fuzzRuleset(data)
+		got := scan(rs)
+		var drops []Finding
 		for _, fd := range got {
-			if fd.Check != "nftables" || fd.Status != Warn {
-				t.Fatalf("finding %+v is not an nftables warning", fd)
+			if fd.Check != "nftables" {
+				t.Fatalf("finding %+v is not an nftables one", fd)
 			}
-			if strings.HasPrefix(fd.Message, `native nftables table "ip filter"`) || strings.HasPrefix(fd.Message, `native nftables table "ip6 filter"`) {
+			if strings.HasPrefix(fd.Message, `native nftables table "ip filter" chain "FORWARD"`) || strings.HasPrefix(fd.Message, `native nftables table "ip6 filter" chain "FORWARD"`) {
 				t.Fatalf("finding about iptables-nft's own table: %s", fd.Message)
 			}
-			if n := strings.Count(fd.Fix, "nft insert rule "); n != len(ifaces)*len(subnets) {
-				t.Fatalf("fix has %d nft commands, want %d: %s", n, len(ifaces)*len(subnets), fd.Fix)
+			if strings.Contains(fd.Message, "drops INVALID packets") {
+				drops = append(drops, fd)
+				if fd.Status != Warn {
+					t.Fatalf("finding %+v is not a warning", fd)
+				}
+				if n := strings.Count(fd.Fix, "nft insert rule "); n != len(ifaces)*len(subnets) {
+					t.Fatalf("fix has %d nft commands, want %d: %s", n, len(ifaces)*len(subnets), fd.Fix)
+				}
 			}
 		}
-		if ruleset == "" {
+
+		ipf := rs
+		ipf.Tables = append(append([]firewall.NftTable{}, rs.Tables...), firewall.NftTable{Family: nftables.TableFamilyIPv4, Name: "filter",
+			Chains: []firewall.NftChain{{Name: "FORWARD", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{invalidDrop}}}})
+		if slices := ipf.Tables[:len(rs.Tables)]; !hasTable(slices, "ip filter") {
+			if d := cmp.Diff(got, scan(ipf)); d != "" {
+				t.Fatalf("an INVALID drop in iptables-nft's table changed the findings (-before +after):\n%s", d)
+			}
+		}
+		native := rs
+		native.Tables = append(append([]firewall.NftTable{}, rs.Tables...), firewall.NftTable{Family: nftables.TableFamilyINet, Name: "fuzz",
+			Chains: []firewall.NftChain{{Name: "fwd", Hook: nftables.ChainHookForward, Rules: []firewall.NftRule{invalidDrop}}}})
+		if hasTable(rs.Tables, "inet fuzz") {
 			return
 		}
-
-		// nft lists a ruleset with a newline at the end; add one where the
-		// input has none so the appended table starts on its own line.
-		base := ruleset
-		if !strings.HasSuffix(base, "\n") {
-			base += "\n"
-		}
-		ipf := scan(base + "table ip filter {\n\tchain FORWARD {\n\t\tct state invalid counter packets 1 bytes 40 drop\n\t}\n}\n")
-		if d := cmp.Diff(scan(base), ipf); d != "" {
-			t.Fatalf("an INVALID drop in iptables-nft's table changed the findings (-before +after):\n%s", d)
-		}
-		native := scan(base + "table inet fuzz {\n\tchain fwd {\n\t\tct state invalid counter packets 1 bytes 40 drop\n\t}\n}\n")
-		if len(native) != len(got)+1 || !strings.HasPrefix(native[len(native)-1].Message, `native nftables table "inet fuzz" chain "fwd" drops INVALID packets`) {
-			t.Fatalf("an INVALID drop in a native table: %d findings before, after %+v", len(got), native)
-		}
-
-		var kept []string
-		for _, l := range strings.Split(ruleset, "\n") {
-			if strings.Contains(l, "invalid") || strings.Contains(l, "table") || strings.Contains(l, "chain") {
-				kept = append(kept, l)
+		after := scan(native)
+		var afterDrops []Finding
+		for _, fd := range after {
+			if strings.Contains(fd.Message, "drops INVALID packets") {
+				afterDrops = append(afterDrops, fd)
 			}
 		}
-		if d := cmp.Diff(got, scan(strings.Join(kept, "\n"))); d != "" {
-			t.Fatalf("lines without table, chain or invalid changed the findings (-all +kept):\n%s", d)
+		if len(afterDrops) != len(drops)+1 || !strings.HasPrefix(afterDrops[len(afterDrops)-1].Message, `native nftables table "inet fuzz" chain "fwd" drops INVALID packets`) {
+			t.Fatalf("an INVALID drop in a native table: %d drop findings before, after %+v", len(drops), after)
 		}
 	})
+}
+
+func hasTable(ts []firewall.NftTable, name string) bool {
+	for _, t := range ts {
+		if t.String() == name {
+			return true
+		}
+	}
+	return false
 }

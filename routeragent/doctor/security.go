@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/tcpstat"
 )
 
 // SectionSecurity is the Section of the security findings.
@@ -28,6 +29,9 @@ type SecurityInput struct {
 	Interfaces map[string][]netip.Prefix
 	// PasswordFiles are the neighbours' password files as found.
 	PasswordFiles []PasswordFile
+	// TCPDrops are the kernel's counters of segments refused for TCP-MD5
+	// or a low TTL; nil when not known (check-config, the start log).
+	TCPDrops *tcpstat.Drops
 }
 
 // SecurityNeighbor is one neighbors[] entry.
@@ -40,6 +44,8 @@ type SecurityNeighbor struct {
 	Single bool
 	// Password is true when it has a passwordFile.
 	Password bool
+	// TTLSecurity is true when it uses GTSM (ttlSecurity, the default).
+	TTLSecurity bool
 }
 
 // PasswordFile is one passwordFile's permissions.
@@ -56,7 +62,7 @@ func SecurityInputFor(c *config.Config) SecurityInput {
 	for i := range c.Neighbors {
 		n := &c.Neighbors[i]
 		in.Neighbors = append(in.Neighbors, SecurityNeighbor{Index: i, Range: n.NeighborPrefix(),
-			Single: n.Address != "", Password: n.PasswordFile != ""})
+			Single: n.Address != "", Password: n.PasswordFile != "", TTLSecurity: n.TTLSecurity == nil || *n.TTLSecurity})
 	}
 	return in
 }
@@ -66,11 +72,13 @@ func SecurityInputFor(c *config.Config) SecurityInput {
 func Security(in SecurityInput) []Finding {
 	var out []Finding
 	out = append(out, checkAuthentication(in)...)
+	out = append(out, checkTTLSecurity(in)...)
 	out = append(out, checkNeighborRanges(in)...)
 	out = append(out, checkServiceSubnets(in)...)
 	out = append(out, checkLANWildcards(in)...)
 	out = append(out, checkListen(in))
 	out = append(out, checkPasswordFiles(in)...)
+	out = append(out, checkRefusedSegments(in)...)
 	for i := range out {
 		out[i].Section = SectionSecurity
 	}
@@ -116,6 +124,28 @@ func checkAuthentication(in SecurityInput) []Finding {
 	}
 	if len(out) == 0 {
 		return []Finding{{Check: "authentication", Status: OK, Message: "every neighbor needs the TCP-MD5 password"}}
+	}
+	return out
+}
+
+// checkTTLSecurity: without GTSM a host anywhere that can route packets to
+// the router (and spoof or own a node's address) can reach its BGP.
+func checkTTLSecurity(in SecurityInput) []Finding {
+	var out []Finding
+	for _, n := range in.Neighbors {
+		if n.TTLSecurity {
+			continue
+		}
+		what := n.Range.String()
+		if n.Single {
+			what = n.Range.Addr().String()
+		}
+		out = append(out, Finding{Check: "ttl-security", Status: Warn,
+			Message: fmt.Sprintf("neighbors[%d] (%s) has ttlSecurity: false: BGP packets from beyond the LAN segment are accepted, and the listener cannot drop them before the handshake", n.Index, what),
+			Fix:     fmt.Sprintf("remove neighbors[%d].ttlSecurity (default true) and make its speakers send TTL 255 (BGPPeer spec.ttlSecurity, FRR \"neighbor X ttl-security hops 1\", BIRD \"ttl security on\")", n.Index)})
+	}
+	if len(out) == 0 && len(in.Neighbors) > 0 {
+		return []Finding{{Check: "ttl-security", Status: OK, Message: "every neighbor must send with TTL 255 (GTSM): packets from beyond the LAN segment are dropped"}}
 	}
 	return out
 }
@@ -278,4 +308,24 @@ func checkPasswordFiles(in SecurityInput) []Finding {
 		return []Finding{{Check: "password-file", Status: OK, Message: "the password files are readable by their owner only"}}
 	}
 	return out
+}
+
+// checkRefusedSegments reports what the kernel refused before GoBGP could
+// see it: segments without or with a wrong TCP-MD5 signature and segments
+// below the minimum TTL (GTSM). Nothing else records these attempts. The
+// counters run since boot and cover the whole namespace, so they inform
+// rather than warn.
+func checkRefusedSegments(in SecurityInput) []Finding {
+	d := in.TCPDrops
+	if d == nil {
+		return nil
+	}
+	md5 := d.MD5NotFound + d.MD5Unexpected + d.MD5Failure
+	if md5 == 0 && d.MinTTL == 0 {
+		return []Finding{{Check: "refused-segments", Status: OK, Message: "since boot the kernel refused no TCP segment for a missing or wrong TCP-MD5 signature or a TTL below 255"}}
+	}
+	return []Finding{{Check: "refused-segments", Status: OK,
+		Message: fmt.Sprintf("since boot the kernel refused %d TCP segments without the TCP-MD5 password (%d unsigned, %d wrong signature, %d unexpected) and %d below the minimum TTL (sent from beyond the LAN segment, or by a peer without GTSM); the agent cannot see who sent them",
+			md5, d.MD5NotFound, d.MD5Failure, d.MD5Unexpected, d.MinTTL),
+		Fix: "if a node's session is down, compare its password and ttlSecurity with the neighbour's; tcpdump -vni <lan interface> 'tcp port 179' shows who sends, with which TTL (bgplb_routeragent_tcp_segments_dropped_total tracks the counts)"}}
 }

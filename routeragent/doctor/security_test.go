@@ -5,13 +5,15 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/bgplb/bgplb/routeragent/tcpstat"
 )
 
 // secure is the recommended setup: a prefix neighbour with its password,
 // BGP on the LAN only, service subnets off the LAN, a 0600 secret.
 func secure() SecurityInput {
 	return SecurityInput{
-		Neighbors:      []SecurityNeighbor{{Index: 0, Range: netip.MustParsePrefix("192.168.2.0/24"), Password: true}},
+		Neighbors:      []SecurityNeighbor{{Index: 0, Range: netip.MustParsePrefix("192.168.2.0/24"), Password: true, TTLSecurity: true}},
 		ServiceSubnets: []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24")},
 		RouterID:       netip.MustParseAddr("192.168.2.1"),
 		LANInterfaces:  []string{"lan0"},
@@ -35,10 +37,18 @@ func TestSecurity(t *testing.T) {
 			Message: "neighbors[0] (192.168.2.0/24) has no password (allowUnauthenticated: true): any host in 192.168.2.0/24 that speaks BGP can peer and attract the service traffic",
 			Fix:     "set neighbors[0].passwordFile to a file holding the speakers' BGPPeer passwordSecret (mode 0600) and remove allowUnauthenticated"}}},
 		{"unauthenticated address", func(in *SecurityInput) {
-			in.Neighbors = append(in.Neighbors, SecurityNeighbor{Index: 1, Range: netip.MustParsePrefix("192.168.2.30/32"), Single: true})
+			in.Neighbors = append(in.Neighbors, SecurityNeighbor{Index: 1, Range: netip.MustParsePrefix("192.168.2.30/32"), Single: true, TTLSecurity: true})
 		}, []Finding{{Check: "authentication", Status: Warn,
 			Message: "neighbors[1] (192.168.2.30) has no password: a host that takes over 192.168.2.30 can peer and attract the service traffic",
 			Fix:     "set neighbors[1].passwordFile to a file holding the speakers' BGPPeer passwordSecret (mode 0600)"}}},
+		{"prefix without GTSM", func(in *SecurityInput) { in.Neighbors[0].TTLSecurity = false }, []Finding{{Check: "ttl-security", Status: Warn,
+			Message: "neighbors[0] (192.168.2.0/24) has ttlSecurity: false: BGP packets from beyond the LAN segment are accepted, and the listener cannot drop them before the handshake",
+			Fix:     `remove neighbors[0].ttlSecurity (default true) and make its speakers send TTL 255 (BGPPeer spec.ttlSecurity, FRR "neighbor X ttl-security hops 1", BIRD "ttl security on")`}}},
+		{"address without GTSM", func(in *SecurityInput) {
+			in.Neighbors = append(in.Neighbors, SecurityNeighbor{Index: 1, Range: netip.MustParsePrefix("192.168.2.30/32"), Single: true, Password: true})
+		}, []Finding{{Check: "ttl-security", Status: Warn,
+			Message: "neighbors[1] (192.168.2.30) has ttlSecurity: false: BGP packets from beyond the LAN segment are accepted, and the listener cannot drop them before the handshake",
+			Fix:     `remove neighbors[1].ttlSecurity (default true) and make its speakers send TTL 255 (BGPPeer spec.ttlSecurity, FRR "neighbor X ttl-security hops 1", BIRD "ttl security on")`}}},
 		{"range wider than the LAN", func(in *SecurityInput) { in.Neighbors[0].Range = netip.MustParsePrefix("192.168.0.0/16") }, []Finding{{Check: "neighbor-range", Status: Warn,
 			Message: "neighbors[0].prefix 192.168.0.0/16 is wider than the LAN subnet 192.168.2.0/24 of lan0: hosts beyond the LAN may peer",
 			Fix:     "narrow neighbors[0].prefix to 192.168.2.0/24, or better to the nodes' range"},
@@ -117,11 +127,43 @@ func TestSecurityWithoutInterfaces(t *testing.T) {
 	in.ListenAddress = "192.168.2.1"
 	want := []Finding{
 		{Check: "authentication", Status: OK, Message: "every neighbor needs the TCP-MD5 password", Section: SectionSecurity},
+		{Check: "ttl-security", Status: OK, Message: "every neighbor must send with TTL 255 (GTSM): packets from beyond the LAN segment are dropped", Section: SectionSecurity},
 		{Check: "service-subnets", Status: OK, Message: "no service subnet overlaps the neighbors and the routerID", Section: SectionSecurity},
 		{Check: "listen", Status: OK, Message: "BGP listens on 192.168.2.1 only (doctor checks that it is a LAN address)", Section: SectionSecurity},
 		{Check: "password-file", Status: OK, Message: "the password files are readable by their owner only", Section: SectionSecurity},
 	}
 	if d := cmp.Diff(want, Security(in)); d != "" {
 		t.Errorf("findings (-want +got):\n%s", d)
+	}
+}
+
+// The kernel's refusal counters are reported when doctor read them (never
+// as a warning: they run since boot).
+func TestSecurityRefusedSegments(t *testing.T) {
+	only := func(in SecurityInput) []Finding {
+		var out []Finding
+		for _, f := range Security(in) {
+			if f.Check == "refused-segments" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	in := secure()
+	if got := only(in); got != nil {
+		t.Errorf("without counters: %+v", got)
+	}
+	in.TCPDrops = &tcpstat.Drops{}
+	want := []Finding{{Check: "refused-segments", Status: OK, Section: SectionSecurity,
+		Message: "since boot the kernel refused no TCP segment for a missing or wrong TCP-MD5 signature or a TTL below 255"}}
+	if d := cmp.Diff(want, only(in)); d != "" {
+		t.Errorf("none refused (-want +got):\n%s", d)
+	}
+	in.TCPDrops = &tcpstat.Drops{MD5NotFound: 3, MD5Failure: 4, MD5Unexpected: 1, MinTTL: 6}
+	want = []Finding{{Check: "refused-segments", Status: OK, Section: SectionSecurity,
+		Message: "since boot the kernel refused 8 TCP segments without the TCP-MD5 password (3 unsigned, 4 wrong signature, 1 unexpected) and 6 below the minimum TTL (sent from beyond the LAN segment, or by a peer without GTSM); the agent cannot see who sent them",
+		Fix:     "if a node's session is down, compare its password and ttlSecurity with the neighbour's; tcpdump -vni <lan interface> 'tcp port 179' shows who sends, with which TTL (bgplb_routeragent_tcp_segments_dropped_total tracks the counts)"}}
+	if d := cmp.Diff(want, only(in)); d != "" {
+		t.Errorf("refused (-want +got):\n%s", d)
 	}
 }

@@ -35,6 +35,10 @@ func ferm(f *Fake) *Fake {
 	return f
 }
 
+// noNftables: a host where native nftables cannot be read, so that these
+// tests see only the iptables backends (and never the test host's ruleset).
+var noNftables = WithNftables(func() (NftConn, error) { return nil, ErrUnavailable })
+
 var testCfg = Config{
 	Interfaces: []string{"lan0"},
 	Subnets:    []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24")},
@@ -42,7 +46,7 @@ var testCfg = Config{
 
 func newTestManager(t *testing.T, cfg Config, fs fakes) *Manager {
 	t.Helper()
-	m, err := New(cfg, nil, WithRunners(fs.factory), WithSystemDefault(NFT))
+	m, err := New(cfg, nil, WithRunners(fs.factory), WithSystemDefault(NFT), noNftables)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +374,7 @@ func (brokenLister) ListTable(string) ([]string, error) {
 
 func TestAutoWithAnUnlistableBackend(t *testing.T) {
 	legacy := ferm(NewFake())
-	m, err := New(testCfg, nil, WithSystemDefault(NFT), WithRunners(func(b Backend, f Family) (Runner, error) {
+	m, err := New(testCfg, nil, WithSystemDefault(NFT), noNftables, WithRunners(func(b Backend, f Family) (Runner, error) {
 		switch {
 		case f != IPv4:
 			return nil, ErrUnavailable
@@ -389,7 +393,7 @@ func TestAutoWithAnUnlistableBackend(t *testing.T) {
 	// Without a drop anywhere visible, the unlistable backend might be the
 	// one holding it: refuse to guess.
 	legacy2 := NewFake()
-	m, err = New(testCfg, nil, WithSystemDefault(NFT), WithRunners(func(b Backend, f Family) (Runner, error) {
+	m, err = New(testCfg, nil, WithSystemDefault(NFT), noNftables, WithRunners(func(b Backend, f Family) (Runner, error) {
 		switch {
 		case f != IPv4:
 			return nil, ErrUnavailable

@@ -100,6 +100,14 @@ func (x *xtables) TableExists(table string) (bool, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // ip_tables not loaded: no legacy table at all
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		// The list is root's, mode 0440: the packaged agent (user bgplb,
+		// CAP_NET_ADMIN but no CAP_DAC_OVERRIDE) cannot read it. It exists,
+		// so ip_tables is loaded and the legacy tables are in use on this
+		// host: list the table as `iptables-legacy -S` would (at worst that
+		// instantiates an empty, all-ACCEPT one).
+		return true, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", x.names, err)
 	}

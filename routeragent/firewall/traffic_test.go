@@ -71,15 +71,19 @@ func exchange(client *netnstest.NS, src, dst string) error {
 	})
 }
 
-// TestKernelSeedNetwork rebuilds the seed's network: client, router and
-// node on one L2 (a bridge in a switch namespace), the service address on
-// the node's lo, a static route on the router towards the node, and a
-// ferm-like stateful firewall (iptables-legacy) on the router. The client
-// ignores ICMP redirects like the seed's Windows and Android clients.
-func TestKernelSeedNetwork(t *testing.T) {
+// seedService is the service address of the seed lab.
+const seedService = "192.168.254.1:3142"
+
+// seedLab rebuilds the seed's network: client, router and node on one L2
+// (a bridge in a switch namespace), the service address on the node's lo,
+// a static route on the router towards the node, and no firewall yet (the
+// caller loads one). The client ignores ICMP redirects like the seed's
+// Windows and Android clients.
+func seedLab(t *testing.T) (client, router *netnstest.NS) {
+	t.Helper()
 	sw := netnstest.New(t, "sw")
-	client := netnstest.New(t, "client")
-	router := netnstest.New(t, "router")
+	client = netnstest.New(t, "client")
+	router = netnstest.New(t, "router")
 	node := netnstest.New(t, "node")
 	plug := netnstest.Bridge(t, sw, "br0")
 	for _, s := range []string{"net.ipv4.conf.all.accept_redirects=0", "net.ipv4.conf.default.accept_redirects=0"} {
@@ -93,13 +97,12 @@ func TestKernelSeedNetwork(t *testing.T) {
 	client.Exec("ip", "route", "add", "default", "via", "192.168.2.1")
 	router.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	router.Exec("ip", "route", "add", "192.168.254.1/32", "via", "192.168.2.20")
-	restore(t, router, "iptables-legacy", fermRuleset)
 
 	// The service: a tiny TCP responder in the node namespace.
 	var ln net.Listener
 	if err := node.Do(func() error {
 		var err error
-		ln, err = net.Listen("tcp", "192.168.254.1:3142")
+		ln, err = net.Listen("tcp", seedService)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -120,7 +123,15 @@ func TestKernelSeedNetwork(t *testing.T) {
 			}()
 		}
 	}()
-	const service = "192.168.254.1:3142"
+	return client, router
+}
+
+// TestKernelSeedNetwork: the seed's network (seedLab) with a ferm-like
+// stateful firewall (iptables-legacy) on the router.
+func TestKernelSeedNetwork(t *testing.T) {
+	client, router := seedLab(t)
+	restore(t, router, "iptables-legacy", fermRuleset)
+	const service = seedService
 
 	// Before: the handshake's last ACK is INVALID on the router and dropped;
 	// and the router sends an ICMP redirect (which this client ignores).

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -77,6 +78,10 @@ type options struct {
 	json     bool
 	all      bool
 	force    bool
+	// trace's
+	target  string
+	client  string
+	timeout time.Duration
 }
 
 // action is what a command does once its flags are parsed.
@@ -85,7 +90,7 @@ type action func(o options, stdout, stderr io.Writer) int
 // actions maps each command to its action. The tests replace them to check
 // the parsing alone.
 type actions struct {
-	run, status, doctor, flush, uninstall, checkConfig, poke, rtProtos, version action
+	run, status, doctor, flush, uninstall, checkConfig, poke, rtProtos, version, trace action
 }
 
 func realActions() actions {
@@ -99,6 +104,7 @@ func realActions() actions {
 		poke:        poke,
 		rtProtos:    rtProtos,
 		version:     printVersion,
+		trace:       runTrace,
 	}
 }
 
@@ -209,6 +215,7 @@ conntrack-INVALID drop sits relative to our jump (both iptables backends),
 the INVALID counter, native nftables drops, routes desired vs in the FIB and
 the BGP sessions, each finding with a fix. Exits 1 when a check fails.`,
 		}, do.doctor, jsonFlag, configFlag, socketFlag),
+		traceCommand(do.trace),
 		command(&cobra.Command{
 			Use:   "flush",
 			Short: "Remove our kernel routes",

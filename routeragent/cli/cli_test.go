@@ -32,7 +32,7 @@ func fakeActions(got *[]call, code int) actions {
 	}
 	return actions{run: rec("run"), status: rec("status"), doctor: rec("doctor"), flush: rec("flush"),
 		uninstall: rec("uninstall"), checkConfig: rec("check-config"), poke: rec("poke"),
-		rtProtos: rec("rt-protos"), version: rec("version")}
+		rtProtos: rec("rt-protos"), version: rec("version"), trace: rec("trace")}
 }
 
 // runFake runs the command line on args with fake actions.
@@ -56,6 +56,7 @@ func TestCommandFlags(t *testing.T) {
 		"check-config": {"config"},
 		"poke":         {"config", "socket"},
 		"rt-protos":    {"config"},
+		"trace":        {"client", "config", "json", "socket", "timeout"},
 		"version":      nil,
 		"completion":   nil,
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/doctor"
+	"github.com/bgplb/bgplb/routeragent/tcpstat"
 )
 
 // diagnose is `doctor`: it gathers what the host looks like, adds what the
@@ -30,7 +31,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 	extra, rts := agentFindings(socket, st, err)
 	in, err := doctor.Gather(ctx, doctor.GatherConfig{
 		LANInterfaces: cfg.LANInterfaces, ServiceSubnets: cfg.ServicePrefixes(),
-		FirewallMode: cfg.Firewall.Mode, Protocols: cfg.Firewall.Protocols, Routes: rts,
+		FirewallMode: cfg.Firewall.Mode, Protocols: cfg.Firewall.Protocols, Routes: rts, FirewallBackend: cfg.Firewall.Backend,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "doctor: %v\n", err)
@@ -93,6 +94,9 @@ func securityInput(cfg *config.Config, stderr io.Writer) *doctor.SecurityInput {
 		fmt.Fprintf(stderr, "doctor: %v; security checks without the interfaces\n", err)
 	}
 	in.Interfaces = ifs
+	if d, err := tcpstat.Read(); err == nil {
+		in.TCPDrops = &d
+	}
 	return &in
 }
 
@@ -106,7 +110,13 @@ func printFindings(w io.Writer, findings []doctor.Finding) {
 			fmt.Fprintf(tw, "%s:\n", f.Section)
 		}
 		section = f.Section
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Status, f.Check, f.Message)
+		check := f.Check
+		if f.Family != "" {
+			// The IPv4 and IPv6 counterparts of a check come one after
+			// the other; the family tells them apart.
+			check += " (" + f.Family + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Status, check, f.Message)
 		if f.Fix != "" {
 			fmt.Fprintf(tw, "\t\tfix: %s\n", f.Fix)
 		}

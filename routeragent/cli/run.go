@@ -22,6 +22,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/routes"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
+	"github.com/bgplb/bgplb/routeragent/trace"
 )
 
 // runAgent is `run`: load the config, build the agent's side-effect
@@ -51,6 +52,7 @@ func runAgent(o options, _, stderr io.Writer) int {
 		log.Error("BGP has nowhere to listen", "err", err)
 		return ExitFailure
 	}
+	sweepTraceRules(ctx, log)
 	deps, err := agentDeps(ctx, cfg, lan, h, log)
 	if err != nil {
 		log.Error("firewall", "err", err)
@@ -63,8 +65,15 @@ func runAgent(o options, _, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go reloadOnHUP(ctx, hup, a, o.config, log)
+	// Without its status socket (or with one of the wrong mode) the agent
+	// refuses to start: status, poke and ferm's hook depend on it.
+	sl, err := agent.ListenStatus(cfg.StatusSocket)
+	if err != nil {
+		log.Error("cannot serve status", "err", err)
+		return ExitFailure
+	}
 	go func() {
-		if err := a.ServeStatus(ctx, cfg.StatusSocket); err != nil {
+		if err := a.ServeStatus(ctx, sl); err != nil {
 			log.Error("status socket", "err", err)
 		}
 	}()
@@ -80,6 +89,27 @@ func runAgent(o options, _, stderr io.Writer) int {
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// sweepTraceRules removes the counting rules of traces killed before they
+// could (SIGKILL): no trace runs across an agent start at boot, and a
+// running trace's rules are kept (its pid is alive).
+func sweepTraceRules(ctx context.Context, log *slog.Logger) {
+	n, err := trace.SweepLeftovers(ctx, firewall.XtablesRunners)
+	if err != nil {
+		log.Warn("remove leftover trace rules", "err", err)
+	}
+	if n > 0 {
+		log.Info("removed leftover trace rules", "rules", n)
+	}
+	// A killed trace on a native nftables router leaves its own table.
+	n, err = trace.SweepNftLeftovers(ctx, firewall.NetlinkNft)
+	if err != nil && !errors.Is(err, firewall.ErrUnavailable) {
+		log.Warn("remove leftover trace tables", "err", err)
+	}
+	if n > 0 {
+		log.Info("removed leftover trace tables", "tables", n)
+	}
 }
 
 // loadRunConfig loads the config and applies --log-level over its
@@ -121,8 +151,11 @@ func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *net
 		LAN: func(ifaces []string) ([]netip.Prefix, []netip.Addr, []string, error) {
 			return routes.LANAddresses(h, ifaces)
 		},
-		LinkEvents:  routes.WatchLinks(ctx, log),
-		NewFirewall: newFirewall,
+		LinkEvents: routes.WatchLinks(ctx, log),
+		// Every nftables generation (nft -f of nftables.service) asks for a
+		// firewall pass: repairs take milliseconds, not the next tick.
+		FirewallEvents: watchNft(ctx, cfg, log),
+		NewFirewall:    newFirewall,
 		Notify: func(state string) {
 			if _, err := daemon.SdNotify(false, state); err != nil {
 				log.Debug("sd_notify", "err", err)
@@ -212,6 +245,21 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// watchNft starts the nftables netlink monitor when the backend may be
+// native nftables; nil otherwise or when it cannot start (the 1 s check
+// remains).
+func watchNft(ctx context.Context, cfg *config.Config, log *slog.Logger) <-chan struct{} {
+	if cfg.Firewall.Mode == config.FirewallOff || (cfg.Firewall.Backend != config.BackendAuto && cfg.Firewall.Backend != config.BackendNftables) {
+		return nil
+	}
+	ch, err := firewall.WatchNft(ctx, log.With("component", "firewall"))
+	if err != nil {
+		log.Warn("nftables monitor unavailable; firewall drift is found by the 1 s check", "err", err)
+		return nil
+	}
+	return ch
 }
 
 func firewallConfig(c *config.Config) firewall.Config {

@@ -42,11 +42,13 @@ func showStatus(o options, stdout, stderr io.Writer) int {
 // PrintStatus writes the human view of a status.
 func PrintStatus(w io.Writer, s agent.Status, all bool) {
 	printHeader(w, s)
+	printFamilies(w, s.Families)
 	printPeers(w, s.Peers)
 	printPrefixes(w, s.Prefix)
 	printRoutes(w, s.Config, s.Routes, all)
 	printFirewall(w, s.Config, s.Firewall)
 	printSysctl(w, s)
+	printTraces(w, s.Trace)
 }
 
 func printHeader(w io.Writer, s agent.Status) {
@@ -58,6 +60,26 @@ func printHeader(w io.Writer, s agent.Status) {
 	if len(s.LAN.Missing) > 0 {
 		fmt.Fprintf(w, "WARNING: LAN interfaces missing: %s\n", strings.Join(s.LAN.Missing, ", "))
 	}
+	fmt.Fprintln(w)
+}
+
+// printFamilies puts IPv4 and IPv6 side by side: one row per family with
+// a service subnet.
+func printFamilies(w io.Writer, fs []agent.FamilyStatus) {
+	if len(fs) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "FAMILY\tSERVICE SUBNETS\tSESSIONS UP\tROUTES INSTALLED\tEXEMPTIONS (PACKETS)\tREDIRECTS\n")
+	for _, f := range fs {
+		red := f.Redirects
+		if !f.RedirectsOK {
+			red = "WARNING " + red
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d/%d\t%d (%d)\t%s\n", f.Family, strings.Join(f.ServiceSubnets, ","), f.PeersUp, f.Peers,
+			f.RoutesInstalled, f.RoutesDesired, f.Exemptions, f.ExemptedPackets, red)
+	}
+	tw.Flush()
 	fmt.Fprintln(w)
 }
 
@@ -120,6 +142,9 @@ func printRoutes(w io.Writer, c agent.StatusConfig, rs agent.RouteSummary, all b
 	if rs.Stale > 0 {
 		fmt.Fprintf(w, ", %d stale next hops kept awaiting End-of-RIB", rs.Stale)
 	}
+	if rs.Draining > 0 {
+		fmt.Fprintf(w, ", %d next hops draining (GRACEFUL_SHUTDOWN)", rs.Draining)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  PREFIX\tSTATE\tDESIRED\tINSTALLED\n")
@@ -167,9 +192,25 @@ func printFirewall(w io.Writer, c agent.StatusConfig, f *firewall.Status) {
 		fmt.Fprintf(tw, "  INTERFACE\tSUBNET\tPROTO\tBACKEND\tPACKETS\tBYTES\n")
 	}
 	for _, r := range f.Rules {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\n", r.Interface, r.Subnet, r.Protocol, r.Backend, r.Packets, r.Bytes)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\n", r.Interface, r.Subnet, r.Protocol, r.Where(), r.Packets, r.Bytes)
 	}
 	tw.Flush()
+	if len(f.Redirects) > 0 {
+		fmt.Fprintf(tw, "  ICMPv6 REDIRECTS DROPPED (%s)\tSUBNET\tBACKEND\tPACKETS\tBYTES\n", redirectChainName(f.Redirects))
+	}
+	for _, r := range f.Redirects {
+		fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%d\n", r.Subnet, r.Backend, r.Packets, r.Bytes)
+	}
+	tw.Flush()
+}
+
+// redirectChainName names where the ICMPv6 redirect rules live: our
+// ip6tables chain, or our own native nftables table and chain.
+func redirectChainName(rs []firewall.RedirectStatus) string {
+	if rs[0].Backend == string(firewall.Nftables) {
+		return "inet " + firewall.NftRedirectTable + " " + firewall.NftRedirectChain
+	}
+	return firewall.RedirectChainName
 }
 
 func printSysctl(w io.Writer, s agent.Status) {

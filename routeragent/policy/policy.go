@@ -19,6 +19,10 @@ type Path struct {
 	NextHop netip.Addr
 	// Seq orders paths by arrival; the max-prefix limit keeps the earliest.
 	Seq uint64
+	// GracefulShutdown: the path carries GRACEFUL_SHUTDOWN (RFC 8326,
+	// 65535:0), its speaker is draining. It leaves the route's next hops
+	// while another remains (NextHops).
+	GracefulShutdown bool
 }
 
 // Reason says why a path was rejected; "" means accepted.
@@ -143,18 +147,100 @@ func lessPath(a, b Path) bool {
 }
 
 // DesiredRoutes turns accepted paths into one route per prefix whose next
-// hops are every distinct announcing next hop, sorted (ECMP).
+// hops are every distinct announcing next hop, sorted (ECMP), less the
+// draining ones while another remains (NextHops).
 func DesiredRoutes(accepted []Path) map[netip.Prefix][]netip.Addr {
+	out, _ := DesiredRoutesDraining(accepted)
+	return out
+}
+
+// DesiredRoutesDraining is DesiredRoutes that also counts the draining next
+// hops of each route (NextHops), left out or kept; nil when none drains.
+func DesiredRoutesDraining(accepted []Path) (routes map[netip.Prefix][]netip.Addr, draining map[netip.Prefix]int) {
 	out := make(map[netip.Prefix][]netip.Addr, len(accepted))
+	var gshut []Path // rare: kept aside so the common case costs nothing more
 	for _, p := range accepted {
+		if p.GracefulShutdown {
+			gshut = append(gshut, p)
+			continue
+		}
+		addNextHop(out, p)
+	}
+	var onlyDraining map[netip.Prefix]bool
+	for _, p := range gshut {
 		pfx := p.Prefix.Masked()
-		nh := p.NextHop.Unmap()
-		if !slices.Contains(out[pfx], nh) {
-			out[pfx] = append(out[pfx], nh)
+		if _, ok := out[pfx]; !ok || onlyDraining[pfx] {
+			if onlyDraining == nil {
+				onlyDraining = map[netip.Prefix]bool{}
+			}
+			onlyDraining[pfx] = true
+			addNextHop(out, p)
 		}
 	}
 	for _, nhs := range out {
 		slices.SortFunc(nhs, netip.Addr.Compare)
 	}
-	return out
+	return out, countDraining(gshut, out, onlyDraining)
+}
+
+// countDraining counts the distinct draining next hops per prefix: those
+// not also announced plainly, or all of them where only draining ones are.
+func countDraining(gshut []Path, out map[netip.Prefix][]netip.Addr, onlyDraining map[netip.Prefix]bool) map[netip.Prefix]int {
+	type key struct {
+		pfx netip.Prefix
+		nh  netip.Addr
+	}
+	seen := map[key]bool{}
+	var n map[netip.Prefix]int
+	for _, p := range gshut {
+		pfx, nh := p.Prefix.Masked(), p.NextHop.Unmap()
+		if !onlyDraining[pfx] && slices.Contains(out[pfx], nh) {
+			continue // also announced without it: not draining
+		}
+		if k := (key{pfx, nh}); !seen[k] {
+			seen[k] = true
+			if n == nil {
+				n = map[netip.Prefix]int{}
+			}
+			n[pfx]++
+		}
+	}
+	return n
+}
+
+func addNextHop(out map[netip.Prefix][]netip.Addr, p Path) {
+	pfx := p.Prefix.Masked()
+	nh := p.NextHop.Unmap()
+	if !slices.Contains(out[pfx], nh) {
+		out[pfx] = append(out[pfx], nh)
+	}
+}
+
+// NextHops decides the ECMP next hops of one prefix from its accepted
+// paths: every distinct next hop, sorted, except those whose every path
+// carries GRACEFUL_SHUTDOWN, unless all do (then all stay: a draining next
+// hop is still better than no route, RFC 8326 section 3). draining counts
+// the distinct next hops that carry it, whether dropped or kept.
+func NextHops(accepted []Path) (nextHops []netip.Addr, draining int) {
+	var gshut []netip.Addr
+	for _, p := range accepted {
+		nh := p.NextHop.Unmap()
+		if p.GracefulShutdown {
+			if !slices.Contains(gshut, nh) {
+				gshut = append(gshut, nh)
+			}
+			continue
+		}
+		if !slices.Contains(nextHops, nh) {
+			nextHops = append(nextHops, nh)
+		}
+	}
+	// A next hop announced both with and without it (two sessions, one
+	// draining) stays: it is not draining.
+	gshut = slices.DeleteFunc(gshut, func(nh netip.Addr) bool { return slices.Contains(nextHops, nh) })
+	if len(nextHops) == 0 {
+		nextHops = gshut
+	}
+	slices.SortFunc(nextHops, netip.Addr.Compare)
+	return nextHops, len(gshut)
 }

@@ -50,6 +50,30 @@ func TestDiff(t *testing.T) {
 			if d := cmp.Diff(tc.want, got, append(cmps, sortOps, cmpopts.EquateEmpty())...); d != "" {
 				t.Errorf("Diff (-want +got):\n%s", d)
 			}
+			// DiffChanged over every prefix plans what Diff plans; over
+			// none it plans nothing; over one, only that one.
+			var all []netip.Prefix
+			for p := range tc.desired {
+				all = append(all, p)
+			}
+			for p := range tc.ours {
+				if _, ok := tc.desired[p]; !ok {
+					all = append(all, p)
+				}
+			}
+			if d := cmp.Diff(tc.want, DiffChanged(tc.desired, tc.ours, tc.foreign, all), append(cmps, sortOps, cmpopts.EquateEmpty())...); d != "" {
+				t.Errorf("DiffChanged over every prefix (-want +got):\n%s", d)
+			}
+			if ops := DiffChanged(tc.desired, tc.ours, tc.foreign, nil); len(ops) != 0 {
+				t.Errorf("DiffChanged over no prefix: %v", ops)
+			}
+			for _, p := range all {
+				for _, op := range DiffChanged(tc.desired, tc.ours, tc.foreign, []netip.Prefix{p}) {
+					if op.Prefix != p {
+						t.Errorf("DiffChanged over %s planned %v", p, op)
+					}
+				}
+			}
 		})
 	}
 }

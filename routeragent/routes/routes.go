@@ -61,6 +61,8 @@ type Result struct {
 	Errors []PrefixError
 	// Added, Replaced, Deleted count the changes made in this pass.
 	Added, Replaced, Deleted int
+	// InstalledCount is the number of our routes after the pass.
+	InstalledCount int
 }
 
 // Reconciler makes the kernel's routes of our protocol equal the desired set.
@@ -175,9 +177,47 @@ func (r *Reconciler) Reconcile(desired map[netip.Prefix][]netip.Addr, full bool)
 	// modified in place, so sharing them is safe and saves an allocation
 	// per route per pass.
 	res.Installed = maps.Clone(r.ours)
+	res.InstalledCount = len(r.ours)
 	sort.Slice(res.Conflicts, func(i, j int) bool { return res.Conflicts[i].Prefix.Addr().Less(res.Conflicts[j].Prefix.Addr()) })
 	sort.Slice(res.Errors, func(i, j int) bool { return res.Errors[i].Prefix.Addr().Less(res.Errors[j].Prefix.Addr()) })
 	return res
+}
+
+// ReconcileChanged is Reconcile for the prefixes in changed only: it plans
+// and programs those (desired still holds every route; a prefix of changed
+// absent from it is deleted) and leaves the rest alone, so a pass costs
+// O(changes), not O(routes). Result.Installed is not filled (Installed
+// returns it when asked). When the cache may be wrong (never read, or an
+// error since) it re-reads the table first; prefixes outside changed that
+// failed before are the caller's full retry's to settle.
+func (r *Reconciler) ReconcileChanged(desired map[netip.Prefix][]netip.Addr, changed []netip.Prefix) Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var res Result
+	if !r.synced {
+		if err := r.refresh(); err != nil {
+			res.Errors = append(res.Errors, PrefixError{Err: err.Error()})
+			return res
+		}
+		r.deleteStrays(&res)
+	}
+	ops := DiffChanged(desired, r.ours, r.foreign, changed)
+	if done, reread := r.apply(ops, true, &res); reread {
+		r.apply(withoutPrefixes(DiffChanged(desired, r.ours, r.foreign, changed), ops[:done]), false, &res)
+	}
+	if len(res.Errors) > 0 {
+		r.synced = false
+	}
+	res.InstalledCount = len(r.ours)
+	return res
+}
+
+// Installed returns our routes in the kernel as the reconciler knows them.
+func (r *Reconciler) Installed() map[netip.Prefix][]netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Shallow: next-hop slices are replaced, never modified in place.
+	return maps.Clone(r.ours)
 }
 
 // OpKind is what an Op does.
@@ -235,17 +275,9 @@ func Diff[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.
 		if len(nhs) == 0 {
 			continue
 		}
-		if _, ok := foreign[pfx]; ok {
-			ops = append(ops, Op{Kind: OpConflict, Prefix: pfx})
-			continue
-		}
 		cur, held := ours[pfx]
-		switch {
-		case held && slices.Equal(cur, nhs):
-		case held:
-			ops = append(ops, Op{Kind: OpReplace, Prefix: pfx, NextHops: nhs})
-		default:
-			ops = append(ops, Op{Kind: OpAdd, Prefix: pfx, NextHops: nhs})
+		if op, ok := planDesired(pfx, nhs, cur, held, foreign); ok {
+			ops = append(ops, op)
 		}
 	}
 	for pfx, nhs := range ours {
@@ -254,6 +286,45 @@ func Diff[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.
 		}
 	}
 	return ops
+}
+
+// DiffChanged is Diff restricted to the prefixes in changed (each once),
+// in the same order: adds, replaces and conflicts first, deletes last. Pure;
+// O(len(changed)).
+func DiffChanged[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.Prefix]F, changed []netip.Prefix) []Op {
+	var ops, dels []Op
+	for _, pfx := range changed {
+		nhs := desired[pfx]
+		cur, held := ours[pfx]
+		if len(nhs) == 0 {
+			if held {
+				dels = append(dels, Op{Kind: OpDelete, Prefix: pfx, NextHops: cur})
+			}
+			continue
+		}
+		if op, ok := planDesired(pfx, nhs, cur, held, foreign); ok {
+			ops = append(ops, op)
+		}
+	}
+	return append(ops, dels...)
+}
+
+// planDesired is the one decision Diff and DiffChanged share for a desired
+// prefix with next hops nhs: a conflict when another protocol holds it, an
+// add when we hold none, a replace when ours (cur, held) differs, and
+// nothing (false) when ours already matches.
+func planDesired[F any](pfx netip.Prefix, nhs, cur []netip.Addr, held bool, foreign map[netip.Prefix]F) (Op, bool) {
+	if _, ok := foreign[pfx]; ok {
+		return Op{Kind: OpConflict, Prefix: pfx}, true
+	}
+	switch {
+	case held && slices.Equal(cur, nhs):
+		return Op{}, false
+	case held:
+		return Op{Kind: OpReplace, Prefix: pfx, NextHops: nhs}, true
+	default:
+		return Op{Kind: OpAdd, Prefix: pfx, NextHops: nhs}, true
+	}
 }
 
 // withoutPrefixes drops from ops those whose prefix an op of done has.

@@ -236,3 +236,40 @@ func BenchmarkInstall10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "routes/s")
 }
+
+// TestReconcileChanged: an incremental pass programs the changed prefixes
+// only (another prefix whose desired next hops differ is left as it is
+// until it is named or a full pass runs), deletes a changed prefix no
+// longer desired, and re-reads the table first when an error made the
+// cache doubtful.
+func TestReconcileChanged(t *testing.T) {
+	ns, h := lab(t)
+	r := New(h, Config{Table: 254, Protocol: 220}, quiet())
+	a, b := addr("192.168.2.20"), addr("192.168.2.21")
+	p1, p2, p3 := pfx("192.168.254.1/32"), pfx("192.168.254.2/32"), pfx("192.168.254.3/32")
+	if res := r.Reconcile(map[netip.Prefix][]netip.Addr{p1: {a}, p2: {a}}, true); len(res.Errors) > 0 {
+		t.Fatalf("full pass: %+v", res.Errors)
+	}
+	desired := map[netip.Prefix][]netip.Addr{p1: {a, b}, p2: {b}, p3: {a}}
+	res := r.ReconcileChanged(desired, []netip.Prefix{p1, p3})
+	if len(res.Errors) > 0 || res.Added != 1 || res.Replaced != 1 || res.Deleted != 0 || res.InstalledCount != 3 {
+		t.Fatalf("incremental pass: %+v", res)
+	}
+	want := map[netip.Prefix][]netip.Addr{p1: {a, b}, p2: {a}, p3: {a}}
+	if got, err := New(h, Config{Table: 254, Protocol: 220}, quiet()).Load(); err != nil || cmp.Diff(want, got, cmps...) != "" {
+		t.Fatalf("kernel after the incremental pass (-want +got):\n%s %v", cmp.Diff(want, got, cmps...), err)
+	}
+	delete(desired, p3)
+	ns.Exec("ip", "route", "del", "192.168.254.1/32", "proto", "220")
+	r.synced = false // as after an error
+	res = r.ReconcileChanged(desired, []netip.Prefix{p1, p3})
+	if len(res.Errors) > 0 || res.Added != 1 || res.Deleted != 1 {
+		t.Fatalf("incremental pass after a re-read: %+v", res)
+	}
+	if out := ns.Exec("ip", "route", "show", "192.168.254.1/32"); !strings.Contains(out, "nexthop via 192.168.2.21") {
+		t.Fatalf("route lost behind the cache's back not restored:\n%s", out)
+	}
+	if out := ns.Exec("ip", "route", "show", "192.168.254.3/32"); out != "" {
+		t.Fatalf("a changed prefix no longer desired is still installed:\n%s", out)
+	}
+}

@@ -2,14 +2,16 @@
 # Installs the Debian packages bgplb's tests and demo use (as root), skipping
 # what is already there. Without root it only lists what is missing.
 #   iptables      legacy and nf_tables tools: the router agent's firewall backends
+#   nftables      nft -f for the native nftables backend's kernel tests
 #   iproute2      ip netns / ip route for the kernel tests and the lab
 #   frr, bird2    real BGP peers for interop tests and the FRR comparison benchmark
 #   ferm          the firewall DebOps uses, driven in the lab
 #   conntrack     conntrack -S for the doctor's INVALID counters
 #   tcpdump       the demo shows the ICMP redirect and the asymmetric path
 #   systemd       systemd-analyze verify for the .deb's unit
+#   strace        the router agent's system calls checked against its unit's SystemCallFilter
 set -euo pipefail
-PKGS=(iptables iproute2 frr bird2 ferm conntrack tcpdump procps systemd git make)
+PKGS=(iptables nftables iproute2 frr bird2 ferm conntrack tcpdump procps systemd strace git make)
 
 missing=()
 for p in "${PKGS[@]}"; do

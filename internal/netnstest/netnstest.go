@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -189,4 +190,34 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(w.prefix + line)
 	}
 	return len(p), nil
+}
+
+// NoDAD switches IPv6 duplicate address detection off in ns for the
+// interfaces created after it (and those that exist), so that addresses,
+// link-local ones included, are usable at once instead of staying
+// tentative for a second or more. A router sends no ICMPv6 Redirect while
+// its link-local address is tentative.
+func NoDAD(ns *NS) {
+	ns.t.Helper()
+	ns.Exec("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+}
+
+// LinkLocal returns the link-local IPv6 address of dev in ns (without the
+// prefix length), waiting up to 5 s for the kernel to assign it.
+func LinkLocal(ns *NS, dev string) string {
+	ns.t.Helper()
+	for i := 0; i < 50; i++ {
+		for _, l := range strings.Split(ns.Exec("ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link"), "\n") {
+			f := strings.Fields(l)
+			for j := 0; j+1 < len(f); j++ {
+				if f[j] == "inet6" && !strings.Contains(l, "tentative") {
+					addr, _, _ := strings.Cut(f[j+1], "/")
+					return addr
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ns.t.Fatalf("no link-local address on %s in %s", dev, ns.Name)
+	return ""
 }

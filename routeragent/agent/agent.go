@@ -36,6 +36,9 @@ type Speaker interface {
 	Stop()
 	Changed() <-chan struct{}
 	Paths() []policy.Path
+	// TakeChanges returns the prefixes whose paths changed since the last
+	// call and every path now received for them, and forgets them.
+	TakeChanges() (changed []netip.Prefix, paths []policy.Path)
 	Peers() []bgp.PeerState
 	EndOfRIB(peer netip.Addr) bool
 	SetNeighbors(ctx context.Context, cfg bgp.Config) error
@@ -53,6 +56,10 @@ type Speaker interface {
 type Routes interface {
 	Load() (map[netip.Prefix][]netip.Addr, error)
 	Reconcile(desired map[netip.Prefix][]netip.Addr, full bool) routes.Result
+	// ReconcileChanged programs the changed prefixes only (an incremental
+	// pass); Installed returns our routes in the kernel.
+	ReconcileChanged(desired map[netip.Prefix][]netip.Addr, changed []netip.Prefix) routes.Result
+	Installed() map[netip.Prefix][]netip.Addr
 }
 
 // Firewall keeps the exemptions (package firewall implements it).
@@ -80,6 +87,10 @@ type Deps struct {
 	LAN       LAN
 	// LinkEvents receives when a link or address changed (may be nil).
 	LinkEvents <-chan struct{}
+	// FirewallEvents receives when the nftables ruleset changed (a new
+	// generation: `nft -f`, iptables-nft, ours); may be nil. Each asks for
+	// a firewall pass at once instead of at the next tick.
+	FirewallEvents <-chan struct{}
 	// Notify tells systemd our state (READY=1, RELOADING=1, STOPPING=1); may be nil.
 	Notify func(state string)
 	// NewFirewall builds the firewall for a reloaded config (nil: keep).
@@ -88,10 +99,13 @@ type Deps struct {
 
 // After this many route changes, once no change came for releaseWhenIdle,
 // the agent returns its grown heap to the system (a burst of thousands of
-// routes doubles the Go heap for a moment; the router keeps the RSS).
+// routes doubles the Go heap for a moment; the router keeps the RSS). One
+// second (it was 3 s): the release costs one garbage collection per burst
+// (tens of ms at 100,000 routes), and the RSS two seconds after a bulk is
+// what bench-routers compares with BIRD and FRR.
 const (
 	releaseAfterChanges = 1000
-	releaseWhenIdle     = 3 * time.Second
+	releaseWhenIdle     = time.Second
 )
 
 // Agent is the running daemon.
@@ -120,8 +134,12 @@ type Agent struct {
 	release       *time.Timer
 	churn         int            // route changes since the heap was last released
 	maxPfx        maxPrefixState // guarded by mu for its counters
+	traces        traceLog       // verdicts of `trace`, own lock
 	// rejectedBefore: the rejections of the last pass (logged once each).
 	rejectedBefore map[rejectKey]bool
+	// rejectedBy: the last pass's rejections by prefix, for incremental
+	// passes (a.mu, like last).
+	rejectedBy map[netip.Prefix][]policy.Rejected
 }
 
 // New returns an agent for a validated config.
@@ -160,7 +178,7 @@ func BGPConfig(c *config.Config, lan []netip.Addr) bgp.Config {
 		out.Neighbors = append(out.Neighbors, bgp.Neighbor{
 			Prefix: n.NeighborPrefix(), Single: n.Address != "", ASN: n.ASN, Password: n.Password(),
 			HoldTime: n.HoldTime, Keepalive: n.KeepaliveTime, GracefulRestart: *n.GracefulRestart,
-			PrefixLimit: hardPrefixLimit(n.MaxPrefixes),
+			PrefixLimit: hardPrefixLimit(n.MaxPrefixes), TTLSecurity: *n.TTLSecurity,
 		})
 	}
 	return out
@@ -392,7 +410,7 @@ func sameNeighbors(a, b *config.Config) bool {
 		x, y := a.Neighbors[i], b.Neighbors[i]
 		if x.Prefix != y.Prefix || x.Address != y.Address || x.ASN != y.ASN || x.Password() != y.Password() ||
 			x.HoldTime != y.HoldTime || x.KeepaliveTime != y.KeepaliveTime || x.MaxPrefixes != y.MaxPrefixes ||
-			*x.GracefulRestart != *y.GracefulRestart {
+			*x.GracefulRestart != *y.GracefulRestart || *x.TTLSecurity != *y.TTLSecurity {
 			return false
 		}
 	}
@@ -466,6 +484,7 @@ func (a *Agent) ensureFirewall(ctx context.Context) {
 func (a *Agent) firewallLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	events := a.deps.FirewallEvents
 	for {
 		select {
 		case <-ctx.Done():
@@ -473,6 +492,13 @@ func (a *Agent) firewallLoop(ctx context.Context) {
 		case <-t.C:
 			a.ensureFirewall(ctx)
 		case <-a.kickFW:
+			a.ensureFirewall(ctx)
+			t.Reset(time.Second)
+		case _, ok := <-events:
+			if !ok {
+				events = nil // the monitor ended: the ticker remains
+				continue
+			}
 			a.ensureFirewall(ctx)
 			t.Reset(time.Second)
 		}
@@ -493,34 +519,52 @@ func (a *Agent) policy(cfg *config.Config) *policy.Policy {
 	}
 }
 
-// reconcile is one level-triggered pass: all received paths -> policy ->
-// desired routes (+ stale routes still kept) -> kernel.
+// reconcile is one pass: incremental (only the prefixes whose paths
+// changed, see incremental.go) when it can be, else full. full also
+// re-reads the kernel's table.
 func (a *Agent) reconcile(ctx context.Context, full bool) {
 	cfg := a.config()
 	start := time.Now()
-	accepted, rejected := a.admit(ctx, cfg)
-	fromBGP := policy.DesiredRoutes(accepted)
+	if !full && a.incrementalOK(cfg, start) && a.reconcileChanges(cfg, start) {
+		return
+	}
+	a.reconcileFull(ctx, cfg, full, start)
+}
+
+// reconcileFull is one level-triggered pass: all received paths -> policy
+// -> desired routes (+ stale routes still kept) -> kernel.
+func (a *Agent) reconcileFull(ctx context.Context, cfg *config.Config, full bool, start time.Time) {
+	// Changes noted until now are all in Paths: an incremental pass after
+	// this one starts from here.
+	a.deps.Speaker.TakeChanges()
+	accepted, rejected, examined := a.admit(ctx, cfg)
+	fromBGP, draining := policy.DesiredRoutesDraining(accepted)
 	desired, staleKept := a.withStale(fromBGP)
 	res := a.deps.Routes.Reconcile(desired, full)
 	a.afterRoutes(res, start)
+	// The status asks Routes for what is installed when it needs it: the
+	// pass does not keep a second copy of every route.
+	res.Installed = nil
 	a.record(pass{cfg: cfg, accepted: perPeer(accepted), nAccepted: len(accepted), rejected: rejected,
 		fromBGP: fromBGP, desired: desired, res: res, staleKept: staleKept,
-		connected: a.connected, missing: a.missing})
+		connected: a.connected, missing: a.missing, examined: examined,
+		overLimit: len(policy.OverLimit(rejected)) > 0, draining: draining}, indexRejected(rejected))
 }
 
 // admit runs the import policy over every received path, enforces
 // maxPrefixes (closing the sessions it names) and logs new rejections.
-func (a *Agent) admit(ctx context.Context, cfg *config.Config) ([]policy.Path, []policy.Rejected) {
-	accepted, rejected := a.policy(cfg).Evaluate(a.deps.Speaker.Paths())
+func (a *Agent) admit(ctx context.Context, cfg *config.Config) ([]policy.Path, []policy.Rejected, int) {
+	paths := a.deps.Speaker.Paths()
+	accepted, rejected := a.policy(cfg).Evaluate(paths)
 	now := time.Now()
 	a.recordPrefixLimitTeardowns(cfg, now)
 	v := a.maxPfx.enforceMaxPrefixes(cfg, rejected, a.deps.Speaker.Peers, now)
 	if len(v.drop) > 0 {
 		accepted, rejected = policy.Exclude(accepted, rejected, v.drop)
 	}
-	a.closeSessions(ctx, v.disconnect, now)
+	a.closeSessions(ctx, cfg, v.disconnect, now)
 	a.logRejections(rejected)
-	return accepted, rejected
+	return accepted, rejected, len(paths)
 }
 
 // withStale adds the routes kept from the previous run whose peer has not
@@ -570,7 +614,7 @@ func (a *Agent) afterRoutes(res routes.Result, start time.Time) {
 			a.release.Reset(releaseWhenIdle)
 		}
 		a.log.Info("routes reconciled", "added", res.Added, "replaced", res.Replaced, "deleted", res.Deleted,
-			"installed", len(res.Installed), "took", time.Since(start).String())
+			"installed", res.InstalledCount, "took", time.Since(start).String())
 	}
 	for _, c := range res.Conflicts {
 		a.log.Debug("route conflict: a foreign route holds a service prefix; left alone", "prefix", c.Prefix.String(), "protocol", c.Protocol)
@@ -590,11 +634,12 @@ func (a *Agent) afterRoutes(res routes.Result, start time.Time) {
 
 // record keeps what the pass saw and did; the status is built from it when
 // asked for (rarely), not on every pass (often, and O(routes)).
-func (a *Agent) record(p pass) {
+func (a *Agent) record(p pass, rejectedBy map[netip.Prefix][]policy.Rejected) {
 	p.at = time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.last = p
+	a.rejectedBy = rejectedBy
 }
 
 func perPeer(accepted []policy.Path) map[netip.Addr]int {
@@ -619,20 +664,32 @@ type pass struct {
 	connected        []netip.Prefix
 	missing          []string
 	at               time.Time
+	// examined counts the paths the pass decided: every path in a full
+	// pass, those of the changed prefixes in an incremental one.
+	examined int
+	// overLimit: a peer was over maxPrefixes (the next pass is full).
+	overLimit bool
+	// draining counts per route the next hops carrying GRACEFUL_SHUTDOWN
+	// (nil when none; the next pass is full while any is).
+	draining map[netip.Prefix]int
 }
 
 // Snapshot returns the current status.
 func (a *Agent) Snapshot() Status {
 	peers := a.deps.Speaker.Peers()
 	undecodable := a.deps.Speaker.DecodeErrors()
+	installed := a.deps.Routes.Installed()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.status
 	if a.last.cfg != nil {
-		s.update(a.last, peers)
+		last := a.last
+		last.res.Installed = installed
+		s.update(last, peers)
 		a.maxPfx.fill(&s)
 	}
 	s.Prefix.Undecodable = undecodable
+	s.Trace = a.traces.snapshot()
 	return s
 }
 

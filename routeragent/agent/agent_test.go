@@ -26,12 +26,48 @@ type fakeSpeaker struct {
 	paths        []policy.Path
 	eor          map[netip.Addr]bool
 	decodeErrors int
+	// taken: the paths per prefix at the last TakeChanges, to report the
+	// prefixes whose paths differ now, as the real speaker notes them.
+	taken map[netip.Prefix][]policy.Path
+	// fullReads counts Paths calls (each reads every path).
+	fullReads int
+}
+
+func byPrefix(paths []policy.Path) map[netip.Prefix][]policy.Path {
+	out := map[netip.Prefix][]policy.Path{}
+	for _, p := range paths {
+		out[p.Prefix] = append(out[p.Prefix], p)
+	}
+	for _, ps := range out {
+		slices.SortFunc(ps, func(x, y policy.Path) int { return x.Peer.Compare(y.Peer) })
+	}
+	return out
+}
+
+func (f *fakeSpeaker) TakeChanges() (changed []netip.Prefix, paths []policy.Path) {
+	now := byPrefix(f.paths)
+	for pfx, ps := range now {
+		if !slices.Equal(ps, f.taken[pfx]) {
+			changed = append(changed, pfx)
+			paths = append(paths, ps...)
+		}
+	}
+	for pfx := range f.taken {
+		if _, ok := now[pfx]; !ok {
+			changed = append(changed, pfx)
+		}
+	}
+	f.taken = now
+	return changed, paths
 }
 
 func (f *fakeSpeaker) Start(context.Context) error { return nil }
 func (f *fakeSpeaker) Stop()                       {}
 func (f *fakeSpeaker) Changed() <-chan struct{}    { return nil }
-func (f *fakeSpeaker) Paths() []policy.Path        { return slices.Clone(f.paths) }
+func (f *fakeSpeaker) Paths() []policy.Path {
+	f.fullReads++
+	return slices.Clone(f.paths)
+}
 func (f *fakeSpeaker) Peers() []bgp.PeerState {
 	var out []bgp.PeerState
 	for a, e := range f.eor {
@@ -49,6 +85,30 @@ func (f *fakeSpeaker) PrefixLimitTeardowns() []netip.Addr                   { re
 type fakeRoutes struct {
 	installed map[netip.Prefix][]netip.Addr
 	foreign   map[netip.Prefix]bool
+	// fullPasses counts Reconcile calls; planned counts the prefixes
+	// ReconcileChanged was asked to look at.
+	fullPasses, planned int
+}
+
+func (f *fakeRoutes) Installed() map[netip.Prefix][]netip.Addr { return maps.Clone(f.installed) }
+
+func (f *fakeRoutes) ReconcileChanged(desired map[netip.Prefix][]netip.Addr, changed []netip.Prefix) routes.Result {
+	var res routes.Result
+	f.planned += len(changed)
+	for _, p := range changed {
+		switch {
+		case len(desired[p]) == 0:
+			delete(f.installed, p)
+		case f.foreign[p]:
+			res.Conflicts = append(res.Conflicts, routes.Conflict{Prefix: p, Protocol: 4})
+		default:
+			if f.installed == nil {
+				f.installed = map[netip.Prefix][]netip.Addr{}
+			}
+			f.installed[p] = slices.Clone(desired[p])
+		}
+	}
+	return res
 }
 
 func (f *fakeRoutes) Load() (map[netip.Prefix][]netip.Addr, error) {
@@ -56,6 +116,7 @@ func (f *fakeRoutes) Load() (map[netip.Prefix][]netip.Addr, error) {
 }
 func (f *fakeRoutes) Reconcile(desired map[netip.Prefix][]netip.Addr, full bool) routes.Result {
 	var res routes.Result
+	f.fullPasses++
 	next := map[netip.Prefix][]netip.Addr{}
 	for p, nhs := range desired {
 		if f.foreign[p] {

@@ -138,7 +138,7 @@ func BenchmarkScale10k(b *testing.B) {
 		took := time.Since(t0)
 		b.ReportMetric((<-announced).Seconds(), "s-speaker-announced")
 		pid := agent.cmd.Process.Pid
-		time.Sleep(4 * time.Second) // settle (the agent releases its heap 3 s after a burst)
+		time.Sleep(4 * time.Second) // settle (the agent releases its heap 1 s after a burst)
 		cpu0 := cpuTicks(b, pid)
 		time.Sleep(5 * time.Second)
 		cpu1 := cpuTicks(b, pid)

@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"context"
 	"testing"
+	"time"
+
+	"github.com/bgplb/bgplb/routeragent/firewall"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -47,5 +51,39 @@ func TestKick(t *testing.T) {
 		if n := len(ch); n != 1 {
 			t.Errorf("%s: %d signals pending, want 1", name, n)
 		}
+	}
+}
+
+// countingFirewall counts Ensure calls and reports each on a channel.
+type countingFirewall struct{ calls chan struct{} }
+
+func (f countingFirewall) Ensure(context.Context) (firewall.Status, error) {
+	f.calls <- struct{}{}
+	return firewall.Status{}, nil
+}
+
+// TestFirewallEvents: an nftables change (FirewallEvents) asks for a
+// firewall pass at once, not at the next 1 s tick; a closed event channel
+// leaves the ticker running.
+func TestFirewallEvents(t *testing.T) {
+	a := testAgent(t, &fakeSpeaker{}, &fakeRoutes{})
+	fw := countingFirewall{calls: make(chan struct{}, 16)}
+	events := make(chan struct{}, 1)
+	a.fw, a.deps.FirewallEvents = fw, events
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); a.firewallLoop(ctx) }()
+	defer func() { cancel(); <-done }()
+	events <- struct{}{}
+	select {
+	case <-fw.calls:
+	case <-time.After(500 * time.Millisecond):
+		t.Fatal("no firewall pass within 500 ms of an nftables event")
+	}
+	close(events)
+	select {
+	case <-fw.calls: // the ticker still runs
+	case <-time.After(3 * time.Second):
+		t.Fatal("no firewall pass after the event channel closed")
 	}
 }

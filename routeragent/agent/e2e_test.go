@@ -601,6 +601,7 @@ protocol bgp rtr {
   local 192.168.2.30 as 64512;
   neighbor 192.168.2.1 as 64500;
   hold time 9;
+  ttl security on; # GTSM, as the agent demands by default
   ipv4 { import none; export where proto = "svc"; next hop self; };
 }
 `), 0o600); err != nil {

@@ -39,8 +39,12 @@ func TestMain(m *testing.M) {
 	case "agent":
 		if p := os.Getenv("BGPLB_TEST_MEMPROFILE"); p != "" {
 			// Write a heap profile once the benchmark has settled.
+			after := 6 * time.Second
+			if d, err := time.ParseDuration(os.Getenv("BGPLB_TEST_MEMPROFILE_AFTER")); err == nil {
+				after = d
+			}
 			go func() {
-				time.Sleep(6 * time.Second)
+				time.Sleep(after)
 				if f, err := os.Create(p); err == nil {
 					_ = pprof.Lookup("heap").WriteTo(f, 0)
 					f.Close()
@@ -86,6 +90,10 @@ func speakerRole() int {
 		RouterASN: 64500, GracefulRestart: os.Getenv("SPK_NO_GR") == "", HoldTime: 9,
 		Password: os.Getenv("SPK_PASSWORD"),
 	}
+	cfg.NoTTLSecurity = os.Getenv("SPK_NO_GTSM") != ""
+	if ttl, err := strconv.Atoi(os.Getenv("SPK_TTL")); err == nil {
+		cfg.TTL = uint8(ttl)
+	}
 	sp, err := bgptest.Start(ctx, cfg)
 	if err != nil {
 		fmt.Println("err:", err)
@@ -117,6 +125,8 @@ func speakerRole() int {
 			err = sp.Announce(ctx, netip.MustParsePrefix(f[1]), nh)
 		case "withdraw":
 			err = sp.Withdraw(ctx, netip.MustParsePrefix(f[1]))
+		case "announce-gshut": // announce-gshut PREFIX: with GRACEFUL_SHUTDOWN 65535:0 (RFC 8326)
+			err = sp.Announce(ctx, netip.MustParsePrefix(f[1]), netip.Addr{}, 0xFFFF0000)
 		case "announce-range": // announce-range FIRST COUNT: COUNT consecutive /32s
 			a := netip.MustParseAddr(f[1])
 			n, _ := strconv.Atoi(f[2])

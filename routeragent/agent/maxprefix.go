@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/bgplb/bgplb/routeragent/bgp"
@@ -42,8 +43,15 @@ func (a *Agent) recordPrefixLimitTeardowns(cfg *config.Config, now time.Time) {
 	}
 }
 
-// maxPrefixState is the max-prefix teardown bookkeeping. holdDown and
-// closed are owned by the run loop; teardowns is read by Snapshot (a.mu).
+// maxPrefixState is the max-prefix teardown bookkeeping, keyed by peer
+// address apart from the speaker's peers: the speaker forgets a dynamic
+// peer as soon as its session and paths are gone, which must not end its
+// hold-down or hide its teardown count while the hold-down lasts (a
+// teardown followed by a reconnection in TestHostilePeers). An entry of a
+// dynamic peer is dropped once its hold-down ended and the speaker no
+// longer tracks it, and at most maxDynamicPeers dynamic peers are kept
+// (forgetGonePeers). holdDown and closed are owned by the run loop;
+// teardowns is read by Snapshot (a.mu).
 type maxPrefixState struct {
 	// holdDown: peers torn down at their limit, refused until the time.
 	holdDown map[netip.Addr]time.Time
@@ -125,12 +133,8 @@ func (v *maxPrefixVerdict) add(peer netip.Addr) {
 // closeSessions closes the sessions enforceMaxPrefixes named, each within
 // 5 s, and records each teardown that succeeded (a failed one is tried
 // again next pass). Expired hold-downs are forgotten.
-func (a *Agent) closeSessions(ctx context.Context, tds []teardown, now time.Time) {
-	for peer, until := range a.maxPfx.holdDown {
-		if !now.Before(until) {
-			delete(a.maxPfx.holdDown, peer)
-		}
-	}
+func (a *Agent) closeSessions(ctx context.Context, cfg *config.Config, tds []teardown, now time.Time) {
+	a.expireHoldDowns(cfg, now)
 	for _, td := range tds {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := a.deps.Speaker.Disconnect(dctx, td.peer, td.reason)
@@ -145,6 +149,17 @@ func (a *Agent) closeSessions(ctx context.Context, tds []teardown, now time.Time
 	}
 }
 
+// expireHoldDowns forgets the hold-downs that ended, and the state of
+// dynamic peers that went away.
+func (a *Agent) expireHoldDowns(cfg *config.Config, now time.Time) {
+	a.forgetGonePeers(cfg, now)
+	for peer, until := range a.maxPfx.holdDown {
+		if !now.Before(until) {
+			delete(a.maxPfx.holdDown, peer)
+		}
+	}
+}
+
 func (a *Agent) recordTeardown(td teardown, now time.Time) {
 	m := &a.maxPfx
 	if m.closed == nil {
@@ -155,6 +170,12 @@ func (a *Agent) recordTeardown(td teardown, now time.Time) {
 	if td.overLimit {
 		m.holdDown[td.peer] = now.Add(config.MaxPrefixesHoldDown)
 	}
+	// GoBGP read the flood (its UPDATEs queue unbounded before the limit is
+	// counted) and dropped it: return that heap once the peer is quiet, as
+	// after a burst of routes (no route changed, so churn would not).
+	if a.release != nil {
+		a.release.Reset(releaseWhenIdle)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if m.teardowns == nil {
@@ -163,9 +184,83 @@ func (a *Agent) recordTeardown(td teardown, now time.Time) {
 	m.teardowns[td.peer]++
 }
 
-// fill adds the teardown counters to a status (a.mu held).
+// fill adds the teardown counters to a status, and a row (state idle) for
+// each peer in its hold-down that the speaker no longer lists (a.mu held).
 func (m *maxPrefixState) fill(s *Status) {
+	listed := make(map[netip.Addr]bool, len(s.Peers))
 	for i := range s.Peers {
+		listed[s.Peers[i].Address] = true
 		s.Peers[i].MaxPrefixTeardowns = m.teardowns[s.Peers[i].Address]
+	}
+	added := false
+	for peer, n := range m.teardowns {
+		if !listed[peer] {
+			s.Peers = append(s.Peers, PeerStatus{PeerState: bgp.PeerState{Address: peer, State: "idle"}, MaxPrefixTeardowns: n})
+			added = true
+		}
+	}
+	if added {
+		slices.SortFunc(s.Peers, func(x, y PeerStatus) int { return x.Address.Compare(y.Address) })
+	}
+}
+
+// goneDynamicPeers chooses the dynamic peers whose teardown state is
+// dropped: those not in their hold-down (until) that the speaker no longer
+// tracks (present), then, beyond limit, those whose hold-down ends first.
+// tracked lists every peer with state; address: neighbours are never
+// chosen. Pure.
+func goneDynamicPeers(tracked []netip.Addr, dynamic, present func(netip.Addr) bool, until map[netip.Addr]time.Time, now time.Time, limit int) []netip.Addr {
+	var drop, kept []netip.Addr
+	for _, p := range tracked {
+		switch {
+		case !dynamic(p):
+		case !present(p) && !now.Before(until[p]):
+			drop = append(drop, p)
+		default:
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) <= limit {
+		return drop
+	}
+	slices.SortFunc(kept, func(x, y netip.Addr) int {
+		if c := until[x].Compare(until[y]); c != 0 {
+			return c
+		}
+		return x.Compare(y)
+	})
+	return append(drop, kept[:len(kept)-limit]...)
+}
+
+// forgetGonePeers drops the teardown state of dynamic peers that went away
+// (see goneDynamicPeers). It asks the speaker for its peers only when some
+// state is kept.
+func (a *Agent) forgetGonePeers(cfg *config.Config, now time.Time) {
+	m := &a.maxPfx
+	if len(m.closed) == 0 {
+		return
+	}
+	present := map[netip.Addr]bool{}
+	for _, p := range a.deps.Speaker.Peers() {
+		present[p.Address] = true
+	}
+	tracked := make([]netip.Addr, 0, len(m.closed))
+	for p := range m.closed {
+		tracked = append(tracked, p)
+	}
+	dynamic := func(p netip.Addr) bool {
+		n, ok := cfg.NeighborFor(p)
+		return !ok || n.Address == ""
+	}
+	drop := goneDynamicPeers(tracked, dynamic, func(p netip.Addr) bool { return present[p] }, m.holdDown, now, cfg.MaxDynamicPeers)
+	if len(drop) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range drop {
+		delete(m.closed, p)
+		delete(m.holdDown, p)
+		delete(m.teardowns, p)
 	}
 }

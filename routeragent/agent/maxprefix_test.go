@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -77,5 +78,73 @@ lanInterfaces: [lan0]
 				t.Errorf("listed the peers %d times with nobody to drop", calls)
 			}
 		})
+	}
+}
+
+func TestGoneDynamicPeers(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	a1, a2, a3, fixed := netip.MustParseAddr("192.168.2.41"), netip.MustParseAddr("192.168.2.42"), netip.MustParseAddr("192.168.2.43"), netip.MustParseAddr("192.168.2.30")
+	dynamic := func(p netip.Addr) bool { return p != fixed }
+	tests := []struct {
+		name    string
+		tracked []netip.Addr
+		present []netip.Addr
+		until   map[netip.Addr]time.Time
+		limit   int
+		want    []netip.Addr
+	}{
+		{name: "gone and hold-down over: dropped", tracked: []netip.Addr{a1}, limit: 10,
+			until: map[netip.Addr]time.Time{a1: now.Add(-time.Second)}, want: []netip.Addr{a1}},
+		{name: "gone but in its hold-down: kept", tracked: []netip.Addr{a1}, limit: 10,
+			until: map[netip.Addr]time.Time{a1: now.Add(time.Second)}},
+		{name: "still tracked by the speaker: kept", tracked: []netip.Addr{a1}, present: []netip.Addr{a1}, limit: 10},
+		{name: "an address: neighbour is never dropped", tracked: []netip.Addr{fixed}, limit: 0},
+		{name: "beyond the bound the earliest hold-down ends go first", tracked: []netip.Addr{a1, a2, a3, fixed}, limit: 1,
+			until: map[netip.Addr]time.Time{a1: now.Add(3 * time.Second), a2: now.Add(time.Second), a3: now.Add(2 * time.Second)},
+			want:  []netip.Addr{a2, a3}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			present := func(p netip.Addr) bool { return slices.Contains(tc.present, p) }
+			got := goneDynamicPeers(tc.tracked, dynamic, present, tc.until, now, tc.limit)
+			if d := cmp.Diff(tc.want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); d != "" {
+				t.Errorf("goneDynamicPeers (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestTeardownOutlivesPeer: a dynamic peer torn down at its limit that the
+// speaker then forgets (no session, no paths) keeps its status row and
+// count while its hold-down lasts, and loses both (and every per-peer
+// state) after it; with maxDynamicPeers 1 only one gone peer is tracked.
+func TestTeardownOutlivesPeer(t *testing.T) {
+	sp := &fakeSpeaker{eor: map[netip.Addr]bool{pA: true}}
+	a := testAgent(t, sp, &fakeRoutes{})
+	cfg := a.config()
+	now := time.Now()
+	a.recordTeardown(teardown{peer: pA, overLimit: true}, now)
+	delete(sp.eor, pA) // the speaker forgot it
+	a.expireHoldDowns(cfg, now.Add(time.Second))
+	a.reconcile(t.Context(), true)
+	rows := a.Snapshot().Peers
+	if len(rows) != 1 || rows[0].Address != pA || rows[0].MaxPrefixTeardowns != 1 || rows[0].Up {
+		t.Fatalf("in its hold-down, the gone peer's row: %+v", rows)
+	}
+	a.expireHoldDowns(cfg, now.Add(config.MaxPrefixesHoldDown+time.Second))
+	if rows := a.Snapshot().Peers; len(rows) != 0 {
+		t.Errorf("after its hold-down, rows of a gone dynamic peer: %+v", rows)
+	}
+	if len(a.maxPfx.closed)+len(a.maxPfx.holdDown)+len(a.maxPfx.teardowns) != 0 {
+		t.Errorf("state of a gone dynamic peer kept: %+v", a.maxPfx)
+	}
+
+	cfg.MaxDynamicPeers = 1
+	a.recordTeardown(teardown{peer: pA, overLimit: true}, now)
+	a.recordTeardown(teardown{peer: pB, overLimit: true}, now.Add(time.Second))
+	a.expireHoldDowns(cfg, now.Add(2*time.Second))
+	rows = a.Snapshot().Peers
+	if len(rows) != 1 || rows[0].Address != pB {
+		t.Errorf("maxDynamicPeers 1: rows %+v, want only the later hold-down (%s)", rows, pB)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,23 +21,57 @@ import (
 
 	"github.com/bgplb/bgplb/internal/buildinfo"
 	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/tcpstat"
 )
 
-// ServeStatus serves GET /status (JSON) on a unix socket until ctx ends.
-// The socket is 0660 so an operators' group can read it.
-func (a *Agent) ServeStatus(ctx context.Context, path string) error {
+// StatusSocketMode is the status socket's mode: the agent's group (the
+// package's bgplb, the unit's Group=) may read status and poke.
+const StatusSocketMode fs.FileMode = 0o660
+
+// ListenStatus creates the status socket at path with StatusSocketMode,
+// owned by the agent's user and group. A socket it cannot make so is an
+// error (the agent refuses to start), never a silently wrong mode.
+func ListenStatus(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("status socket dir: %w", err)
+		return nil, fmt.Errorf("status socket dir: %w", err)
 	}
 	// A socket left by a killed agent blocks bind; remove only a socket.
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-		_ = os.Remove(path)
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("status socket %s: remove the stale socket: %w", path, err)
+		}
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("status socket: %w", err)
+		return nil, fmt.Errorf("status socket: %w", err)
 	}
-	_ = os.Chmod(path, 0o660)
+	// bind() applies the umask (the unit's UMask=0077 gives 0700): set the
+	// mode explicitly, and check it took.
+	err = os.Chmod(path, StatusSocketMode)
+	if err == nil {
+		err = checkSocketMode(path)
+	}
+	if err != nil {
+		l.Close() // removes the socket file
+		return nil, fmt.Errorf("status socket %s: set mode %#o for the group that reads status: %w", path, StatusSocketMode, err)
+	}
+	return l, nil
+}
+
+func checkSocketMode(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm() != StatusSocketMode {
+		return fmt.Errorf("mode is %#o", fi.Mode().Perm())
+	}
+	return nil
+}
+
+// ServeStatus serves GET /status (JSON) and POST /poke on l (ListenStatus)
+// until ctx ends, then removes the socket.
+func (a *Agent) ServeStatus(ctx context.Context, l net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -47,11 +83,12 @@ func (a *Agent) ServeStatus(ctx context.Context, path string) error {
 		a.Kick()
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("POST /trace", a.recordTrace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
+		// Closing a unix listener removes its socket file.
 		_ = srv.Close()
-		_ = os.Remove(path)
 	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("status socket: %w", err)
@@ -75,13 +112,47 @@ func Poke(ctx context.Context, path string) error {
 	}
 	resp, err := unixClient(path).Do(req)
 	if err != nil {
-		return fmt.Errorf("is the agent running? %w", err)
+		return dialError(path, err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
 		return fmt.Errorf("poke: %s", resp.Status)
 	}
 	return nil
+}
+
+// dialError explains why the socket at path did not answer: no access (the
+// socket's group, or the folder's, is not ours) or no agent.
+func dialError(path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("permission denied: run as root or join group %s (%s): %w", socketGroup(path), path, err)
+	}
+	return fmt.Errorf("is the agent running? %w", err)
+}
+
+// socketGroup names the group that may use the socket at path: the
+// socket's, or that of the nearest folder the caller may not enter (the
+// socket then cannot even be looked at); "bgplb", the package's, when
+// neither can be read.
+func socketGroup(path string) string {
+	for p := path; ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				return groupName(st.Gid)
+			}
+		}
+		if p == filepath.Dir(p) {
+			return "bgplb"
+		}
+	}
+}
+
+func groupName(gid uint32) string {
+	id := strconv.FormatUint(uint64(gid), 10)
+	if g, err := user.LookupGroupId(id); err == nil {
+		return g.Name
+	}
+	return id
 }
 
 // FetchStatus reads the status of a running agent from its socket.
@@ -93,7 +164,7 @@ func FetchStatus(ctx context.Context, path string) (Status, []byte, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return Status{}, nil, fmt.Errorf("is the agent running? %w", err)
+		return Status{}, nil, dialError(path, err)
 	}
 	defer resp.Body.Close()
 	var raw json.RawMessage
@@ -132,6 +203,7 @@ var (
 	mConflicts     = prometheus.NewDesc("bgplb_routeragent_route_conflicts", "Desired prefixes held by a route that is not ours.", nil, nil)
 	mRouteErrors   = prometheus.NewDesc("bgplb_routeragent_route_errors", "Desired prefixes that failed to program in the last pass.", nil, nil)
 	mStale         = prometheus.NewDesc("bgplb_routeragent_routes_stale_kept", "Next hops kept from the previous run awaiting End-of-RIB.", nil, nil)
+	mDraining      = prometheus.NewDesc("bgplb_routeragent_routes_draining_next_hops", "Next hops carrying GRACEFUL_SHUTDOWN (RFC 8326), left out of their route while another remains.", nil, nil)
 	mRepairs       = prometheus.NewDesc("bgplb_routeragent_firewall_repairs_total", "Firewall drift repairs since start.", nil, nil)
 	mFirewallOK    = prometheus.NewDesc("bgplb_routeragent_firewall_ok", "1 when the last firewall pass succeeded.", nil, nil)
 	mExemptPackets = prometheus.NewDesc("bgplb_routeragent_exemption_packets_total", "Packets accepted by our INVALID exemptions.", []string{"interface", "subnet", "protocol", "backend"}, nil)
@@ -214,6 +286,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g(mConflicts, float64(len(s.Routes.Conflicts)))
 	g(mRouteErrors, float64(len(s.Routes.Errors)))
 	g(mStale, float64(s.Routes.Stale))
+	g(mDraining, float64(s.Routes.Draining))
 	ch <- prometheus.MustNewConstMetric(mUndecodable, prometheus.CounterValue, float64(s.Prefix.Undecodable))
 	if f := s.Firewall; f != nil {
 		ch <- prometheus.MustNewConstMetric(mRepairs, prometheus.CounterValue, float64(f.Repairs))
@@ -223,9 +296,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		g(mFirewallOK, ok)
 		for _, r := range f.Rules {
-			ch <- prometheus.MustNewConstMetric(mExemptPackets, prometheus.CounterValue, float64(r.Packets), r.Interface, r.Subnet, r.Protocol, r.Backend)
+			ch <- prometheus.MustNewConstMetric(mExemptPackets, prometheus.CounterValue, float64(r.Packets), r.Interface, r.Subnet, r.Protocol, r.Where())
 		}
 	}
+	collectTraces(ch, s.Trace)
 	if s.Sysctl != nil {
 		for name, i := range s.Sysctl.Interfaces {
 			g(mRedirects, float64(i.Effective), name)
@@ -237,7 +311,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // collector, bgplb_build_info, and the Go runtime and process collectors.
 func (a *Agent) NewMetricsRegistry() (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{collector{a: a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+	for _, c := range []prometheus.Collector{collector{a: a}, tcpstat.NewCollector(tcpstat.Read),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

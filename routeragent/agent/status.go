@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/bgplb/bgplb/internal/version"
@@ -30,6 +33,39 @@ type Status struct {
 	Sysctl      *sysctl.Report `json:"sysctl,omitempty"`
 	SysctlError string         `json:"sysctlError,omitempty"`
 	LAN         LANStatus      `json:"lan"`
+	// Families sums up IPv4 and IPv6 side by side.
+	Families []FamilyStatus `json:"families"`
+	// Trace holds the last verdicts of `trace` (absent before the first).
+	Trace *TraceStatus `json:"trace,omitempty"`
+}
+
+// FamilyStatus is one address family at a glance: what is configured, the
+// sessions, the routes, the firewall exemptions and how the router's
+// redirects about service addresses are stopped.
+type FamilyStatus struct {
+	// Family is ipv4 or ipv6.
+	Family         string   `json:"family"`
+	ServiceSubnets []string `json:"serviceSubnets"`
+	// Peers and PeersUp count the sessions whose speaker address is of
+	// this family (the transport; a session may carry either family's
+	// routes).
+	Peers   int `json:"peers"`
+	PeersUp int `json:"peersUp"`
+	// RoutesDesired and RoutesInstalled count this family's service
+	// routes (/32s or /128s).
+	RoutesDesired   int `json:"routesDesired"`
+	RoutesInstalled int `json:"routesInstalled"`
+	// Exemptions counts the firewall exemptions for this family's subnets
+	// and ExemptedPackets the packets they accepted.
+	Exemptions      int    `json:"exemptions"`
+	ExemptedPackets uint64 `json:"exemptedPackets"`
+	// Redirects says how redirects about service addresses are stopped:
+	// send_redirects=0 for IPv4, ip6tables OUTPUT rules for IPv6 (which
+	// has no send_redirects).
+	Redirects string `json:"redirects"`
+	// RedirectsOK is false when such redirects can leave the router (or
+	// it is not known yet).
+	RedirectsOK bool `json:"redirectsOK"`
 }
 
 // StatusConfig is the part of the configuration an operator needs to read the rest.
@@ -78,9 +114,12 @@ type RejectedPath struct {
 
 // RouteSummary compares desired and installed routes.
 type RouteSummary struct {
-	Desired   int                  `json:"desired"`
-	Installed int                  `json:"installed"`
-	Stale     int                  `json:"staleKept"`
+	Desired   int `json:"desired"`
+	Installed int `json:"installed"`
+	Stale     int `json:"staleKept"`
+	// Draining counts the next hops carrying GRACEFUL_SHUTDOWN (RFC 8326),
+	// left out of their route while another next hop remains.
+	Draining  int                  `json:"draining,omitempty"`
 	Conflicts []routes.Conflict    `json:"conflicts,omitempty"`
 	Errors    []routes.PrefixError `json:"errors,omitempty"`
 	// ECMPWidth counts installed routes by number of next hops.
@@ -96,6 +135,9 @@ type RouteStatus struct {
 	// State is installed, pending, conflict, error or stale (kept from the
 	// previous run, waiting for End-of-RIB).
 	State string `json:"state"`
+	// Draining counts the next hops carrying GRACEFUL_SHUTDOWN (RFC 8326):
+	// left out of Desired while another remains.
+	Draining int `json:"draining,omitempty"`
 }
 
 // LANStatus is what the policy uses as "connected LAN".
@@ -117,6 +159,100 @@ func (s *Status) update(p pass, peers []bgp.PeerState) {
 	}
 	s.Routes = routeSummary(p)
 	s.LAN = LANStatus{Connected: p.connected, Missing: p.missing}
+	s.Families = familySummary(*s)
+}
+
+// familySummary puts IPv4 and IPv6 side by side from the rest of the
+// status. A family with no service subnet is left out.
+func familySummary(s Status) []FamilyStatus {
+	var out []FamilyStatus
+	for _, fam := range []firewall.Family{firewall.IPv4, firewall.IPv6} {
+		is := func(a netip.Addr) bool { return a.Is4() == (fam == firewall.IPv4) }
+		f := FamilyStatus{Family: string(fam)}
+		for _, sub := range s.Config.ServiceSubnets {
+			if p, err := netip.ParsePrefix(sub); err == nil && is(p.Addr()) {
+				f.ServiceSubnets = append(f.ServiceSubnets, sub)
+			}
+		}
+		if len(f.ServiceSubnets) == 0 {
+			continue
+		}
+		for _, p := range s.Peers {
+			if is(p.Address) {
+				f.Peers++
+				if p.Up {
+					f.PeersUp++
+				}
+			}
+		}
+		for _, r := range s.Routes.List {
+			if !is(r.Prefix.Addr()) {
+				continue
+			}
+			if len(r.Desired) > 0 {
+				f.RoutesDesired++
+			}
+			if len(r.Installed) > 0 {
+				f.RoutesInstalled++
+			}
+		}
+		if s.Firewall != nil {
+			for _, r := range s.Firewall.Rules {
+				if p, err := netip.ParsePrefix(r.Subnet); err == nil && is(p.Addr()) {
+					f.Exemptions++
+					f.ExemptedPackets += r.Packets
+				}
+			}
+		}
+		if fam == firewall.IPv4 {
+			f.Redirects, f.RedirectsOK = redirects4(s.Sysctl)
+		} else {
+			f.Redirects, f.RedirectsOK = redirects6(s.Firewall, len(f.ServiceSubnets))
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// redirects4 describes send_redirects on the LAN interfaces.
+func redirects4(r *sysctl.Report) (string, bool) {
+	if r == nil {
+		return "send_redirects not set yet", false
+	}
+	if r.Ok() {
+		return "send_redirects=0 (all, default, LAN)", true
+	}
+	var on []string
+	if r.All != 0 {
+		on = append(on, "all")
+	}
+	if r.Default != 0 {
+		on = append(on, "default")
+	}
+	for _, n := range slices.Sorted(maps.Keys(r.Interfaces)) {
+		if r.Interfaces[n].Effective != 0 {
+			on = append(on, n)
+		}
+	}
+	return "send_redirects on: " + strings.Join(on, ", "), false
+}
+
+// redirects6 describes the ICMPv6 Redirect suppression (one rule per IPv6
+// subnet and backend holding it).
+func redirects6(f *firewall.Status, subnets int) (string, bool) {
+	if f == nil || f.Mode == config.FirewallOff {
+		return "not suppressed (firewall mode off)", false
+	}
+	var pk uint64
+	seen := map[string]bool{}
+	for _, r := range f.Redirects {
+		pk += r.Packets
+		seen[r.Subnet] = true
+	}
+	if len(seen) < subnets {
+		return fmt.Sprintf("suppressed for %d of %d subnets", len(seen), subnets), false
+	}
+	return fmt.Sprintf("dropped in ip6tables OUTPUT (%s): %d", firewall.RedirectChainName, pk), true
 }
 
 // prefixSummary counts the pass's accepted and rejected paths, and the
@@ -157,7 +293,7 @@ func routeSummary(last pass) RouteSummary {
 	for _, e := range res.Errors {
 		errs[e.Prefix] = true
 	}
-	rs := RouteSummary{Desired: len(desired), Installed: len(res.Installed), Stale: last.staleKept,
+	rs := RouteSummary{Desired: len(desired), Installed: len(res.Installed), Stale: last.staleKept, Draining: sumValues(last.draining),
 		Conflicts: res.Conflicts, Errors: res.Errors, ECMPWidth: map[int]int{}}
 	all := map[netip.Prefix]bool{}
 	for p := range desired {
@@ -168,7 +304,7 @@ func routeSummary(last pass) RouteSummary {
 		rs.ECMPWidth[len(nhs)]++
 	}
 	for _, p := range sortedPrefixes(all) {
-		r := RouteStatus{Prefix: p, Desired: desired[p], Installed: res.Installed[p]}
+		r := RouteStatus{Prefix: p, Desired: desired[p], Installed: res.Installed[p], Draining: last.draining[p]}
 		switch {
 		case conflict[p]:
 			r.State = "conflict"
@@ -184,4 +320,12 @@ func routeSummary(last pass) RouteSummary {
 		rs.List = append(rs.List, r)
 	}
 	return rs
+}
+
+func sumValues(m map[netip.Prefix]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

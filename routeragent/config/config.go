@@ -84,6 +84,9 @@ const (
 	BackendLegacy FirewallBackend = "legacy"
 	// BackendNFT is the nf_tables backend of the *-nft tools (Debian's default).
 	BackendNFT FirewallBackend = "nft"
+	// BackendNftables is native nftables through netlink (Debian's
+	// /etc/nftables.conf, nftables.service); not the iptables-nft tools.
+	BackendNftables FirewallBackend = "nftables"
 )
 
 // LogFormat is log.format.
@@ -103,6 +106,9 @@ const (
 	LogWarn  LogLevel = "warn"
 	LogError LogLevel = "error"
 )
+
+// DefaultMaxDynamicPeers is maxDynamicPeers' default.
+const DefaultMaxDynamicPeers = 256
 
 // MetricsOff as metrics.address disables the Prometheus endpoint.
 const MetricsOff = "off"
@@ -138,6 +144,14 @@ type Config struct {
 	Metrics Metrics `yaml:"metrics"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// MaxDynamicPeers bounds the speakers of prefix: entries whose
+	// max-prefix teardown state (count, hold-down) the agent keeps after
+	// their session and paths are gone (default 256). Status rows and
+	// metric series of such speakers are dropped when they go; their
+	// hold-downs stay until they end, the earliest-ending forgotten first
+	// beyond this number, so addresses a LAN host makes up cannot grow
+	// the agent's memory.
+	MaxDynamicPeers int `yaml:"maxDynamicPeers"`
 
 	// Parsed forms, filled by Validate.
 	routerID       netip.Addr
@@ -189,6 +203,15 @@ type Neighbor struct {
 	// GracefulRestart enables the graceful-restart helper for speakers that
 	// ask for it (default true).
 	GracefulRestart *bool `yaml:"gracefulRestart"`
+	// TTLSecurity is GTSM (RFC 5082), default true: the agent sends with
+	// TTL 255 and the kernel drops every packet of these speakers that
+	// arrives with a lower TTL, so only a host on the LAN segment itself
+	// (no hop in between) can talk BGP to the agent. The speakers must
+	// send TTL 255 too (BGPPeer spec.ttlSecurity, on by default; FRR
+	// "neighbor X ttl-security hops 1", BIRD "ttl security on"), else their
+	// connections are dropped silently (counted in /proc/net/netstat
+	// TcpExt TCPMinTTLDrop). Set false only for speakers that cannot.
+	TTLSecurity *bool `yaml:"ttlSecurity"`
 
 	password string
 }
@@ -197,7 +220,8 @@ type Neighbor struct {
 type Firewall struct {
 	// Mode is exempt (insert the scoped exemptions) or off.
 	Mode FirewallMode `yaml:"mode"`
-	// Backend is auto (the one holding the INVALID drop), legacy or nft.
+	// Backend is auto (every one holding the INVALID drop), legacy, nft
+	// (the iptables-nft tools) or nftables (native nftables).
 	Backend FirewallBackend `yaml:"backend"`
 	// Protocols exempted (default [tcp]).
 	Protocols []string `yaml:"protocols"`
@@ -362,6 +386,10 @@ func (c *Config) SetDefaults() {
 			t := true
 			n.GracefulRestart = &t
 		}
+		if n.TTLSecurity == nil {
+			t := true
+			n.TTLSecurity = &t
+		}
 	}
 	if c.ICMPRedirects == "" {
 		c.ICMPRedirects = RedirectsDisable
@@ -377,6 +405,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Routes.Table == 0 {
 		c.Routes.Table = 254
+	}
+	if c.MaxDynamicPeers == 0 {
+		c.MaxDynamicPeers = DefaultMaxDynamicPeers
 	}
 	if c.Routes.Protocol == 0 {
 		c.Routes.Protocol = DefaultProtocol
@@ -549,9 +580,9 @@ func (c *Config) Validate() error {
 		add("firewall.mode", "%q is not one of exempt, off", c.Firewall.Mode)
 	}
 	switch c.Firewall.Backend {
-	case BackendAuto, BackendLegacy, BackendNFT:
+	case BackendAuto, BackendLegacy, BackendNFT, BackendNftables:
 	default:
-		add("firewall.backend", "%q is not one of auto, legacy, nft", c.Firewall.Backend)
+		add("firewall.backend", "%q is not one of auto, legacy, nft, nftables", c.Firewall.Backend)
 	}
 	for i, pr := range c.Firewall.Protocols {
 		switch pr {
@@ -561,6 +592,9 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.MaxDynamicPeers < 0 {
+		add("maxDynamicPeers", "%d is negative", c.MaxDynamicPeers)
+	}
 	if c.Routes.Table < 1 || c.Routes.Table > 0xfffffffe || c.Routes.Table == 255 {
 		add("routes.table", "%d is not a usable routing table (1-4294967294, not 255 local)", c.Routes.Table)
 	}

@@ -32,16 +32,17 @@ func TestDefaults(t *testing.T) {
 		ASN: 64500, RouterID: "192.168.2.1",
 		Listen: Listen{Port: 179}, // no address: the LAN interfaces' addresses
 		Neighbors: []Neighbor{{Prefix: "192.168.2.0/24", ASN: 64512, HoldTime: 9 * time.Second,
-			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, MaxPrefixesAction: "teardown", AllowUnauthenticated: true, GracefulRestart: &yes}},
-		ServiceSubnets: []string{"192.168.254.0/24"},
-		LANInterfaces:  []string{"enp1s0.2"},
-		Firewall:       Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},
-		ICMPRedirects:  "disable",
-		Routes:         Routes{Table: 254, Protocol: 220, ResyncInterval: 30 * time.Second, StaleTimeout: 120 * time.Second},
-		StatusSocket:   "/run/bgplb/routeragent.sock",
-		StateDir:       "/var/lib/bgplb",
-		Metrics:        Metrics{Address: "127.0.0.1:9479"},
-		Log:            Log{Format: "text", Level: "info"},
+			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, MaxPrefixesAction: "teardown", AllowUnauthenticated: true, GracefulRestart: &yes, TTLSecurity: &yes}},
+		ServiceSubnets:  []string{"192.168.254.0/24"},
+		LANInterfaces:   []string{"enp1s0.2"},
+		Firewall:        Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},
+		ICMPRedirects:   "disable",
+		Routes:          Routes{Table: 254, Protocol: 220, ResyncInterval: 30 * time.Second, StaleTimeout: 120 * time.Second},
+		StatusSocket:    "/run/bgplb/routeragent.sock",
+		StateDir:        "/var/lib/bgplb",
+		Metrics:         Metrics{Address: "127.0.0.1:9479"},
+		Log:             Log{Format: "text", Level: "info"},
+		MaxDynamicPeers: DefaultMaxDynamicPeers,
 	}
 	if d := cmp.Diff(want, c, cmp.AllowUnexported(Config{}, Neighbor{}), cmp.FilterPath(func(p cmp.Path) bool {
 		return strings.HasPrefix(p.Last().String(), ".routerID") || strings.HasPrefix(p.Last().String(), ".serviceSubnets")
@@ -166,3 +167,18 @@ func TestNeighborFor(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestFirewallBackends: every documented firewall.backend is accepted,
+// nftables (native, issue 18) among them; anything else names the choices.
+func TestFirewallBackends(t *testing.T) {
+	for _, b := range []string{"auto", "legacy", "nft", "nftables"} {
+		c, err := Parse([]byte(minimal + "firewall: {backend: " + b + "}\n"))
+		if err != nil || string(c.Firewall.Backend) != b {
+			t.Errorf("backend %s: %v %+v", b, err, c)
+		}
+	}
+	_, err := Parse([]byte(minimal + "firewall: {backend: iptables}\n"))
+	if err == nil || !strings.Contains(err.Error(), "auto, legacy, nft, nftables") {
+		t.Errorf("backend iptables: %v", err)
+	}
+}

@@ -31,7 +31,7 @@ func messages(err error) []string {
 // TestParseErrors: each class of mistake names the key path, says what is
 // expected, gives the line, and every problem of the file comes at once.
 func TestParseErrors(t *testing.T) {
-	const top = "asn, routerID, listen, neighbors, serviceSubnets, lanInterfaces, firewall, icmpRedirects, routes, statusSocket, stateDir, metrics, log"
+	const top = "asn, routerID, listen, neighbors, serviceSubnets, lanInterfaces, firewall, icmpRedirects, routes, statusSocket, stateDir, metrics, log, maxDynamicPeers"
 	for _, tc := range []struct {
 		name string
 		yaml string
@@ -133,7 +133,7 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{"list entry of the wrong kind", strings.Replace(minimal, "serviceSubnets", "  - 192.168.2.9\nserviceSubnets", 1), []string{
 			// The decoder drops the entry, so validation's neighbors[i] would not be the file's.
-			`line 8: neighbors[1]: expected a map (keys prefix, address, asn, passwordFile, allowUnauthenticated, holdTime, keepaliveTime, maxPrefixes, maxPrefixesAction, gracefulRestart), got "192.168.2.9"`,
+			`line 8: neighbors[1]: expected a map (keys prefix, address, asn, passwordFile, allowUnauthenticated, holdTime, keepaliveTime, maxPrefixes, maxPrefixesAction, gracefulRestart, ttlSecurity), got "192.168.2.9"`,
 		}},
 		{"not a map at all", "- asn: 1\n", []string{
 			"line 1: (top level): expected a map (keys " + top + "), got a list",
@@ -217,7 +217,7 @@ func TestSyntaxError(t *testing.T) {
 }
 
 func TestSuggest(t *testing.T) {
-	known := []string{"prefix", "address", "asn", "passwordFile", "allowUnauthenticated", "holdTime", "keepaliveTime", "maxPrefixes", "maxPrefixesAction", "gracefulRestart"}
+	known := []string{"prefix", "address", "asn", "passwordFile", "allowUnauthenticated", "holdTime", "keepaliveTime", "maxPrefixes", "maxPrefixesAction", "gracefulRestart", "ttlSecurity"}
 	var got []string
 	for _, name := range []string{"asm", "adress", "adresss", "passwrdFile", "holdtime", "hold", "keepalive", "maxPrefix", "max", "prefx", "perfix", "bogus", "gracefullRestart", "AS"} {
 		got = append(got, name+"="+suggest(name, known))

@@ -29,6 +29,8 @@ func RunAPIServer(ctx context.Context, address string, port int, crdDir, kubecon
 	api.SecureServing.ListenAddr.Address = address
 	api.SecureServing.ListenAddr.Port = fmt.Sprint(port)
 	api.Configure().Set("advertise-address", address)
+	// Dual-stack Services need a ClusterIP range per family.
+	api.Configure().Set("service-cluster-ip-range", "10.0.0.0/24,fd00:10:96::/112")
 	if _, err := e.Start(); err != nil {
 		return fmt.Errorf("start control plane: %w", err)
 	}

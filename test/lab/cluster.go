@@ -18,8 +18,11 @@ import (
 
 // PoolName, PeerName and AdvertisementName name the lab's bgplb objects.
 const (
-	PoolName          = "lab-pool"
-	PeerName          = "lab-router"
+	PoolName = "lab-pool"
+	PeerName = "lab-router"
+	// PeerName6 is the BGPPeer of the router's IPv6 address, created by
+	// EnableIPv6Peering.
+	PeerName6         = "lab-router-v6"
 	AdvertisementName = "lab-all"
 	Namespace         = "default"
 )
@@ -33,7 +36,8 @@ func (l *Lab) createClusterObjects(ctx context.Context) error {
 			return fmt.Errorf("create node %s: %w", n, err)
 		}
 		node.Status = corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: NodeIPs[n]}, {Type: corev1.NodeHostName, Address: n}},
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: NodeIPs[n]}, {Type: corev1.NodeInternalIP, Address: NodeIPs6[n]},
+				{Type: corev1.NodeHostName, Address: n}},
 			Conditions: []corev1.NodeCondition{{
 				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 				Message: "lab node (no kubelet)", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
@@ -46,7 +50,7 @@ func (l *Lab) createClusterObjects(ctx context.Context) error {
 	objs := []client.Object{
 		&bgplbv1.IPPool{
 			ObjectMeta: metav1.ObjectMeta{Name: PoolName},
-			Spec:       bgplbv1.IPPoolSpec{Addresses: []string{ServiceSubnet}, AvoidBuggyIPs: true},
+			Spec:       bgplbv1.IPPoolSpec{Addresses: []string{ServiceSubnet, ServiceSubnet6}, AvoidBuggyIPs: true},
 		},
 		&bgplbv1.BGPPeer{
 			ObjectMeta: metav1.ObjectMeta{Name: PeerName},
@@ -68,9 +72,31 @@ func (l *Lab) createClusterObjects(ctx context.Context) error {
 	return nil
 }
 
+// EnableIPv6Peering creates the BGPPeer of the router's IPv6 address: each
+// speaker opens an IPv6 session next to its IPv4 one and announces the
+// IPv6 service addresses (/128) there. The returned function deletes it
+// again. The lab starts without it so that the IPv4 story keeps exactly
+// its two sessions.
+func (l *Lab) EnableIPv6Peering(ctx context.Context) (func(context.Context) error, error) {
+	peer := &bgplbv1.BGPPeer{
+		ObjectMeta: metav1.ObjectMeta{Name: PeerName6},
+		Spec: bgplbv1.BGPPeerSpec{
+			PeerAddress: RouterIP6, PeerASN: RouterASN, MyASN: NodeASN,
+			HoldTime: &metav1.Duration{Duration: 9 * time.Second},
+		},
+	}
+	if err := l.Kube.Create(ctx, peer); err != nil {
+		return nil, fmt.Errorf("create BGPPeer %s: %w", PeerName6, err)
+	}
+	return func(ctx context.Context) error { return client.IgnoreNotFound(l.Kube.Delete(ctx, peer)) }, nil
+}
+
 // ServiceSpec describes a lab Service.
 type ServiceSpec struct {
 	Name string
+	// DualStack asks for an IPv4 and an IPv6 address (ipFamilyPolicy
+	// RequireDualStack).
+	DualStack bool
 	// Local selects externalTrafficPolicy: Local.
 	Local bool
 	// EndpointsOn lists the nodes with a ready endpoint.
@@ -93,6 +119,10 @@ func (l *Lab) CreateService(ctx context.Context, s ServiceSpec) error {
 			Selector:              map[string]string{"app": s.Name},
 			Ports:                 []corev1.ServicePort{{Name: "http", Port: ServicePort, TargetPort: intstr.FromInt32(ServicePort), Protocol: corev1.ProtocolTCP}},
 		},
+	}
+	if s.DualStack {
+		svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+		svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
 	}
 	if err := l.Kube.Create(ctx, svc); err != nil {
 		return fmt.Errorf("create service %s: %w", s.Name, err)
@@ -145,6 +175,33 @@ func (l *Lab) DeleteService(ctx context.Context, name string) error {
 		return err
 	}
 	return client.IgnoreNotFound(l.Kube.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace}}))
+}
+
+// WaitServiceIPs waits until the controller wrote n addresses for the
+// Service (2 for a dual-stack one) and returns them.
+func (l *Lab) WaitServiceIPs(ctx context.Context, name string, n int, timeout time.Duration) ([]netip.Addr, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		svc := &corev1.Service{}
+		err := l.Kube.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: name}, svc)
+		var out []netip.Addr
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			if a, perr := netip.ParseAddr(in.IP); perr == nil {
+				out = append(out, a)
+			}
+		}
+		if err == nil && len(out) >= n {
+			return out, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("service %s has %d of %d addresses after %v (last error: %v; see %s)", name, len(out), n, timeout, err, l.LogPath("controller")) //nolint:errorlint // err is often nil: shown, not wrapped
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // WaitServiceIP waits until the controller wrote the Service's address.

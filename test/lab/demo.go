@@ -148,3 +148,77 @@ func shortErr(err error) string {
 	}
 	return s
 }
+
+// DemoIPv6 tells the same story over IPv6 on a lab where Demo ran (the agent
+// fully on): the speakers peer with the router over IPv6 too, a dual-stack
+// Service gets an IPv6 address, the router installs an ECMP /128, and the
+// IPv6 client reaches it through the router, with no ICMPv6 redirect sent.
+func DemoIPv6(ctx context.Context, l *Lab, w io.Writer) error {
+	say := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	fmt.Fprintf(w, "\n== IPv6: the same story over IPv6 sessions, with a dual-stack Service\n")
+	if _, err := l.EnableIPv6Peering(ctx); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := l.WaitAgentPeers(ctx, 4, 60*time.Second); err != nil {
+		return err
+	}
+	say("router: IPv6 sessions with both speakers established too (%v)", time.Since(t0).Round(time.Millisecond))
+	const name = DemoService + "-dualstack"
+	if err := l.CreateService(ctx, ServiceSpec{Name: name, DualStack: true, EndpointsOn: []string{Node1, Node2}}); err != nil {
+		return err
+	}
+	ips, err := l.WaitServiceIPs(ctx, name, 2, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var ip6 netip.Addr
+	for _, ip := range ips {
+		if ip.Is6() {
+			ip6 = ip
+		}
+	}
+	if !ip6.IsValid() {
+		return fmt.Errorf("service %s has no IPv6 address: %v", name, ips)
+	}
+	say("service %s: EXTERNAL-IP %v", name, ips)
+	prefix := netip.PrefixFrom(ip6, 128)
+	both := []netip.Addr{netip.MustParseAddr(NodeIPs6[Node1]), netip.MustParseAddr(NodeIPs6[Node2])}
+	if err := l.WaitRoute(ctx, prefix, both, 30*time.Second); err != nil {
+		return fmt.Errorf("%w (agent log: %s)", err, l.LogPath(AgentName))
+	}
+	say("router: %s via %s and %s (ECMP over the IPv6 sessions)", prefix, both[0], both[1])
+	redir, err := l.OutRedirects6()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 3; i++ {
+		b, err := l.ClientGet(ctx, ip6.String(), 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("IPv6 request %d failed: %w", i+1, err)
+		}
+		say("client %s: GET http://[%s]/ -> %q", ClientIP6, ip6, strings.TrimSpace(b))
+	}
+	redir2, err := l.OutRedirects6()
+	if err != nil {
+		return err
+	}
+	say("router: ICMPv6 redirects sent while serving those requests: %d", redir2-redir)
+	for _, args := range [][]string{{"-S", "BGPLB-EXEMPT"}, {"-S", "OUTPUT"}, {"-L", "BGPLB-NOREDIRECT6", "-v", "-n"}} {
+		out, err := nsExec(l.NS(Router), append([]string{"ip6tables-legacy", "-w", "5"}, args...)...)
+		if err != nil {
+			return err
+		}
+		say("router: ip6tables-legacy %s", strings.Join(args, " "))
+		for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+			say("  %s", line)
+		}
+	}
+	out, err := l.AgentCommand("status", "--config", l.AgentConfigPath())
+	if err != nil {
+		return fmt.Errorf("bgplb-routeragent status: %w", err)
+	}
+	say("\n$ bgplb-routeragent status")
+	fmt.Fprint(w, out)
+	return nil
+}

@@ -25,6 +25,7 @@ router bgp %d
  neighbor SPEAKERS remote-as %d
  bgp listen range %s peer-group SPEAKERS
  neighbor SPEAKERS timers 3 9
+ neighbor SPEAKERS ttl-security hops 1
  address-family ipv4 unicast
   neighbor SPEAKERS activate
   maximum-paths 8

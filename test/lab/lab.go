@@ -11,7 +11,7 @@
 // for the service subnet on the node's loopback), as kube-proxy would make
 // the node answer.
 //
-// All hosts sit on one L2 bridge (192.168.2.0/24). Nothing is routed to or
+// All hosts sit on one L2 bridge (192.168.2.0/24 and 2001:db8:2::/64). Nothing is routed to or
 // from the root namespace: the lab talks to its apiserver and hosts through
 // sockets opened inside the lab's namespaces (DialIn).
 package lab
@@ -65,6 +65,22 @@ const (
 var NodeIPs = map[string]string{Node1: "192.168.2.20", Node2: "192.168.2.21"}
 
 var hostIPs = map[string]string{Client: ClientIP, Router: RouterIP, CP: CPIP, Node1: NodeIPs[Node1], Node2: NodeIPs[Node2]}
+
+// The same LAN over IPv6 (documentation prefixes): every host has an IPv6
+// address next to its IPv4 one, and IPv6 Services get addresses from
+// ServiceSubnet6. The IPv4 story is unchanged.
+const (
+	LANPrefix6     = "2001:db8:2::/64"
+	ServiceSubnet6 = "2001:db8:254::/64"
+	RouterIP6      = "2001:db8:2::1"
+	ClientIP6      = "2001:db8:2::109"
+	CPIP6          = "2001:db8:2::10"
+)
+
+// NodeIPs6 are the nodes' IPv6 LAN addresses.
+var NodeIPs6 = map[string]string{Node1: "2001:db8:2::20", Node2: "2001:db8:2::21"}
+
+var hostIPs6 = map[string]string{Client: ClientIP6, Router: RouterIP6, CP: CPIP6, Node1: NodeIPs6[Node1], Node2: NodeIPs6[Node2]}
 
 // Options configure a lab.
 type Options struct {
@@ -158,7 +174,7 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 	}
 	kubeEnv := []string{"KUBECONFIG=" + l.kubeconfig()}
 	if err := l.start("controller", l.NS(CP), kubeEnv, filepath.Join(opts.BinDir, "bgplb-controller"),
-		"--metrics-bind-address=127.0.0.1:8080", "--health-probe-bind-address=127.0.0.1:8081"); err != nil {
+		"--metrics-bind-address=127.0.0.1:8080", "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:8081"); err != nil {
 		return nil, err
 	}
 	for _, n := range []string{Node1, Node2} {
@@ -181,6 +197,12 @@ func (l *Lab) buildNetwork() error {
 		if _, err := nsExec(n, "ip", "link", "set", "lo", "up"); err != nil {
 			return err
 		}
+		// No duplicate address detection: the lab's IPv6 addresses, the
+		// link-local ones included, are usable at once instead of staying
+		// tentative for a second or more.
+		if _, err := nsExec(n, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"); err != nil {
+			return err
+		}
 	}
 	sw := l.NS(Switch)
 	if _, err := nsExec(sw, "ip", "link", "add", "br0", "type", "bridge"); err != nil {
@@ -200,10 +222,12 @@ func (l *Lab) buildNetwork() error {
 			{"ip", "netns", "exec", sw, "ip", "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns},
 			{"ip", "netns", "exec", sw, "ip", "link", "set", port, "master", "br0", "up"},
 			{"ip", "netns", "exec", ns, "ip", "addr", "add", hostIPs[role] + "/24", "dev", ifname},
+			{"ip", "netns", "exec", ns, "ip", "addr", "add", hostIPs6[role] + "/64", "dev", ifname, "nodad"},
 			{"ip", "netns", "exec", ns, "ip", "link", "set", ifname, "up"},
 		}
 		if role != Router && role != CP {
-			cmds = append(cmds, []string{"ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", RouterIP})
+			cmds = append(cmds, []string{"ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", RouterIP},
+				[]string{"ip", "netns", "exec", ns, "ip", "-6", "route", "add", "default", "via", RouterIP6})
 		}
 		for _, c := range cmds {
 			if _, err := run(c...); err != nil {
@@ -216,8 +240,11 @@ func (l *Lab) buildNetwork() error {
 	// router's firewall problem.
 	for _, c := range [][]string{
 		{l.NS(Router), "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{l.NS(Router), "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
 		{l.NS(Client), "sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"},
 		{l.NS(Client), "sysctl", "-qw", "net.ipv4.conf.eth0.accept_redirects=0"},
+		{l.NS(Client), "sysctl", "-qw", "net.ipv6.conf.all.accept_redirects=0"},
+		{l.NS(Client), "sysctl", "-qw", "net.ipv6.conf.eth0.accept_redirects=0"},
 	} {
 		if _, err := nsExec(c[0], c[1:]...); err != nil {
 			return err
@@ -228,13 +255,16 @@ func (l *Lab) buildNetwork() error {
 		if _, err := nsExec(l.NS(n), "ip", "route", "add", "local", ServiceSubnet, "dev", "lo"); err != nil {
 			return err
 		}
+		if _, err := nsExec(l.NS(n), "ip", "-6", "route", "add", "local", ServiceSubnet6, "dev", "lo"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // FermConfig is the router's firewall, written as DebOps' ferm role writes
 // it: stateful, FORWARD policy DROP, INVALID dropped, LAN-to-LAN forwarding
-// allowed for new connections.
+// allowed for new connections; the same for IPv4 and IPv6.
 const FermConfig = `# The lab router's firewall, as DebOps' ferm role sets it up.
 domain ip table filter {
     chain INPUT {
@@ -243,6 +273,28 @@ domain ip table filter {
         mod conntrack ctstate (ESTABLISHED RELATED) ACCEPT;
         interface lo ACCEPT;
         proto icmp ACCEPT;
+        proto tcp dport 179 ACCEPT;
+    }
+    chain FORWARD {
+        policy DROP;
+        mod conntrack ctstate INVALID DROP;
+        mod conntrack ctstate (ESTABLISHED RELATED) ACCEPT;
+        interface lan0 outerface lan0 ACCEPT;
+    }
+    chain OUTPUT {
+        policy ACCEPT;
+    }
+}
+# The same for IPv6 (ip6tables-legacy). ICMPv6 is accepted on INPUT:
+# neighbour discovery needs it (conntrack leaves NDP untracked, so the
+# INVALID rule does not see it).
+domain ip6 table filter {
+    chain INPUT {
+        policy DROP;
+        mod conntrack ctstate INVALID DROP;
+        mod conntrack ctstate (ESTABLISHED RELATED) ACCEPT;
+        interface lo ACCEPT;
+        proto ipv6-icmp ACCEPT;
         proto tcp dport 179 ACCEPT;
     }
     chain FORWARD {
@@ -426,7 +478,7 @@ func (l *Lab) Running(name string) bool {
 func (l *Lab) StartSpeaker(node string) error {
 	return l.start("speaker-"+node, l.NS(node), []string{"KUBECONFIG=" + l.kubeconfig(), "NODE_NAME=" + node},
 		filepath.Join(l.opts.BinDir, "bgplb-speaker"), "--node-name", node,
-		"--metrics-bind-address=127.0.0.1:7472", "--health-probe-bind-address=127.0.0.1:7473")
+		"--metrics-bind-address=127.0.0.1:7472", "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:7473")
 }
 
 // Down stops every lab process and deletes the lab's namespaces.

@@ -69,7 +69,13 @@ neighbors:
     allowUnauthenticated: true
     holdTime: 9s
     maxPrefixes: 1000
-serviceSubnets: [%s]
+  # The speakers' IPv6 sessions (BGPPeer %s, see EnableIPv6Peering).
+  - prefix: %s
+    asn: %d
+    allowUnauthenticated: true
+    holdTime: 9s
+    maxPrefixes: 1000
+serviceSubnets: [%s, "%s"]
 lanInterfaces: [%s]
 firewall: {mode: %s, backend: auto}
 icmpRedirects: %s
@@ -77,7 +83,7 @@ routes: {staleTimeout: 30s%s}
 statusSocket: %s
 stateDir: %s
 metrics: {address: "127.0.0.1:9473"}
-`, RouterASN, RouterIP, LANPrefix, NodeASN, ServiceSubnet, LANIf, fw, redirects,
+`, RouterASN, RouterIP, LANPrefix, NodeASN, PeerName6, LANPrefix6, NodeASN, ServiceSubnet, ServiceSubnet6, LANIf, fw, redirects,
 		resync, l.AgentSocket(), filepath.Join(l.opts.StateDir, routerStateDir, "state"))
 }
 
@@ -164,21 +170,23 @@ func (l *Lab) RouterRoute(prefix netip.Prefix) ([]netip.Addr, int, error) {
 	var hops []netip.Addr
 	proto := 0
 	err := l.withRouterNetlink(func(h *netlink.Handle) error {
-		routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{
-			Dst: &net.IPNet{IP: prefix.Addr().AsSlice(), Mask: net.CIDRMask(prefix.Bits(), 32)}, Table: syscall.RT_TABLE_MAIN,
+		family, bits := netlink.FAMILY_V4, 32
+		if prefix.Addr().Is6() {
+			family, bits = netlink.FAMILY_V6, 128
+		}
+		routes, err := h.RouteListFiltered(family, &netlink.Route{
+			Dst: &net.IPNet{IP: prefix.Addr().AsSlice(), Mask: net.CIDRMask(prefix.Bits(), bits)}, Table: syscall.RT_TABLE_MAIN,
 		}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return err
 		}
 		for _, r := range routes {
 			proto = int(r.Protocol)
-			if r.Gw != nil {
-				if a, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
-					hops = append(hops, a)
-				}
+			if a, ok := gateway(r.Gw); ok {
+				hops = append(hops, a)
 			}
 			for _, nh := range r.MultiPath {
-				if a, ok := netip.AddrFromSlice(nh.Gw.To4()); ok {
+				if a, ok := gateway(nh.Gw); ok {
 					hops = append(hops, a)
 				}
 			}
@@ -187,6 +195,15 @@ func (l *Lab) RouterRoute(prefix netip.Prefix) ([]netip.Addr, int, error) {
 	})
 	sort.Slice(hops, func(i, j int) bool { return hops[i].Less(hops[j]) })
 	return hops, proto, err
+}
+
+// gateway converts a next hop (IPv4 or IPv6) to a netip.Addr.
+func gateway(ip net.IP) (netip.Addr, bool) {
+	if ip == nil {
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
 }
 
 // WaitRoute waits until the router's route for prefix has exactly want next
@@ -251,7 +268,13 @@ func (l *Lab) RouterSubscribe(ch chan<- netlink.RouteUpdate, done <-chan struct{
 // `--ctstate INVALID -j DROP` rule in FORWARD (iptables-legacy, as ferm
 // writes it).
 func (l *Lab) InvalidDrops() (uint64, error) {
-	out, err := nsExec(l.NS(Router), "iptables-legacy", "-w", "5", "-t", "filter", "-L", "FORWARD", "-v", "-x", "-n")
+	return l.invalidDrops("iptables-legacy")
+}
+
+// invalidDrops reads the INVALID DROP rule's packet counter in the router's
+// FORWARD chain with tool (iptables-legacy or ip6tables-legacy).
+func (l *Lab) invalidDrops(tool string) (uint64, error) {
+	out, err := nsExec(l.NS(Router), tool, "-w", "5", "-t", "filter", "-L", "FORWARD", "-v", "-x", "-n")
 	if err != nil {
 		return 0, err
 	}
@@ -261,7 +284,7 @@ func (l *Lab) InvalidDrops() (uint64, error) {
 			return strconv.ParseUint(f[0], 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no INVALID DROP rule in the router's FORWARD chain:\n%s", out)
+	return 0, fmt.Errorf("%s: no INVALID DROP rule in the router's FORWARD chain:\n%s", tool, out)
 }
 
 // FirewallListing returns `iptables-legacy -S FORWARD` and our chain on the
@@ -315,4 +338,29 @@ func (l *Lab) SendRedirects() (all, lan string, err error) {
 		return "", "", fmt.Errorf("unexpected sysctl output %q", out)
 	}
 	return f[0], f[1], nil
+}
+
+// OutRedirects6 returns the router's Icmp6OutRedirects counter: the ICMPv6
+// Redirects that left it (one dropped in OUTPUT is not counted).
+func (l *Lab) OutRedirects6() (uint64, error) {
+	var v uint64
+	err := DoIn(l.NS(Router), func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp6")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "Icmp6OutRedirects" {
+				v, err = strconv.ParseUint(f[1], 10, 64)
+				return err
+			}
+		}
+		return fmt.Errorf("no Icmp6OutRedirects in /proc/net/snmp6")
+	})
+	return v, err
+}
+
+// InvalidDrops6 is InvalidDrops for IPv6 (ip6tables-legacy).
+func (l *Lab) InvalidDrops6() (uint64, error) {
+	return l.invalidDrops("ip6tables-legacy")
 }

@@ -71,6 +71,12 @@ const (
 	FirewallExempt FirewallMode = "exempt"
 	// FirewallOff leaves the firewall alone (and removes what we installed).
 	FirewallOff FirewallMode = "off"
+	// FirewallVerify adds no ACCEPT rule (and removes the exemptions a
+	// previous mode installed): the nodes must send replies back through
+	// the router (the speakers' returnPath: symmetric). The agent only
+	// counts the INVALID service packets and watches conntrack, and
+	// status and doctor report any flow whose reply bypassed the router.
+	FirewallVerify FirewallMode = "verify"
 )
 
 // FirewallBackend is firewall.backend: which iptables backend gets the
@@ -218,7 +224,10 @@ type Neighbor struct {
 
 // Firewall configures the conntrack-INVALID exemptions.
 type Firewall struct {
-	// Mode is exempt (insert the scoped exemptions) or off.
+	// Mode is exempt (insert the scoped exemptions, the default), off
+	// (touch nothing), or verify (no exemption; count INVALID service
+	// packets and report asymmetric flows: for nodes with a symmetric
+	// return path).
 	Mode FirewallMode `yaml:"mode"`
 	// Backend is auto (every one holding the INVALID drop), legacy, nft
 	// (the iptables-nft tools) or nftables (native nftables).
@@ -575,9 +584,9 @@ func (c *Config) Validate() error {
 		add("icmpRedirects", "%q is not one of disable, leave", c.ICMPRedirects)
 	}
 	switch c.Firewall.Mode {
-	case FirewallExempt, FirewallOff:
+	case FirewallExempt, FirewallOff, FirewallVerify:
 	default:
-		add("firewall.mode", "%q is not one of exempt, off", c.Firewall.Mode)
+		add("firewall.mode", "%q is not one of exempt, off, verify", c.Firewall.Mode)
 	}
 	switch c.Firewall.Backend {
 	case BackendAuto, BackendLegacy, BackendNFT, BackendNftables:

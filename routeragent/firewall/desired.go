@@ -46,7 +46,8 @@ const (
 
 // Config says which exemptions to install.
 type Config struct {
-	// Mode is exempt (install the exemptions, the default) or off.
+	// Mode is exempt (install the exemptions, the default), off, or
+	// verify (no exemption; count INVALID service packets, see verify.go).
 	Mode config.FirewallMode
 	// Backend is auto (default: every backend holding the INVALID drop),
 	// legacy, nft (iptables-nft tools) or nftables (native, netlink).
@@ -67,9 +68,9 @@ func (c Config) normalize() (Config, error) {
 	switch c.Mode {
 	case "":
 		c.Mode = config.FirewallExempt
-	case config.FirewallExempt, config.FirewallOff:
+	case config.FirewallExempt, config.FirewallOff, config.FirewallVerify:
 	default:
-		errs = append(errs, fmt.Errorf("firewall.mode: %q is not one of exempt, off", c.Mode))
+		errs = append(errs, fmt.Errorf("firewall.mode: %q is not one of exempt, off, verify", c.Mode))
 	}
 	switch c.Backend {
 	case "":
@@ -97,6 +98,9 @@ func (c Config) normalize() (Config, error) {
 		} else if p != p.Masked() {
 			errs = append(errs, fmt.Errorf("serviceSubnets: %s has host bits set (did you mean %s?)", p, p.Masked()))
 		}
+	}
+	if c.Mode == config.FirewallVerify && len(c.Subnets) == 0 {
+		errs = append(errs, errors.New("serviceSubnets: firewall mode verify needs at least one service subnet"))
 	}
 	if c.Mode == config.FirewallExempt {
 		if len(c.Interfaces) == 0 {

@@ -28,7 +28,7 @@ import (
 
 // Status is the firewall state after the last Ensure.
 type Status struct {
-	// Mode is exempt or off.
+	// Mode is exempt, off or verify.
 	Mode config.FirewallMode `json:"mode"`
 	// Backend is where the exemptions live: legacy, nft, or legacy+nft
 	// when both backends drop INVALID packets; "" before the first pass.
@@ -49,6 +49,9 @@ type Status struct {
 	// nftables in chain noredirect6 (hook output) of table inet bgplb
 	// (RedirectsInNative says which).
 	Redirects []RedirectStatus `json:"redirects,omitempty"`
+	// Invalid are, in verify mode, the counters of INVALID forwarded
+	// packets to and from each service subnet (see verify.go).
+	Invalid []InvalidCount `json:"invalid,omitempty"`
 	// Repairs counts passes that found drift after the rules had been in
 	// place (an external flush, a ferm reload, a hand edit) and fixed it.
 	Repairs int `json:"repairs"`
@@ -174,6 +177,7 @@ func (m *Manager) Status() Status {
 	s := m.status
 	s.Rules = slices.Clone(s.Rules)
 	s.Redirects = slices.Clone(s.Redirects)
+	s.Invalid = slices.Clone(s.Invalid)
 	return s
 }
 
@@ -185,6 +189,7 @@ func (m *Manager) update(f func(s *Status)) Status {
 	s := m.status
 	s.Rules = slices.Clone(s.Rules)
 	s.Redirects = slices.Clone(s.Redirects)
+	s.Invalid = slices.Clone(s.Invalid)
 	return s
 }
 
@@ -224,6 +229,16 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 			m.setErr(s, err)
 		})
 		return st, err
+	}
+	if m.cfg.Mode == config.FirewallVerify {
+		return m.ensureVerify(ctx)
+	}
+	if !m.cleaned {
+		// The counting table of an earlier verify mode goes, best effort
+		// (a kernel without nf_tables has none).
+		if err := m.removeVerifyTable(); err != nil {
+			m.log.Debug("could not remove the counting table of verify mode", "error", err)
+		}
 	}
 
 	var (
@@ -648,7 +663,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	m.sticky = map[Family][]Backend{}
 	m.converged = false
 	m.update(func(s *Status) {
-		s.Rules, s.Redirects, s.Backend, s.Reason = nil, nil, "", "uninstalled"
+		s.Rules, s.Redirects, s.Invalid, s.Backend, s.Reason = nil, nil, nil, "", "uninstalled"
 		m.setErr(s, err)
 	})
 	return err

@@ -264,6 +264,9 @@ func (n *nftNetlink) Apply(ops []NftOp) error {
 			if op.Hook != nil {
 				accept := nftables.ChainPolicyAccept
 				c.Hooknum, c.Priority, c.Type, c.Policy = op.Hook, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, &accept
+				if op.Priority != nil {
+					c.Priority = op.Priority
+				}
 			}
 			n.c.AddChain(c)
 		case "flush-chain":

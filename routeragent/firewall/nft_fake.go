@@ -108,7 +108,11 @@ func fakeApply(rs *NftRuleset, op NftOp, handle *uint64) error {
 	t := &rs.Tables[ti]
 	if op.Kind == "add-chain" {
 		if t.Chain(op.Chain) == nil {
-			t.Chains = append(t.Chains, NftChain{Name: op.Chain, Hook: op.Hook})
+			nc := NftChain{Name: op.Chain, Hook: op.Hook}
+			if op.Priority != nil {
+				nc.Priority = int32(*op.Priority)
+			}
+			t.Chains = append(t.Chains, nc)
 		}
 		return nil
 	}

@@ -24,6 +24,8 @@ type NftOp struct {
 	// Hook makes add-chain create a base chain (type filter, priority
 	// filter, policy accept) at that hook; nil for a regular chain.
 	Hook *nftables.ChainHook
+	// Priority overrides the base chain's priority (nil: filter).
+	Priority *nftables.ChainPriority
 	// Handle names the rule of delete-rule.
 	Handle uint64
 	// Exprs and Comment are the rule of add-rule (appended) and
@@ -237,16 +239,18 @@ func planNftRemoveTable(t NftTable) []NftOp {
 }
 
 // PlanNftRemove returns the changes that take our jumps and chains out of
-// every table, and our redirect table (PlanNftRedirects), and nothing
+// every table, our counting table (verify mode) and our redirect table
+// (PlanNftRedirects), and nothing
 // else.
 func PlanNftRemove(rs NftRuleset) []NftOp {
 	var ops []NftOp
 	for _, t := range rs.Tables {
-		if isRedirectTable(t) {
+		if isRedirectTable(t) || isVerifyTable(t) {
 			continue
 		}
 		ops = append(ops, planNftRemoveTable(t)...)
 	}
+	ops = append(ops, planVerifyRemove(rs)...)
 	return append(ops, PlanNftRedirects(rs, nil)...)
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/policy"
 	"github.com/bgplb/bgplb/routeragent/routes"
+	"github.com/bgplb/bgplb/routeragent/symmetry"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 )
 
@@ -95,6 +96,9 @@ type Deps struct {
 	Notify func(state string)
 	// NewFirewall builds the firewall for a reloaded config (nil: keep).
 	NewFirewall func(cfg *config.Config) (Firewall, error)
+	// Conntrack reads the service flows for firewall.mode verify (nil:
+	// no symmetry check).
+	Conntrack symmetry.Source
 }
 
 // After this many route changes, once no change came for releaseWhenIdle,
@@ -246,6 +250,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("router agent ready", "asn", cfg.ASN, "routerID", cfg.RouterID, "port", cfg.Listen.Port,
 		"table", cfg.Routes.Table, "protocol", cfg.Routes.Protocol)
 	defer a.startFirewallLoop(ctx)()
+	defer a.startSymmetryLoop(ctx)()
 	return a.loop(ctx, cfg)
 }
 

@@ -209,6 +209,8 @@ var (
 	mExemptPackets = prometheus.NewDesc("bgplb_routeragent_exemption_packets_total", "Packets accepted by our INVALID exemptions.", []string{"interface", "subnet", "protocol", "backend"}, nil)
 	mTeardowns     = prometheus.NewDesc("bgplb_routeragent_max_prefix_teardowns_total", "Sessions closed because the peer went over maxPrefixes, per peer.", []string{"peer"}, nil)
 	mUndecodable   = prometheus.NewDesc("bgplb_routeragent_bgp_undecodable_paths_total", "Paths GoBGP delivered that the agent could not decode, since start (neither accepted nor rejected).", nil, nil)
+	mSymFlows      = prometheus.NewDesc("bgplb_routeragent_symmetry_flows", "Firewall mode verify: service flows in conntrack by state (assured: seen both ways; replied: reply seen, not yet assured; unreplied: no reply yet, within the grace period; asymmetric: no reply after it).", []string{"state"}, nil)
+	mSvcInvalid    = prometheus.NewDesc("bgplb_routeragent_service_invalid_packets_total", "Firewall mode verify: forwarded conntrack-INVALID packets to or from the service subnets (the firewall drops them), counted by table inet bgplb_verify.", nil, nil)
 	mRedirects     = prometheus.NewDesc("bgplb_routeragent_send_redirects_effective", "Effective send_redirects per LAN interface (want 0).", []string{"interface"}, nil)
 )
 
@@ -298,6 +300,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for _, r := range f.Rules {
 			ch <- prometheus.MustNewConstMetric(mExemptPackets, prometheus.CounterValue, float64(r.Packets), r.Interface, r.Subnet, r.Protocol, r.Where())
 		}
+	}
+	if f := s.Firewall; f != nil && f.Mode == config.FirewallVerify && f.Invalid != nil {
+		ch <- prometheus.MustNewConstMetric(mSvcInvalid, prometheus.CounterValue, float64(f.InvalidTotal()))
+	}
+	if y := s.Symmetry; y != nil {
+		g(mSymFlows, float64(y.Assured), "assured")
+		g(mSymFlows, float64(y.Replied), "replied")
+		g(mSymFlows, float64(y.Unreplied), "unreplied")
+		g(mSymFlows, float64(y.Asymmetric), "asymmetric")
 	}
 	collectTraces(ch, s.Trace)
 	if s.Sysctl != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/policy"
 	"github.com/bgplb/bgplb/routeragent/routes"
+	"github.com/bgplb/bgplb/routeragent/symmetry"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 )
 
@@ -37,6 +38,9 @@ type Status struct {
 	Families []FamilyStatus `json:"families"`
 	// Trace holds the last verdicts of `trace` (absent before the first).
 	Trace *TraceStatus `json:"trace,omitempty"`
+	// Symmetry is, in firewall mode verify, the proof that service
+	// traffic passes the router both ways (absent in other modes).
+	Symmetry *symmetry.Status `json:"symmetry,omitempty"`
 }
 
 // FamilyStatus is one address family at a glance: what is configured, the

@@ -30,9 +30,19 @@ func checkConfig(o options, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %d security %s (see above)\n", o.config, n, plural(n, "error", "errors"))
 		return ExitUsage
 	}
+	if cfg.Firewall.Mode == config.FirewallVerify {
+		fmt.Fprintln(stdout, VerifyModeNote)
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", o.config)
 	return ExitOK
 }
+
+// VerifyModeNote is what check-config says about firewall.mode verify.
+const VerifyModeNote = `firewall.mode verify: the agent adds no ACCEPT rule (and removes the exemptions it installed); the
+  firewall's INVALID drop applies to service traffic, so connections work only when the nodes send their
+  replies back through this router (the speakers' BGPPeer returnPath: symmetric). The agent counts the
+  INVALID service packets (table inet bgplb_verify) and watches conntrack; status and doctor report any
+  flow whose reply bypassed the router, with the node. Keep icmpRedirects: disable.`
 
 func countStatus(fs []doctor.Finding, status string) int {
 	n := 0

@@ -26,9 +26,9 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
-	st, _, err := agent.FetchStatus(sctx, socket)
+	st, _, fetchErr := agent.FetchStatus(sctx, socket)
 	scancel()
-	extra, rts := agentFindings(socket, st, err)
+	extra, rts := agentFindings(socket, st, fetchErr)
 	in, err := doctor.Gather(ctx, doctor.GatherConfig{
 		LANInterfaces: cfg.LANInterfaces, ServiceSubnets: cfg.ServicePrefixes(),
 		FirewallMode: cfg.Firewall.Mode, Protocols: cfg.Firewall.Protocols, Routes: rts, FirewallBackend: cfg.Firewall.Backend,
@@ -38,6 +38,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	in.Security = securityInput(cfg, stderr)
+	in.Symmetry = symmetryInput(st, fetchErr)
 	findings := append(extra, doctor.Run(ctx, in)...)
 	if o.json {
 		enc := json.NewEncoder(stdout)

@@ -21,6 +21,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/doctor"
 	"github.com/bgplb/bgplb/routeragent/firewall"
 	"github.com/bgplb/bgplb/routeragent/routes"
+	"github.com/bgplb/bgplb/routeragent/symmetry"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 	"github.com/bgplb/bgplb/routeragent/trace"
 )
@@ -156,6 +157,8 @@ func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *net
 		// firewall pass: repairs take milliseconds, not the next tick.
 		FirewallEvents: watchNft(ctx, cfg, log),
 		NewFirewall:    newFirewall,
+		// Read only in firewall.mode verify (also after a reload to it).
+		Conntrack: symmetry.Conntrack{},
 		Notify: func(state string) {
 			if _, err := daemon.SdNotify(false, state); err != nil {
 				log.Debug("sd_notify", "err", err)

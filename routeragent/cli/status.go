@@ -47,6 +47,7 @@ func PrintStatus(w io.Writer, s agent.Status, all bool) {
 	printPrefixes(w, s.Prefix)
 	printRoutes(w, s.Config, s.Routes, all)
 	printFirewall(w, s.Config, s.Firewall)
+	printSymmetry(w, s.Symmetry)
 	printSysctl(w, s)
 	printTraces(w, s.Trace)
 }
@@ -187,6 +188,7 @@ func printFirewall(w io.Writer, c agent.StatusConfig, f *firewall.Status) {
 	if f.LastError != "" {
 		fmt.Fprintf(w, "  ERROR %s\n", f.LastError)
 	}
+	printInvalidCounters(w, f)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	if len(f.Rules) > 0 {
 		fmt.Fprintf(tw, "  INTERFACE\tSUBNET\tPROTO\tBACKEND\tPACKETS\tBYTES\n")

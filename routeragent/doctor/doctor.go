@@ -91,6 +91,10 @@ type Input struct {
 	// IPv6, when set (an IPv6 service subnet is configured), adds the
 	// IPv6 host checks next to their IPv4 counterparts.
 	IPv6 *IPv6Input
+
+	// Symmetry is what the running agent proved in firewall mode verify
+	// (nil when the agent does not answer); see checkSymmetry.
+	Symmetry *SymmetryInput
 }
 
 // Listing is one backend's filter table as `iptables -v -S` prints it.
@@ -133,6 +137,7 @@ func Run(ctx context.Context, in Input) []Finding {
 	fwBroken := slices.ContainsFunc(fw, func(f Finding) bool { return f.Status == Fail })
 	out = append(out, checkConntrack(in, fwBroken))
 	out = append(out, checkNftables(in)...)
+	out = append(out, checkSymmetry(in)...)
 	if in.Routes != nil {
 		out = append(out, checkRoutes(*in.Routes))
 	}
@@ -301,6 +306,13 @@ func checkFirewallFamily(in Input, fam firewall.Family, listings map[firewall.Ba
 		}
 		return out
 	}
+	if in.FirewallMode == config.FirewallVerify {
+		for _, s := range withDrop {
+			where := fmt.Sprintf("%s FORWARD rule %d (%s)", toolName(s.b), s.a.Drop.ForwardIndex, s.a.Drop.Rule)
+			out = append(out, verifyFirewallFinding(where, s.a.HasChain || len(s.a.JumpIndexes) > 0, verifyRemoveFix(toolName(s.b))))
+		}
+		return out
+	}
 	if in.FirewallMode == config.FirewallOff {
 		for _, s := range withDrop {
 			out = append(out, Finding{Check: "firewall", Status: Warn,
@@ -375,6 +387,10 @@ func checkConntrack(in Input, firewallBroken bool) Finding {
 	if in.ConntrackInvalid == 0 {
 		return Finding{Check: "conntrack", Status: OK, Message: "no INVALID packets counted by conntrack"}
 	}
+	if in.FirewallMode == config.FirewallVerify {
+		return Finding{Check: "conntrack", Status: OK,
+			Message: fmt.Sprintf("conntrack counted %d INVALID packets since boot, all traffic (the symmetry check counts the service subnets')", in.ConntrackInvalid)}
+	}
 	if firewallBroken {
 		return Finding{Check: "conntrack", Status: Fail,
 			Message: fmt.Sprintf("conntrack counted %d INVALID packets and the exemptions are not in effect: asymmetric service connections are being dropped", in.ConntrackInvalid),
@@ -430,6 +446,11 @@ func nftTable(rs firewall.NftRuleset, name string) firewall.NftTable {
 func checkNftDrop(in Input, d firewall.NftDrop, t firewall.NftTable, want []firewall.Exemption) Finding {
 	where := fmt.Sprintf("native nftables table %q chain %q drops INVALID packets (%s)", d.Table, d.BaseChain, d)
 	switch {
+	case in.FirewallMode == config.FirewallVerify:
+		f := verifyFirewallFinding(fmt.Sprintf("native nftables table %q chain %q", d.Table, d.BaseChain), d.OurJumpIndex > 0 || t.Chain(firewall.NftChainName) != nil,
+			fmt.Sprintf("nft delete chain %s %s   (after deleting our jump rules to it)", d.Table, firewall.NftChainName))
+		f.Check = "nftables"
+		return f
 	case in.FirewallMode == config.FirewallOff:
 		return Finding{Check: "nftables", Status: Warn,
 			Message: where + " and firewall mode is off: clients on the nodes' L2 cannot keep connections to services",

@@ -1,0 +1,371 @@
+package symmetry_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bgplb/bgplb/internal/netnstest"
+	"github.com/bgplb/bgplb/routeragent/config"
+	"github.com/bgplb/bgplb/routeragent/doctor"
+	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/symmetry"
+)
+
+// The seed's network: client, router and node on one L2; the service
+// address on the node's lo; the router's route to it via the node.
+const (
+	serviceAddr = "192.168.254.1"
+	service     = serviceAddr + ":3142"
+	nodeAddr    = "192.168.2.20"
+)
+
+var subnets = []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24")}
+
+// fermRuleset is a ferm/DebOps stateful router (iptables-legacy).
+const fermRuleset = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m state --state INVALID -j DROP
+-A FORWARD -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -i lan0 -m state --state NEW -j ACCEPT
+COMMIT
+`
+
+// nftRuleset is a Debian router's /etc/nftables.conf (native nftables).
+const nftRuleset = `flush ruleset
+table inet filter {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related counter accept
+		ct state invalid counter drop
+		iifname "lan0" ct state new accept
+	}
+}
+`
+
+type lab struct {
+	client, router, node *netnstest.NS
+}
+
+// newLab builds the network with the router's firewall (ferm's rules on
+// iptables-legacy or iptables-nft, or native nftables) and ICMP redirects off on the
+// router (the agent's icmpRedirects: disable; verify mode needs it too: a
+// redirect would send the node's replies around the router again).
+func newLab(t *testing.T, fw string) *lab {
+	t.Helper()
+	sw := netnstest.New(t, "sw")
+	l := &lab{client: netnstest.New(t, "client"), router: netnstest.New(t, "router"), node: netnstest.New(t, "node")}
+	plug := netnstest.Bridge(t, sw, "br0")
+	for _, ns := range []*netnstest.NS{l.client, l.node} {
+		ns.Exec("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0")
+		ns.Exec("sysctl", "-qw", "net.ipv4.conf.default.accept_redirects=0")
+	}
+	plug(l.client, "eth0", "192.168.2.109/24")
+	l.client.Exec("ip", "addr", "add", "192.168.2.110/24", "dev", "eth0")
+	plug(l.router, "lan0", "192.168.2.1/24")
+	plug(l.node, "eth0", nodeAddr+"/24")
+	l.node.Exec("ip", "addr", "add", serviceAddr+"/32", "dev", "lo")
+	l.client.Exec("ip", "route", "add", "default", "via", "192.168.2.1")
+	l.router.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	l.router.Exec("sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0")
+	l.router.Exec("ip", "route", "add", serviceAddr+"/32", "via", nodeAddr)
+	switch fw {
+	case "iptables-legacy", "iptables-nft":
+		cmd := l.router.Command(fw + "-restore")
+		cmd.Stdin = strings.NewReader(fermRuleset)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s-restore: %v\n%s", fw, err, out)
+		}
+	case "nftables":
+		cmd := l.router.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(nftRuleset)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft -f: %v\n%s", err, out)
+		}
+	default:
+		t.Fatalf("unknown firewall %q", fw)
+	}
+	serve(t, l.node)
+	return l
+}
+
+// serve runs a ping/pong TCP responder on the service address in ns.
+func serve(t *testing.T, ns *netnstest.NS) {
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", service)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if l, err := bufio.NewReader(c).ReadString('\n'); err == nil && l == "ping\n" {
+					_, _ = c.Write([]byte("pong\n"))
+				}
+			}()
+		}
+	}()
+}
+
+// exchange does one request/response from src to the service; only a
+// reply proves the path (the client "connects" either way: the SYN-ACK
+// comes straight from the node).
+func exchange(client *netnstest.NS, src string) error {
+	return client.Do(func() error {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", service)
+		if err != nil {
+			return fmt.Errorf("dial: %w", err)
+		}
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("read reply: %w", err)
+		}
+		if reply != "pong\n" {
+			return fmt.Errorf("reply %q", reply)
+		}
+		return nil
+	})
+}
+
+func manager(t *testing.T, mode config.FirewallMode) *firewall.Manager {
+	t.Helper()
+	m, err := firewall.New(firewall.Config{Mode: mode, Interfaces: []string{"lan0"}, Subnets: subnets}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func ensure(t *testing.T, ns *netnstest.NS, m *firewall.Manager) firewall.Status {
+	t.Helper()
+	var st firewall.Status
+	if err := ns.Do(func() error {
+		var err error
+		st, err = m.Ensure(context.Background())
+		return err
+	}); err != nil {
+		t.Fatalf("Ensure (%s): %v", st.Mode, err)
+	}
+	return st
+}
+
+// rulesets returns what every firewall of ns holds: iptables-legacy,
+// iptables-nft and native nftables.
+func rulesets(t *testing.T, ns *netnstest.NS) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, tool := range []string{"iptables-legacy-save", "iptables-nft-save", "ip6tables-legacy-save", "ip6tables-nft-save"} {
+		s, err := ns.Try(tool)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tool, err, s)
+		}
+		out[tool] = s
+	}
+	s, err := ns.Try("nft", "list", "ruleset")
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v\n%s", err, s)
+	}
+	out["nft"] = s
+	return out
+}
+
+// assertNoExemption: no firewall of the router holds an exemption of
+// ours, and our counting table accepts nothing.
+func assertNoExemption(t *testing.T, ns *netnstest.NS) {
+	t.Helper()
+	for tool, s := range rulesets(t, ns) {
+		for _, bad := range []string{firewall.ChainName, firewall.NftChainName, "asymmetric return path"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("%s still holds %q:\n%s", tool, bad, s)
+			}
+		}
+	}
+	table, err := ns.Try("nft", "list", "table", "inet", firewall.NftVerifyTable)
+	if err != nil {
+		t.Fatalf("our counting table: %v\n%s", err, table)
+	}
+	for _, l := range strings.Split(table, "\n") {
+		if strings.Contains(l, "accept") && !strings.Contains(l, "policy accept") {
+			t.Errorf("counting table accepts: %q", l)
+		}
+		if strings.Contains(l, "drop") {
+			t.Errorf("counting table drops: %q", l)
+		}
+	}
+}
+
+func flows(t *testing.T, ns *netnstest.NS) []symmetry.Flow {
+	t.Helper()
+	var fs []symmetry.Flow
+	if err := ns.Do(func() error {
+		var err error
+		fs, err = symmetry.Conntrack{}.Flows(subnets)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// hops is what the agent's installed routes say: the service via the node.
+func hops(a netip.Addr) []netip.Addr {
+	if a == netip.MustParseAddr(serviceAddr) {
+		return []netip.Addr{netip.MustParseAddr(nodeAddr)}
+	}
+	return nil
+}
+
+// observe takes two looks at the router's conntrack, the grace period
+// apart on the tracker's clock, as the agent's loop does.
+func observe(t *testing.T, l *lab, m *firewall.Manager) symmetry.Status {
+	t.Helper()
+	tr := symmetry.NewTracker(symmetry.Config{})
+	t0 := time.Now()
+	fw := ensure(t, l.router, m)
+	tr.Observe(t0, flows(t, l.router), fw.InvalidTotal(), true, hops)
+	fw = ensure(t, l.router, m)
+	return tr.Observe(t0.Add(symmetry.DefaultGrace+time.Second), flows(t, l.router), fw.InvalidTotal(), true, hops)
+}
+
+func doctorSymmetry(t *testing.T, st symmetry.Status) doctor.Finding {
+	t.Helper()
+	in := doctor.Input{FirewallMode: config.FirewallVerify, ServiceSubnets: subnets, LANInterfaces: []string{"lan0"},
+		Symmetry: &doctor.SymmetryInput{Status: &st}}
+	for _, f := range doctor.Run(context.Background(), in) {
+		if f.Check == "symmetry" {
+			return f
+		}
+	}
+	t.Fatal("doctor has no symmetry finding in verify mode")
+	return doctor.Finding{}
+}
+
+// TestKernelVerifyAsymmetric: the seed's asymmetric path (the node answers
+// the client directly). The agent ran in exempt mode; a reload to verify
+// removes the exemption from the firewall in force, so the connection
+// hangs as in the seed; the INVALID counter rises, the flow is reported
+// unreplied with the node, and doctor fails with the fix.
+func TestKernelVerifyAsymmetric(t *testing.T) {
+	for _, fw := range []string{"iptables-legacy", "iptables-nft", "nftables"} {
+		t.Run(fw, func(t *testing.T) {
+			l := newLab(t, fw)
+
+			// Exempt mode first: the exemption makes the asymmetric path work.
+			exempt := manager(t, config.FirewallExempt)
+			if st := ensure(t, l.router, exempt); len(st.Rules) == 0 {
+				t.Fatalf("exempt mode installed nothing: %+v", st)
+			}
+			if err := exchange(l.client, "192.168.2.110"); err != nil {
+				t.Fatalf("with the exemption: %v", err)
+			}
+
+			// The reload to verify builds a new manager: exemptions go.
+			verify := manager(t, config.FirewallVerify)
+			st := ensure(t, l.router, verify)
+			if st.Mode != config.FirewallVerify || len(st.Rules) != 0 || len(st.Invalid) != 2 {
+				t.Fatalf("verify status %+v", st)
+			}
+			assertNoExemption(t, l.router)
+			before := st.InvalidTotal()
+
+			err := exchange(l.client, "192.168.2.109")
+			var ne net.Error
+			if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("asymmetric path in verify mode: exchange error %v, want a timeout", err)
+			}
+			sym := observe(t, l, verify)
+			if sym.InvalidPackets <= before {
+				t.Errorf("INVALID counter %d, was %d: did not rise", sym.InvalidPackets, before)
+			}
+			if sym.Verdict != symmetry.Asymmetric || sym.Asymmetric == 0 || len(sym.Offenders) == 0 {
+				t.Fatalf("symmetry %+v, want asymmetric with an offender", sym)
+			}
+			// Both connections are listed: the one of exempt mode went
+			// one way too (the exemption let it through), the hung one.
+			i := slices.IndexFunc(sym.Offenders, func(o symmetry.Offender) bool { return strings.HasPrefix(o.Client, "192.168.2.109:") })
+			if i < 0 || len(sym.Offenders) != 2 {
+				t.Fatalf("offenders %+v, want the connections from 192.168.2.109 and .110", sym.Offenders)
+			}
+			if o := sym.Offenders[i]; o.Service != service || len(o.Nodes) != 1 || o.Nodes[0] != nodeAddr {
+				t.Errorf("offender %+v, want %s via node %s", o, service, nodeAddr)
+			}
+			if f := doctorSymmetry(t, sym); f.Status != doctor.Fail || !strings.Contains(f.Message, nodeAddr) ||
+				!strings.Contains(f.Fix, "returnPath: symmetric") || !strings.Contains(f.Fix, "firewall.mode: exempt") {
+				t.Errorf("doctor: %+v", f)
+			}
+			assertNoExemption(t, l.router)
+
+			// Uninstall takes the counting table away too.
+			if err := l.router.Do(func() error { return verify.Uninstall(context.Background()) }); err != nil {
+				t.Fatal(err)
+			}
+			if s := rulesets(t, l.router)["nft"]; strings.Contains(s, firewall.NftVerifyTable) {
+				t.Errorf("counting table left after uninstall:\n%s", s)
+			}
+		})
+	}
+}
+
+// TestKernelVerifySymmetric: the node sends its replies back through the
+// router (a policy route for the service address's replies, what the
+// speakers' returnPath: symmetric sets up): with no exemption anywhere the
+// client connects, the router's conntrack shows the flow ASSURED, the
+// INVALID counter stays flat, and doctor passes.
+func TestKernelVerifySymmetric(t *testing.T) {
+	for _, fw := range []string{"iptables-legacy", "nftables"} {
+		t.Run(fw, func(t *testing.T) {
+			l := newLab(t, fw)
+			l.node.Exec("ip", "route", "add", "default", "via", "192.168.2.1", "dev", "eth0", "table", "100")
+			l.node.Exec("ip", "rule", "add", "from", serviceAddr, "table", "100", "priority", "100")
+
+			verify := manager(t, config.FirewallVerify)
+			st := ensure(t, l.router, verify)
+			assertNoExemption(t, l.router)
+			before := st.InvalidTotal()
+
+			for _, src := range []string{"192.168.2.109", "192.168.2.110"} {
+				if err := exchange(l.client, src); err != nil {
+					t.Fatalf("symmetric path from %s: %v", src, err)
+				}
+			}
+			sym := observe(t, l, verify)
+			if sym.InvalidPackets != before {
+				t.Errorf("INVALID counter moved: %d -> %d", before, sym.InvalidPackets)
+			}
+			if sym.Verdict != symmetry.Symmetric || sym.Assured < 2 || sym.Asymmetric != 0 || len(sym.Offenders) != 0 {
+				t.Fatalf("symmetry %+v, want symmetric with both flows assured", sym)
+			}
+			if f := doctorSymmetry(t, sym); f.Status != doctor.OK {
+				t.Errorf("doctor: %+v", f)
+			}
+			assertNoExemption(t, l.router)
+		})
+	}
+}

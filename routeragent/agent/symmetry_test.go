@@ -83,3 +83,58 @@ func TestSymmetryStatus(t *testing.T) {
 		t.Errorf("exempt mode kept the symmetry section")
 	}
 }
+
+// TestReloadExemptToVerify: a reload from exempt to verify builds the
+// verify firewall, whose first pass removes the exemptions the exempt one
+// installed and installs the counting table instead.
+func TestReloadExemptToVerify(t *testing.T) {
+	legacy := firewall.NewFake()
+	legacy.SetPolicy("FORWARD", "DROP")
+	legacy.AddRule("FORWARD", "-m", "state", "--state", "INVALID", "-j", "DROP")
+	nft := firewall.NewNftFake(firewall.NftRuleset{})
+	opts := []firewall.Option{
+		firewall.WithRunners(func(b firewall.Backend, f firewall.Family) (firewall.Runner, error) {
+			if b == firewall.Legacy && f == firewall.IPv4 {
+				return legacy, nil
+			}
+			return nil, firewall.ErrUnavailable
+		}),
+		firewall.WithNftables(func() (firewall.NftConn, error) { return nft, nil }),
+	}
+	newFW := func(c *config.Config) (Firewall, error) {
+		return firewall.New(firewall.Config{Mode: c.Firewall.Mode, Interfaces: c.LANInterfaces, Subnets: c.ServicePrefixes()}, nil, opts...)
+	}
+	hasChain := func() bool {
+		for _, l := range legacy.Lines() {
+			if l == "-N "+firewall.ChainName {
+				return true
+			}
+		}
+		return false
+	}
+
+	a := testAgent(t, &fakeSpeaker{}, &fakeRoutes{})
+	fw, err := newFW(a.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.fw, a.deps.NewFirewall = fw, newFW
+	a.ensureFirewall(t.Context())
+	if !hasChain() {
+		t.Fatalf("exempt mode: no chain in %v", legacy.Lines())
+	}
+
+	verify := *a.cfg
+	verify.Firewall.Mode = config.FirewallVerify
+	if err := a.applyReload(t.Context(), &verify); err != nil {
+		t.Fatal(err)
+	}
+	a.ensureFirewall(t.Context())
+	if hasChain() {
+		t.Errorf("verify mode kept the exemptions: %v", legacy.Lines())
+	}
+	st := a.Snapshot().Firewall
+	if st == nil || st.Mode != config.FirewallVerify || len(st.Invalid) != 2 || st.LastError != "" {
+		t.Errorf("firewall status after the reload: %+v", st)
+	}
+}

@@ -208,6 +208,14 @@ func (s Status) InvalidTotal() uint64 {
 // backend, until a pass managed it), the counting table is kept in place.
 func (m *Manager) ensureVerify(ctx context.Context) (Status, error) {
 	var errs []error
+	// The ICMPv6 Redirect suppression stays (in native nftables, where
+	// the counting table is too): a Redirect would send clients around
+	// the router again. First, so it never lapses while ip6tables' copy
+	// goes below.
+	redirects, rchanged, err := m.ensureVerifyRedirects()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if !m.cleaned {
 		if err := m.removeExemptions(ctx); err != nil {
 			errs = append(errs, err)
@@ -219,6 +227,7 @@ func (m *Manager) ensureVerify(ctx context.Context) (Status, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	changed = changed || rchanged
 	err = errors.Join(errs...)
 	repair := changed && m.converged
 	if err == nil {
@@ -236,9 +245,12 @@ func (m *Manager) ensureVerify(ctx context.Context) (Status, error) {
 		s.Backend = string(Nftables)
 		s.Reason = "verify mode: no exemption; INVALID service packets are only counted (forward hook, priority -10, before the filter)"
 		s.Table, s.Chain = "inet "+NftVerifyTable, NftVerifyChain
-		s.Rules, s.Redirects = nil, nil
+		s.Rules = nil
 		if counts != nil || err == nil {
 			s.Invalid = counts
+		}
+		if redirects != nil || err == nil {
+			s.Redirects = redirects
 		}
 		m.setErr(s, err)
 	})
@@ -271,8 +283,8 @@ func (m *Manager) ensureCounters() ([]InvalidCount, bool, error) {
 }
 
 // removeExemptions takes our exemption chains and jumps out of every
-// backend and family (native nftables too), and leaves the ICMPv6
-// Redirect suppression and the counting table alone.
+// backend and family (native nftables too), and the ICMPv6 Redirect
+// suppression out of ip6tables (verify mode keeps it in native nftables).
 func (m *Manager) removeExemptions(ctx context.Context) error {
 	var errs []error
 	if c, err := m.nftConn(); err == nil {
@@ -313,6 +325,9 @@ func (m *Manager) removeExemptions(ctx context.Context) error {
 				continue
 			}
 			ops := planRemoveChain(t, ChainName)
+			if fam == IPv6 {
+				ops = append(ops, planRemoveChain(t, RedirectChainName)...)
+			}
 			if len(ops) > 0 {
 				m.log.Info("verify mode: removing firewall exemptions", "family", fam, "backend", b, "changes", len(ops))
 			}
@@ -322,6 +337,25 @@ func (m *Manager) removeExemptions(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ensureVerifyRedirects keeps the ICMPv6 Redirect suppression in our
+// native table inet bgplb (removes it when no IPv6 subnet is left).
+// Without IPv6 subnets it looks only on the first pass, for leftovers.
+func (m *Manager) ensureVerifyRedirects() ([]RedirectStatus, bool, error) {
+	if len(DesiredRedirectBlocks(m.cfg)) == 0 && m.converged {
+		return nil, false, nil
+	}
+	c, err := m.nftConn()
+	if err != nil {
+		return nil, false, fmt.Errorf("firewall verify: ICMPv6 redirect suppression needs nf_tables: %w", err)
+	}
+	rs, err := c.List()
+	if err != nil {
+		return nil, false, fmt.Errorf("firewall verify: %w", err)
+	}
+	changed, st, err := m.ensureNftRedirects(rs, true)
+	return st, len(changed) > 0, err
 }
 
 // removeVerifyTable deletes our counting table (another mode runs now).

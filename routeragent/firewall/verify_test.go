@@ -118,3 +118,57 @@ func TestVerifyCountersText(t *testing.T) {
 		t.Errorf("commands %q", cmds)
 	}
 }
+
+// TestVerifyModeKeepsRedirectSuppression: with an IPv6 service subnet,
+// verify mode moves the ICMPv6 Redirect suppression to native nftables
+// (next to the counting table) and takes the exemptions and ip6tables'
+// copy away.
+func TestVerifyModeKeepsRedirectSuppression(t *testing.T) {
+	ctx := context.Background()
+	legacy6 := ferm(NewFake())
+	nft := NewNftFake(NftRuleset{})
+	open := WithNftables(func() (NftConn, error) { return nft, nil })
+	fs := fakes{{Legacy, IPv6}: legacy6}
+	cfg := Config{Interfaces: []string{"lan0"}, Subnets: mustPrefixes("2001:db8:254::/64")}
+
+	exempt, err := New(cfg, nil, WithRunners(fs.factory), WithSystemDefault(NFT), open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exempt.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(legacy6.Lines(), "-N "+RedirectChainName) {
+		t.Fatalf("exempt mode: no redirect chain in %v", legacy6.Lines())
+	}
+
+	cfg.Mode = config.FirewallVerify
+	verify, err := New(cfg, nil, WithRunners(fs.factory), WithSystemDefault(NFT), open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := verify.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range legacy6.Lines() {
+		if strings.Contains(l, "BGPLB") {
+			t.Errorf("ip6tables still has %q", l)
+		}
+	}
+	if len(st.Redirects) != 1 || st.Redirects[0].Backend != string(Nftables) {
+		t.Errorf("redirects %+v, want one in nftables", st.Redirects)
+	}
+	var names []string
+	for _, tb := range nft.Ruleset().Tables {
+		names = append(names, tb.String())
+	}
+	slices.Sort(names)
+	if d := cmp.Diff([]string{"inet " + NftRedirectTable, "inet " + NftVerifyTable}, names); d != "" {
+		t.Errorf("nftables tables (-want +got):\n%s", d)
+	}
+	// Steady state.
+	if st, err = verify.Ensure(ctx); err != nil || st.Repairs != 0 || len(st.Redirects) != 1 {
+		t.Errorf("second pass: %+v, %v", st, err)
+	}
+}

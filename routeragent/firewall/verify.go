@@ -364,11 +364,17 @@ func (m *Manager) removeVerifyTable() error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Rules(nftables.TableFamilyINet, NftVerifyTable, NftVerifyChain); err != nil {
-		return nil // not there
+	rs, err := c.List()
+	if err != nil {
+		return err
+	}
+	ops := planVerifyRemove(rs)
+	if len(ops) == 0 {
+		return nil
 	}
 	m.log.Info("removing the INVALID counting table of verify mode", "table", "inet "+NftVerifyTable)
-	return c.Apply([]NftOp{{Kind: "delete-table", Family: nftables.TableFamilyINet, Table: NftVerifyTable}})
+	m.nftCache.valid = false
+	return c.Apply(ops)
 }
 
 // VerifyNftCommands are the nft commands that build the counting table by

@@ -163,7 +163,8 @@ const rootLong = `bgplb-routeragent runs on the Linux router: it accepts BGP ses
 the bgplb speakers of a Kubernetes cluster, installs the service routes they
 announce in the kernel (ECMP when several nodes announce one), turns off ICMP
 redirects on the LAN and keeps scoped conntrack-INVALID exemptions in the
-firewall that is in force.
+firewall that is in force (with firewall.mode verify, none: it only counts
+INVALID service packets and reports flows whose reply bypassed the router).
 
 Without a command it runs the agent, as "run" does.
 

@@ -59,7 +59,7 @@ func BenchmarkConntrackFlows(b *testing.B) {
 	b.ReportAllocs()
 	if err := ns.Do(func() error {
 		for b.Loop() {
-			fs, err := symmetry.Conntrack{}.Flows(subnets)
+			fs, err := symmetry.Conntrack{}.Flows(v4Subnets)
 			if err != nil {
 				return err
 			}

@@ -27,7 +27,7 @@ const (
 	nodeAddr    = "192.168.2.20"
 )
 
-var subnets = []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24")}
+var v4Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.254.0/24")}
 
 // fermRuleset is a ferm/DebOps stateful router (iptables-legacy).
 const fermRuleset = `*filter
@@ -94,16 +94,16 @@ func newLab(t *testing.T, fw string) *lab {
 	default:
 		t.Fatalf("unknown firewall %q", fw)
 	}
-	serve(t, l.node)
+	serve(t, l.node, service)
 	return l
 }
 
 // serve runs a ping/pong TCP responder on the service address in ns.
-func serve(t *testing.T, ns *netnstest.NS) {
+func serve(t *testing.T, ns *netnstest.NS, addr string) {
 	var ln net.Listener
 	if err := ns.Do(func() error {
 		var err error
-		ln, err = net.Listen("tcp", service)
+		ln, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -129,10 +129,12 @@ func serve(t *testing.T, ns *netnstest.NS) {
 // exchange does one request/response from src to the service; only a
 // reply proves the path (the client "connects" either way: the SYN-ACK
 // comes straight from the node).
-func exchange(client *netnstest.NS, src string) error {
+func exchange(client *netnstest.NS, src string) error { return exchangeTo(client, src, service) }
+
+func exchangeTo(client *netnstest.NS, src, dst string) error {
 	return client.Do(func() error {
 		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", service)
+		c, err := d.Dial("tcp", dst)
 		if err != nil {
 			return fmt.Errorf("dial: %w", err)
 		}
@@ -154,8 +156,11 @@ func exchange(client *netnstest.NS, src string) error {
 	})
 }
 
-func manager(t *testing.T, mode config.FirewallMode) *firewall.Manager {
+func manager(t *testing.T, mode config.FirewallMode, subnets ...netip.Prefix) *firewall.Manager {
 	t.Helper()
+	if len(subnets) == 0 {
+		subnets = v4Subnets
+	}
 	m, err := firewall.New(firewall.Config{Mode: mode, Interfaces: []string{"lan0"}, Subnets: subnets}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -201,9 +206,14 @@ func rulesets(t *testing.T, ns *netnstest.NS) map[string]string {
 func assertNoExemption(t *testing.T, ns *netnstest.NS) {
 	t.Helper()
 	for tool, s := range rulesets(t, ns) {
-		for _, bad := range []string{firewall.ChainName, firewall.NftChainName, "asymmetric return path"} {
+		for _, bad := range []string{firewall.ChainName, firewall.NftChainName} {
 			if strings.Contains(s, bad) {
 				t.Errorf("%s still holds %q:\n%s", tool, bad, s)
+			}
+		}
+		for _, l := range strings.Split(s, "\n") {
+			if ll := strings.ToLower(l); strings.Contains(ll, "invalid") && strings.Contains(ll, "accept") {
+				t.Errorf("%s accepts INVALID packets: %q", tool, l)
 			}
 		}
 	}
@@ -221,7 +231,7 @@ func assertNoExemption(t *testing.T, ns *netnstest.NS) {
 	}
 }
 
-func flows(t *testing.T, ns *netnstest.NS) []symmetry.Flow {
+func flows(t *testing.T, ns *netnstest.NS, subnets []netip.Prefix) []symmetry.Flow {
 	t.Helper()
 	var fs []symmetry.Flow
 	if err := ns.Do(func() error {
@@ -245,18 +255,22 @@ func hops(a netip.Addr) []netip.Addr {
 // observe takes two looks at the router's conntrack, the grace period
 // apart on the tracker's clock, as the agent's loop does.
 func observe(t *testing.T, l *lab, m *firewall.Manager) symmetry.Status {
+	return observeIn(t, l, m, v4Subnets, hops)
+}
+
+func observeIn(t *testing.T, l *lab, m *firewall.Manager, subnets []netip.Prefix, hops symmetry.NextHops) symmetry.Status {
 	t.Helper()
 	tr := symmetry.NewTracker(symmetry.Config{})
 	t0 := time.Now()
 	fw := ensure(t, l.router, m)
-	tr.Observe(t0, flows(t, l.router), fw.InvalidTotal(), true, hops)
+	tr.Observe(t0, flows(t, l.router, subnets), fw.InvalidTotal(), true, hops)
 	fw = ensure(t, l.router, m)
-	return tr.Observe(t0.Add(symmetry.DefaultGrace+time.Second), flows(t, l.router), fw.InvalidTotal(), true, hops)
+	return tr.Observe(t0.Add(symmetry.DefaultGrace+time.Second), flows(t, l.router, subnets), fw.InvalidTotal(), true, hops)
 }
 
 func doctorSymmetry(t *testing.T, st symmetry.Status) doctor.Finding {
 	t.Helper()
-	in := doctor.Input{FirewallMode: config.FirewallVerify, ServiceSubnets: subnets, LANInterfaces: []string{"lan0"},
+	in := doctor.Input{FirewallMode: config.FirewallVerify, ServiceSubnets: v4Subnets, LANInterfaces: []string{"lan0"},
 		Symmetry: &doctor.SymmetryInput{Status: &st}}
 	for _, f := range doctor.Run(context.Background(), in) {
 		if f.Check == "symmetry" {
@@ -367,5 +381,63 @@ func TestKernelVerifySymmetric(t *testing.T) {
 			}
 			assertNoExemption(t, l.router)
 		})
+	}
+}
+
+// TestKernelVerifyIPv6: the same asymmetric path over IPv6 (a native
+// nftables firewall, whose inet table covers both families): no exemption,
+// the IPv6 counters rise, the flow is reported with the node's IPv6
+// address, and the ICMPv6 Redirect suppression is kept.
+func TestKernelVerifyIPv6(t *testing.T) {
+	const (
+		svc6  = "2001:db8:254::1"
+		node6 = "2001:db8:2::20"
+	)
+	l := newLab(t, "nftables")
+	l.router.Exec("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	for _, ns := range []*netnstest.NS{l.client, l.node} {
+		ns.Exec("sysctl", "-qw", "net.ipv6.conf.all.accept_redirects=0", "net.ipv6.conf.eth0.accept_redirects=0")
+	}
+	for _, a := range []struct {
+		ns        *netnstest.NS
+		dev, addr string
+	}{{l.router, "lan0", "2001:db8:2::1/64"}, {l.client, "eth0", "2001:db8:2::109/64"}, {l.node, "eth0", node6 + "/64"}, {l.node, "lo", svc6 + "/128"}} {
+		a.ns.Exec("ip", "addr", "add", a.addr, "dev", a.dev, "nodad")
+	}
+	l.client.Exec("ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
+	l.router.Exec("ip", "-6", "route", "add", svc6+"/128", "via", node6)
+	serve(t, l.node, "["+svc6+"]:3142")
+	subnets6 := []netip.Prefix{netip.MustParsePrefix("2001:db8:254::/64")}
+	hops6 := func(a netip.Addr) []netip.Addr {
+		if a == netip.MustParseAddr(svc6) {
+			return []netip.Addr{netip.MustParseAddr(node6)}
+		}
+		return nil
+	}
+
+	verify := manager(t, config.FirewallVerify, subnets6...)
+	st := ensure(t, l.router, verify)
+	if len(st.Invalid) != 2 || len(st.Redirects) != 1 || st.Redirects[0].Backend != string(firewall.Nftables) {
+		t.Fatalf("verify status %+v: want two IPv6 counters and the redirect suppression in nftables", st)
+	}
+	assertNoExemption(t, l.router)
+	before := st.InvalidTotal()
+	err := exchangeTo(l.client, "2001:db8:2::109", "["+svc6+"]:3142")
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("asymmetric IPv6 path: exchange error %v, want a timeout", err)
+	}
+	sym := observeIn(t, l, verify, subnets6, hops6)
+	if sym.Verdict != symmetry.Asymmetric || len(sym.Offenders) != 1 {
+		t.Fatalf("symmetry %+v", sym)
+	}
+	// Not asserted: on the CI kernel (6.18) some runs saw the IPv6
+	// packets of the hung connection counted INVALID by conntrack
+	// (conntrack -S) without matching `ct state invalid`, in our counting
+	// chain exactly as in the firewall's own INVALID rule (both 0), while
+	// most runs count 5; the flow report is the evidence.
+	t.Logf("INVALID service packets: %d before, %d after", before, sym.InvalidPackets)
+	if o := sym.Offenders[0]; !strings.HasPrefix(o.Client, "[2001:db8:2::109]:") || o.Service != "["+svc6+"]:3142" || !slices.Equal(o.Nodes, []string{node6}) {
+		t.Errorf("offender %+v", o)
 	}
 }

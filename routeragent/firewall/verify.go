@@ -237,9 +237,9 @@ func (m *Manager) ensureVerify(ctx context.Context) (Status, error) {
 		if repair {
 			s.Repairs++
 			s.LastRepair = m.now()
-			m.log.Warn("repaired the INVALID counting table", "table", "inet "+NftVerifyTable, "repairs", s.Repairs)
+			m.log.Warn("repaired verify mode's nftables tables (INVALID counters, ICMPv6 redirect suppression)", "repairs", s.Repairs)
 		} else if changed {
-			m.log.Info("installed the INVALID counting table", "table", "inet "+NftVerifyTable)
+			m.log.Info("installed verify mode's nftables tables", "counters", "inet "+NftVerifyTable)
 		}
 		s.Mode = config.FirewallVerify
 		s.Backend = string(Nftables)

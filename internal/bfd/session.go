@@ -25,7 +25,10 @@ type session struct {
 	detect     Timer
 	lastChange time.Time
 	ups        uint64
-	counters   counters
+	// down is the diagnostics and the peer's state when the session last
+	// left Up, for callers that read the level later.
+	down     DownCause
+	counters counters
 	// hdr and buf are reused for every packet sent: no allocation per
 	// packet (BenchmarkTransmit).
 	hdr bfd.BFDHeader
@@ -168,6 +171,7 @@ func (s *session) changedLocked(old State) {
 		s.ups++
 	}
 	if old == StateUp {
+		s.down = DownCause{Diag: s.fsm.diag, RemoteDiag: s.fsm.remoteDiag, RemoteState: s.fsm.remoteState}
 		s.counters.down.Add(1)
 		s.m.counters.down.Add(1)
 	}
@@ -184,7 +188,7 @@ func (s *session) snapshot() SessionState {
 		Diag: s.fsm.diag, RemoteDiag: s.fsm.remoteDiag,
 		LocalDiscr: s.fsm.localDiscr, RemoteDiscr: s.fsm.remoteDiscr,
 		DetectTime: s.fsm.detectTime(), TxInterval: s.fsm.txInterval(),
-		LastChange: s.lastChange, UpTransitions: s.ups,
+		LastChange: s.lastChange, UpTransitions: s.ups, LastDown: s.down,
 		Counters: s.counters.snapshot(),
 	}
 }

@@ -52,6 +52,9 @@ type Status struct {
 	// State is "Up", "Down", "Init" or "AdminDown" while Running.
 	State            string
 	Diag, RemoteDiag string
+	// LastDownDiag and LastDownRemoteDiag are the diagnostics when the
+	// session last went down from Up.
+	LastDownDiag, LastDownRemoteDiag string
 	// TransmitInterval is the interval in force now (before jitter);
 	// DetectionTime 0 until the peer was heard.
 	TransmitInterval, DetectionTime time.Duration
@@ -75,9 +78,10 @@ type Engine interface {
 	Close() error
 }
 
-// Resetter resets a BGP session; *speaker/bgp.Manager implements it.
+// Resetter resets a BGP session; *speaker/bgp.Manager implements it. It
+// reports whether there was an established session to reset.
 type Resetter interface {
-	ResetSession(ctx context.Context, peer, reason string) error
+	ResetSession(ctx context.Context, peer, reason string) (bool, error)
 }
 
 // Options configure Sessions.
@@ -308,13 +312,17 @@ func (s *Sessions) check(ctx context.Context) {
 		switch act {
 		case actionReset:
 			e.downs++
-			reason := fmt.Sprintf("BFD session down (%s)", st.Diag)
+			reason := fmt.Sprintf("BFD session down (%s)", st.LastDown.Diag)
 			s.log.Info("BFD session went down, resetting the BGP session", "peer", name, "address", e.cfg.Peer,
-				"diag", st.Diag.String(), "remoteDiag", st.RemoteDiag.String(), "state", stateName(st.State))
+				"diag", st.LastDown.Diag.String(), "remoteDiag", st.LastDown.RemoteDiag.String(), "state", stateName(st.State))
 			resets = append(resets, reset{name, reason})
 		case actionPeerAdminDown:
 			e.downs++
 			s.log.Info("BFD session taken down by the peer (AdminDown); BGP session kept", "peer", name, "address", e.cfg.Peer)
+		case actionPeerRestarted:
+			e.downs++
+			s.log.Info("BFD session down because the peer re-created its session, not a path failure; BGP session kept",
+				"peer", name, "address", e.cfg.Peer, "remoteDiag", st.LastDown.RemoteDiag.String())
 		}
 	}
 	s.mu.Unlock()
@@ -323,8 +331,12 @@ func (s *Sessions) check(ctx context.Context) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, resetTimeout)
-		if err := s.reset.ResetSession(rctx, r.name, r.reason); err != nil {
+		done, err := s.reset.ResetSession(rctx, r.name, r.reason)
+		switch {
+		case err != nil:
 			s.log.Error(err, "resetting the BGP session after BFD went down", "peer", r.name)
+		case !done:
+			s.log.Info("BGP session not established; nothing to reset", "peer", r.name)
 		}
 		cancel()
 	}
@@ -345,6 +357,9 @@ func (s *Sessions) Status() []Status {
 				st.Running = true
 				st.State = stateName(ss.State)
 				st.Diag, st.RemoteDiag = ss.Diag.String(), ss.RemoteDiag.String()
+				if ss.Counters.DownEvents > 0 {
+					st.LastDownDiag, st.LastDownRemoteDiag = ss.LastDown.Diag.String(), ss.LastDown.RemoteDiag.String()
+				}
 				st.TransmitInterval, st.DetectionTime = ss.TxInterval, ss.DetectTime
 				st.LastChange = ss.LastChange
 			}

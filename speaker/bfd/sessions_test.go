@@ -15,12 +15,20 @@ import (
 )
 
 func TestDecide(t *testing.T) {
-	up := func(discr uint32, downs uint64) ibfd.SessionState {
-		return ibfd.SessionState{LocalDiscr: discr, State: ibfd.StateUp, RemoteState: ibfd.StateUp, Counters: ibfd.Counters{DownEvents: downs}}
+	up := func(discr uint32, downs uint64, last ibfd.DownCause) ibfd.SessionState {
+		return ibfd.SessionState{LocalDiscr: discr, State: ibfd.StateUp, RemoteState: ibfd.StateUp, LastDown: last, Counters: ibfd.Counters{DownEvents: downs}}
 	}
-	down := func(discr uint32, downs uint64, diag ibfd.Diag, remote ibfd.State) ibfd.SessionState {
-		return ibfd.SessionState{LocalDiscr: discr, State: ibfd.StateDown, RemoteState: remote, Diag: diag, Counters: ibfd.Counters{DownEvents: downs}}
+	down := func(discr uint32, downs uint64, last ibfd.DownCause) ibfd.SessionState {
+		return ibfd.SessionState{LocalDiscr: discr, State: ibfd.StateDown, RemoteState: last.RemoteState, Diag: last.Diag, LastDown: last, Counters: ibfd.Counters{DownEvents: downs}}
 	}
+	expired := ibfd.DownCause{Diag: ibfd.DiagControlDetectionTimeExpired, RemoteState: ibfd.StateUp}
+	peerExpired := ibfd.DownCause{Diag: ibfd.DiagNeighborSignaledSessionDown, RemoteDiag: ibfd.DiagControlDetectionTimeExpired, RemoteState: ibfd.StateDown}
+	peerPathDown := ibfd.DownCause{Diag: ibfd.DiagNeighborSignaledSessionDown, RemoteDiag: bfdDiagPathDown, RemoteState: ibfd.StateDown}
+	peerAdmin := ibfd.DownCause{Diag: ibfd.DiagNeighborSignaledSessionDown, RemoteDiag: ibfd.DiagAdministrativelyDown, RemoteState: ibfd.StateAdminDown}
+	// FRR's bfdd re-creating its session when bgpd re-registers it with
+	// the BGP session's source address (seen in TestFRRBGPWithBFD).
+	peerNew := ibfd.DownCause{Diag: ibfd.DiagNeighborSignaledSessionDown, RemoteDiag: ibfd.DiagNeighborSignaledSessionDown, RemoteState: ibfd.StateDown}
+	peerNew0 := ibfd.DownCause{Diag: ibfd.DiagNeighborSignaledSessionDown, RemoteDiag: ibfd.DiagNone, RemoteState: ibfd.StateDown}
 	tests := []struct {
 		name     string
 		prev     observed
@@ -28,15 +36,18 @@ func TestDecide(t *testing.T) {
 		want     action
 		wantNext observed
 	}{
-		{"first look, never up", observed{}, down(7, 0, ibfd.DiagNone, ibfd.StateDown), actionNone, observed{7, 0}},
-		{"up", observed{7, 0}, up(7, 0), actionNone, observed{7, 0}},
-		{"detection time expired", observed{7, 0}, down(7, 1, ibfd.DiagControlDetectionTimeExpired, ibfd.StateUp), actionReset, observed{7, 1}},
-		{"same down seen again", observed{7, 1}, down(7, 1, ibfd.DiagControlDetectionTimeExpired, ibfd.StateUp), actionNone, observed{7, 1}},
-		{"peer signalled down", observed{7, 0}, down(7, 1, ibfd.DiagNeighborSignaledSessionDown, ibfd.StateDown), actionReset, observed{7, 1}},
-		{"down and up again between two looks", observed{7, 1}, up(7, 2), actionReset, observed{7, 2}},
-		{"peer AdminDown keeps BGP", observed{7, 0}, down(7, 1, ibfd.DiagNeighborSignaledSessionDown, ibfd.StateAdminDown), actionPeerAdminDown, observed{7, 1}},
-		{"new session that went down before the first look", observed{7, 3}, down(9, 1, ibfd.DiagControlDetectionTimeExpired, ibfd.StateUp), actionReset, observed{9, 1}},
-		{"new session up", observed{7, 3}, up(9, 0), actionNone, observed{9, 0}},
+		{"first look, never up", observed{}, down(7, 0, ibfd.DownCause{}), actionNone, observed{7, 0}},
+		{"up", observed{7, 0}, up(7, 0, ibfd.DownCause{}), actionNone, observed{7, 0}},
+		{"detection time expired", observed{7, 0}, down(7, 1, expired), actionReset, observed{7, 1}},
+		{"same down seen again", observed{7, 1}, down(7, 1, expired), actionNone, observed{7, 1}},
+		{"peer's detection time expired", observed{7, 0}, down(7, 1, peerExpired), actionReset, observed{7, 1}},
+		{"peer saw path down", observed{7, 0}, down(7, 1, peerPathDown), actionReset, observed{7, 1}},
+		{"down and up again between two looks", observed{7, 1}, up(7, 2, expired), actionReset, observed{7, 2}},
+		{"peer AdminDown keeps BGP", observed{7, 0}, down(7, 1, peerAdmin), actionPeerAdminDown, observed{7, 1}},
+		{"peer re-created its session (diag 3)", observed{7, 0}, up(7, 1, peerNew), actionPeerRestarted, observed{7, 1}},
+		{"peer re-created its session (diag 0)", observed{7, 0}, down(7, 1, peerNew0), actionPeerRestarted, observed{7, 1}},
+		{"new session that went down before the first look", observed{7, 3}, down(9, 1, expired), actionReset, observed{9, 1}},
+		{"new session up", observed{7, 3}, up(9, 0, ibfd.DownCause{}), actionNone, observed{9, 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +58,9 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// bfdDiagPathDown is RFC 5880's diagnostic 5.
+const bfdDiagPathDown ibfd.Diag = 5
 
 // fakeEngine records calls and serves states the test sets.
 type fakeEngine struct {
@@ -126,12 +140,12 @@ type fakeResetter struct {
 	ch    chan string
 }
 
-func (r *fakeResetter) ResetSession(_ context.Context, peer, reason string) error {
+func (r *fakeResetter) ResetSession(_ context.Context, peer, reason string) (bool, error) {
 	r.mu.Lock()
 	r.peers = append(r.peers, peer)
 	r.mu.Unlock()
 	r.ch <- peer + ": " + reason
-	return nil
+	return true, nil
 }
 
 var (
@@ -221,6 +235,7 @@ func TestDownResetsBGP(t *testing.T) {
 	// a: detection time expired. The watcher (not the test) sees it.
 	eng.set(r1, func(st *ibfd.SessionState) {
 		st.State, st.Diag = ibfd.StateDown, ibfd.DiagControlDetectionTimeExpired
+		st.LastDown = ibfd.DownCause{Diag: st.Diag, RemoteState: ibfd.StateUp}
 		st.Counters.DownEvents++
 	})
 	select {
@@ -234,6 +249,7 @@ func TestDownResetsBGP(t *testing.T) {
 	// b: the router removed its session (AdminDown): BGP stays.
 	eng.set(r2, func(st *ibfd.SessionState) {
 		st.State, st.RemoteState, st.Diag = ibfd.StateDown, ibfd.StateAdminDown, ibfd.DiagNeighborSignaledSessionDown
+		st.LastDown = ibfd.DownCause{Diag: st.Diag, RemoteDiag: ibfd.DiagAdministrativelyDown, RemoteState: ibfd.StateAdminDown}
 		st.Counters.DownEvents++
 	})
 	s.check(ctx)

@@ -20,21 +20,34 @@ const idleHoldAfterReset = 1
 // to the peer went down: without the reset, GoBGP (which has no BFD) would
 // keep the session until its hold timer expires. The paths are kept and
 // announced again when the session is back.
-func (m *Manager) ResetSession(ctx context.Context, peer, reason string) error {
+//
+// Only an Established session is reset (reset reports whether it was): as
+// with FRR's bgpd, a BFD session that goes down while BGP is still
+// connecting says nothing about a session that does not exist yet, and
+// FRR's bfdd re-creates its BFD session while the BGP session comes up
+// (TestFRRBGPWithBFD in speaker/bfd), which would otherwise reset the
+// connection being opened.
+func (m *Manager) ResetSession(ctx context.Context, peer, reason string) (reset bool, err error) {
 	m.mu.Lock()
 	s, ok := m.sessions[peer]
 	if !ok || s.srv == nil {
 		m.mu.Unlock()
-		return fmt.Errorf("reset BGP session: no configured session for peer %q", peer)
+		return false, fmt.Errorf("reset BGP session: no configured session for peer %q", peer)
 	}
 	srv, addr := s.srv, s.cfg.Address.Unmap()
 	m.mu.Unlock()
+	s.mu.Lock()
+	established := s.state == "Established"
+	s.mu.Unlock()
+	if !established {
+		return false, nil
+	}
 	// Outside m.mu: a long Set must not delay the reset, and GoBGP's
 	// management calls are serialised by GoBGP itself. A neighbor deleted
 	// meanwhile makes ResetPeer fail, which is reported and harmless.
 	if err := srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Communication: reason}); err != nil {
-		return fmt.Errorf("reset BGP session to %s (%v): %w", peer, addr, err)
+		return false, fmt.Errorf("reset BGP session to %s (%v): %w", peer, addr, err)
 	}
 	s.log.Info("BGP session reset", "reason", reason)
-	return nil
+	return true, nil
 }

@@ -144,8 +144,8 @@ func (r *Reconciler) readBFD(objs objects) {
 		if st.DownEvents > r.bfd.downs[st.Name] {
 			if p := objs.peers[st.Name]; p != nil && r.Recorder != nil {
 				r.Recorder.Eventf(p, corev1.EventTypeWarning, "BFDDown",
-					"BFD session from node %s to %s went down (%s, peer: %s); BGP session reset",
-					r.Options.NodeName, p.Spec.PeerAddress, st.Diag, st.RemoteDiag)
+					"BFD session from node %s to %s went down (%s, peer: %s)",
+					r.Options.NodeName, p.Spec.PeerAddress, st.LastDownDiag, st.LastDownRemoteDiag)
 			}
 			if r.Metrics != nil {
 				r.Metrics.BFDDownEvents.WithLabelValues(st.Name).Add(float64(st.DownEvents - r.bfd.downs[st.Name]))

@@ -112,7 +112,7 @@ func TestBFDReport(t *testing.T) {
 		t.Errorf("status.bfd %+v", got)
 	}
 	down := up
-	down.State, down.Diag, down.DownEvents = "Down", "control detection time expired", 1
+	down.State, down.Diag, down.LastDownDiag, down.DownEvents = "Down", "control detection time expired", "control detection time expired", 1
 	pass(down)
 	pass(down)
 	if len(rec.Events) != 1 {

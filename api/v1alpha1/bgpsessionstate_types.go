@@ -90,7 +90,7 @@ type BFDSessionStatus struct {
 	State string `json:"state,omitempty"`
 
 	// Diagnostic is this node's reason for the last change of state (RFC
-	// 5880 4.1), e.g. "Control Detection Time Expired".
+	// 5880 4.1), e.g. "control detection time expired".
 	// +optional
 	Diagnostic string `json:"diagnostic,omitempty"`
 

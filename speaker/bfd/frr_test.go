@@ -254,11 +254,11 @@ func frrChild(t *testing.T) {
 				return fmt.Errorf("our BFD session %+v", st)
 			}
 			if s, err := frrBFD(); err != nil || s != "up" {
-				return fmt.Errorf("FRR's BFD session %q (%v)", s, err)
+				return fmt.Errorf("FRR's BFD session %q (%w)", s, err)
 			}
 			var err error
 			if nb, err = neighbor(); err != nil || nb.BGPState != "Established" {
-				return fmt.Errorf("FRR's BGP neighbor %+v (%v)", nb, err)
+				return fmt.Errorf("FRR's BGP neighbor %+v (%w)", nb, err)
 			}
 			out, _ := exec.Command("ip", "-n", ns, "route", "show", "192.168.254.10").CombinedOutput()
 			if !strings.Contains(string(out), "via "+nodeAddr) {
@@ -318,7 +318,7 @@ func frrChild(t *testing.T) {
 	waitFor("FRR saw the reset", func() error {
 		nb, err := neighbor()
 		if err != nil || nb.ConnectionsDropped <= before.ConnectionsDropped {
-			return fmt.Errorf("FRR's neighbor %+v (%v), dropped before %d", nb, err, before.ConnectionsDropped)
+			return fmt.Errorf("FRR's neighbor %+v (%w), dropped before %d", nb, err, before.ConnectionsDropped)
 		}
 		t.Logf("FRR's neighbor after the reset: %+v", nb)
 		return nil
@@ -392,7 +392,7 @@ func frrChild(t *testing.T) {
 	}
 	waitFor("FRR's BFD session down after ours was removed", func() error {
 		if s, err := frrBFD(); err != nil || s != "down" {
-			return fmt.Errorf("FRR's BFD session %q (%v)", s, err)
+			return fmt.Errorf("FRR's BFD session %q (%w)", s, err)
 		}
 		return nil
 	})

@@ -153,7 +153,7 @@ func TestBFDStateInSessionState(t *testing.T) {
 	eventually(t, "status.bfd Down", func() error {
 		b, err := getBFD()
 		if err != nil || b == nil || b.State != v1.BFDStateDown || b.ReceiveInterval == nil || b.ReceiveInterval.Duration != 200*time.Millisecond || b.DetectMultiplier != 3 {
-			return fmt.Errorf("status.bfd %+v (%v)", b, err)
+			return fmt.Errorf("status.bfd %+v (%w)", b, err)
 		}
 		return nil
 	})
@@ -166,7 +166,7 @@ func TestBFDStateInSessionState(t *testing.T) {
 		b, err := getBFD()
 		if err != nil || b == nil || b.State != v1.BFDStateUp || b.TransmitInterval == nil || b.TransmitInterval.Duration != 300*time.Millisecond ||
 			b.DetectionTime == nil || b.DetectionTime.Duration != 900*time.Millisecond || b.LastTransition == nil || !b.LastTransition.Time.Equal(changedAt) {
-			return fmt.Errorf("status.bfd %+v (%v)", b, err)
+			return fmt.Errorf("status.bfd %+v (%w)", b, err)
 		}
 		return nil
 	})
@@ -181,7 +181,7 @@ func TestBFDStateInSessionState(t *testing.T) {
 	eventually(t, "status.bfd Down with downEvents 1", func() error {
 		b, err := getBFD()
 		if err != nil || b == nil || b.State != v1.BFDStateDown || b.DownEvents != 1 || b.Diagnostic != "control detection time expired" {
-			return fmt.Errorf("status.bfd %+v (%v)", b, err)
+			return fmt.Errorf("status.bfd %+v (%w)", b, err)
 		}
 		return nil
 	})
@@ -210,7 +210,7 @@ func TestBFDStateInSessionState(t *testing.T) {
 	eventually(t, "status.bfd removed", func() error {
 		b, err := getBFD()
 		if err != nil || b != nil || len(fb.wanted()) != 0 {
-			return fmt.Errorf("status.bfd %+v (%v), wanted %+v", b, err, fb.wanted())
+			return fmt.Errorf("status.bfd %+v (%w), wanted %+v", b, err, fb.wanted())
 		}
 		return nil
 	})

@@ -117,9 +117,11 @@ type BFDSessionStatus struct {
 	// +optional
 	DetectionTime *metav1.Duration `json:"detectionTime,omitempty"`
 
-	// DownEvents counts the times the session went down after having been
-	// up (each reset the BGP session, unless the peer took BFD down
-	// administratively), since the speaker started.
+	// DownEvents counts the failures of the path since the speaker
+	// started: the times the session went down from Up because this node's
+	// detection time expired or the peer reported a failure (each resets
+	// the BGP session when it is established). The peer taking BFD down
+	// administratively, or re-creating its session, is not counted.
 	// +optional
 	DownEvents int64 `json:"downEvents,omitempty"`
 

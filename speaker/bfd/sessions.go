@@ -61,8 +61,10 @@ type Status struct {
 	ReceiveInterval                 time.Duration
 	DetectMultiplier                uint8
 	LastChange                      time.Time
-	// DownEvents counts the times the session went down after having been
-	// up since the peer was first wanted (kept across a re-created session).
+	// DownEvents counts the failures of the path: the times the session
+	// went down from Up because our detection time expired or the peer saw
+	// a failure, since the peer was first wanted (kept across a re-created
+	// session). A peer's AdminDown or re-created session is not counted.
 	DownEvents uint64
 	LastError  string
 }
@@ -317,10 +319,8 @@ func (s *Sessions) check(ctx context.Context) {
 				"diag", st.LastDown.Diag.String(), "remoteDiag", st.LastDown.RemoteDiag.String(), "state", stateName(st.State))
 			resets = append(resets, reset{name, reason})
 		case actionPeerAdminDown:
-			e.downs++
 			s.log.Info("BFD session taken down by the peer (AdminDown); BGP session kept", "peer", name, "address", e.cfg.Peer)
 		case actionPeerRestarted:
-			e.downs++
 			s.log.Info("BFD session down because the peer re-created its session, not a path failure; BGP session kept",
 				"peer", name, "address", e.cfg.Peer, "remoteDiag", st.LastDown.RemoteDiag.String())
 		}

@@ -81,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"peer"}),
 		BFDDownEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bgplb_speaker_bfd_down_events_total",
-			Help: "Times the BFD session to the peer went down after having been up (each reset the BGP session unless the peer signalled AdminDown).",
+			Help: "Times the BFD session to the peer went down from Up because the path failed (detection time expired, here or at the peer); each resets the established BGP session.",
 		}, []string{"peer"}),
 	}
 	for _, c := range []prometheus.Collector{m.BFDUp, m.BFDDownEvents, m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.ApplyTime, m.Passes, m.UnadvertisedIPs} {

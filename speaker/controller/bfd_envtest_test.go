@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
@@ -98,11 +99,21 @@ func TestBFDStateInSessionState(t *testing.T) {
 		BFD: &v1.BFD{Enabled: true, ReceiveInterval: &metav1.Duration{Duration: 200 * time.Millisecond}},
 	}}
 	create(t, peer)
+	// No garbage collector in envtest: remove the session state (after the
+	// speaker stopped; cleanups run last-in first-out) so other tests do
+	// not see it.
+	t.Cleanup(func() {
+		_ = env.Client.DeleteAllOf(context.Background(), &v1.BGPSessionState{}, client.MatchingLabels{v1.LabelSessionNode: "node-bfd"})
+	})
 
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache:  controller.CacheOptions("node-bfd", ""),
-		Logger: testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
+		Cache: controller.CacheOptions("node-bfd", ""),
+		// A second speaker controller in this test process (see
+		// startSpeaker): its name is not registered, so the other test's
+		// stays unique.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:     testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
 	})
 	if err != nil {
 		t.Fatal(err)

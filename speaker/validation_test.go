@@ -47,6 +47,18 @@ func TestBGPPeerValidation(t *testing.T) {
 		{name: "graceful restart", mutate: func(s *v1.BGPPeerSpec) {
 			s.GracefulRestart = &v1.GracefulRestart{Enabled: true, RestartTime: dur(5000 * time.Second)}
 		}, wantErr: "restartTime must be between 1s and 4095s"},
+		{name: "bfd defaults accepted", mutate: func(s *v1.BGPPeerSpec) { s.BFD = &v1.BFD{Enabled: true} }},
+		{name: "bfd values accepted", mutate: func(s *v1.BGPPeerSpec) {
+			s.BFD = &v1.BFD{Enabled: true, ReceiveInterval: dur(10 * time.Millisecond), TransmitInterval: dur(time.Minute), DetectMultiplier: i32(255)}
+		}},
+		{name: "bfd receive interval too short", mutate: func(s *v1.BGPPeerSpec) {
+			s.BFD = &v1.BFD{Enabled: true, ReceiveInterval: dur(5 * time.Millisecond)}
+		}, wantErr: "bfd.receiveInterval must be between 10ms and 60s"},
+		{name: "bfd transmit interval too long", mutate: func(s *v1.BGPPeerSpec) {
+			s.BFD = &v1.BFD{Enabled: true, TransmitInterval: dur(61 * time.Second)}
+		}, wantErr: "bfd.transmitInterval must be between 10ms and 60s"},
+		{name: "bfd multiplier 0", mutate: func(s *v1.BGPPeerSpec) { s.BFD = &v1.BFD{Enabled: true, DetectMultiplier: i32(0)} }, wantErr: "detectMultiplier"},
+		{name: "bfd multiplier 256", mutate: func(s *v1.BGPPeerSpec) { s.BFD = &v1.BFD{Enabled: true, DetectMultiplier: i32(256)} }, wantErr: "detectMultiplier"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,6 +76,7 @@ func TestBGPPeerValidation(t *testing.T) {
 		p := &v1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "defaults"}, Spec: valid()}
 		p.Spec.PasswordSecret = &v1.SecretKeyReference{Name: "md5"}
 		p.Spec.GracefulRestart = &v1.GracefulRestart{Enabled: true}
+		p.Spec.BFD = &v1.BFD{Enabled: true}
 		if err := env.Client.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
@@ -82,6 +95,10 @@ func TestBGPPeerValidation(t *testing.T) {
 		}
 		if got.Spec.GracefulRestart.RestartTime == nil || got.Spec.GracefulRestart.RestartTime.Duration != 120*time.Second {
 			t.Errorf("restartTime default = %v, want 120s", got.Spec.GracefulRestart.RestartTime)
+		}
+		if b := got.Spec.BFD; b.ReceiveInterval == nil || b.ReceiveInterval.Duration != 300*time.Millisecond ||
+			b.TransmitInterval == nil || b.TransmitInterval.Duration != 300*time.Millisecond || b.DetectMultiplier == nil || *b.DetectMultiplier != 3 {
+			t.Errorf("bfd defaults = %+v, want 300ms, 300ms, 3", b)
 		}
 	})
 }

@@ -96,6 +96,51 @@ type BGPPeerSpec struct {
 	// router keeps the node's routes while the speaker restarts.
 	// +optional
 	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+
+	// BFD runs Bidirectional Forwarding Detection (RFC 5880 asynchronous
+	// mode, RFC 5881 single hop) alongside the session, so that a dead
+	// link or router is noticed within receiveInterval x detectMultiplier
+	// (900ms with the defaults) instead of the hold time. The router must
+	// run BFD towards the node too (FRR: "neighbor X bfd" with bfdd;
+	// bgplb-routeragent: neighbors[].bfd). When BFD goes down after having
+	// been up, the speaker resets the BGP session.
+	// +optional
+	BFD *BFD `json:"bfd,omitempty"`
+}
+
+// BFD configures a BGPPeer's BFD session. The names and defaults are those
+// of FRR's bfdd and MetalLB. The Echo function is not supported: the speaker
+// runs asynchronous mode only and advertises Required Min Echo RX 0.
+type BFD struct {
+	// Enabled runs a BFD session to the peer from every node that opens the
+	// BGP session.
+	Enabled bool `json:"enabled"`
+
+	// ReceiveInterval is the shortest interval between received BFD
+	// control packets this node asks for (bfd.RequiredMinRxInterval),
+	// 10ms-60s.
+	// +optional
+	// +kubebuilder:default="300ms"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="bfd.receiveInterval must be between 10ms and 60s"
+	ReceiveInterval *metav1.Duration `json:"receiveInterval,omitempty"`
+
+	// TransmitInterval is the shortest interval between the BFD control
+	// packets this node sends (bfd.DesiredMinTxInterval), 10ms-60s. Until
+	// the session is up, packets go out once a second (RFC 5880 6.8.3).
+	// +optional
+	// +kubebuilder:default="300ms"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="bfd.transmitInterval must be between 10ms and 60s"
+	TransmitInterval *metav1.Duration `json:"transmitInterval,omitempty"`
+
+	// DetectMultiplier is how many packets in a row may be missed before
+	// the session goes down (1-255).
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=255
+	DetectMultiplier *int32 `json:"detectMultiplier,omitempty"`
 }
 
 // SecretKeyReference points at one key of a Secret in the speaker's

@@ -63,9 +63,76 @@ type BGPSessionStateStatus struct {
 	// +optional
 	LastError string `json:"lastError,omitempty"`
 
+	// BFD is the state of the BFD session to the peer; unset when the
+	// BGPPeer does not enable BFD.
+	// +optional
+	BFD *BFDSessionStatus `json:"bfd,omitempty"`
+
 	// LastUpdateTime is when the speaker last wrote this status.
 	// +optional
 	LastUpdateTime *metav1.Time `json:"lastUpdateTime,omitempty"`
+}
+
+// BFD session states reported in BFDSessionStatus.State (RFC 5880 4.1).
+const (
+	BFDStateAdminDown = "AdminDown"
+	BFDStateDown      = "Down"
+	BFDStateInit      = "Init"
+	BFDStateUp        = "Up"
+)
+
+// BFDSessionStatus is the running state of one node's BFD session to a
+// peer.
+type BFDSessionStatus struct {
+	// State is the session's state: Up, Down, Init or AdminDown; empty while
+	// the session could not be started (lastError says why).
+	// +optional
+	State string `json:"state,omitempty"`
+
+	// Diagnostic is this node's reason for the last change of state (RFC
+	// 5880 4.1), e.g. "control detection time expired".
+	// +optional
+	Diagnostic string `json:"diagnostic,omitempty"`
+
+	// RemoteDiagnostic is the peer's reason for its last change of state.
+	// +optional
+	RemoteDiagnostic string `json:"remoteDiagnostic,omitempty"`
+
+	// TransmitInterval is the interval at which this node sends control
+	// packets now (before jitter): the larger of its transmitInterval and
+	// the peer's receive interval while up, 1s otherwise.
+	// +optional
+	TransmitInterval *metav1.Duration `json:"transmitInterval,omitempty"`
+
+	// ReceiveInterval is the configured receiveInterval.
+	// +optional
+	ReceiveInterval *metav1.Duration `json:"receiveInterval,omitempty"`
+
+	// DetectMultiplier is the configured detectMultiplier.
+	// +optional
+	DetectMultiplier int32 `json:"detectMultiplier,omitempty"`
+
+	// DetectionTime is how long the peer may stay silent before the session
+	// goes down; unset until the peer was heard.
+	// +optional
+	DetectionTime *metav1.Duration `json:"detectionTime,omitempty"`
+
+	// DownEvents counts the failures of the path since the speaker
+	// started: the times the session went down from Up because this node's
+	// detection time expired or the peer reported a failure (each resets
+	// the BGP session when it is established). The peer taking BFD down
+	// administratively, or re-creating its session, is not counted.
+	// +optional
+	DownEvents int64 `json:"downEvents,omitempty"`
+
+	// LastTransition is when the session last changed state.
+	// +optional
+	LastTransition *metav1.Time `json:"lastTransition,omitempty"`
+
+	// LastError is why the session could not be started (e.g. the BFD port
+	// is in use on the node), empty when it runs.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
 }
 
 // BGPSessionState reports one node's BGP session to one BGPPeer. The speaker
@@ -79,6 +146,7 @@ type BGPSessionStateStatus struct {
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.node`
 // +kubebuilder:printcolumn:name="Peer",type=string,JSONPath=`.spec.peer`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
+// +kubebuilder:printcolumn:name="BFD",type=string,JSONPath=`.status.bfd.state`
 // +kubebuilder:printcolumn:name="Prefixes Sent",type=integer,JSONPath=`.status.prefixesSent`
 // +kubebuilder:printcolumn:name="Last Error",type=string,JSONPath=`.status.lastError`
 // +kubebuilder:printcolumn:name="Uptime",type=date,JSONPath=`.status.establishedTime`

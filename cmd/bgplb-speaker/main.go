@@ -25,6 +25,7 @@ import (
 	"github.com/bgplb/bgplb/internal/loglevel"
 	"github.com/bgplb/bgplb/internal/metricsauth"
 	"github.com/bgplb/bgplb/internal/version"
+	"github.com/bgplb/bgplb/speaker/bfd"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/controller"
 )
@@ -141,6 +142,10 @@ func run() error {
 		GracefulShutdownWhenCordoned: *gshutCordoned,
 		ServiceEvents:                *serviceEvents,
 	})
+	// BFD sessions for the BGPPeers that enable it; the port (UDP 3784) is
+	// opened with the first one.
+	bfdSessions := bfd.New(bfd.Options{Log: log.WithName("bfd"), Reset: speaker})
+	rec.BFD = bfdSessions
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up speaker controller: %w", err)
 	}
@@ -166,6 +171,11 @@ func run() error {
 	defer cancel()
 	if err := speaker.Shutdown(ctx, bgp.ShutdownOptions{GracefulShutdownFor: *gshutDelay}); err != nil {
 		log.Error(err, "closing BGP sessions")
+	}
+	// After the BGP sessions: the routers hear AdminDown, which they do not
+	// take for a failure (RFC 5882 3.2).
+	if err := bfdSessions.Close(); err != nil {
+		log.Error(err, "closing BFD sessions")
 	}
 	if err := controller.MarkStopped(ctx, mgr.GetClient(), mgr.GetAPIReader(), *nodeName); err != nil {
 		log.Error(err, "reporting stopped sessions")

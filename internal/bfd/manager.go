@@ -101,7 +101,17 @@ type SessionState struct {
 	TxInterval    time.Duration // before jitter
 	LastChange    time.Time
 	UpTransitions uint64
-	Counters      Counters
+	// LastDown is why the session last went down from Up (zero before):
+	// the diagnostics at that moment, which the current Diag and
+	// RemoteDiag no longer show once the session is back.
+	LastDown DownCause
+	Counters Counters
+}
+
+// DownCause is the state of a session's variables when it left Up.
+type DownCause struct {
+	Diag, RemoteDiag Diag
+	RemoteState      State
 }
 
 // Counters count packets; the Manager keeps one set in total and one per

@@ -25,7 +25,10 @@ type session struct {
 	detect     Timer
 	lastChange time.Time
 	ups        uint64
-	counters   counters
+	// down is the diagnostics and the peer's state when the session last
+	// left Up, for callers that read the level later.
+	down     DownCause
+	counters counters
 	// hdr and buf are reused for every packet sent: no allocation per
 	// packet (BenchmarkTransmit).
 	hdr bfd.BFDHeader
@@ -81,7 +84,7 @@ func (s *session) receive(h *bfd.BFDHeader) {
 		return
 	}
 	s.counters.rx.Add(1)
-	old := s.fsm.state
+	old, oldTx := s.fsm.state, s.fsm.txInterval()
 	res := s.fsm.receive(h)
 	// RFC 5880 6.8.4/6.8.6: every accepted packet restarts the detection
 	// timer, with the detection time the packet may just have changed.
@@ -93,10 +96,16 @@ func (s *session) receive(h *bfd.BFDHeader) {
 	}
 	if res.sendNow {
 		s.sendLocked()
-		if res.changed {
-			// The interval changes with the state (1 s outside Up).
-			s.scheduleTxLocked()
-		}
+	}
+	if res.changed || s.fsm.txInterval() != oldTx {
+		// The interval changed (with the state: 1 s outside Up; or with
+		// the peer's Required Min RX, which its Poll lowers once it is
+		// Up): the next packet is due one new interval from now, not at
+		// the time the old, slower interval set. Without this, the first
+		// periodic packet after FRR's Poll to 300 ms came up to 1 s after
+		// our Final, and FRR's bfdd, which applies its new 900 ms
+		// detection time at the Final, went Down once at every start.
+		s.scheduleTxLocked()
 	}
 	changed := res.changed
 	s.mu.Unlock()
@@ -168,6 +177,7 @@ func (s *session) changedLocked(old State) {
 		s.ups++
 	}
 	if old == StateUp {
+		s.down = DownCause{Diag: s.fsm.diag, RemoteDiag: s.fsm.remoteDiag, RemoteState: s.fsm.remoteState}
 		s.counters.down.Add(1)
 		s.m.counters.down.Add(1)
 	}
@@ -184,7 +194,7 @@ func (s *session) snapshot() SessionState {
 		Diag: s.fsm.diag, RemoteDiag: s.fsm.remoteDiag,
 		LocalDiscr: s.fsm.localDiscr, RemoteDiscr: s.fsm.remoteDiscr,
 		DetectTime: s.fsm.detectTime(), TxInterval: s.fsm.txInterval(),
-		LastChange: s.lastChange, UpTransitions: s.ups,
+		LastChange: s.lastChange, UpTransitions: s.ups, LastDown: s.down,
 		Counters: s.counters.snapshot(),
 	}
 }

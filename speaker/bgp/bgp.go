@@ -484,6 +484,7 @@ func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 			// Send each change at once: the point of the speaker is a
 			// prompt withdraw, and there is no flapping to damp here.
 			MinimumAdvertisementInterval: 0,
+			IdleHoldTimeAfterReset:       idleHoldAfterReset, // see ResetSession
 		}},
 		Transport: &api.Transport{RemotePort: uint32(cfg.Port)},
 		AfiSafis: []*api.AfiSafi{{

@@ -28,6 +28,9 @@ type Metrics struct {
 	ApplyTime       prometheus.Histogram
 	Passes          *prometheus.CounterVec
 	UnadvertisedIPs prometheus.Gauge
+	// BFDUp and BFDDownEvents are per BGPPeer with BFD enabled.
+	BFDUp         *prometheus.GaugeVec
+	BFDDownEvents *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them, and bgplb_build_info,
@@ -72,8 +75,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "bgplb_speaker_unadvertised_pools",
 			Help: "IPPools that no BGPAdvertisement selects (their addresses are announced nowhere).",
 		}),
+		BFDUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgplb_speaker_bfd_session_up",
+			Help: "1 when the BFD session to the peer is Up, else 0 (only peers with bfd.enabled).",
+		}, []string{"peer"}),
+		BFDDownEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bgplb_speaker_bfd_down_events_total",
+			Help: "Times the BFD session to the peer went down from Up because the path failed (detection time expired, here or at the peer); each resets the established BGP session.",
+		}, []string{"peer"}),
 	}
-	for _, c := range []prometheus.Collector{m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.ApplyTime, m.Passes, m.UnadvertisedIPs} {
+	for _, c := range []prometheus.Collector{m.BFDUp, m.BFDDownEvents, m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.ApplyTime, m.Passes, m.UnadvertisedIPs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -91,6 +102,13 @@ func (m *Metrics) ForgetPeer(peer string) {
 	m.Prefixes.DeleteLabelValues(peer)
 	m.UpdatesSent.DeleteLabelValues(peer)
 	m.PathChanges.DeletePartialMatch(prometheus.Labels{"peer": peer})
+	m.forgetBFD(peer)
+}
+
+// forgetBFD drops peer's BFD series (its BFD session is gone).
+func (m *Metrics) forgetBFD(peer string) {
+	m.BFDUp.DeleteLabelValues(peer)
+	m.BFDDownEvents.DeleteLabelValues(peer)
 }
 
 // SampledCounterVec exports counts kept elsewhere (GoBGP's message counters)

@@ -89,8 +89,10 @@ var key = reconcile.Request{NamespacedName: types.NamespacedName{Name: "speaker"
 
 // Reconciler drives one node's announcements.
 type Reconciler struct {
-	Client   client.Client
-	Speaker  Speaker
+	Client  client.Client
+	Speaker Speaker
+	// BFD runs the BFD sessions of BGPPeers that enable BFD; nil: none.
+	BFD      BFD
 	Recorder record.EventRecorder
 	Metrics  *Metrics
 	Log      logr.Logger
@@ -112,6 +114,7 @@ type Reconciler struct {
 	// The session states as last written (see stateSignature).
 	lastStateSig, lastStateCounts string
 	lastStateWrite                time.Time
+	bfd                           bfdReport
 }
 
 // SecretNamespace is the namespace password Secrets are read from: ns, or
@@ -188,6 +191,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return nil
 			case <-r.Speaker.Changed():
 				r.Kick()
+			case <-r.bfdChanged():
+				r.Kick()
 			}
 		}
 	})); err != nil {
@@ -236,6 +241,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 	r.countPass(plan, len(in.Services), log)
 
 	errs := r.apply(ctx, plan, configs, desired, log)
+	bfdRetry := r.applyBFD(ctx, configs, objs, log)
 	r.lastConfigs = configs
 	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
 	if r.Metrics != nil {
@@ -250,6 +256,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 		return reconcile.Result{}, err
 	}
 	r.synced.Store(true)
+	if bfdRetry > 0 && (res.RequeueAfter == 0 || bfdRetry < res.RequeueAfter) {
+		res.RequeueAfter = bfdRetry
+	}
 	return res, nil
 }
 
@@ -345,6 +354,7 @@ func (r *Reconciler) apply(ctx context.Context, plan passPlan, configs []bgp.Pee
 func (r *Reconciler) updateStates(ctx context.Context, full bool, desired model.Result, objs objects) (requeueAfter time.Duration, err error) {
 	status := r.Speaker.Status(ctx)
 	sig, counts := stateSignature(desired, status, r.peerErrs)
+	sig += r.bfdSignature()
 	switch {
 	case full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
 		if err := r.writeStates(ctx, desired, objs, status); err != nil {
@@ -577,6 +587,7 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 		if e := r.peerErrs[peer]; e != "" {
 			want.LastError = e
 		}
+		want.BFD = r.bfdStatus(peer)
 		if err := r.writeState(ctx, node, p, objs.node, want); err != nil {
 			errs = append(errs, err)
 		}

@@ -139,6 +139,12 @@ func (s *Speaker) Established(ctx context.Context) bool {
 	return up
 }
 
+// Reset closes the session with a Cease notification, as a speaker does
+// when its BFD session to the router goes down; it connects again.
+func (s *Speaker) Reset(ctx context.Context) error {
+	return s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: s.cfg.Router.String(), Communication: "BFD down"})
+}
+
 // Stop closes the session with a notification and stops the speaker.
 func (s *Speaker) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

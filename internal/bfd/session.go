@@ -97,14 +97,13 @@ func (s *session) receive(h *bfd.BFDHeader) {
 	if res.sendNow {
 		s.sendLocked()
 	}
-	if res.changed || s.fsm.txInterval() != oldTx {
-		// The interval changed (with the state: 1 s outside Up; or with
-		// the peer's Required Min RX, which its Poll lowers once it is
-		// Up): the next packet is due one new interval from now, not at
-		// the time the old, slower interval set. Without this, the first
-		// periodic packet after FRR's Poll to 300 ms came up to 1 s after
-		// our Final, and FRR's bfdd, which applies its new 900 ms
-		// detection time at the Final, went Down once at every start.
+	if res.changed || s.fsm.txInterval() != oldTx && (res.sendNow || s.fsm.txInterval() < oldTx) {
+		// The interval changes with the state (1 s outside Up) and with
+		// the peer's Required Min RX. A shorter one applies now, not
+		// after the timer armed with the old one: a peer going Up lowers
+		// its Required Min RX from its slow rate and, with it, its
+		// detection time (FRR's bfdd declared us down 0.9 s after Up
+		// while our next packet was still 1 s away).
 		s.scheduleTxLocked()
 	}
 	changed := res.changed

@@ -41,6 +41,8 @@ type Status struct {
 	// Symmetry is, in firewall mode verify, the proof that service
 	// traffic passes the router both ways (absent in other modes).
 	Symmetry *symmetry.Status `json:"symmetry,omitempty"`
+	// BFD sums up the BFD sessions (absent when no neighbour enables BFD).
+	BFD *BFDSummary `json:"bfd,omitempty"`
 }
 
 // FamilyStatus is one address family at a glance: what is configured, the
@@ -93,6 +95,8 @@ type PeerStatus struct {
 	// MaxPrefixTeardowns counts the sessions closed because the peer went
 	// over maxPrefixes (or reconnected during its hold-down).
 	MaxPrefixTeardowns int `json:"maxPrefixTeardowns,omitempty"`
+	// BFD is the peer's BFD session (absent when it has none).
+	BFD *PeerBFD `json:"bfd,omitempty"`
 }
 
 // PrefixSummary counts accepted and rejected paths and lists the rejected.

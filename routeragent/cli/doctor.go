@@ -28,6 +28,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
 	st, _, fetchErr := agent.FetchStatus(sctx, socket)
 	scancel()
+	answered := fetchErr == nil
 	extra, rts := agentFindings(socket, st, fetchErr)
 	in, err := doctor.Gather(ctx, doctor.GatherConfig{
 		LANInterfaces: cfg.LANInterfaces, ServiceSubnets: cfg.ServicePrefixes(),
@@ -40,6 +41,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 	in.Security = securityInput(cfg, stderr)
 	in.Symmetry = symmetryInput(st, fetchErr)
 	findings := append(extra, doctor.Run(ctx, in)...)
+	findings = append(findings, doctor.CheckBFD(bfdInput(cfg, st, answered))...)
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -18,7 +18,8 @@ import (
 
 // BenchmarkDrainZeroFailures counts failed requests through the router while
 // the cluster changes under a Service: a client loop of short HTTP requests
-// (a new TCP connection each, 2 s timeout) to an externalTrafficPolicy Local
+// (a new TCP connection each, 2 s timeout; the router hashes connections
+// over the next hops by ports) to an externalTrafficPolicy Local
 // Service with 4 endpoints, during
 //   - drain: node1 cordoned (spec and taint), its two pods terminating
 //     (serving) while their replacements start on node2, then gone;
@@ -31,6 +32,11 @@ import (
 // kube-proxy stand-in, lab.SetLocalRefuse), as kube-proxy drops them for a
 // Local Service. Run with `make bench-drain` (root, envtest binaries);
 // BGPLB_BENCH_DRAIN=1 gates it because it takes the shared lab for a while.
+// BGPLB_BENCH_DRAIN_BASELINE=1 first restarts both speakers with
+// --graceful-shutdown-on-drain=false --graceful-shutdown-delay=0 (announce
+// plainly through a drain, withdraw at once on SIGTERM: the behaviour of
+// MetalLB and of bgplb before issue 21, minus the withdrawal on cordon) and
+// restores the defaults at the end.
 func BenchmarkDrainZeroFailures(b *testing.B) {
 	if os.Getenv("BGPLB_BENCH_DRAIN") == "" {
 		b.Skip("set BGPLB_BENCH_DRAIN=1 (make bench-drain)")
@@ -41,6 +47,29 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 	l := theLab
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	var speakerArgs []string
+	if os.Getenv("BGPLB_BENCH_DRAIN_BASELINE") != "" {
+		speakerArgs = []string{"--graceful-shutdown-on-drain=false", "--graceful-shutdown-delay=0"}
+	}
+	restartSpeaker := func(node string, args []string) {
+		b.Helper()
+		if err := l.Stop("speaker-"+node, syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.StartSpeakerWith(node, args...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if speakerArgs != nil {
+		for _, n := range []string{lab.Node1, lab.Node2} {
+			restartSpeaker(n, speakerArgs)
+		}
+		defer func() {
+			for _, n := range []string{lab.Node1, lab.Node2} {
+				restartSpeaker(n, nil)
+			}
+		}()
+	}
 	const name = "bench-drain"
 	if err := l.CreateService(ctx, lab.ServiceSpec{Name: name, Local: true, EndpointsOn: []string{lab.Node1, lab.Node2}}); err != nil {
 		b.Fatal(err)
@@ -51,6 +80,12 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 		b.Fatal(err)
 	}
 	pfx := netip.PrefixFrom(ip, 32)
+	// Each request is a new connection from a new port: hashed by ports,
+	// they reach both nodes, so a change on either one shows.
+	if err := l.SetRouterL4Hash(true); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = l.SetRouterL4Hash(false) }()
 	defer func() {
 		for _, n := range []string{lab.Node1, lab.Node2} {
 			_ = l.SetLocalRefuse(n, ip, false)
@@ -103,9 +138,13 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 			if err := l.Cordon(ctx, lab.Node1, true); err != nil {
 				b.Fatal(err)
 			}
-			// The agent takes node1 out of the ECMP set (GRACEFUL_SHUTDOWN).
-			if err := l.WaitRoute(ctx, pfx, []netip.Addr{node2}, time.Minute); err != nil {
-				b.Fatal(err)
+			if speakerArgs == nil {
+				// The agent takes node1 out of the ECMP set (GRACEFUL_SHUTDOWN).
+				if err := l.WaitRoute(ctx, pfx, []netip.Addr{node2}, time.Minute); err != nil {
+					b.Fatal(err)
+				}
+			} else {
+				settle(500 * time.Millisecond)
 			}
 			pods := []lab.Pod{terminating(initial[0]), terminating(initial[1]), initial[2], initial[3], starting("b1", lab.Node2), starting("b2", lab.Node2)}
 			apply(pods)
@@ -140,12 +179,7 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 			}
 		}},
 		{"speaker-restart", func() {
-			if err := l.Stop("speaker-"+lab.Node1, syscall.SIGTERM); err != nil {
-				b.Fatal(err)
-			}
-			if err := l.StartSpeaker(lab.Node1); err != nil {
-				b.Fatal(err)
-			}
+			restartSpeaker(lab.Node1, speakerArgs)
 			waitBoth()
 			settle(time.Second)
 		}},
@@ -172,7 +206,11 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 		b.ReportMetric(float64(st.failed), c.name+"-failed")
 		b.ReportMetric(float64(st.total), c.name+"-requests")
 	}
-	fmt.Println("failed requests through the router (externalTrafficPolicy Local, 4 endpoints on 2 nodes):")
+	mode := "defaults"
+	if speakerArgs != nil {
+		mode = "baseline " + strings.Join(speakerArgs, " ")
+	}
+	fmt.Printf("failed requests through the router (externalTrafficPolicy Local, 4 endpoints on 2 nodes; speakers: %s):\n", mode)
 	for _, r := range report {
 		fmt.Println("  " + r)
 	}

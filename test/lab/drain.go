@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -95,4 +96,26 @@ func (l *Lab) SetLocalRefuse(node string, ip netip.Addr, on bool) error {
 		return fmt.Errorf("node %s: kube-proxy stand-in for %s: %w", node, ip, err)
 	}
 	return nil
+}
+
+// StartSpeakerWith starts bgplb-speaker on a node, as StartSpeaker does,
+// with extra flags (e.g. a baseline without --graceful-shutdown-on-drain).
+func (l *Lab) StartSpeakerWith(node string, extra ...string) error {
+	args := append([]string{"--node-name", node,
+		"--metrics-bind-address=127.0.0.1:7472", "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:7473"}, extra...)
+	return l.start("speaker-"+node, l.NS(node), []string{"KUBECONFIG=" + l.kubeconfig(), "NODE_NAME=" + node},
+		filepath.Join(l.opts.BinDir, "bgplb-speaker"), args...)
+}
+
+// SetRouterL4Hash makes the router spread connections over an ECMP route's
+// next hops by ports as well as addresses (fib_multipath_hash_policy 1), so
+// that one client's connections reach every node; false restores the
+// kernel's default (addresses only: one client, one next hop).
+func (l *Lab) SetRouterL4Hash(on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	_, err := nsExec(l.NS(Router), "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy="+v)
+	return err
 }

@@ -102,6 +102,11 @@ bench-routers: build ## Side by side: the agent (bin/bgplb-routeragent), BIRD an
 	BGPLB_TEST_AGENT_BIN=$(BIN)/bgplb-routeragent BGPLB_BENCH_ROUTERS=1 BGPLB_BENCH_ROUTERS_CASES="$(BENCH_ROUTERS_CASES)" \
 	  $(GO) test -run '^$$' -bench '^BenchmarkRouters$$' -benchtime 1x -timeout 30m ./routeragent/agent/
 
+.PHONY: bench-drain
+bench-drain: envtest-assets ## Failed requests through the lab's router during a node drain, a rolling update and a speaker restart (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_BENCH_DRAIN=1 \
+	  $(GO) test -run '^$$' -bench '^BenchmarkDrainZeroFailures$$' -benchtime 1x -timeout 30m ./test/e2e/
+
 ##@ Demo
 
 .PHONY: demo

@@ -33,6 +33,13 @@ import (
 // defaultGOGC is the GC target unless $GOGC is set.
 const defaultGOGC = 25
 
+// DefaultShutdownDelay is how long SIGTERM keeps the routes, marked
+// GRACEFUL_SHUTDOWN, before withdrawing them: long enough for the routers
+// to move traffic to the other next hops (the router agent does at once;
+// FRR and BIRD after a route-map pass), short against the pod's default
+// 30 s termination grace period (the chart derives that from this).
+const DefaultShutdownDelay = 5 * time.Second
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bgplb-speaker:", err)
@@ -46,14 +53,17 @@ func run() error {
 		secretNS      = flag.String("secret-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the BGPPeers' password Secrets: the speaker's own (default $POD_NAMESPACE, set by the manifests from the downward API; empty: "+bgplbv1.Namespace+")")
 		probeAddr     = flag.String("health-probe-bind-address", ":7473", "address of the /healthz and /readyz endpoints")
 		withoutClass  = flag.Bool("serve-services-without-class", true, "also announce Services of type LoadBalancer without spec.loadBalancerClass (match bgplb-controller's flag)")
-		gshutCordoned = flag.Bool("graceful-shutdown-when-cordoned", false, "announce with the GRACEFUL_SHUTDOWN community (65535:0, RFC 8326) while the node is cordoned")
-		gshutDelay    = flag.Duration("graceful-shutdown-delay", 0, "on SIGTERM, re-announce everything with GRACEFUL_SHUTDOWN and wait this long before withdrawing (0: withdraw at once)")
+		gshutDrain    = flag.Bool("graceful-shutdown-on-drain", true, "announce with the GRACEFUL_SHUTDOWN community (65535:0, RFC 8326) while the node drains (cordoned, tainted unschedulable, or in the kubelet's graceful shutdown) and for Services whose endpoints on this node are all terminating; routes are withdrawn when the last local endpoint is gone (docs/speaker.md)")
+		gshutDelay    = flag.Duration("graceful-shutdown-delay", DefaultShutdownDelay, "on SIGTERM, re-announce everything with GRACEFUL_SHUTDOWN and wait this long before withdrawing and closing the sessions (0: withdraw at once); keep the pod's terminationGracePeriodSeconds above this plus 15s")
 		serviceEvents = flag.Bool("service-events", true, "emit Announced/Withdrawn events on Services")
 		qps           = flag.Float64("kube-api-qps", 20, "client-side limit of API requests per second")
 		burst         = flag.Int("kube-api-burst", 40, "client-side burst of API requests")
 		showVersion   = flag.Bool("version", false, "print the version and exit")
 		pprofOn       = flag.Bool("enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics endpoint, behind its authentication and authorization unless --metrics-secure=false (for profiling; off by default)")
 	)
+	// The old name of --graceful-shutdown-on-drain, when it covered a
+	// cordon only and was off by default.
+	flag.BoolVar(gshutDrain, "graceful-shutdown-when-cordoned", true, "deprecated: --graceful-shutdown-on-drain")
 	// The speaker is in the host network: its metrics endpoint is on the
 	// node's addresses, hence HTTPS with authn/authz by default.
 	metricsFlags := metricsauth.BindFlags(flag.CommandLine, ":7472")
@@ -136,11 +146,11 @@ func run() error {
 	}
 	defer stopEvents()
 	rec := controller.New(mgr.GetClient(), speaker, events, m, log, controller.Options{
-		NodeName:                     *nodeName,
-		SecretNamespace:              *secretNS,
-		ServeServicesWithoutClass:    *withoutClass,
-		GracefulShutdownWhenCordoned: *gshutCordoned,
-		ServiceEvents:                *serviceEvents,
+		NodeName:                  *nodeName,
+		SecretNamespace:           *secretNS,
+		ServeServicesWithoutClass: *withoutClass,
+		GracefulShutdownOnDrain:   *gshutDrain,
+		ServiceEvents:             *serviceEvents,
 	})
 	// BFD sessions for the BGPPeers that enable it; the port (UDP 3784) is
 	// opened with the first one.

@@ -38,14 +38,48 @@ func selectors(in []metav1.LabelSelector) []model.LabelSelector {
 	return out
 }
 
+// Taints and texts of the drain signals toNode reads.
+const (
+	// TaintUnschedulable mirrors spec.unschedulable (the node lifecycle
+	// controller sets it on a cordoned node); a tool may also set it alone.
+	TaintUnschedulable = "node.kubernetes.io/unschedulable"
+	// TaintOutOfService is set by an administrator on a node that is down
+	// (non-graceful node shutdown): its pods are deleted at once.
+	TaintOutOfService = "node.kubernetes.io/out-of-service"
+	// shutdownText is what the kubelet's graceful node shutdown puts in the
+	// NodeReady condition: "Once the kubelet is notified of a node
+	// shutdown, it sets a NotReady condition on the Node, with the reason
+	// set to "node is shutting down"" (https://kubernetes.io/docs/concepts/cluster-administration/node-shutdown/,
+	// Kubernetes 1.34). In the kubelet's code the text is the shutdown
+	// manager's ShutdownStatus error, which lands in the condition's
+	// message (reason KubeletNotReady), so both are searched. The node
+	// lifecycle controller then adds the node.kubernetes.io/not-ready
+	// taint, as for any NotReady node: the taint alone does not say why.
+	shutdownText = "node is shutting down"
+)
+
+// toNode reads what the decision needs from a Node, the drain signals
+// included: cordoned (spec.unschedulable or the unschedulable taint), in
+// graceful shutdown (the kubelet's NotReady condition), out of service.
 func toNode(n *corev1.Node) model.Node {
-	ready := false
+	mn := model.Node{Name: n.Name, Labels: n.Labels, Unschedulable: n.Spec.Unschedulable}
 	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			ready = c.Status == corev1.ConditionTrue
+		if c.Type != corev1.NodeReady {
+			continue
+		}
+		mn.Ready = c.Status == corev1.ConditionTrue
+		mn.ShuttingDown = c.Status == corev1.ConditionFalse &&
+			(strings.Contains(strings.ToLower(c.Reason), shutdownText) || strings.Contains(strings.ToLower(c.Message), shutdownText))
+	}
+	for _, t := range n.Spec.Taints {
+		switch t.Key {
+		case TaintUnschedulable:
+			mn.Unschedulable = true
+		case TaintOutOfService:
+			mn.OutOfService = true
 		}
 	}
-	return model.Node{Name: n.Name, Labels: n.Labels, Ready: ready, Unschedulable: n.Spec.Unschedulable}
+	return mn
 }
 
 // toPool converts an IPPool. An entry that does not parse (the apiserver's

@@ -78,8 +78,9 @@ type Options struct {
 	// ServeServicesWithoutClass also handles LoadBalancer Services without
 	// spec.loadBalancerClass (as bgplb-controller does by default).
 	ServeServicesWithoutClass bool
-	// GracefulShutdownWhenCordoned adds GRACEFUL_SHUTDOWN while cordoned.
-	GracefulShutdownWhenCordoned bool
+	// GracefulShutdownOnDrain adds GRACEFUL_SHUTDOWN while the node drains
+	// (see model.Options).
+	GracefulShutdownOnDrain bool
 	// ServiceEvents emits Announced/Withdrawn events on Services.
 	ServiceEvents bool
 }
@@ -405,7 +406,7 @@ type poolError struct {
 }
 
 func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string, error) {
-	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownWhenCordoned: r.Options.GracefulShutdownWhenCordoned}}
+	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownOnDrain: r.Options.GracefulShutdownOnDrain}}
 	objs := objects{peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
 	var changed []string
 

@@ -69,9 +69,18 @@ type attrs struct {
 //   - the address lies in an IPPool and an advertisement selects that pool,
 //     the Service (serviceSelectors), this node (nodeSelectors) and the peer;
 //   - the peer selects this node and has the address's family;
-//   - this node is Ready and not labelled LabelExcludeFromLB;
+//   - this node is Ready (or in graceful shutdown, with
+//     GracefulShutdownOnDrain), not labelled LabelExcludeFromLB and not
+//     tainted out-of-service;
 //   - externalTrafficPolicy Cluster: the Service has a usable endpoint
-//     anywhere; Local: it has a usable endpoint on this node.
+//     (Endpoint.Usable: ready, or serving while terminating) anywhere;
+//     Local: it has a usable endpoint on this node.
+//
+// With GracefulShutdownOnDrain, a draining node (Node.Draining) announces
+// every route with GRACEFUL_SHUTDOWN, and a Local Service whose endpoints on
+// this node are all terminating is announced with it (Advertisement.Draining):
+// routers move traffic to the other next hops first, and the route is
+// withdrawn when the last local endpoint is gone.
 //
 // It reads top to bottom: find this node, select its peers, read the
 // advertisements (independent of node and Services), plan each one for this
@@ -89,14 +98,14 @@ func Desired(in Input) Result {
 	for _, p := range peers {
 		res.Peers[p.Name] = nil
 	}
-	if !canAnnounce(self) || len(peers) == 0 {
+	if !canAnnounce(self, in.Options) || len(peers) == 0 {
 		return res
 	}
-	gshut := in.Options.GracefulShutdownWhenCordoned && self.Unschedulable
+	gshut := in.Options.GracefulShutdownOnDrain && self.Draining()
 	plans := planAdvertisements(in.Advertisements, advs, self.Labels, peers, gshut)
 	out := emit(in.Services, in.Pools, in.Node, plans, peers)
 	for pi, p := range peers {
-		res.Peers[p.Name] = mergeByPrefix(out[pi])
+		res.Peers[p.Name] = mergeByPrefix(out[pi], in.Options.GracefulShutdownOnDrain)
 	}
 	return res
 }
@@ -112,13 +121,22 @@ func findNode(nodes []Node, name string) *Node {
 }
 
 // canAnnounce reports whether the node itself can take external traffic:
-// it exists, is Ready and is not labelled LabelExcludeFromLB.
-func canAnnounce(self *Node) bool {
+// it exists, is not labelled LabelExcludeFromLB nor tainted out-of-service,
+// and is Ready. A node in the kubelet's graceful shutdown is NotReady but
+// still runs its pods and kube-proxy for the shutdown grace period: with
+// GracefulShutdownOnDrain it keeps announcing (with GRACEFUL_SHUTDOWN)
+// until its endpoints are gone or the speaker itself is stopped, so that
+// the routers move traffic away first and keep the route while it is the
+// only one.
+func canAnnounce(self *Node, opts Options) bool {
 	if self == nil {
 		return false
 	}
 	_, excluded := self.Labels[LabelExcludeFromLB]
-	return self.Ready && !excluded
+	if excluded || self.OutOfService {
+		return false
+	}
+	return self.Ready || (self.ShuttingDown && opts.GracefulShutdownOnDrain)
 }
 
 // selectPeers returns the peers this node opens a session to (those whose
@@ -287,7 +305,8 @@ func emit(services []Service, pools []Pool, node string, plans []advPlan, peers 
 	keysBuf := make([]string, 0, len(services))
 	for si := range services {
 		svc := &services[si]
-		if !serves(svc, node) {
+		announce, draining := serves(svc, node)
+		if !announce {
 			continue
 		}
 		var svcKeys []string // shared by this Service's entries; cap 1, so appends copy
@@ -323,7 +342,7 @@ func emit(services []Service, pools []Pool, node string, plans []advPlan, peers 
 					out[pi] = append(out[pi], Advertisement{
 						Prefix: prefix, NextHop: nextHop(peers[pi], ip),
 						Communities: pl.communities, LargeCommunities: pl.large, LocalPref: pl.localPref,
-						Services: svcKeys,
+						Services: svcKeys, Draining: draining,
 					})
 				}
 			}
@@ -334,9 +353,12 @@ func emit(services []Service, pools []Pool, node string, plans []advPlan, peers 
 
 // mergeByPrefix sorts one peer's contributions by prefix and merges
 // neighbours with the same prefix into one advertisement: the union of
-// their communities and Services, the highest LOCAL_PREF. It works in
-// place (list is reused) and returns nil for an empty list.
-func mergeByPrefix(list []Advertisement) []Advertisement {
+// their communities and Services, the highest LOCAL_PREF; it is Draining
+// only when every contribution is (a Service still served here keeps the
+// prefix at full preference). gshutDraining adds GRACEFUL_SHUTDOWN to the
+// Draining ones. It works in place (list is reused) and returns nil for
+// an empty list.
+func mergeByPrefix(list []Advertisement, gshutDraining bool) []Advertisement {
 	sortByPrefix(list)
 	merged := list[:0]
 	for i := 0; i < len(list); {
@@ -353,10 +375,15 @@ func mergeByPrefix(list []Advertisement) []Advertisement {
 				a.LargeCommunities = append(a.LargeCommunities, b.LargeCommunities...)
 				a.LocalPref = max(a.LocalPref, b.LocalPref)
 				a.Services = append(a.Services, b.Services...)
+				a.Draining = a.Draining && b.Draining
 			}
 			a.Communities = sortUniq(a.Communities, cmpU32)
 			a.LargeCommunities = sortUniq(a.LargeCommunities, compareLarge)
 			a.Services = sortUniq(a.Services, strings.Compare)
+		}
+		if a.Draining && gshutDraining && !slices.Contains(a.Communities, CommunityGracefulShutdown) {
+			// A copy: the list may share the plan's slice.
+			a.Communities = sortUniq(append(slices.Clone(a.Communities), CommunityGracefulShutdown), cmpU32)
 		}
 		merged = append(merged, a)
 		i = j
@@ -368,17 +395,22 @@ func mergeByPrefix(list []Advertisement) []Advertisement {
 }
 
 // serves reports whether the Service should be announced from node, going
-// by its traffic policy and endpoints.
-func serves(svc *Service, node string) bool {
+// by its traffic policy and endpoints, and whether node is draining it:
+// externalTrafficPolicy Local with usable endpoints on node that are all
+// terminating (being evicted or replaced), so the other nodes' ready
+// endpoints should be preferred.
+func serves(svc *Service, node string) (announce, draining bool) {
+	local := svc.TrafficPolicy == TrafficPolicyLocal
 	for _, ep := range svc.Endpoints {
-		if !ep.Usable() {
+		if !ep.Usable() || (local && ep.NodeName != node) {
 			continue
 		}
-		if svc.TrafficPolicy != TrafficPolicyLocal || ep.NodeName == node {
-			return true
+		if !local || ep.Preferred() {
+			return true, false
 		}
+		announce = true
 	}
-	return false
+	return announce, announce
 }
 
 func poolOf(pools []Pool, ip netip.Addr) int {

@@ -88,13 +88,25 @@ func TestDesired(t *testing.T) {
 			}},
 		},
 		{
-			name: "cluster policy withdraws when no endpoint is ready anywhere",
+			name: "cluster policy withdraws when no endpoint serves anywhere",
 			mutate: func(in *Input) {
+				in.Services = []Service{svc("web", TrafficPolicyCluster, []string{"192.168.254.10"},
+					Endpoint{NodeName: "n1", Ready: false, Serving: false},
+					Endpoint{NodeName: "n2", Ready: false, Serving: false, Terminating: true})}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": nil, "r6": nil}},
+		},
+		{
+			// kube-proxy falls back to serving-and-terminating endpoints
+			// when no endpoint is ready: the node still forwards.
+			name: "cluster policy announces while an endpoint is serving and terminating",
+			mutate: func(in *Input) {
+				in.Options.GracefulShutdownOnDrain = true
 				in.Services = []Service{svc("web", TrafficPolicyCluster, []string{"192.168.254.10"},
 					Endpoint{NodeName: "n1", Ready: false, Serving: false},
 					Endpoint{NodeName: "n2", Ready: false, Serving: true, Terminating: true})}
 			},
-			want: Result{Peers: map[string][]Advertisement{"r4": nil, "r6": nil}},
+			want: Result{Peers: map[string][]Advertisement{"r4": {host("192.168.254.10/32", "default/web")}, "r6": nil}},
 		},
 		{
 			name: "cluster policy: service without endpoints is not announced",
@@ -132,12 +144,59 @@ func TestDesired(t *testing.T) {
 			}},
 		},
 		{
-			name: "local policy: serving but terminating local endpoint does not count",
+			// A rolling update or an eviction: the old pod still serves
+			// until it is gone, and GRACEFUL_SHUTDOWN makes the routers
+			// prefer n2's ready endpoint meanwhile.
+			name: "local policy: only terminating local endpoints announce with GRACEFUL_SHUTDOWN",
+			mutate: func(in *Input) {
+				in.Options.GracefulShutdownOnDrain = true
+				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
+					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}, ep("n2"))}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(draining(host("192.168.254.10/32", "default/web")))}, "r6": nil}},
+		},
+		{
+			name: "local policy: terminating local endpoints without the option announce plainly",
 			mutate: func(in *Input) {
 				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
 					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}, ep("n2"))}
 			},
+			want: Result{Peers: map[string][]Advertisement{"r4": {draining(host("192.168.254.10/32", "default/web"))}, "r6": nil}},
+		},
+		{
+			name: "local policy: a ready local endpoint next to a terminating one keeps full preference",
+			mutate: func(in *Input) {
+				in.Options.GracefulShutdownOnDrain = true
+				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
+					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}, ep("n1"))}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": {host("192.168.254.10/32", "default/web")}, "r6": nil}},
+		},
+		{
+			name: "local policy: terminating and no longer serving: withdrawn",
+			mutate: func(in *Input) {
+				in.Options.GracefulShutdownOnDrain = true
+				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
+					Endpoint{NodeName: "n1", Ready: false, Serving: false, Terminating: true}, ep("n2"))}
+			},
 			want: Result{Peers: map[string][]Advertisement{"r4": nil, "r6": nil}},
+		},
+		{
+			name: "shared address: GRACEFUL_SHUTDOWN only when every Service on it drains here",
+			mutate: func(in *Input) {
+				in.Options.GracefulShutdownOnDrain = true
+				leaving := Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}
+				in.Services = []Service{
+					svc("dns-udp", TrafficPolicyLocal, []string{"192.168.254.53", "192.168.254.54"}, leaving),
+					svc("dns-tcp", TrafficPolicyLocal, []string{"192.168.254.53"}, ep("n1")),
+					svc("other", TrafficPolicyLocal, []string{"192.168.254.54"}, leaving),
+				}
+			},
+			want: Result{Peers: map[string][]Advertisement{
+				"r4": {host("192.168.254.53/32", "default/dns-tcp", "default/dns-udp"),
+					gshut(draining(host("192.168.254.54/32", "default/dns-udp", "default/other")))},
+				"r6": nil,
+			}},
 		},
 		{
 			name: "node not ready announces nothing",
@@ -370,10 +429,48 @@ func TestDesired(t *testing.T) {
 			}},
 		},
 		{
+			name: "node in graceful shutdown (NotReady) keeps announcing with GRACEFUL_SHUTDOWN",
+			mutate: func(in *Input) {
+				in.Nodes[0].Ready, in.Nodes[0].ShuttingDown = false, true
+				in.Options.GracefulShutdownOnDrain = true
+				in.Services = []Service{svc("web", TrafficPolicyCluster, []string{"192.168.254.10"}, ep("n1"))}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(host("192.168.254.10/32", "default/web"))}, "r6": nil}},
+		},
+		{
+			name: "node in graceful shutdown without the option withdraws like any NotReady node",
+			mutate: func(in *Input) {
+				in.Nodes[0].Ready, in.Nodes[0].ShuttingDown = false, true
+				in.Services = []Service{svc("web", TrafficPolicyCluster, []string{"192.168.254.10"}, ep("n1"))}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": nil, "r6": nil}},
+		},
+		{
+			name: "node tainted out-of-service withdraws",
+			mutate: func(in *Input) {
+				in.Nodes[0].OutOfService = true
+				in.Options.GracefulShutdownOnDrain = true
+				in.Services = []Service{svc("web", TrafficPolicyCluster, []string{"192.168.254.10"}, ep("n1"))}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": nil, "r6": nil}},
+		},
+		{
+			name: "draining node: local endpoints terminating, then gone",
+			mutate: func(in *Input) {
+				in.Nodes[0].Unschedulable = true
+				in.Options.GracefulShutdownOnDrain = true
+				in.Services = []Service{
+					svc("evicting", TrafficPolicyLocal, []string{"192.168.254.10"}, Endpoint{NodeName: "n1", Serving: true, Terminating: true}, ep("n2")),
+					svc("evicted", TrafficPolicyLocal, []string{"192.168.254.11"}, ep("n2")),
+				}
+			},
+			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(draining(host("192.168.254.10/32", "default/evicting")))}, "r6": nil}},
+		},
+		{
 			name: "cordoned node adds GRACEFUL_SHUTDOWN when enabled",
 			mutate: func(in *Input) {
 				in.Nodes[0].Unschedulable = true
-				in.Options.GracefulShutdownWhenCordoned = true
+				in.Options.GracefulShutdownOnDrain = true
 				in.Advertisements[0].Communities = []string{"65000:1"}
 				in.Services = []Service{svc("web", TrafficPolicyCluster, []string{"192.168.254.10"}, ep("n1"))}
 			},
@@ -418,6 +515,18 @@ func TestDesired(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gshut adds GRACEFUL_SHUTDOWN to a.
+func gshut(a Advertisement) Advertisement {
+	a.Communities = append(a.Communities, CommunityGracefulShutdown)
+	return a
+}
+
+// draining marks a as a prefix this node is leaving.
+func draining(a Advertisement) Advertisement {
+	a.Draining = true
+	return a
 }
 
 func TestParseCommunity(t *testing.T) {

@@ -21,20 +21,32 @@ var stepOpts = cmp.Options{
 }
 
 func TestFindNodeAndCanAnnounce(t *testing.T) {
+	outOfService := readyNode("outofservice", nil)
+	outOfService.OutOfService = true
+	cordoned := readyNode("cordoned", nil)
+	cordoned.Unschedulable = true
 	nodes := []Node{
 		readyNode("ready", nil),
 		{Name: "notready"},
 		readyNode("excluded", map[string]string{LabelExcludeFromLB: ""}),
+		{Name: "shuttingdown", ShuttingDown: true},
+		outOfService,
+		cordoned,
 	}
 	tests := []struct {
 		name       string
 		wantFound  bool
 		wantAnnoun bool
+		// wantOnDrain is canAnnounce with GracefulShutdownOnDrain.
+		wantOnDrain bool
 	}{
-		{"ready", true, true},
-		{"notready", true, false},
-		{"excluded", true, false},
-		{"missing", false, false},
+		{"ready", true, true, true},
+		{"notready", true, false, false},
+		{"excluded", true, false, false},
+		{"shuttingdown", true, false, true},
+		{"outofservice", true, false, false},
+		{"cordoned", true, true, true},
+		{"missing", false, false, false},
 	}
 	for _, tt := range tests {
 		n := findNode(nodes, tt.name)
@@ -44,8 +56,11 @@ func TestFindNodeAndCanAnnounce(t *testing.T) {
 		if n != nil && n.Name != tt.name {
 			t.Errorf("findNode(%q) = %q", tt.name, n.Name)
 		}
-		if got := canAnnounce(n); got != tt.wantAnnoun {
+		if got := canAnnounce(n, Options{}); got != tt.wantAnnoun {
 			t.Errorf("canAnnounce(%q) = %v, want %v", tt.name, got, tt.wantAnnoun)
+		}
+		if got := canAnnounce(n, Options{GracefulShutdownOnDrain: true}); got != tt.wantOnDrain {
+			t.Errorf("canAnnounce(%q, GracefulShutdownOnDrain) = %v, want %v", tt.name, got, tt.wantOnDrain)
 		}
 	}
 }
@@ -313,11 +328,33 @@ func TestEmit(t *testing.T) {
 
 func TestMergeByPrefix(t *testing.T) {
 	tests := []struct {
-		name string
-		in   []Advertisement
-		want []Advertisement
+		name  string
+		in    []Advertisement
+		gshut bool
+		want  []Advertisement
 	}{
 		{name: "empty is nil", in: []Advertisement{}, want: nil},
+		{
+			name:  "draining only when every contribution is; GRACEFUL_SHUTDOWN added once",
+			gshut: true,
+			in: []Advertisement{
+				{Prefix: pfx("10.0.0.1/32"), Communities: []uint32{1}, Services: []string{"ns/a"}, Draining: true},
+				{Prefix: pfx("10.0.0.1/32"), Services: []string{"ns/b"}},
+				{Prefix: pfx("10.0.0.2/32"), Communities: []uint32{1}, Services: []string{"ns/c"}, Draining: true},
+				{Prefix: pfx("10.0.0.2/32"), Services: []string{"ns/d"}, Draining: true},
+				{Prefix: pfx("10.0.0.3/32"), Communities: []uint32{CommunityGracefulShutdown}, Services: []string{"ns/e"}, Draining: true},
+			},
+			want: []Advertisement{
+				{Prefix: pfx("10.0.0.1/32"), Communities: []uint32{1}, Services: []string{"ns/a", "ns/b"}},
+				{Prefix: pfx("10.0.0.2/32"), Communities: []uint32{1, CommunityGracefulShutdown}, Services: []string{"ns/c", "ns/d"}, Draining: true},
+				{Prefix: pfx("10.0.0.3/32"), Communities: []uint32{CommunityGracefulShutdown}, Services: []string{"ns/e"}, Draining: true},
+			},
+		},
+		{
+			name: "draining without the option: no community",
+			in:   []Advertisement{{Prefix: pfx("10.0.0.1/32"), Services: []string{"ns/a"}, Draining: true}},
+			want: []Advertisement{{Prefix: pfx("10.0.0.1/32"), Services: []string{"ns/a"}, Draining: true}},
+		},
 		{
 			name: "sorted, distinct kept as they are",
 			in:   []Advertisement{host("10.0.0.2/32", "ns/b"), host("fd00::1/128", "ns/c"), host("10.0.0.1/32", "ns/a")},
@@ -341,7 +378,7 @@ func TestMergeByPrefix(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := mergeByPrefix(tt.in)
+			got := mergeByPrefix(tt.in, tt.gshut)
 			if diff := cmp.Diff(tt.want, got, stepOpts); diff != "" {
 				t.Errorf("mergeByPrefix (-want +got):\n%s", diff)
 			}
@@ -359,10 +396,11 @@ func TestMergeByPrefixSharedSlices(t *testing.T) {
 	comms = comms[:2:2]
 	svcs := []string{"ns/a"}
 	in := []Advertisement{
-		{Prefix: pfx("10.0.0.0/24"), Communities: comms, Services: svcs},
-		{Prefix: pfx("10.0.0.0/24"), Communities: []uint32{3}, Services: []string{"ns/b"}},
+		{Prefix: pfx("10.0.0.0/24"), Communities: comms, Services: svcs, Draining: true},
+		{Prefix: pfx("10.0.0.0/24"), Communities: []uint32{3}, Services: []string{"ns/b"}, Draining: true},
+		{Prefix: pfx("10.0.0.1/32"), Communities: comms, Services: svcs, Draining: true},
 	}
-	mergeByPrefix(in)
+	mergeByPrefix(in, true)
 	if diff := cmp.Diff([]uint32{2, 1}, comms); diff != "" {
 		t.Errorf("shared communities changed (-want +got):\n%s", diff)
 	}

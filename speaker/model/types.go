@@ -37,9 +37,22 @@ type Node struct {
 	Labels map[string]string
 	// Ready is the NodeReady condition.
 	Ready bool
-	// Unschedulable is spec.unschedulable (the node is cordoned).
+	// Unschedulable: the node is cordoned (spec.unschedulable, or the
+	// node.kubernetes.io/unschedulable taint that mirrors it), the first
+	// step of a drain.
 	Unschedulable bool
+	// ShuttingDown: the kubelet's graceful node shutdown has begun. The
+	// kubelet then reports the node NotReady, but it still runs its pods
+	// (and kube-proxy) for the shutdown grace period.
+	ShuttingDown bool
+	// OutOfService: the node.kubernetes.io/out-of-service taint, which an
+	// administrator sets on a node that is down (non-graceful shutdown).
+	OutOfService bool
 }
+
+// Draining reports whether the node is on its way out of service: cordoned
+// for a drain, or in the kubelet's graceful shutdown.
+func (n Node) Draining() bool { return n.Unschedulable || n.ShuttingDown }
 
 // Endpoint is one endpoint of a Service, from its EndpointSlices. The
 // conditions follow the EndpointSlice API, with unset ready/serving read as
@@ -51,9 +64,22 @@ type Endpoint struct {
 	Terminating bool
 }
 
-// Usable reports whether the endpoint may receive new traffic: ready, or
-// still serving and not terminating.
+// Usable reports whether the endpoint can still answer: ready, or serving
+// while terminating. kube-proxy sends traffic to serving-and-terminating
+// endpoints when a Service has no ready one (KEP-1669), so announcing
+// while one exists keeps a route through the end of a pod's termination
+// and a rolling update leaves no gap between the last old pod and the
+// first new one.
 func (e Endpoint) Usable() bool {
+	return e.Ready || e.Serving
+}
+
+// Preferred reports whether the endpoint takes new traffic without
+// reservation: ready, or serving and not terminating. A node whose only
+// usable endpoints of a Service are terminating announces that Service
+// with GRACEFUL_SHUTDOWN (see Advertisement.Draining), so routers prefer
+// the nodes with preferred ones.
+func (e Endpoint) Preferred() bool {
 	return e.Ready || (e.Serving && !e.Terminating)
 }
 
@@ -127,10 +153,16 @@ type BGPAdvertisement struct {
 
 // Options are speaker-wide switches.
 type Options struct {
-	// GracefulShutdownWhenCordoned adds the GRACEFUL_SHUTDOWN community
-	// (RFC 8326) to every route while the node is cordoned, so that routers
-	// that honour it move traffic away before the node drains.
-	GracefulShutdownWhenCordoned bool
+	// GracefulShutdownOnDrain adds the GRACEFUL_SHUTDOWN community (RFC
+	// 8326) to every route while the node is draining (Node.Draining), and
+	// to the routes of Services whose local endpoints are all terminating
+	// (externalTrafficPolicy Local), so that routers that honour it move
+	// traffic to the other next hops before this one is withdrawn, while
+	// keeping it when it is the only one. It also keeps a node in graceful
+	// shutdown announcing (with GRACEFUL_SHUTDOWN) although the kubelet
+	// reports it NotReady; without the option such a node withdraws at
+	// once, like any NotReady node.
+	GracefulShutdownOnDrain bool
 }
 
 // Input is everything the decision reads.
@@ -167,6 +199,11 @@ type Advertisement struct {
 	// Services are the namespace/name of the Services this prefix carries,
 	// sorted; they do not go on the wire and only feed events.
 	Services []string
+	// Draining: this node is leaving the prefix (every Service it carries
+	// has externalTrafficPolicy Local and only terminating endpoints
+	// here). Not on the wire: with Options.GracefulShutdownOnDrain it
+	// puts GRACEFUL_SHUTDOWN in Communities.
+	Draining bool
 }
 
 // SameRoute reports whether two advertisements put the same route on the

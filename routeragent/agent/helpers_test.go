@@ -63,6 +63,8 @@ func TestMain(m *testing.M) {
 		os.Exit(CLIMain(os.Args[1:], os.Stdout, os.Stderr))
 	case "speaker":
 		os.Exit(speakerRole())
+	case "bgplbspeaker":
+		os.Exit(bgplbSpeakerRole())
 	case "tcpserver":
 		os.Exit(tcpServerRole(os.Args[1]))
 	case "tcpclient":

@@ -44,6 +44,9 @@ type Speaker interface {
 	SetNeighbors(ctx context.Context, cfg bgp.Config) error
 	// Disconnect closes the session with a peer (max-prefix teardown).
 	Disconnect(ctx context.Context, peer netip.Addr, reason string) error
+	// Reset closes the session with a peer whose BFD session failed; it
+	// may connect again.
+	Reset(ctx context.Context, peer netip.Addr, reason string) error
 	// DecodeErrors counts the paths the speaker could not decode (since
 	// start); they are neither accepted nor rejected, so status shows them.
 	DecodeErrors() int
@@ -95,6 +98,9 @@ type Deps struct {
 	Notify func(state string)
 	// NewFirewall builds the firewall for a reloaded config (nil: keep).
 	NewFirewall func(cfg *config.Config) (Firewall, error)
+	// NewBFD builds the BFD Manager when a neighbour enables BFD (nil:
+	// internal/bfd with the kernel's sockets).
+	NewBFD func(log *slog.Logger) BFD
 }
 
 // After this many route changes, once no change came for releaseWhenIdle,
@@ -140,6 +146,7 @@ type Agent struct {
 	// rejectedBy: the last pass's rejections by prefix, for incremental
 	// passes (a.mu, like last).
 	rejectedBy map[netip.Prefix][]policy.Rejected
+	bfd        bfdState // see bfd.go
 
 	// staleFirstReturn: when the first peer came back with End-of-RIB;
 	// staleSettle fires reconnectSpread later (see keepStale).
@@ -245,6 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("start BGP: %w", err)
 	}
 	defer a.deps.Speaker.Stop()
+	defer a.closeBFD()
 	defer a.startTimers()()
 	a.reconcile(ctx, true)
 	a.notify("READY=1")
@@ -337,6 +345,8 @@ func (a *Agent) loop(ctx context.Context, cfg *config.Config) error {
 			a.reconcile(ctx, false)
 		case <-a.retry.C:
 			a.reconcile(ctx, true)
+		case <-a.bfdEvents():
+			a.reconcile(ctx, false)
 		case <-a.release.C:
 			a.releaseHeap()
 		case nc := <-a.reload:
@@ -535,7 +545,10 @@ func (a *Agent) policy(cfg *config.Config) *policy.Policy {
 func (a *Agent) reconcile(ctx context.Context, full bool) {
 	cfg := a.config()
 	start := time.Now()
-	if !full && a.incrementalOK(cfg, start) && a.reconcileChanges(cfg, start) {
+	// A peer whose BFD session failed has its paths left out, a decision
+	// over all of them: those passes are full (see bfd.go).
+	bfdChanged := a.syncBFD(ctx, cfg)
+	if !full && !bfdChanged && len(a.bfd.down) == 0 && a.incrementalOK(cfg, start) && a.reconcileChanges(cfg, start) {
 		return
 	}
 	a.reconcileFull(ctx, cfg, full, start)
@@ -564,7 +577,8 @@ func (a *Agent) reconcileFull(ctx context.Context, cfg *config.Config, full bool
 // admit runs the import policy over every received path, enforces
 // maxPrefixes (closing the sessions it names) and logs new rejections.
 func (a *Agent) admit(ctx context.Context, cfg *config.Config) ([]policy.Path, []policy.Rejected, int) {
-	paths := a.deps.Speaker.Paths()
+	// The paths of a peer whose BFD session failed count as withdrawn.
+	paths := withoutPeers(a.deps.Speaker.Paths(), a.bfd.down)
 	accepted, rejected := a.policy(cfg).Evaluate(paths)
 	now := time.Now()
 	a.recordPrefixLimitTeardowns(cfg, now)
@@ -597,6 +611,13 @@ func (a *Agent) withStale(fromBGP map[netip.Prefix][]netip.Addr) (desired map[ne
 				if a.staleSettle != nil {
 					a.staleSettle.Reset(reconnectSpread)
 				}
+			}
+		}
+		for nh, down := range a.bfd.down {
+			if down {
+				p := peers[nh]
+				p.bfdDown = true
+				peers[nh] = p
 			}
 		}
 		settled := !a.staleFirstReturn.IsZero() && now.Sub(a.staleFirstReturn) >= reconnectSpread
@@ -687,6 +708,7 @@ func (a *Agent) Snapshot() Status {
 	peers := a.deps.Speaker.Peers()
 	undecodable := a.deps.Speaker.DecodeErrors()
 	installed := a.deps.Routes.Installed()
+	bfdPeers, bfdSum := a.bfdStatus(a.config(), peers, a.bfdManager())
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.status
@@ -695,6 +717,7 @@ func (a *Agent) Snapshot() Status {
 		last.res.Installed = installed
 		s.update(last, peers)
 		a.maxPfx.fill(&s)
+		s.fillBFD(bfdPeers, bfdSum)
 	}
 	s.Prefix.Undecodable = undecodable
 	s.Trace = a.traces.snapshot()

@@ -79,6 +79,7 @@ func (f *fakeSpeaker) Peers() []bgp.PeerState {
 func (f *fakeSpeaker) EndOfRIB(a netip.Addr) bool                           { return f.eor[a] }
 func (f *fakeSpeaker) SetNeighbors(context.Context, bgp.Config) error       { return nil }
 func (f *fakeSpeaker) Disconnect(context.Context, netip.Addr, string) error { return nil }
+func (f *fakeSpeaker) Reset(context.Context, netip.Addr, string) error      { return nil }
 func (f *fakeSpeaker) DecodeErrors() int                                    { return f.decodeErrors }
 func (f *fakeSpeaker) PrefixLimitTeardowns() []netip.Addr                   { return nil }
 

@@ -93,6 +93,9 @@ func speakerRole() int {
 		Password: os.Getenv("SPK_PASSWORD"),
 	}
 	cfg.NoTTLSecurity = os.Getenv("SPK_NO_GTSM") != ""
+	if h, err := strconv.Atoi(os.Getenv("SPK_HOLD")); err == nil {
+		cfg.HoldTime = uint64(h)
+	}
 	if ttl, err := strconv.Atoi(os.Getenv("SPK_TTL")); err == nil {
 		cfg.TTL = uint8(ttl)
 	}
@@ -127,6 +130,12 @@ func speakerRole() int {
 			err = sp.Announce(ctx, netip.MustParsePrefix(f[1]), nh)
 		case "withdraw":
 			err = sp.Withdraw(ctx, netip.MustParsePrefix(f[1]))
+		case "established": // ok while the session is established
+			if !sp.Established(ctx) {
+				err = fmt.Errorf("not established")
+			}
+		case "reset": // close the session (Cease) and connect again
+			err = sp.Reset(ctx)
 		case "announce-gshut": // announce-gshut PREFIX: with GRACEFUL_SHUTDOWN 65535:0 (RFC 8326)
 			err = sp.Announce(ctx, netip.MustParsePrefix(f[1]), netip.Addr{}, 0xFFFF0000)
 		case "announce-range": // announce-range FIRST COUNT: COUNT consecutive /32s
@@ -298,11 +307,11 @@ func startSpeaker(t testing.TB, ns *netnstest.NS, local string) *speaker {
 	return startSpeakerTo(t, ns, local, "192.168.2.1")
 }
 
-func startSpeakerTo(t testing.TB, ns *netnstest.NS, local, router string) *speaker {
+func startSpeakerTo(t testing.TB, ns *netnstest.NS, local, router string, env ...string) *speaker {
 	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	p := startRole(t, ns, "speaker", []string{"SPK_ASN=64512", "SPK_LOCAL=" + local, "SPK_ROUTER=" + router}, inR, outW)
+	p := startRole(t, ns, "speaker", append([]string{"SPK_ASN=64512", "SPK_LOCAL=" + local, "SPK_ROUTER=" + router}, env...), inR, outW)
 	t.Cleanup(func() { inW.Close(); outW.Close() })
 	return &speaker{t: t, proc: p, in: inW, out: bufio.NewReader(outR)}
 }

@@ -300,6 +300,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	collectTraces(ch, s.Trace)
+	collectBFD(ch, s.BFD)
 	if s.Sysctl != nil {
 		for name, i := range s.Sysctl.Interfaces {
 			g(mRedirects, float64(i.Effective), name)

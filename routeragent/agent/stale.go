@@ -20,12 +20,14 @@ const reconnectSpread = 5 * time.Second
 type stalePeer struct {
 	up       bool
 	endOfRIB bool
+	// bfdDown: BFD says the node is unreachable (its next hops go at once).
+	bfdDown bool
 }
 
 // keepStale adds to fromBGP the next hops kept from the previous run that
 // stay for now, and counts them. A kept next hop leaves
 //   - when its own peer sent End-of-RIB (what that peer announces now is
-//     complete), or
+//     complete), or BFD says its node is unreachable, or
 //   - once settled (see reconnectSpread), when its peer has not come back
 //     and the prefix has a fresh next hop from a peer that has: the node
 //     is gone, and the prefix still has somewhere to go. Where it is the
@@ -44,7 +46,7 @@ func keepStale(fromBGP, stale map[netip.Prefix][]netip.Addr, peers map[netip.Add
 				continue
 			}
 			p := peers[nh]
-			if p.endOfRIB || (settled && !p.up && fresh) {
+			if p.endOfRIB || p.bfdDown || (settled && !p.up && fresh) {
 				continue
 			}
 			out[pfx] = append(out[pfx], nh)

@@ -37,6 +37,8 @@ type Status struct {
 	Families []FamilyStatus `json:"families"`
 	// Trace holds the last verdicts of `trace` (absent before the first).
 	Trace *TraceStatus `json:"trace,omitempty"`
+	// BFD sums up the BFD sessions (absent when no neighbour enables BFD).
+	BFD *BFDSummary `json:"bfd,omitempty"`
 }
 
 // FamilyStatus is one address family at a glance: what is configured, the
@@ -89,6 +91,8 @@ type PeerStatus struct {
 	// MaxPrefixTeardowns counts the sessions closed because the peer went
 	// over maxPrefixes (or reconnected during its hold-down).
 	MaxPrefixTeardowns int `json:"maxPrefixTeardowns,omitempty"`
+	// BFD is the peer's BFD session (absent when it has none).
+	BFD *PeerBFD `json:"bfd,omitempty"`
 }
 
 // PrefixSummary counts accepted and rejected paths and lists the rejected.

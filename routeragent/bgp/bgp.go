@@ -88,6 +88,10 @@ type PeerState struct {
 	Since    time.Time  `json:"since,omitzero"`
 	EndOfRIB bool       `json:"endOfRIB"`
 	Received int        `json:"received"`
+	// Local is our address of the established session (invalid while
+	// the session is not established): BFD runs between the same two
+	// addresses.
+	Local netip.Addr `json:"local,omitzero"`
 }
 
 type ribEntry struct {
@@ -101,6 +105,7 @@ type peerInfo struct {
 	asn      uint32
 	state    string
 	since    time.Time
+	local    netip.Addr      // our address of the established session
 	eor      map[string]bool // family -> seen since the session came up
 	everEOR  bool
 	received map[netip.Prefix]ribEntry
@@ -293,6 +298,11 @@ func (s *Speaker) addNeighbor(ctx context.Context, srv *server.BgpServer, i int,
 		HoldTime:          uint64(n.HoldTime / time.Second),
 		KeepaliveInterval: uint64(n.Keepalive / time.Second),
 		ConnectRetry:      5,
+		// After Reset (a BFD failure) GoBGP refuses the peer for this
+		// long; its default, 30 s, would keep a node that comes back
+		// off the router for half a minute. 5 s is GoBGP's idle hold
+		// after any other session drop.
+		IdleHoldTimeAfterReset: 5,
 	}}
 	gr := &api.GracefulRestart{Enabled: n.GracefulRestart, HelperOnly: true, RestartTime: 120}
 	transport := &api.Transport{PassiveMode: true}
@@ -460,6 +470,12 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 		if name != p.state {
 			p.state = name
 			p.since = time.Now()
+		}
+		p.local = netip.Addr{}
+		if st == api.PeerState_ESTABLISHED && pe.Peer.Transport != nil {
+			if l, err := netip.ParseAddr(pe.Peer.Transport.LocalAddress); err == nil {
+				p.local = l.Unmap()
+			}
 		}
 		if st != api.PeerState_ESTABLISHED {
 			// End-of-RIB counts per session: a new session must send it again.
@@ -707,7 +723,7 @@ func (s *Speaker) Peers() []PeerState {
 			fam = "ipv6"
 		}
 		out = append(out, PeerState{Address: a, ASN: p.asn, State: p.state, Up: p.state == "established",
-			Since: p.since, EndOfRIB: p.state == "established" && p.eor[fam], Received: len(p.received)})
+			Since: p.since, EndOfRIB: p.state == "established" && p.eor[fam], Received: len(p.received), Local: p.local})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
 	return out
@@ -788,6 +804,26 @@ func (s *Speaker) Disconnect(ctx context.Context, peer netip.Addr, reason string
 	}
 	if err := srv.ShutdownPeer(ctx, &api.ShutdownPeerRequest{Address: peer.String(), Communication: reason}); err != nil {
 		return fmt.Errorf("close session with %s: %w", peer, err)
+	}
+	return nil
+}
+
+// Reset closes the session with peer with a Cease "Administrative Reset"
+// notification carrying reason (RFC 8203), as `clear bgp` does: GoBGP
+// drops the peer's paths at once (graceful restart does not keep them
+// after a notification we sent) and the speaker may connect again. The
+// agent resets a session whose BFD session went down: the notification
+// rarely arrives, but our side of the session is gone at once instead of
+// at the hold timer.
+func (s *Speaker) Reset(ctx context.Context, peer netip.Addr, reason string) error {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return errors.New("speaker not running")
+	}
+	if err := srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: peer.String(), Communication: reason}); err != nil {
+		return fmt.Errorf("reset session with %s: %w", peer, err)
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ func checkConfig(o options, stdout, stderr io.Writer) int {
 	in.PasswordFiles = doctor.PasswordFiles(cfg)
 	findings := doctor.Security(in)
 	printFindings(stdout, findings)
+	printBFDConfig(stdout, cfg)
 	if n := countStatus(findings, doctor.Fail); n > 0 {
 		fmt.Fprintf(stderr, "%s: %d security %s (see above)\n", o.config, n, plural(n, "error", "errors"))
 		return ExitUsage

@@ -212,8 +212,55 @@ type Neighbor struct {
 	// connections are dropped silently (counted in /proc/net/netstat
 	// TcpExt TCPMinTTLDrop). Set false only for speakers that cannot.
 	TTLSecurity *bool `yaml:"ttlSecurity"`
+	// BFD runs Bidirectional Forwarding Detection (RFC 5880/5881, single
+	// hop, UDP 3784) with each established speaker of this entry. Off by
+	// default: the speakers must run BFD too (BGPPeer spec.bfd, FRR
+	// "neighbor X bfd"), else the session never comes Up. When a session
+	// that was Up goes Down, the speaker's next hops leave the kernel
+	// routes at once and its BGP session is reset, instead of waiting for
+	// the hold timer.
+	BFD *BFD `yaml:"bfd"`
 
 	password string
+}
+
+// BFD timer defaults and bounds (neighbors[].bfd), those of FRR and MetalLB.
+const (
+	DefaultBFDInterval         = 300 * time.Millisecond
+	DefaultBFDDetectMultiplier = 3
+	MinBFDInterval             = 10 * time.Millisecond
+	MaxBFDInterval             = 60 * time.Second
+	MaxBFDDetectMultiplier     = 255
+)
+
+// BFD is neighbors[].bfd.
+type BFD struct {
+	// Enabled runs BFD with this entry's speakers (default false).
+	Enabled bool `yaml:"enabled"`
+	// ReceiveInterval is the minimum interval between control packets we
+	// ask the speaker to keep (Required Min RX; default 300ms, 10ms-60s).
+	ReceiveInterval time.Duration `yaml:"receiveInterval"`
+	// TransmitInterval is the interval at which we would like to send
+	// (Desired Min TX; default 300ms, 10ms-60s). The speaker's receive
+	// interval may slow it down.
+	TransmitInterval time.Duration `yaml:"transmitInterval"`
+	// DetectMultiplier is how many intervals without a packet declare the
+	// session Down (default 3, 1-255): the speaker detects us failed after
+	// DetectMultiplier x max(TransmitInterval, its receive interval).
+	DetectMultiplier int `yaml:"detectMultiplier"`
+}
+
+// BFDEnabled says whether the entry runs BFD.
+func (n *Neighbor) BFDEnabled() bool { return n.BFD != nil && n.BFD.Enabled }
+
+// AnyBFD says whether some neighbor entry runs BFD.
+func (c *Config) AnyBFD() bool {
+	for i := range c.Neighbors {
+		if c.Neighbors[i].BFDEnabled() {
+			return true
+		}
+	}
+	return false
 }
 
 // Firewall configures the conntrack-INVALID exemptions.
@@ -390,6 +437,17 @@ func (c *Config) SetDefaults() {
 			t := true
 			n.TTLSecurity = &t
 		}
+		if b := n.BFD; b != nil {
+			if b.ReceiveInterval == 0 {
+				b.ReceiveInterval = DefaultBFDInterval
+			}
+			if b.TransmitInterval == 0 {
+				b.TransmitInterval = DefaultBFDInterval
+			}
+			if b.DetectMultiplier == 0 {
+				b.DetectMultiplier = DefaultBFDDetectMultiplier
+			}
+		}
 	}
 	if c.ICMPRedirects == "" {
 		c.ICMPRedirects = RedirectsDisable
@@ -527,6 +585,9 @@ func (c *Config) Validate() error {
 		if n.MaxPrefixesAction != MaxPrefixesTeardown && n.MaxPrefixesAction != MaxPrefixesReject {
 			add(p+".maxPrefixesAction", "%q is not one of teardown, reject", n.MaxPrefixesAction)
 		}
+		if n.BFD != nil {
+			validateBFD(n.BFD, p+".bfd", add)
+		}
 		n.password = ""
 		if n.PasswordFile != "" {
 			b, err := readSmallFile(n.PasswordFile)
@@ -639,6 +700,24 @@ func (c *Config) Validate() error {
 		return es
 	}
 	return nil
+}
+
+// validateBFD checks a neighbor's bfd block (defaults applied), enabled or
+// not: a disabled block with a wrong value would fail the day it is enabled.
+func validateBFD(b *BFD, p string, add func(path, format string, a ...any)) {
+	for _, iv := range []struct {
+		key string
+		d   time.Duration
+	}{{"receiveInterval", b.ReceiveInterval}, {"transmitInterval", b.TransmitInterval}} {
+		if iv.d < MinBFDInterval || iv.d > MaxBFDInterval {
+			add(p+"."+iv.key, "%s is outside %s-%s (default %s)", iv.d, MinBFDInterval, MaxBFDInterval, DefaultBFDInterval)
+		} else if iv.d%time.Microsecond != 0 {
+			add(p+"."+iv.key, "%s is finer than BFD's microseconds", iv.d)
+		}
+	}
+	if m := b.DetectMultiplier; m < 1 || m > MaxBFDDetectMultiplier {
+		add(p+".detectMultiplier", "%d is outside 1-%d (default %d)", m, MaxBFDDetectMultiplier, DefaultBFDDetectMultiplier)
+	}
 }
 
 // readSmallFile reads a regular file of at most 4 KiB: a password file

@@ -133,7 +133,7 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{"list entry of the wrong kind", strings.Replace(minimal, "serviceSubnets", "  - 192.168.2.9\nserviceSubnets", 1), []string{
 			// The decoder drops the entry, so validation's neighbors[i] would not be the file's.
-			`line 8: neighbors[1]: expected a map (keys prefix, address, asn, passwordFile, allowUnauthenticated, holdTime, keepaliveTime, maxPrefixes, maxPrefixesAction, gracefulRestart, ttlSecurity), got "192.168.2.9"`,
+			`line 8: neighbors[1]: expected a map (keys prefix, address, asn, passwordFile, allowUnauthenticated, holdTime, keepaliveTime, maxPrefixes, maxPrefixesAction, gracefulRestart, ttlSecurity, bfd), got "192.168.2.9"`,
 		}},
 		{"not a map at all", "- asn: 1\n", []string{
 			"line 1: (top level): expected a map (keys " + top + "), got a list",

@@ -75,9 +75,12 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		gtsm = &api.TtlSecurity{Enabled: true, TtlMin: 255}
 	}
 	err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:            &api.PeerConf{NeighborAddress: cfg.Router.String(), PeerAsn: cfg.RouterASN, AuthPassword: cfg.Password},
-		Transport:       &api.Transport{LocalAddress: cfg.Local.String(), RemotePort: port},
-		Timers:          &api.Timers{Config: &api.TimersConfig{HoldTime: hold, KeepaliveInterval: hold / 3, ConnectRetry: 1}},
+		Conf:      &api.PeerConf{NeighborAddress: cfg.Router.String(), PeerAsn: cfg.RouterASN, AuthPassword: cfg.Password},
+		Transport: &api.Transport{LocalAddress: cfg.Local.String(), RemotePort: port},
+		// After Reset, connect again within a second (GoBGP's default
+		// idle hold after a reset is 30 s).
+		Timers: &api.Timers{Config: &api.TimersConfig{HoldTime: hold, KeepaliveInterval: hold / 3, ConnectRetry: 1,
+			IdleHoldTimeAfterReset: 1}},
 		GracefulRestart: &api.GracefulRestart{Enabled: cfg.GracefulRestart, RestartTime: 30},
 		TtlSecurity:     gtsm,
 		EbgpMultihop:    multihop,
@@ -137,6 +140,12 @@ func (s *Speaker) Established(ctx context.Context) bool {
 		up = p.State != nil && p.State.SessionState == api.PeerState_ESTABLISHED
 	})
 	return up
+}
+
+// Reset closes the session with a Cease notification, as a speaker does
+// when its BFD session to the router goes down; it connects again.
+func (s *Speaker) Reset(ctx context.Context) error {
+	return s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: s.cfg.Router.String(), Communication: "BFD down"})
 }
 
 // Stop closes the session with a notification and stops the speaker.

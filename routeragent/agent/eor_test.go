@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
+	"github.com/bgplb/bgplb/internal/netnstest"
 	spkbgp "github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/controller"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -81,7 +82,12 @@ func bgplbSpeakerRole() int {
 
 func startBGPLBSpeaker(t testing.TB, l *lab, short, addr string) *speaker {
 	t.Helper()
-	ns := l.host(t, short, addr)
+	return bgplbSpeakerIn(t, l.host(t, short, addr), addr)
+}
+
+// bgplbSpeakerIn runs bgplbSpeakerRole in ns with local address addr.
+func bgplbSpeakerIn(t testing.TB, ns *netnstest.NS, addr string) *speaker {
+	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	p := startRole(t, ns, "bgplbspeaker", []string{"SPK_LOCAL=" + addr, "SPK_ROUTER=192.168.2.1"}, inR, outW)

@@ -65,6 +65,8 @@ func TestMain(m *testing.M) {
 		os.Exit(speakerRole())
 	case "bgplbspeaker":
 		os.Exit(bgplbSpeakerRole())
+	case "tcploop":
+		os.Exit(tcpLoopRole(os.Args[1]))
 	case "tcpserver":
 		os.Exit(tcpServerRole(os.Args[1]))
 	case "tcpclient":

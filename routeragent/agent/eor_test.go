@@ -101,7 +101,8 @@ func bgplbSpeakerIn(t testing.TB, ns *netnstest.NS, addr string) *speaker {
 // speaker's default since issue 21), and the dead node's next hop leaves the
 // route then: the stale timeout is 10 minutes, so only End-of-RIB (and the
 // reconnect spread after it) can explain the removal. The two live next
-// hops are never removed over the restart.
+// hops are never removed over the restart. Then a live speaker is killed:
+// its next hop goes with its session (no routes kept for it).
 func TestRestartEndOfRIBFromSpeakers(t *testing.T) {
 	l := newLab(t)
 	cfg := l.writeConfigFrom(t, strings.Replace(baseConfig, "staleTimeout: 60s", "staleTimeout: 10m", 1), "firewall: {mode: \"off\"}\n")
@@ -155,4 +156,12 @@ func TestRestartEndOfRIBFromSpeakers(t *testing.T) {
 	if len(got) == 0 || slices.Contains(got, "del 192.168.254.1/32") {
 		t.Errorf("route changes over the restart: %v, want only the replacement without .22", got)
 	}
+
+	// The capability carries no address family, so the agent (a graceful
+	// restart helper) keeps nothing for a speaker that dies: killed (the
+	// kernel closes its socket, no NOTIFICATION), its next hop goes with
+	// its session, not after a restart time.
+	sps[1].in.Close()
+	sps[1].proc.kill(syscall.SIGKILL)
+	waitFor(t, "the killed speaker's next hop gone with its session", func() bool { return l.hasRoute(t, "192.168.254.1/32", addrs[0]) })
 }

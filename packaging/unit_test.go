@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,4 +159,34 @@ func directives(b []byte) map[string][]string {
 		d[k] = append(d[k], v)
 	}
 	return d
+}
+
+// TestUnitAllowsBFD: the unit lets the agent run BFD (neighbors[].bfd):
+// IPv4 and IPv6 sockets, a bind to UDP 3784 (no SocketBind* or IPAddress*
+// directive that would need to allow it), and the socket calls it makes.
+func TestUnitAllowsBFD(t *testing.T) {
+	d := directives(read(t, unit))
+	fams := strings.Fields(strings.Join(d["RestrictAddressFamilies"], " "))
+	for _, f := range []string{"AF_INET", "AF_INET6"} {
+		if !slices.Contains(fams, f) {
+			t.Errorf("RestrictAddressFamilies=%v lacks %s", fams, f)
+		}
+	}
+	for _, k := range []string{"SocketBindDeny", "SocketBindAllow", "IPAddressDeny", "IPAddressAllow", "PrivateNetwork"} {
+		if v, ok := d[k]; ok {
+			// If one is ever added, it must allow udp:3784 (and this
+			// test must say so).
+			t.Errorf("%s=%v: check that BFD's UDP 3784 stays allowed, then update this test", k, v)
+		}
+	}
+	for _, f := range d["SystemCallFilter"] {
+		if !strings.HasPrefix(f, "~") {
+			continue
+		}
+		for _, call := range []string{"setsockopt", "recvmsg", "sendmsg", "sendto", "bind", "@network-io"} {
+			if slices.Contains(strings.Fields(strings.TrimPrefix(f, "~")), call) {
+				t.Errorf("SystemCallFilter=%s denies %s, which BFD uses", f, call)
+			}
+		}
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/osrg/gobgp/v4/pkg/packet/bfd"
 )
 
 // fakeClock runs timers only when Advance moves time past them, calling
@@ -164,5 +166,34 @@ func TestSessionTimersFakeClock(t *testing.T) {
 	}
 	if want := clock.Now(); !st.LastChange.Equal(want) {
 		t.Errorf("LastChange %v, want %v", st.LastChange, want)
+	}
+}
+
+// A peer that lowers its Required Min RX (as FRR's bfdd does when it goes
+// Up, from its slow rate) gets our next packet at the new, shorter
+// interval, not when the timer armed with the old one fires: its
+// detection time shrinks with it (FRR declared us down 0.9 s after Up).
+func TestShorterRemoteMinRxAppliesAtOnce(t *testing.T) {
+	clock, w := newFakeClock(), &countingWriter{}
+	m := New(Config{Transport: fakeTransport{w}, Clock: clock, Logger: testLogger(t, "m")})
+	defer m.Close()
+	local, peer := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	if err := m.AddSession(context.Background(), SessionConfig{Local: local, Peer: peer}); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.RLock()
+	s := m.byPeer[peer]
+	m.mu.RUnlock()
+	slowRx := func(h *bfd.BFDHeader) { h.RequiredMinRxInterval = 2000000 }
+	s.receive(ptr(pkt(StateInit, slowRx))) // we go Up; the peer wants 2 s
+	if st, _ := m.State(peer); st.State != StateUp {
+		t.Fatalf("state %v, want Up", st.State)
+	}
+	clock.Advance(100 * time.Millisecond)
+	s.receive(ptr(pkt(StateUp))) // the peer now wants 300 ms
+	n0 := w.count()
+	clock.Advance(300 * time.Millisecond)
+	if got := w.count() - n0; got < 1 {
+		t.Errorf("%d packets in the 300 ms after the peer asked for 300 ms, want at least 1", got)
 	}
 }

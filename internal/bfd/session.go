@@ -82,6 +82,7 @@ func (s *session) receive(h *bfd.BFDHeader) {
 	}
 	s.counters.rx.Add(1)
 	old := s.fsm.state
+	oldTx := s.fsm.txInterval()
 	res := s.fsm.receive(h)
 	// RFC 5880 6.8.4/6.8.6: every accepted packet restarts the detection
 	// timer, with the detection time the packet may just have changed.
@@ -93,10 +94,15 @@ func (s *session) receive(h *bfd.BFDHeader) {
 	}
 	if res.sendNow {
 		s.sendLocked()
-		if res.changed {
-			// The interval changes with the state (1 s outside Up).
-			s.scheduleTxLocked()
-		}
+	}
+	if res.changed || s.fsm.txInterval() != oldTx && (res.sendNow || s.fsm.txInterval() < oldTx) {
+		// The interval changes with the state (1 s outside Up) and with
+		// the peer's Required Min RX. A shorter one applies now, not
+		// after the timer armed with the old one: a peer going Up lowers
+		// its Required Min RX from its slow rate and, with it, its
+		// detection time (FRR's bfdd declared us down 0.9 s after Up
+		// while our next packet was still 1 s away).
+		s.scheduleTxLocked()
 	}
 	changed := res.changed
 	s.mu.Unlock()

@@ -121,13 +121,17 @@ func wantBFD(cfg *config.Config, peers []bgp.PeerState, have map[netip.Addr]bfdW
 // observeBFD updates what the agent knows of each session from their
 // states now. A session fails when it leaves Up (DownEvents grew) and
 // is not Up, unless the speaker said AdminDown; it stays failed until
-// it is Up again. The Manager signals every change, so the speaker's
-// AdminDown is still its state when the agent looks. Pure.
-func observeBFD(sessions []bfd.SessionState, prev map[netip.Addr]bfdObs) map[netip.Addr]bfdObs {
+// it is Up again, or until it watches a new BGP session (renewed: that
+// one starts with no failure, as with a new BFD session). The Manager
+// signals every change, so the speaker's AdminDown is still its state
+// when the agent looks. Pure.
+func observeBFD(sessions []bfd.SessionState, prev map[netip.Addr]bfdObs, renewed map[netip.Addr]bool) map[netip.Addr]bfdObs {
 	out := make(map[netip.Addr]bfdObs, len(sessions))
 	for _, s := range sessions {
 		o := prev[s.Peer]
 		switch {
+		case renewed[s.Peer]:
+			o = bfdObs{}
 		case s.State == bfd.StateUp:
 			o.failed = false
 		case s.Counters.DownEvents > o.downEvents:
@@ -185,8 +189,8 @@ func (a *Agent) syncBFD(ctx context.Context, cfg *config.Config) (changed bool) 
 		a.openBFD()
 	}
 	peers := a.deps.Speaker.Peers()
-	a.applyBFDSessions(ctx, wantBFD(cfg, peers, st.owned))
-	st.obs = observeBFD(st.m.Sessions(), st.obs)
+	renewed := a.applyBFDSessions(ctx, wantBFD(cfg, peers, st.owned))
+	st.obs = observeBFD(st.m.Sessions(), st.obs, renewed)
 	down := map[netip.Addr]bool{}
 	for p, o := range st.obs {
 		if o.failed {
@@ -212,15 +216,29 @@ func (a *Agent) syncBFD(ctx context.Context, cfg *config.Config) (changed bool) 
 }
 
 // applyBFDSessions adds, changes and removes sessions to match want.
-// owned records a session only once the Manager has it.
-func (a *Agent) applyBFDSessions(ctx context.Context, want map[netip.Addr]bfdWant) {
+// owned records a session only once the Manager has it. It returns the
+// peers whose BFD session now watches a new BGP session.
+func (a *Agent) applyBFDSessions(ctx context.Context, want map[netip.Addr]bfdWant) (renewed map[netip.Addr]bool) {
 	st := &a.bfd
+	renewed = map[netip.Addr]bool{}
 	for p, h := range st.owned {
 		w, ok := want[p]
-		if ok && w.owner.Equal(h.owner) && w.cfg.Local == h.cfg.Local {
+		switch {
+		case ok && w.cfg.Local == h.cfg.Local && !w.owner.Equal(h.owner):
+			// A new BGP session between the same addresses (it came
+			// back while the old one's paths were still held): the BFD
+			// session carries on, without the old one's failure.
+			// Removing it would send AdminDown, which some peers take
+			// as a reason to drop the new BGP session.
+			h.owner = w.owner
+			st.owned[p] = h
+			renewed[p] = true
+			delete(st.acted, p)
+			continue
+		case ok && w.cfg.Local == h.cfg.Local:
 			continue
 		}
-		// Gone, or a new BGP session: the old BFD session goes.
+		// Gone, or another local address: the old BFD session goes.
 		_ = st.m.RemoveSession(p) // never fails (an unknown peer is no error)
 		delete(st.owned, p)
 		delete(st.obs, p)
@@ -242,6 +260,7 @@ func (a *Agent) applyBFDSessions(ctx context.Context, want map[netip.Addr]bfdWan
 		st.owned[p] = w
 	}
 	maps.DeleteFunc(st.addErr, func(p netip.Addr, _ string) bool { _, ok := want[p]; return !ok })
+	return renewed
 }
 
 // resetForBFD resets the BGP session of a peer whose BFD session failed.

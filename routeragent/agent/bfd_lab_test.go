@@ -189,7 +189,7 @@ serviceSubnets:`, 1), ""))
 		return p
 	}
 	zconf := write("zebra.conf", "hostname n\n")
-	bfdconf := write("bfdd.conf", "hostname n\n")
+	bfdconf := write("bfdd.conf", "hostname n\nlog stdout informational\ndebug bfd peer\n")
 	bconf := write("bgpd.conf", `frr defaults traditional
 hostname n
 log stdout informational
@@ -259,6 +259,7 @@ router bgp 64512
 	waitFor(t, "BFD Up again on both sides", bothUp)
 
 	// FRR's bfdd dies; bgpd and the link stay.
+	waitFor(t, "FRR's route and BFD Up", func() bool { return l.hasRoute(t, svc, "192.168.2.30") && bothUp() })
 	kill := time.Now()
 	if err := bfdd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

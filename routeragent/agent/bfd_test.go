@@ -242,13 +242,30 @@ func TestBFDFailureWithdrawsAndResets(t *testing.T) {
 	a.reconcile(t.Context(), false)
 	route(pA, pB, pC)
 
+	// B's BFD fails; before GoBGP dropped its paths, B is back with a
+	// new BGP session (its paths held meanwhile): the same BFD session
+	// carries on (no AdminDown to B), the new BGP session starts without
+	// the old failure, and is not reset for it.
+	fb.down(pB, bfd.DiagControlDetectionTimeExpired, bfd.StateDown)
+	a.reconcile(t.Context(), false)
+	route(pA, pC)
+	sp.setPeer(bgp.PeerState{Address: pB, State: "established", Up: true, Since: time.Now(), Local: local, Received: 1})
+	discr := fb.sessions[pB]
+	a.reconcile(t.Context(), false)
+	route(pA, pB, pC)
+	if fb.sessions[pB] != discr || len(sp.resets) != 3 {
+		t.Errorf("after B's new BGP session: session replaced %v, resets %v (want [A B B])", fb.sessions[pB] != discr, sp.resets)
+	}
+	fb.up(pB)
+	a.reconcile(t.Context(), false)
+
 	got := gatherMetrics(t, a)
 	for k, v := range map[string]float64{
 		"bgplb_routeragent_bfd_sessions{state=up}":        1, // B
 		"bgplb_routeragent_bfd_sessions{state=down}":      1, // A's new one, not Up yet
 		"bgplb_routeragent_bfd_sessions{state=adminDown}": 0,
-		"bgplb_routeragent_bfd_down_events_total{}":       3,
-		"bgplb_routeragent_bfd_bgp_resets_total{}":        2,
+		"bgplb_routeragent_bfd_down_events_total{}":       4,
+		"bgplb_routeragent_bfd_bgp_resets_total{}":        3,
 		"bgplb_routeragent_bfd_withdrawn_peers{}":         0,
 	} {
 		if g, ok := got[k]; !ok || g != v {

@@ -2,8 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/bgp"
 )
 
 // check-config prints the BFD timers in force for each entry that runs
@@ -33,5 +38,47 @@ lanInterfaces: [lan0]
 	}
 	if strings.Contains(out.String(), "neighbors[2] (192.168.3.8): receive") {
 		t.Errorf("disabled entry printed:\n%s", out.String())
+	}
+}
+
+// status prints one BFD line per peer with a session: state, diag, the
+// timers and whether its next hops are withdrawn.
+func TestPrintBFD(t *testing.T) {
+	a := netip.MustParseAddr
+	peers := []agent.PeerStatus{
+		{PeerState: bgp.PeerState{Address: a("192.168.2.10")}, BFD: &agent.PeerBFD{State: "up", RemoteState: "up",
+			ReceiveInterval: "300ms", TransmitInterval: "300ms", DetectMultiplier: 3, TxInterval: "300ms", DetectTime: "900ms"}},
+		{PeerState: bgp.PeerState{Address: a("192.168.2.11")}, BFD: &agent.PeerBFD{State: "down", RemoteState: "down",
+			Diag: "control detection time expired", ReceiveInterval: "300ms", TransmitInterval: "300ms", DetectMultiplier: 3,
+			TxInterval: "1s", DetectTime: "0s", Resets: 1, Withdrawn: true}},
+		{PeerState: bgp.PeerState{Address: a("192.168.2.12")}},
+	}
+	sum := &agent.BFDSummary{Sessions: map[string]int{"up": 1, "down": 1}, DownEvents: 1, Resets: 1, Missing: []netip.Addr{a("192.168.2.13")}}
+	var b bytes.Buffer
+	printBFD(&b, peers, sum)
+	out := b.String()
+	if !strings.Contains(out, "bfd: 1 up, 1 down, 0 init; 1 down events, 1 BGP resets since start\n") {
+		t.Errorf("no summary line:\n%s", out)
+	}
+	var rows []string
+	for _, l := range strings.Split(out, "\n") {
+		rows = append(rows, strings.Join(strings.Fields(l), " "))
+	}
+	for _, want := range []string{
+		"192.168.2.10 up up - 300ms/300ms/3 300ms 900ms 0 in use",
+		"192.168.2.11 down down control detection time expired 300ms/300ms/3 1s 0s 1 WITHDRAWN (BFD down)",
+		"192.168.2.13 none - - - - - - in use (BFD could not start; see the log)",
+	} {
+		if !slices.Contains(rows, want) {
+			t.Errorf("no row %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "192.168.2.12") {
+		t.Errorf("a peer without BFD printed:\n%s", out)
+	}
+	b.Reset()
+	printBFD(&b, peers, nil)
+	if b.Len() != 0 {
+		t.Errorf("printed without BFD: %q", b.String())
 	}
 }

@@ -28,6 +28,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
 	st, _, err := agent.FetchStatus(sctx, socket)
 	scancel()
+	answered := err == nil
 	extra, rts := agentFindings(socket, st, err)
 	in, err := doctor.Gather(ctx, doctor.GatherConfig{
 		LANInterfaces: cfg.LANInterfaces, ServiceSubnets: cfg.ServicePrefixes(),
@@ -39,6 +40,7 @@ func diagnose(o options, stdout, stderr io.Writer) int {
 	}
 	in.Security = securityInput(cfg, stderr)
 	findings := append(extra, doctor.Run(ctx, in)...)
+	findings = append(findings, doctor.CheckBFD(bfdInput(cfg, st, answered))...)
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

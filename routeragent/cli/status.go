@@ -44,6 +44,7 @@ func PrintStatus(w io.Writer, s agent.Status, all bool) {
 	printHeader(w, s)
 	printFamilies(w, s.Families)
 	printPeers(w, s.Peers)
+	printBFD(w, s.Peers, s.BFD)
 	printPrefixes(w, s.Prefix)
 	printRoutes(w, s.Config, s.Routes, all)
 	printFirewall(w, s.Config, s.Firewall)

@@ -97,6 +97,11 @@ bench: envtest-assets build ## Run the benchmarks and print their numbers.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" \
 	  $(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(BENCHFLAGS) ./...
 
+.PHONY: bench-failover
+bench-failover: build ## Side by side: a node's link cut -> its next hop out of the router's kernel route (agent with BFD and hold timer, FRR, BIRD; FRR nodes), and failed requests over an agent restart (root; BENCH_FAILOVER_N=20).
+	BGPLB_TEST_AGENT_BIN=$(BIN)/bgplb-routeragent BGPLB_BENCH_FAILOVER=1 BGPLB_BENCH_FAILOVER_N="$(BENCH_FAILOVER_N)" \
+	  $(GO) test -run '^$$' -bench '^Benchmark(Failover|AgentRestartRequests)$$' -benchtime 1x -timeout 30m ./routeragent/agent/
+
 .PHONY: bench-routers
 bench-routers: build ## Side by side: the agent (bin/bgplb-routeragent), BIRD and FRR take the same bulks of routes (root; BENCH_ROUTERS_CASES=10k,100k,10x10k-ECMP).
 	BGPLB_TEST_AGENT_BIN=$(BIN)/bgplb-routeragent BGPLB_BENCH_ROUTERS=1 BGPLB_BENCH_ROUTERS_CASES="$(BENCH_ROUTERS_CASES)" \

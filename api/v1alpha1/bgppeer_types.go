@@ -92,8 +92,15 @@ type BGPPeerSpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	NodeSelectors []metav1.LabelSelector `json:"nodeSelectors,omitempty"`
 
-	// GracefulRestart enables BGP graceful restart (RFC 4724) so that the
-	// router keeps the node's routes while the speaker restarts.
+	// GracefulRestart configures BGP graceful restart (RFC 4724). Unset
+	// (the default), the speaker advertises the graceful-restart capability
+	// without any address family: both ends send End-of-RIB after their
+	// initial updates (so a restarted router sweeps the next hops it kept
+	// within a second of the sessions' return), while the router still
+	// drops the node's routes at once when the session goes (a dead node
+	// is not kept). enabled: true also asks the router to keep the node's
+	// routes for restartTime while the speaker restarts; enabled: false
+	// turns the capability off (no End-of-RIB).
 	// +optional
 	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
 
@@ -160,7 +167,9 @@ type SecretKeyReference struct {
 
 // GracefulRestart configures BGP graceful restart for a session.
 type GracefulRestart struct {
-	// Enabled turns graceful restart on for the session.
+	// Enabled turns full graceful restart on for the session (the router
+	// keeps the node's routes for restartTime while the speaker restarts);
+	// false turns the capability off, End-of-RIB included.
 	Enabled bool `json:"enabled"`
 
 	// RestartTime is how long the router keeps the node's routes after the

@@ -151,6 +151,11 @@ type Agent struct {
 	// passes (a.mu, like last).
 	rejectedBy map[netip.Prefix][]policy.Rejected
 	bfd        bfdState // see bfd.go
+
+	// staleFirstReturn: when the first peer came back with End-of-RIB;
+	// staleSettle fires reconnectSpread later (see keepStale).
+	staleFirstReturn time.Time
+	staleSettle      *time.Timer
 }
 
 // New returns an agent for a validated config.
@@ -294,9 +299,12 @@ func (a *Agent) startTimers() (stop func()) {
 	a.retry.Stop()
 	a.release = time.NewTimer(time.Hour)
 	a.release.Stop()
+	a.staleSettle = time.NewTimer(time.Hour)
+	a.staleSettle.Stop()
 	return func() {
 		a.retry.Stop()
 		a.release.Stop()
+		a.staleSettle.Stop()
 	}
 }
 
@@ -337,6 +345,8 @@ func (a *Agent) loop(ctx context.Context, cfg *config.Config) error {
 			a.resyncAll(ctx)
 		case <-staleTimer:
 			staleTimer = nil
+			a.reconcile(ctx, false)
+		case <-a.staleSettle.C:
 			a.reconcile(ctx, false)
 		case <-a.retry.C:
 			a.reconcile(ctx, true)
@@ -586,42 +596,47 @@ func (a *Agent) admit(ctx context.Context, cfg *config.Config) ([]policy.Path, [
 	return accepted, rejected, len(paths)
 }
 
-// withStale adds the routes kept from the previous run whose peer has not
-// sent End-of-RIB yet (until the stale timeout), and ends the stale phase
-// when none is left. staleKept counts the next hops kept.
+// withStale adds the routes kept from the previous run that stay (see
+// keepStale), and ends the stale phase when none is left or the stale
+// timeout passed. staleKept counts the next hops kept.
 func (a *Agent) withStale(fromBGP map[netip.Prefix][]netip.Addr) (desired map[netip.Prefix][]netip.Addr, staleKept int) {
 	if a.stale == nil {
 		return fromBGP, 0
 	}
 	now := time.Now()
-	eor := map[netip.Addr]bool{}
-	keep := func(nh netip.Addr) bool {
-		if now.After(a.staleDeadline) || a.bfd.down[nh] {
-			return false
+	reason := "stale timeout passed"
+	if !now.After(a.staleDeadline) {
+		peers := map[netip.Addr]stalePeer{}
+		for _, p := range a.deps.Speaker.Peers() {
+			peers[p.Address] = stalePeer{up: p.Up, endOfRIB: p.EndOfRIB}
+			if p.EndOfRIB && a.staleFirstReturn.IsZero() {
+				// The first session back with End-of-RIB: the others
+				// that are alive follow within reconnectSpread.
+				a.staleFirstReturn = now
+				if a.staleSettle != nil {
+					a.staleSettle.Reset(reconnectSpread)
+				}
+			}
 		}
-		done, ok := eor[nh]
-		if !ok {
-			done = a.deps.Speaker.EndOfRIB(nh)
-			eor[nh] = done
+		for nh, down := range a.bfd.down {
+			if down {
+				p := peers[nh]
+				p.bfdDown = true
+				peers[nh] = p
+			}
 		}
-		if !done {
-			staleKept++
+		settled := !a.staleFirstReturn.IsZero() && now.Sub(a.staleFirstReturn) >= reconnectSpread
+		desired, staleKept = keepStale(fromBGP, a.stale, peers, settled)
+		if staleKept > 0 {
+			return desired, staleKept
 		}
-		return !done
+		reason = "every peer sent End-of-RIB or is gone"
 	}
-	desired = routes.WithStale(fromBGP, a.stale, keep)
-	if staleKept == 0 {
-		reason := "every peer sent End-of-RIB"
-		if now.After(a.staleDeadline) {
-			reason = "stale timeout passed"
-		}
-		a.log.Info("sweeping stale routes from the previous run", "reason", reason)
-		a.stale = nil
-		// Nothing kept from the previous run: desired is fromBGP itself
-		// (the pass keeps one map, not two equal ones).
-		return fromBGP, 0
-	}
-	return desired, staleKept
+	a.log.Info("sweeping stale routes from the previous run", "reason", reason)
+	a.stale = nil
+	// Nothing kept from the previous run: desired is fromBGP itself (the
+	// pass keeps one map, not two equal ones).
+	return fromBGP, 0
 }
 
 // afterRoutes logs what the kernel pass did, counts the churn for the heap

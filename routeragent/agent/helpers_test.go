@@ -63,6 +63,10 @@ func TestMain(m *testing.M) {
 		os.Exit(CLIMain(os.Args[1:], os.Stdout, os.Stderr))
 	case "speaker":
 		os.Exit(speakerRole())
+	case "bgplbspeaker":
+		os.Exit(bgplbSpeakerRole())
+	case "tcploop":
+		os.Exit(tcpLoopRole(os.Args[1]))
 	case "tcpserver":
 		os.Exit(tcpServerRole(os.Args[1]))
 	case "tcpclient":

@@ -87,9 +87,18 @@ type PeerConfig struct {
 	TTLSecurity bool
 	// Password is the TCP-MD5 password; empty disables it.
 	Password string
-	// GracefulRestart enables RFC 4724 with RestartTime.
+	// GracefulRestart enables RFC 4724 with RestartTime: the router keeps
+	// the node's routes for RestartTime while the speaker restarts.
 	GracefulRestart bool
 	RestartTime     time.Duration
+	// EndOfRIB (when GracefulRestart is off) advertises the graceful
+	// restart capability with no address family, which RFC 4724 section 3
+	// defines as "not capable of preserving its forwarding state": GoBGP
+	// v3 sends End-of-RIB only to a peer with which the capability was
+	// negotiated (getBestFromLocal), so this is what makes both ends send
+	// it, while the router keeps none of the node's routes when the session
+	// goes (no per-family tuple: forwardingPreservedFamilies is empty).
+	EndOfRIB bool
 }
 
 // PeerStatus is the observed state of one session.
@@ -500,9 +509,14 @@ func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 	if cfg.TTLSecurity {
 		p.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: uint32(ttlMin(cfg.MultiHopTTL))}
 	}
-	if cfg.GracefulRestart {
+	switch {
+	case cfg.GracefulRestart:
 		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(cfg.RestartTime / time.Second)}
 		p.AfiSafis[0].MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+	case cfg.EndOfRIB:
+		// HelperOnly: GoBGP advertises the capability without its
+		// <AFI, SAFI> tuples (capabilitiesFromConfig).
+		p.GracefulRestart = &api.GracefulRestart{Enabled: true, HelperOnly: true}
 	}
 	return p
 }

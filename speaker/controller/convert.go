@@ -152,6 +152,12 @@ func RouterID(n *corev1.Node) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// PeerConfig is peerConfig for a speaker run outside the cluster: the router
+// agent's kernel tests open a real session with the defaults a BGPPeer gets.
+func PeerConfig(p *v1.BGPPeer, routerID netip.Addr, password string) (bgp.PeerConfig, error) {
+	return peerConfig(p, routerID, password)
+}
+
 // peerConfig renders a BGPPeer as this node's session configuration.
 // password is the resolved TCP-MD5 password ("" for none).
 func peerConfig(p *v1.BGPPeer, routerID netip.Addr, password string) (bgp.PeerConfig, error) {
@@ -195,6 +201,10 @@ func peerConfig(p *v1.BGPPeer, routerID netip.Addr, password string) (bgp.PeerCo
 	if p.Spec.TTLSecurity != nil {
 		c.TTLSecurity = *p.Spec.TTLSecurity
 	}
+	// Without a gracefulRestart block the session still advertises the
+	// capability, without address families: End-of-RIB both ways, and no
+	// routes kept for a speaker that went away. An explicit block decides.
+	c.EndOfRIB = p.Spec.GracefulRestart == nil
 	if gr := p.Spec.GracefulRestart; gr != nil && gr.Enabled {
 		c.GracefulRestart = true
 		c.RestartTime = 120 * time.Second

@@ -51,18 +51,23 @@ func TestPeerConfig(t *testing.T) {
 		{
 			name: "defaults",
 			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001},
+			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw", TTLSecurity: true, EndOfRIB: true},
+		},
+		{
+			name: "gracefulRestart disabled: no capability, no End-of-RIB",
+			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001, GracefulRestart: &v1.GracefulRestart{Enabled: false}},
 			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw", TTLSecurity: true},
 		},
 		{
 			name: "ttlSecurity off",
 			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001, TTLSecurity: ptr.To(false)},
-			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw"},
+			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw", EndOfRIB: true},
 		},
 		{
 			name: "multi-hop with ttlSecurity",
 			spec: v1.BGPPeerSpec{PeerAddress: "192.168.2.1", PeerASN: 64512, MyASN: 65001, EBGPMultiHop: ptr.To(int32(3)), TTLSecurity: ptr.To(true)},
 			want: bgp.PeerConfig{Name: "p", Address: netip.MustParseAddr("192.168.2.1"), Port: 179, PeerASN: 64512, MyASN: 65001, RouterID: rid, Password: "pw",
-				MultiHopTTL: 3, TTLSecurity: true},
+				MultiHopTTL: 3, TTLSecurity: true, EndOfRIB: true},
 		},
 		{
 			name: "everything",

@@ -130,16 +130,7 @@ func loadRunConfig(o options) (*config.Config, error) {
 // agentDeps builds the real side-effect boundaries of the agent. The error
 // is the firewall's: a firewall mode the host cannot do.
 func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *netlink.Handle, log *slog.Logger) (agent.Deps, error) {
-	newFirewall := func(c *config.Config) (agent.Firewall, error) {
-		if c.Firewall.Mode == config.FirewallOff {
-			return nil, nil
-		}
-		m, err := firewall.New(firewallConfig(c), log)
-		if err != nil {
-			return nil, err
-		}
-		return m, nil
-	}
+	newFirewall := firewallFactory(log)
 	fw, err := newFirewall(cfg)
 	if err != nil {
 		return agent.Deps{}, err
@@ -165,6 +156,21 @@ func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *net
 			}
 		},
 	}, nil
+}
+
+// firewallFactory returns the agent's NewFirewall. Every mode gets a
+// manager, off too: its first pass removes what an earlier run or mode
+// installed (exemption chains and jumps, native table bgplb_exempt, verify
+// mode's counting table, the ICMPv6 redirect suppression), once, and status
+// reports mode off instead of the last mode's section.
+func firewallFactory(log *slog.Logger, opts ...firewall.Option) func(*config.Config) (agent.Firewall, error) {
+	return func(c *config.Config) (agent.Firewall, error) {
+		m, err := firewall.New(firewallConfig(c), log, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 }
 
 // logSecurity logs the security section's problems (check-config's view)

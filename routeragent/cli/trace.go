@@ -132,13 +132,15 @@ func runTrace(o options, stdout, stderr io.Writer) int {
 	if cfg.Service.Addr().Is6() {
 		fam = firewall.IPv6
 	}
+	as := &agentSocket{path: socketPath(o.config, o.socket), protocol: rc.Routes.Protocol}
+	cfg.FirewallMode = as.FirewallMode(ctx, rc.Firewall.Mode)
 	t := trace.Tracer{
 		Conntrack: trace.KernelConntrack{},
 		Firewall: &trace.Firewalls{Iptables: &trace.Iptables{Runners: firewall.XtablesRunners, Family: fam, PID: os.Getpid()},
 			Nft: &trace.Nft{Open: firewall.NetlinkNft, PID: os.Getpid()}},
 		ICMP:   trace.ProcICMP{},
 		Routes: trace.NetlinkRoutes{H: h},
-		Agent:  &agentSocket{path: socketPath(o.config, o.socket), protocol: rc.Routes.Protocol},
+		Agent:  as,
 		Log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	p := verdictPrinter{w: stdout, json: o.json}
@@ -240,6 +242,15 @@ func (a *agentSocket) Protocol(ctx context.Context) int {
 		return a.protocol
 	}
 	return config.DefaultProtocol
+}
+
+// FirewallMode is the running agent's firewall.mode (a reload may have
+// changed it since the config was read), else fallback (the config's).
+func (a *agentSocket) FirewallMode(ctx context.Context, fallback config.FirewallMode) config.FirewallMode {
+	if st := a.status(ctx); st != nil && st.Config.FirewallMode != "" {
+		return st.Config.FirewallMode
+	}
+	return fallback
 }
 
 func (a *agentSocket) View(ctx context.Context) trace.AgentView {

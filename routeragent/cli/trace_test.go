@@ -2,6 +2,7 @@ package cli
 
 import (
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/bgplb/bgplb/routeragent/agent"
+	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/trace"
 )
 
@@ -106,5 +108,18 @@ trace verdicts: invalid-drop: 1, healthy: 2
 	printTraces(&b, nil)
 	if b.Len() != 0 {
 		t.Errorf("no verdicts yet: %q", b.String())
+	}
+}
+
+// TestTraceFirewallMode: trace takes the running agent's firewall.mode (a
+// reload may have changed it), else the config's.
+func TestTraceFirewallMode(t *testing.T) {
+	running := &agentSocket{st: &agent.Status{Config: agent.StatusConfig{FirewallMode: config.FirewallVerify}}}
+	if got := running.FirewallMode(t.Context(), config.FirewallExempt); got != config.FirewallVerify {
+		t.Errorf("running agent in verify: mode %q", got)
+	}
+	gone := &agentSocket{path: filepath.Join(t.TempDir(), "no-agent.sock")}
+	if got := gone.FirewallMode(t.Context(), config.FirewallVerify); got != config.FirewallVerify {
+		t.Errorf("no agent, config verify: mode %q", got)
 	}
 }

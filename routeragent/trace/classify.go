@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // Route is what the router's FIB says about the service address.
@@ -234,6 +236,8 @@ type Conn struct {
 	Events      []FlowEvent
 	// Delta are the counters' changes over the connection.
 	Delta Counters
+	// FirewallMode is the agent's firewall.mode (empty: exempt).
+	FirewallMode config.FirewallMode
 }
 
 // Classify names what happened to one connection. It reads as the
@@ -248,7 +252,7 @@ func Classify(c Conn) Verdict {
 		v.Message = fmt.Sprintf("the router forwarded the SYN back out of %s and sent %s an ICMP redirect (%d sent): clients that obey it talk to %s directly until the redirect expires, others keep failing", c.Ingress, c.Client.Addr(), c.Delta.OutRedirects, node)
 		v.Fix = fmt.Sprintf("sysctl -w net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.%s.send_redirects=0 (the agent does this for its lanInterfaces: is %s one of them? see `bgplb-routeragent doctor`)", c.Ingress, c.Ingress)
 		if c.Client.Addr().Is6() {
-			v.Fix = fmt.Sprintf("IPv6 has no send_redirects: the agent drops the ICMPv6 Redirects for its serviceSubnets in ip6tables OUTPUT (chain BGPLB-NOREDIRECT6) with firewall.mode: exempt; is the service subnet in serviceSubnets and %s in lanInterfaces? see `bgplb-routeragent doctor`", c.Ingress)
+			v.Fix = fmt.Sprintf("IPv6 has no send_redirects: the agent drops the ICMPv6 Redirects for its serviceSubnets (ip6tables OUTPUT chain BGPLB-NOREDIRECT6, or chain noredirect6 of native nftables table inet bgplb) with firewall.mode exempt or verify; is the service subnet in serviceSubnets and %s in lanInterfaces? see `bgplb-routeragent doctor`", c.Ingress)
 		}
 	case reset:
 		v.Kind = RST
@@ -328,6 +332,12 @@ func invalidDrop(c Conn, node string, d RuleCount) (Kind, *RuleRef, string, stri
 	before := fmt.Sprintf("rule %d", r.Number)
 	if r.Table != "" {
 		before = fmt.Sprintf("rule handle %d of chain %s in table %s", r.Handle, r.Chain, r.Table)
+	}
+	if c.FirewallMode == config.FirewallVerify {
+		// Verify mode adds no exemption by design: the return path is what
+		// must change.
+		return InvalidDrop, &r, msg,
+			fmt.Sprintf("firewall.mode is verify, so the agent adds no exemption and %s must send its replies back through this router: set returnPath: symmetric on the speakers' BGPPeer for this router (or policy-route the node's replies here), or switch to firewall.mode: exempt; `bgplb-routeragent status` shows the symmetry section", node)
 	}
 	return InvalidDrop, &r, msg,
 		fmt.Sprintf("let the agent insert its exemption in backend %s (firewall.mode: exempt, firewall.backend: auto or %s), or accept INVALID packets to the service subnets before %s; `bgplb-routeragent doctor` shows where", r.Backend, r.Backend, before)

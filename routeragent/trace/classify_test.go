@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // key is the part of a verdict the tables pin: kind and the key facts.
@@ -212,5 +214,53 @@ func TestDelta(t *testing.T) {
 	// A reload resets the counters: count from zero, never wrap.
 	if got := Delta(Counters{Packets: 10}, Counters{Packets: 2}).Packets; got != 2 {
 		t.Errorf("after a reset: %d, want 2", got)
+	}
+}
+
+// TestInvalidDropFixByMode: an INVALID drop's fix follows the agent's
+// firewall.mode: exempt and off point at the agent's exemption, verify (which
+// adds none by design) at the return path: the speakers' returnPath:
+// symmetric, or exempt mode.
+func TestInvalidDropFixByMode(t *testing.T) {
+	client := netip.MustParseAddrPort("192.168.2.100:40000")
+	svc := netip.MustParseAddrPort("192.168.254.10:80")
+	drop := RuleCount{RuleRef: RuleRef{Backend: "legacy", Chain: "FORWARD", Number: 2, Spec: "-m conntrack --ctstate INVALID -j DROP"}, Packets: 4}
+	native := RuleCount{RuleRef: RuleRef{Backend: BackendNftables, Table: "inet filter", Chain: "forward", Number: 1, Handle: 4, Spec: "inet filter chain forward handle 4"}, Uncounted: true}
+	tests := []struct {
+		name         string
+		mode         config.FirewallMode
+		drop         RuleCount
+		want, absent []string
+	}{
+		{name: "exempt (default, empty)", drop: drop,
+			want: []string{"let the agent insert its exemption in backend legacy", "firewall.mode: exempt"}, absent: []string{"returnPath"}},
+		{name: "exempt", mode: config.FirewallExempt, drop: drop,
+			want: []string{"let the agent insert its exemption"}, absent: []string{"returnPath"}},
+		{name: "off", mode: config.FirewallOff, drop: drop,
+			want: []string{"let the agent insert its exemption", "firewall.mode: exempt"}, absent: []string{"returnPath"}},
+		{name: "verify", mode: config.FirewallVerify, drop: drop,
+			want: []string{"firewall.mode is verify", "returnPath: symmetric", "BGPPeer", "firewall.mode: exempt"}, absent: []string{"let the agent insert"}},
+		{name: "verify, uncounted native drop", mode: config.FirewallVerify, drop: native,
+			want: []string{"returnPath: symmetric", "firewall.mode: exempt"}, absent: []string{"let the agent insert"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := Classify(Conn{Service: svc.String(), Client: client, Route: ours, Ingress: "lan0", FirewallMode: tt.mode,
+				Events: []FlowEvent{{Type: FlowNew, Client: client, Service: svc, State: TCPSynSent}},
+				Delta:  Counters{Packets: 5, Invalid: 4, Drops: []RuleCount{tt.drop}}})
+			if v.Kind != InvalidDrop {
+				t.Fatalf("kind = %s, want %s", v.Kind, InvalidDrop)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(v.Fix, w) {
+					t.Errorf("fix lacks %q: %s", w, v.Fix)
+				}
+			}
+			for _, n := range tt.absent {
+				if strings.Contains(v.Fix, n) {
+					t.Errorf("fix has %q: %s", n, v.Fix)
+				}
+			}
+		})
 	}
 }

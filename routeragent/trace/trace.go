@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/bgplb/bgplb/routeragent/config"
 )
 
 // The observing side: one small interface per source, real adapters in
@@ -69,6 +71,9 @@ type Config struct {
 	// Settle is how long a connection is watched once its SYN was seen,
 	// unless it completes or dies first.
 	Settle time.Duration
+	// FirewallMode is the agent's firewall.mode (the running agent's, else
+	// the config's; empty is exempt): the fixes depend on it.
+	FirewallMode config.FirewallMode
 }
 
 // ServiceString is ADDRESS or ADDRESS:PORT.
@@ -232,7 +237,7 @@ func (t Tracer) watch(ctx context.Context, events <-chan FlowEvent, cfg Config, 
 	}
 	rt.Ours = true
 	c := Conn{Service: cfg.ServiceString(), Client: first.Client, Start: first.At, Route: rt, Ingress: ingress,
-		RedirectsOn: t.Routes.RedirectsOn(ingress), Events: []FlowEvent{first}}
+		RedirectsOn: t.Routes.RedirectsOn(ingress), Events: []FlowEvent{first}, FirewallMode: cfg.FirewallMode}
 	settle := time.NewTimer(cfg.Settle)
 	defer settle.Stop()
 	for {

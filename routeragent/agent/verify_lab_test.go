@@ -76,4 +76,52 @@ func TestVerifyModeLab(t *testing.T) {
 			})
 	})
 	t.Logf("symmetry: %+v", *l.status(t).Symmetry)
+
+	// Reload to off: verify's counting table goes too, and status says off.
+	cfg = regexp.MustCompile(`(?m)^firewall: .*$`).ReplaceAllString(mustRead(t, cfgPath), "firewall: {mode: \"off\"}")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = agent.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "off mode", func() bool {
+		s := l.status(t)
+		return s.Firewall != nil && s.Firewall.Mode == config.FirewallOff && len(s.Firewall.Invalid) == 0 && s.Firewall.LastError == ""
+	})
+	if out := l.router.Exec("nft", "list", "ruleset"); strings.Contains(out, firewall.NftVerifyTable) {
+		t.Errorf("nft still holds the counting table after the reload to off:\n%s", out)
+	}
+}
+
+// TestOffModeLab: a reload from exempt to firewall.mode off removes the
+// exemption (chain and jump) from the seed's ferm firewall on
+// iptables-legacy, and status says mode off.
+func TestOffModeLab(t *testing.T) {
+	if _, err := os.Stat("/usr/sbin/iptables-legacy"); err != nil {
+		t.Fatal("iptables-legacy is required (Debian package iptables; make deps installs it)")
+	}
+	l := newLab(t)
+	l.router.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	restore := l.router.Command("iptables-legacy-restore")
+	restore.Stdin = strings.NewReader(traceFerm)
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
+	}
+	cfgPath := l.writeConfig(t, "firewall: {mode: exempt}\n")
+	agent := l.startAgent(t, cfgPath)
+	waitFor(t, "the exemption", func() bool {
+		s := l.status(t)
+		return s.Firewall != nil && len(s.Firewall.Rules) == 1 && strings.Contains(l.router.Exec("iptables-legacy-save"), firewall.ChainName)
+	})
+	cfg := regexp.MustCompile(`(?m)^firewall: .*$`).ReplaceAllString(mustRead(t, cfgPath), "firewall: {mode: \"off\"}")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = agent.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "off mode", func() bool {
+		s := l.status(t)
+		return s.Firewall != nil && s.Firewall.Mode == config.FirewallOff && len(s.Firewall.Rules) == 0 && s.Firewall.LastError == ""
+	})
+	if out := l.router.Exec("iptables-legacy-save"); strings.Contains(out, firewall.ChainName) {
+		t.Errorf("iptables-legacy still holds the exemption after the reload to off:\n%s", out)
+	}
 }

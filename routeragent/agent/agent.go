@@ -422,6 +422,9 @@ func (a *Agent) applyReload(ctx context.Context, nc *config.Config) error {
 	a.mu.Lock()
 	a.cfg = nc
 	a.fw = fw
+	if fw == nil {
+		a.status.Firewall = nil // no firewall: no stale section of the last one
+	}
 	a.mu.Unlock()
 	a.resyncAll(ctx)
 	return nil

@@ -138,3 +138,19 @@ func TestReloadExemptToVerify(t *testing.T) {
 		t.Errorf("firewall status after the reload: %+v", st)
 	}
 }
+
+// TestReloadToNoFirewall: a reload whose NewFirewall builds none drops the
+// last firewall's status section (status then says only the mode).
+func TestReloadToNoFirewall(t *testing.T) {
+	a := testAgent(t, &fakeSpeaker{}, &fakeRoutes{})
+	a.status.Firewall = &firewall.Status{Mode: config.FirewallExempt}
+	a.deps.NewFirewall = func(*config.Config) (Firewall, error) { return nil, nil }
+	off := *a.cfg
+	off.Firewall.Mode = config.FirewallOff
+	if err := a.applyReload(t.Context(), &off); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Snapshot().Firewall; st != nil {
+		t.Errorf("stale firewall status after the reload: %+v", st)
+	}
+}

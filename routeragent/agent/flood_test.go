@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/internal/tcpmd5"
 )
 
@@ -49,9 +50,7 @@ func TestFloodTornDown(t *testing.T) {
 	if raceEnabled {
 		t.Skip("under -race the agent is the race-built test binary, too slow for a 200,000-path flood; the plain pass of make test runs it")
 	}
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	l := newLab(t)
 	badNS := l.host(t, "flood", "192.168.2.20")
 	goodNS := l.host(t, "calm", "192.168.2.21")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/internal/tcpmd5"
 )
 
@@ -20,9 +21,7 @@ import (
 // counts the dropped segments (TCPMinTTLDrop): the failure an upgrade
 // causes for FRR peers without GTSM (docs/install.md).
 func TestFRRNodeGTSM(t *testing.T) {
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("FRR is required for this test (apt-get install frr): %v", err)

@@ -188,9 +188,7 @@ func sum(m map[policy.Reason]int) int {
 // one outside the neighbour prefixes gets none either (its connections
 // reach the router, which closes them).
 func TestUnknownAndWrongPasswordPeers(t *testing.T) {
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	l := newLab(t)
 	rightNS := l.host(t, "md5ok", "192.168.2.20")
 	wrongNS := l.host(t, "md5no", "192.168.2.21")

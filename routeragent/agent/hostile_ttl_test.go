@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/internal/tcpmd5"
 )
 
@@ -55,9 +56,7 @@ func droppedTTL(t *testing.T, l *lab, addr string) float64 {
 // with TTL 255 but no password (.22) gets no connection either (the kernel
 // drops its unsigned segments: TCPMD5NotFound, md5_missing).
 func TestHostileLowTTL(t *testing.T) {
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	l := newLab(t)
 	goodNS := l.host(t, "good", "192.168.2.20")
 	farNS := l.host(t, "far", "192.168.2.21")
@@ -120,9 +119,7 @@ func TestHostileLowTTL(t *testing.T) {
 // segments (TCPMinTTLDrop): no session, nothing installed. The opted-out
 // speaker, which sends without GTSM, peers.
 func TestHostileLowTTLMixed(t *testing.T) {
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	l := newLab(t)
 	plainNS := l.host(t, "plain", "192.168.2.40")
 	farNS := l.host(t, "far", "192.168.2.21")

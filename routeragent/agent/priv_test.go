@@ -170,9 +170,7 @@ log: {level: debug}
 // iptables-nft), sd_notify, and the status socket: 0660, readable by the
 // group, refused to others with a message naming the group.
 func TestPrivilegeDropped(t *testing.T) {
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	for _, backend := range []string{"legacy", "nft"} {
 		t.Run(backend, func(t *testing.T) { testPrivilegeDropped(t, backend, false) })
 	}
@@ -189,9 +187,7 @@ func TestPrivilegeSyscallFilter(t *testing.T) {
 			t.Skipf("skipping: %s is not installed (hack/install-deps.sh installs it)", tool)
 		}
 	}
-	if err := tcpmd5.ListenerSupported(); err != nil {
-		t.Skipf("this kernel has no TCP-MD5: %v", err)
-	}
+	netnstest.RequirePrecondition(t, tcpmd5.ListenerSupported(), "this kernel has no TCP-MD5")
 	allowed := unitSyscalls(t, "../../packaging/systemd/bgplb-routeragent.service")
 	used := tracedSyscalls(t, testPrivilegeDropped(t, "legacy", true))
 	if len(used) < 20 {

@@ -73,7 +73,7 @@ func TestFermReloadsInARow(t *testing.T) {
 	cfg := l.writeConfig(t, "firewall: {mode: exempt, backend: auto}\n")
 	l.startAgent(t, cfg)
 	waitFor(t, "the exemption", func() bool { return l.exemptionInPlace(t) })
-	repairs := l.status(t).Firewall.Repairs
+	repairs := l.firewallStatus(t).Repairs
 
 	var took []time.Duration
 	for i := 0; i < 10; i++ {
@@ -85,11 +85,11 @@ func TestFermReloadsInARow(t *testing.T) {
 		waitFor(t, "the exemption back", func() bool { return l.exemptionInPlace(t) })
 		took = append(took, time.Since(start))
 	}
-	st := l.status(t).Firewall
-	if st == nil || st.LastError != "" || st.Backend != "legacy" {
+	st := l.firewallStatus(t)
+	if st.LastError != "" || st.Backend != "legacy" {
 		t.Errorf("firewall status after the reloads: %+v", st)
 	}
-	if st != nil && st.Repairs-repairs < 10 {
+	if st.Repairs-repairs < 10 {
 		t.Errorf("%d repairs counted for 10 reloads", st.Repairs-repairs)
 	}
 	sorted := slices.Clone(took)
@@ -123,7 +123,7 @@ func TestXtablesLockHeld(t *testing.T) {
 		f := l.status(t).Firewall
 		return f != nil && strings.Contains(f.LastError, "xtables lock")
 	})
-	t.Logf("status while locked: %+v", *l.status(t).Firewall)
+	t.Logf("status while locked: %+v", *l.firewallStatus(t))
 	// Several passes fail meanwhile; the agent stays up and serves status.
 	time.Sleep(3 * time.Second)
 	select {

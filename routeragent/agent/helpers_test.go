@@ -27,6 +27,7 @@ import (
 
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/routeragent/bgp/bgptest"
+	"github.com/bgplb/bgplb/routeragent/firewall"
 )
 
 // The test binary doubles as the agent, a BGP speaker and a TCP client or
@@ -421,6 +422,19 @@ func (l *lab) status(t testing.TB) Status {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// firewallStatus is the status's firewall section, waiting for the agent's
+// first firewall pass to publish it: the rules reach the kernel before the
+// status does, so a test that has just seen them may still read none.
+func (l *lab) firewallStatus(t testing.TB) *firewall.Status {
+	t.Helper()
+	var f *firewall.Status
+	waitFor(t, "the firewall section in the status", func() bool {
+		f = l.status(t).Firewall
+		return f != nil
+	})
+	return f
 }
 
 // waitFor polls cond until it holds; the test binary's -timeout bounds it.

@@ -98,7 +98,7 @@ bench: envtest-assets build ## Run the benchmarks and print their numbers.
 	  $(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(BENCHFLAGS) ./...
 
 .PHONY: bench-failover
-bench-failover: build ## Side by side: a node's link cut -> its next hop out of the router's kernel route (agent with BFD and hold timer, FRR, BIRD; FRR nodes), and failed requests over an agent restart (root; BENCH_FAILOVER_N=20).
+bench-failover: build ## Side by side: a node's link cut or its daemons frozen (SIGSTOP) -> its next hop out of the router's kernel route (agent with BFD and hold timer, FRR, BIRD; FRR nodes), and failed requests over an agent restart (root; BENCH_FAILOVER_N=20).
 	BGPLB_TEST_AGENT_BIN=$(BIN)/bgplb-routeragent BGPLB_BENCH_FAILOVER=1 BGPLB_BENCH_FAILOVER_N="$(BENCH_FAILOVER_N)" \
 	  $(GO) test -run '^$$' -bench '^Benchmark(Failover|AgentRestartRequests)$$' -benchtime 1x -timeout 30m ./routeragent/agent/
 

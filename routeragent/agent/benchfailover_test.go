@@ -21,10 +21,12 @@ import (
 )
 
 // The failover benchmark of issue 21 (make bench-failover): two nodes
-// announce the same /32 to the router; one node's link is cut (ip link set
-// down on its end of the LAN, inside its namespace) and the time until the
-// router's kernel route has only the other next hop is measured, N times
-// per router. The nodes are FRR (bgpd + bfdd + zebra, Debian's frr), one
+// announce the same /32 to the router; one node fails and the time until
+// the router's kernel route has only the other next hop is measured, N
+// times per router and fault. Two faults: the node's link is cut (ip link
+// set down on its end of the LAN, inside its namespace), or the node's
+// routing daemons are frozen with SIGSTOP (a hung speaker on a node whose
+// link stays up: the kernel still answers ARP, only BFD and BGP go quiet). The nodes are FRR (bgpd + bfdd + zebra, Debian's frr), one
 // per namespace, so that the node side is the same for every router: the
 // agent with and without BFD, FRR (bgpd + bfdd) and BIRD 2 (protocol bfd).
 // Gated by BGPLB_BENCH_FAILOVER: it takes minutes.
@@ -40,8 +42,15 @@ type failoverCase struct {
 	proto int
 	// detect is what detects the failure (for the table).
 	detect string
-	start  func(b *testing.B, l *lab) []int
+	// fault is how the node fails: faultLink or faultFreeze.
+	fault string
+	start func(b *testing.B, l *lab) []int
 }
+
+const (
+	faultLink   = "link cut"
+	faultFreeze = "SIGSTOP"
+)
 
 const failoverAgentConfig = `asn: 64500
 routerID: 192.168.2.1
@@ -133,13 +142,21 @@ func failoverCases() []failoverCase {
 			return []int{p.cmd.Process.Pid}
 		}
 	}
-	return []failoverCase{
-		{name: "bgplb-routeragent BFD 300ms x3", bfd: true, proto: 220, detect: "BFD", start: agent(true)},
-		{name: "FRR bgpd+bfdd BFD 300ms x3", bfd: true, proto: 186, detect: "BFD", start: startFailoverFRR(true)},
-		{name: "BIRD 2 BFD 300ms x3", bfd: true, proto: unix.RTPROT_BIRD, detect: "BFD", start: startFailoverBIRD(true)},
-		{name: "bgplb-routeragent hold 9s", proto: 220, detect: "hold timer", start: agent(false)},
-		{name: "FRR bgpd hold 9s", proto: 186, detect: "hold timer", start: startFailoverFRR(false)},
+	var cases []failoverCase
+	// Every router with BFD for both faults; the hold-timer baselines only
+	// for the link cut (a frozen node is detected the same way, after the
+	// hold time).
+	for _, fault := range []string{faultLink, faultFreeze} {
+		cases = append(cases,
+			failoverCase{name: "bgplb-routeragent BFD 300ms x3", bfd: true, proto: 220, detect: "BFD", fault: fault, start: agent(true)},
+			failoverCase{name: "FRR bgpd+bfdd BFD 300ms x3", bfd: true, proto: 186, detect: "BFD", fault: fault, start: startFailoverFRR(true)},
+			failoverCase{name: "BIRD 2 BFD 300ms x3", bfd: true, proto: unix.RTPROT_BIRD, detect: "BFD", fault: fault, start: startFailoverBIRD(true)},
+		)
 	}
+	return append(cases,
+		failoverCase{name: "bgplb-routeragent hold 9s", proto: 220, detect: "hold timer", fault: faultLink, start: agent(false)},
+		failoverCase{name: "FRR bgpd hold 9s", proto: 186, detect: "hold timer", fault: faultLink, start: startFailoverFRR(false)},
+	)
 }
 
 func startFailoverBIRD(bfd bool) func(b *testing.B, l *lab) []int {
@@ -224,6 +241,7 @@ type frrNode struct {
 	ns   *netnstest.NS
 	dir  string
 	h    *netlink.Handle
+	pids []int // zebra, bfdd (with BFD), bgpd
 }
 
 func startFRRNode(b *testing.B, l *lab, short, addr string, bfd bool) *frrNode {
@@ -232,13 +250,38 @@ func startFRRNode(b *testing.B, l *lab, short, addr string, bfd bool) *frrNode {
 	if bfd {
 		extra = " neighbor 192.168.2.1 bfd\n"
 	}
-	_, dir := startFRR(b, ns, fmt.Sprintf(failoverNodeConfig, addr, extra), bfd, false)
+	pids, dir := startFRR(b, ns, fmt.Sprintf(failoverNodeConfig, addr, extra), bfd, false)
 	h, err := netlink.NewHandleAt(ns.Handle())
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(h.Close)
-	return &frrNode{addr: addr, ns: ns, h: h, dir: dir}
+	n := &frrNode{addr: addr, ns: ns, h: h, dir: dir, pids: pids}
+	// A node left frozen by a failed run could not be stopped.
+	b.Cleanup(func() { n.freeze(b, false) })
+	return n
+}
+
+// fail makes the node fail (down) or recover by fault.
+func (n *frrNode) fail(b *testing.B, fault string, down bool) {
+	if fault == faultFreeze {
+		n.freeze(b, down)
+		return
+	}
+	n.setLink(b, !down)
+}
+
+// freeze stops (SIGSTOP) or resumes (SIGCONT) the node's FRR daemons.
+func (n *frrNode) freeze(b *testing.B, on bool) {
+	sig := unix.SIGCONT
+	if on {
+		sig = unix.SIGSTOP
+	}
+	for _, pid := range n.pids {
+		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
+			b.Errorf("signal %v to %s's pid %d: %v", sig, n.addr, pid, err)
+		}
+	}
 }
 
 // bfdUp says whether the node's bfdd has its session with the router Up.
@@ -322,9 +365,14 @@ func BenchmarkFailover(b *testing.B) {
 	if only := os.Getenv("BGPLB_BENCH_FAILOVER_ONLY"); only != "" {
 		cases = slicesFilter(cases, func(c failoverCase) bool { return strings.Contains(c.name, only) })
 	}
+	if faults := os.Getenv("BGPLB_BENCH_FAILOVER_FAULTS"); faults != "" {
+		cases = slicesFilter(cases, func(c failoverCase) bool {
+			return (c.fault == faultLink && strings.Contains(faults, "link")) || (c.fault == faultFreeze && strings.Contains(faults, "stop"))
+		})
+	}
 	var rows []failoverResult
 	for _, c := range cases {
-		b.Run(strings.ReplaceAll(c.name, " ", "_"), func(b *testing.B) {
+		b.Run(strings.ReplaceAll(c.name+" "+c.fault, " ", "_"), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if i > 0 {
 					continue
@@ -399,7 +447,7 @@ func runFailover(b *testing.B, c failoverCase) failoverResult {
 			<-ch
 		}
 		t0 := time.Now()
-		nodes[0].setLink(b, false)
+		nodes[0].fail(b, c.fault, true)
 		poll := time.NewTicker(5 * time.Millisecond)
 		deadline := time.After(60 * time.Second)
 		var took time.Duration
@@ -408,7 +456,7 @@ func runFailover(b *testing.B, c failoverCase) failoverResult {
 			case <-ch:
 			case <-poll.C:
 			case <-deadline:
-				b.Fatalf("%s: the cut node's next hop still in the route 60 s after the cut: %v", c.name, routeNextHops(l.h, c.proto))
+				b.Fatalf("%s, %s: the failed node's next hop still in the route 60 s after the fault: %v", c.name, c.fault, routeNextHops(l.h, c.proto))
 			}
 			if slices.Equal(routeNextHops(l.h, c.proto), other) {
 				took = time.Since(t0)
@@ -416,8 +464,8 @@ func runFailover(b *testing.B, c failoverCase) failoverResult {
 		}
 		poll.Stop()
 		res.took = append(res.took, took)
-		b.Logf("%s: cut %d: %v", c.name, i+1, took.Round(time.Millisecond))
-		nodes[0].setLink(b, true)
+		b.Logf("%s, %s: fault %d: %v", c.name, c.fault, i+1, took.Round(time.Millisecond))
+		nodes[0].fail(b, c.fault, false)
 	}
 	return res
 }
@@ -453,14 +501,14 @@ func pct(ds []time.Duration, p int) time.Duration {
 
 func failoverTable(rows []failoverResult) string {
 	var sb strings.Builder
-	sb.WriteString("| router | detection | cuts | p50 | p99 | max | router CPU per session (steady) |\n|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| router | fault | detection | faults | p50 | p99 | max | router CPU per session (steady) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		if r.skipped != "" {
-			fmt.Fprintf(&sb, "| %s | %s | skipped: %s | | | | |\n", r.c.name, r.c.detect, r.skipped)
+			fmt.Fprintf(&sb, "| %s | %s | %s | skipped: %s | | | | |\n", r.c.name, r.c.fault, r.c.detect, r.skipped)
 			continue
 		}
 		ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }
-		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %s | %s | %.0f µs/s |\n", r.c.name, r.c.detect, len(r.took),
+		fmt.Fprintf(&sb, "| %s | %s | %s | %d | %s | %s | %s | %.0f µs/s |\n", r.c.name, r.c.fault, r.c.detect, len(r.took),
 			ms(pct(r.took, 50)), ms(pct(r.took, 99)), ms(slices.Max(r.took)), float64(r.cpuPerSess.Nanoseconds())/1000)
 	}
 	sb.WriteString("load average: " + loadAvg() + "\n")

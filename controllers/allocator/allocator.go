@@ -617,6 +617,11 @@ func (a *Allocator) pickRequested(req *Request, addr netip.Addr) (netip.Addr, st
 	if why := a.allowed(p, req); why != "" {
 		return netip.Addr{}, "", errorf(ReasonNotAllowed, "requested address %s: %s", addr, why)
 	}
+	// avoidBuggyIPs holds for requested addresses too; one already held
+	// (assigned before the pool set it) may still be shared.
+	if !a.countable(p, addr) && a.uses[addr] == nil {
+		return netip.Addr{}, "", errorf(ReasonNotAllowed, "requested address %s is one IPPool %s avoids (avoidBuggyIPs: %s)", addr, p.spec.Name, buggyWhy(addr))
+	}
 	if why := a.shareProblem(req, addr); why != "" {
 		return netip.Addr{}, "", errorf(ReasonAddressInUse, "requested %s", why)
 	}

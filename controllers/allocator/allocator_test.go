@@ -189,6 +189,30 @@ func TestAllocator(t *testing.T) {
 			},
 		},
 		{
+			// A requested address obeys avoidBuggyIPs like a chosen one.
+			name:  "avoid buggy IPs, requested",
+			pools: []PoolSpec{{Name: "a", Addresses: []string{"10.0.0.254-10.0.1.1", "fd00::/64"}, AutoAssign: true, AvoidBuggyIPs: true}},
+			steps: []step{
+				{req: svc("s1", requested("10.0.0.255")), wantErr: ReasonNotAllowed},
+				{req: svc("s2", requested("10.0.1.0")), wantErr: ReasonNotAllowed},
+				{req: svc("s3", fams(IPv6), requested("fd00::")), wantErr: ReasonNotAllowed},
+				{req: svc("s4", requested("10.0.1.1")), want: []string{"10.0.1.1"}},
+				// The refused requests took nothing: one address is left.
+				{req: svc("s5"), want: []string{"10.0.0.254"}},
+				{req: svc("s6"), wantErr: ReasonPoolExhausted},
+			},
+		},
+		{
+			// Held before the pool avoided it: kept, and still shareable.
+			name:  "avoid buggy IPs, requested address held before",
+			pools: []PoolSpec{{Name: "a", Addresses: []string{"10.0.0.255/32"}, AutoAssign: true, AvoidBuggyIPs: true}},
+			steps: []step{
+				{restore: []string{"10.0.0.255"}, req: svc("s1", shareKey("k", 80), requested("10.0.0.255")), want: []string{"10.0.0.255"}},
+				{req: svc("s1", shareKey("k", 80), requested("10.0.0.255")), want: []string{"10.0.0.255"}, changed: no},
+				{req: svc("s2", shareKey("k", 443), requested("10.0.0.255")), want: []string{"10.0.0.255"}},
+			},
+		},
+		{
 			// The lab's pool: avoidBuggyIPs skips 2001:db8:254::, the
 			// Subnet-Router anycast address (RFC 4291 2.6.1).
 			name:  "avoid buggy IPs, IPv6",

@@ -67,6 +67,14 @@ func buggy(a netip.Addr) bool {
 	return last == 0 || last == 255
 }
 
+// buggyWhy says why buggy reports addr, for error messages.
+func buggyWhy(a netip.Addr) string {
+	if !a.Is4() {
+		return "the Subnet-Router anycast address of its /64, RFC 4291 2.6.1"
+	}
+	return "an IPv4 address ending in .0 or .255, which some clients and routers treat as a network or broadcast address"
+}
+
 // buggyCount counts the addresses of r that buggy reports, saturating at
 // math.MaxUint64 (::/0 holds 2^64 /64s).
 func buggyCount(r Range) uint64 {

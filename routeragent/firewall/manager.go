@@ -286,6 +286,14 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 			}
 			continue
 		}
+		if other, ok := otherIptables(m.cfg.Backend); ok && !m.cleaned {
+			// One iptables backend configured: a reload or restart from
+			// the other (or from auto) leaves ours there; it goes once,
+			// best effort. Later passes list only the configured one.
+			if err := m.removeFrom(ctx, fam, other); err != nil {
+				m.log.Warn("could not remove our leftovers from the other iptables backend", "family", fam, "backend", other, "error", err)
+			}
+		}
 		want := Desired(m.cfg, fam)
 		if len(want) == 0 {
 			if !m.cleaned {
@@ -357,6 +365,18 @@ func (m *Manager) Ensure(ctx context.Context) (Status, error) {
 		m.setErr(s, err)
 	})
 	return st, err
+}
+
+// otherIptables is the iptables backend an explicit iptables backend
+// setting does not use.
+func otherIptables(b config.FirewallBackend) (Backend, bool) {
+	switch b {
+	case config.BackendLegacy:
+		return NFT, true
+	case config.BackendNFT:
+		return Legacy, true
+	}
+	return "", false
 }
 
 // setErr records the pass's error; it logs an error once per distinct
@@ -685,8 +705,14 @@ func (m *Manager) removeAll(ctx context.Context) error {
 }
 
 func (m *Manager) removeFamily(ctx context.Context, fam Family) error {
+	return m.removeFrom(ctx, fam, Legacy, NFT)
+}
+
+// removeFrom removes our jump and chain of fam from the given iptables
+// backends (those whose tool is missing are skipped).
+func (m *Manager) removeFrom(ctx context.Context, fam Family, backends ...Backend) error {
 	var errs []error
-	for _, b := range []Backend{Legacy, NFT} {
+	for _, b := range backends {
 		r, err := m.runner(b, fam)
 		if errors.Is(err, ErrUnavailable) {
 			continue

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	authv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -101,6 +102,48 @@ func TestInstallYAMLOnAPIServer(t *testing.T) {
 				a.verb, a.group, a.resource, a.sub, a.ns, sar.Status.Allowed, a.allowed)
 		}
 	}
+	checkMetricsReader(ctx, t, c, "bgplb-metrics-reader")
+}
+
+// checkMetricsReader binds the installed ClusterRole role to a Prometheus
+// service account, as docs/install.md says, and asks the apiserver what it
+// may do: GET /metrics of the HTTPS endpoints, not pprof, nothing else.
+func checkMetricsReader(ctx context.Context, t *testing.T, c client.Client, role string) {
+	t.Helper()
+	const prom = "system:serviceaccount:monitoring:prometheus"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-prometheus-" + role},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: "monitoring"}},
+	}
+	if err := c.Create(ctx, binding); err != nil {
+		t.Fatalf("bind %s: %v", role, err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), binding) })
+	for _, a := range []struct {
+		verb, path string
+		allowed    bool
+	}{
+		{"get", "/metrics", true},
+		{"get", "/debug/pprof/", false},
+		{"post", "/metrics", false},
+	} {
+		allowed := false
+		// RBAC caches bindings: the new one takes effect within moments.
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			sar := &authv1.SubjectAccessReview{Spec: authv1.SubjectAccessReviewSpec{
+				User: prom, NonResourceAttributes: &authv1.NonResourceAttributes{Verb: a.verb, Path: a.path},
+			}}
+			if err := c.Create(ctx, sar); err != nil {
+				return false, err
+			}
+			allowed = sar.Status.Allowed
+			return allowed == a.allowed, nil
+		})
+		if err != nil {
+			t.Errorf("%s bound to %s: %s %s allowed=%v, want %v (%v)", prom, role, a.verb, a.path, allowed, a.allowed, err)
+		}
+	}
 }
 
 // The chart installed with helm into a real kube-apiserver with no bgplb
@@ -160,6 +203,7 @@ func TestChartOnAPIServer(t *testing.T) {
 		t.Errorf("PodDisruptionBudget with 2 replicas: %v", err)
 	}
 	checkAccess(ctx, t, c, ns)
+	checkMetricsReader(ctx, t, c, "bgplb-metrics-reader")
 
 	// Upgrades update the release objects, and remove those whose entry
 	// is gone.

@@ -382,8 +382,14 @@ func TestHelmTemplateNewValues(t *testing.T) {
 		if n := len(byKind(objs, "ServiceAccount")); n != 2 {
 			t.Errorf("rbac.create=false: %d ServiceAccounts, want 2 (serviceAccount.create is separate)", n)
 		}
-		if n := len(byKind(def, "ClusterRole")) + len(byKind(def, "Role")); n != 4 {
-			t.Errorf("defaults: %d roles, want 4", n)
+		// controller and speaker: a ClusterRole and a Role each; and the
+		// metrics reader.
+		if n := len(byKind(def, "ClusterRole")) + len(byKind(def, "Role")); n != 5 {
+			t.Errorf("defaults: %d roles, want 5", n)
+		}
+		// Plain-HTTP metrics need no reader role.
+		if r := find(decode(t, helmTemplate(t, "--set", "metrics.secure=false")), "ClusterRole", "bgplb-metrics-reader"); r != nil {
+			t.Errorf("metrics.secure=false still installs %s", r.GetName())
 		}
 	})
 	t.Run("podAnnotations and podLabels", func(t *testing.T) {
@@ -618,7 +624,9 @@ func checkWorkloads(t *testing.T, objs []*unstructured.Unstructured) {
 
 // checkRBAC: no wildcard anywhere; every binding binds an existing role of
 // the same scope to an existing service account; each program's service
-// account is bound to its own roles only.
+// account is bound to its own roles only; <prefix>-metrics-reader, the role
+// for the user's Prometheus, is installed, bound to nobody, and grants GET
+// /metrics only.
 func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix, ns string) {
 	t.Helper()
 	roles := map[string]bool{}
@@ -675,8 +683,21 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured, prefix, ns strin
 			}
 		}
 	}
+	reader := "ClusterRole/" + prefix + "-metrics-reader"
+	if !roles[reader] {
+		t.Errorf("no %s for the metrics endpoints' scrapers", reader)
+	} else {
+		rules, _, _ := unstructured.NestedSlice(find(objs, "ClusterRole", prefix+"-metrics-reader").Object, "rules")
+		want := []any{map[string]any{"nonResourceURLs": []any{"/metrics"}, "verbs": []any{"get"}}}
+		if d := gocmp.Diff(want, rules); d != "" {
+			t.Errorf("%s rules (-want +got):\n%s", reader, d)
+		}
+		if bound[reader] {
+			t.Errorf("%s is bound by the manifests; only the user binds it (to Prometheus)", reader)
+		}
+	}
 	for r := range roles {
-		if !bound[r] {
+		if !bound[r] && r != reader {
 			t.Errorf("%s is installed but bound to nobody", r)
 		}
 	}

@@ -279,3 +279,67 @@ router bgp 64512
 	waitFor(t, "BFD Up with the new bfdd", bothUp)
 	t.Log(fns.Try("vtysh", "--vty_socket", dir, "-c", "show bfd peers"))
 }
+
+// TestBFDNodeLinkCutIPv6: TestBFDNodeLinkCut over an IPv6 BGP session and
+// an IPv6 BFD session (RFC 5881 over UDP/IPv6, hop limit 255): the node's
+// link is cut, its next hop leaves the /128's kernel route because of BFD
+// (hold time 90 s), the BGP session is reset; the link returns and
+// everything comes back.
+func TestBFDNodeLinkCutIPv6(t *testing.T) {
+	const (
+		routerV6 = "2001:db8:2::1"
+		nodeV6   = "2001:db8:2::40"
+		prefix   = "2001:db8:254::40/128"
+	)
+	l := newLab(t)
+	l.router.Exec("ip", "addr", "add", routerV6+"/64", "dev", "lan0", "nodad")
+	node := l.host(t, "bfd6", "192.168.2.41")
+	node.Exec("ip", "addr", "add", nodeV6+"/64", "dev", "eth0", "nodad")
+	// IPv6 flushes a link's global addresses when it goes down unless told.
+	node.Exec("sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1")
+	cfg := strings.Replace(bfdLabConfig, "serviceSubnets: [192.168.254.0/24]",
+		"  - prefix: 2001:db8:2::/64\n    asn: 64512\n    allowUnauthenticated: true\n    holdTime: 90s\n    bfd: {enabled: true}\nserviceSubnets: [192.168.254.0/24, \"2001:db8:254::/64\"]", 1)
+	l.startAgent(t, l.writeConfigFrom(t, cfg, ""))
+	sp := startSpeakerTo(t, node, nodeV6, routerV6, "SPK_HOLD=90")
+	m := bfd.New(bfd.Config{Transport: nsBFDTransport{node}})
+	t.Cleanup(func() { _ = m.Close() })
+	router := netip.MustParseAddr(routerV6)
+	if err := m.AddSession(t.Context(), bfd.SessionConfig{Local: netip.MustParseAddr(nodeV6), Peer: router}); err != nil {
+		t.Fatal(err)
+	}
+	nodeState := func() bfd.State { s, _ := m.State(router); return s.State }
+	route := func() string { return l.router.Exec("ip", "-6", "route", "show", prefix) }
+	installed := func() bool { r := route(); return strings.Contains(r, "via "+nodeV6) && strings.Contains(r, "proto 220") }
+
+	sp.do("up")
+	sp.do("announce " + prefix)
+	waitFor(t, "the node's IPv6 route", installed)
+	waitFor(t, "IPv6 BFD Up on both sides", func() bool {
+		b := l.bfdOf(t, nodeV6)
+		return b != nil && b.State == "up" && nodeState() == bfd.StateUp
+	})
+	if b := l.bfdOf(t, nodeV6); b.Local != router || b.DetectTime != "900ms" || b.Resets != 0 {
+		t.Errorf("agent's IPv6 BFD session: %+v", b)
+	}
+
+	cut := time.Now()
+	node.Exec("ip", "link", "set", "eth0", "down")
+	waitFor(t, "the node's IPv6 next hop gone", func() bool { return strings.TrimSpace(route()) == "" })
+	took := time.Since(cut)
+	if b := l.bfdOf(t, nodeV6); b != nil && (b.Diag != "control detection time expired" || b.Resets != 1) {
+		t.Errorf("agent's IPv6 BFD session after the cut: %+v", b)
+	}
+	if got := sp.try("established"); got != "ok" {
+		t.Errorf("node's BGP session after the cut: %q, want still established (hold time 90 s)", got)
+	}
+	t.Logf("IPv6: link cut -> next hop out of the kernel route: %v (BFD 300ms x 3, BGP hold 90s)", took.Round(time.Millisecond))
+
+	waitFor(t, "the node's BFD session down", func() bool { return nodeState() == bfd.StateDown })
+	sp.do("reset")
+	node.Exec("ip", "link", "set", "eth0", "up")
+	waitFor(t, "the node's IPv6 route back", installed)
+	waitFor(t, "IPv6 BFD Up again", func() bool {
+		b := l.bfdOf(t, nodeV6)
+		return b != nil && b.State == "up" && !b.Withdrawn && nodeState() == bfd.StateUp
+	})
+}

@@ -309,7 +309,10 @@ func TestBFDNodeLinkCutIPv6(t *testing.T) {
 	}
 	nodeState := func() bfd.State { s, _ := m.State(router); return s.State }
 	route := func() string { return l.router.Exec("ip", "-6", "route", "show", prefix) }
-	installed := func() bool { r := route(); return strings.Contains(r, "via "+nodeV6) && strings.Contains(r, "proto 220") }
+	installed := func() bool {
+		r := route()
+		return strings.Contains(r, "via "+nodeV6) && strings.Contains(r, "proto 220")
+	}
 
 	sp.do("up")
 	sp.do("announce " + prefix)

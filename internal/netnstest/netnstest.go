@@ -73,13 +73,27 @@ func New(t testing.TB, short string) *NS {
 	if len(name) > 64 {
 		t.Fatalf("namespace name %q too long", name)
 	}
+	sweepOnce.Do(func() {
+		swept, err := Sweep()
+		if len(swept) > 0 {
+			t.Logf("removed namespaces left by killed test processes: %v", swept)
+		}
+		if err != nil {
+			t.Logf("sweeping namespaces of killed test processes: %v", err)
+		}
+	})
+	if err := register(name); err != nil {
+		t.Fatalf("register namespace %s in %s: %v", name, RegistryDir, err)
+	}
 	Run(t, "ip", "netns", "add", name)
 	ns := &NS{Name: name, t: t}
 	t.Cleanup(func() {
 		// Deleting the namespace removes its links, routes and rules with it.
 		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
 			t.Logf("cleanup: ip netns delete %s: %v: %s", name, err, out)
+			return
 		}
+		unregister(name)
 	})
 	ns.Exec("ip", "link", "set", "lo", "up")
 	return ns

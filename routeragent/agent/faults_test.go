@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,9 +58,11 @@ func (l *lab) exemptionInPlace(t testing.TB) bool {
 
 // TestFermReloadsInARow: the real ferm reloads the router's firewall ten
 // times in a row (each reload deletes our chain and jump); after each the
-// agent puts the exemption back before the INVALID drop, by itself (no ferm
-// hook here, so it is the agent's own drift check that repairs). The time
-// each repair took is logged (the target is 2 s; timing is not asserted).
+// agent counts a repair and puts the exemption back before the INVALID
+// drop, by itself (no ferm hook here, so it is the agent's own drift check
+// that repairs). The time from ferm's exit to the exemption being back is
+// logged (0 when the agent was faster than ferm's exit; the target is 2 s;
+// timing is not asserted).
 func TestFermReloadsInARow(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/ferm"); err != nil {
 		t.Fatalf("ferm is required (apt-get install ferm): %v", err)
@@ -77,12 +80,15 @@ func TestFermReloadsInARow(t *testing.T) {
 
 	var took []time.Duration
 	for i := 0; i < 10; i++ {
+		before := l.firewallStatus(t).Repairs
 		l.router.Exec("ferm", conf)
 		start := time.Now()
-		if l.exemptionInPlace(t) {
-			t.Fatalf("reload %d: ferm kept our chain; the test premise does not hold", i+1)
-		}
-		waitFor(t, "the exemption back", func() bool { return l.exemptionInPlace(t) })
+		// The agent may repair before ferm has even exited (its commit is
+		// one iptables-restore): the repair counter, not a look between
+		// the two, proves the reload removed our chain.
+		waitFor(t, fmt.Sprintf("a repair after reload %d and the exemption back", i+1), func() bool {
+			return l.firewallStatus(t).Repairs > before && l.exemptionInPlace(t)
+		})
 		took = append(took, time.Since(start))
 	}
 	st := l.firewallStatus(t)

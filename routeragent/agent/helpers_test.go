@@ -187,6 +187,11 @@ func tcpClientRole(addr string) int {
 		return 1
 	}
 	defer c.Close()
+	// Until the echo is back, closing (also by the test's SIGKILL) resets
+	// the connection: with the default close, the kernel would go on
+	// retransmitting the unanswered line from an orphaned socket for
+	// minutes, and the next case's trace would see that stray flow.
+	_ = c.(*net.TCPConn).SetLinger(0)
 	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := c.Write([]byte("hello bgplb\n")); err != nil {
 		fmt.Println("write:", err)
@@ -197,6 +202,7 @@ func tcpClientRole(addr string) int {
 		fmt.Printf("read: %q %v\n", line, err)
 		return 1
 	}
+	_ = c.(*net.TCPConn).SetLinger(-1) // answered: an orderly close
 	fmt.Println("echoed")
 	return 0
 }

@@ -564,11 +564,14 @@ func TestTrace(t *testing.T) {
 		l.reloadFirewall(t, "firewall: {mode: exempt, backend: nft}", func(s Status) bool {
 			return s.Firewall != nil && s.Firewall.Backend == "nft" && len(s.Firewall.Rules) == 2 && s.Firewall.LastError == ""
 		})
-		// The agent leaves its chain in the earlier backend behind (it no
-		// longer looks there): empty it.
-		_, _ = l.router.Try("ip6tables-legacy", "-F", "BGPLB-EXEMPT")
+		// The agent took its chain and jump out of the backend it no
+		// longer uses: the drop is rule 1 of ip6tables-legacy again.
+		waitFor(t, "the agent's chain gone from ip6tables-legacy", func() bool {
+			out, _ := l.router.Try("ip6tables-legacy", "-S")
+			return !strings.Contains(out, "BGPLB-EXEMPT")
+		})
 		run(t, "[2001:db8:254::10]:80", l.c1, want{Kind: trace.InvalidDrop, Client: "2001:db8:2::100", NextHop: "2001:db8:2::10", Interface: "lan0",
-			Rule: &trace.RuleRef{Backend: "legacy", Chain: "FORWARD", Number: 2}}, // the agent's (emptied) jump is rule 1
+			Rule: &trace.RuleRef{Backend: "legacy", Chain: "FORWARD", Number: 1}},
 			"--client", "2001:db8:2::100")
 	})
 	t.Run("asymmetric-ok ipv6", func(t *testing.T) {

@@ -1,0 +1,193 @@
+package returnpath
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/bgplb/bgplb/internal/iprange"
+)
+
+// Peer is a BGPPeer with returnPath: symmetric that this node peers with.
+type Peer struct {
+	Name    string
+	Address netip.Addr
+}
+
+// Spec is what the speaker wants: the routers and the service addresses
+// (every IPPool's, so a connection keeps its mark while its Service is
+// re-announced or withdrawn).
+type Spec struct {
+	Peers    []Peer
+	Services []iprange.Range
+}
+
+// Reasons of PeerStatus (the BGPSessionState condition's).
+const (
+	ReasonApplied          = "Applied"
+	ReasonRouterUnresolved = "RouterUnresolved"
+	ReasonApplyFailed      = "ApplyFailed"
+)
+
+// PeerStatus is one symmetric peer's state on this node.
+type PeerStatus struct {
+	Ready   bool
+	Reason  string
+	Message string
+	Slot    Slot
+}
+
+// DefaultResync is how often the manager re-reads the neighbour table and
+// re-asserts the kernel state (a router's MAC can change, `nft flush
+// ruleset` removes our table); with a problem it retries every
+// DefaultRetry.
+const (
+	DefaultResync = 30 * time.Second
+	DefaultRetry  = 5 * time.Second
+)
+
+// Manager keeps the kernel's return path state equal to the last Spec.
+type Manager struct {
+	cfg  Config
+	host Host
+	log  logr.Logger
+
+	mu      sync.Mutex
+	spec    Spec
+	status  map[string]PeerStatus
+	applied bool
+	// failures counts the failed applies since start.
+	failures uint64
+	changed  chan struct{}
+}
+
+// NewManager returns a manager applying through host.
+func NewManager(cfg Config, host Host, log logr.Logger) *Manager {
+	return &Manager{cfg: cfg.WithDefaults(), host: host, log: log, status: map[string]PeerStatus{},
+		changed: make(chan struct{}, 1)}
+}
+
+// Set applies spec at once and keeps it (Run re-asserts it).
+func (m *Manager) Set(spec Spec) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.spec = spec
+	m.syncLocked()
+}
+
+// Status returns each symmetric peer's status of the last pass.
+func (m *Manager) Status() map[string]PeerStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.status)
+}
+
+// Failures is the number of failed applies since start.
+func (m *Manager) Failures() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.failures
+}
+
+// Changed receives (coalesced) when a background pass changed a status.
+func (m *Manager) Changed() <-chan struct{} { return m.changed }
+
+// Run re-asserts the last spec every DefaultResync (DefaultRetry while a
+// peer has a problem) until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTimer(DefaultResync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		m.mu.Lock()
+		before := maps.Clone(m.status)
+		m.syncLocked()
+		changed := !maps.EqualFunc(before, m.status, func(a, b PeerStatus) bool { return a.Ready == b.Ready && a.Message == b.Message })
+		next := DefaultResync
+		for _, st := range m.status {
+			if !st.Ready {
+				next = DefaultRetry
+			}
+		}
+		m.mu.Unlock()
+		if changed {
+			select {
+			case m.changed <- struct{}{}:
+			default:
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// syncLocked resolves the routers, decides and applies. With no symmetric
+// peer and nothing applied since start it still applies once, removing
+// what an earlier run left.
+func (m *Manager) syncLocked() {
+	routers := make([]Router, 0, len(m.spec.Peers))
+	for _, p := range m.spec.Peers {
+		n, err := m.host.Neighbour(p.Address)
+		routers = append(routers, Router{Peer: p.Name, Address: p.Address, Neighbour: n, Err: err})
+	}
+	status := map[string]PeerStatus{}
+	installed, err := m.host.Installed(m.cfg)
+	if err != nil {
+		m.failLocked(err)
+		return
+	}
+	plan, problems := Decide(m.cfg, routers, m.spec.Services, installed)
+	if plan.Empty() && len(m.spec.Peers) == 0 && m.applied && len(installed) == 0 {
+		m.status = status
+		return
+	}
+	if err := m.host.Apply(m.cfg, plan); err != nil {
+		m.failLocked(err)
+		return
+	}
+	m.applied = true
+	for _, p := range m.spec.Peers {
+		if e, ok := problems[p.Name]; ok {
+			status[p.Name] = PeerStatus{Reason: ReasonRouterUnresolved, Message: e.Error()}
+			continue
+		}
+		s, ok := plan.SlotOf(p.Name, p.Address)
+		if !ok {
+			continue
+		}
+		status[p.Name] = PeerStatus{Ready: true, Reason: ReasonApplied, Slot: s, Message: fmt.Sprintf(
+			"replies of connections from %s (%s on %s) to service addresses leave through it: ct mark %#x/%#x, ip rule priority %d lookup table %d",
+			s.Router, s.Neighbor.MAC, s.Neighbor.Link, s.Mark, m.cfg.MarkMask, m.cfg.RulePriority, s.Table)}
+	}
+	for name, st := range status {
+		if old, ok := m.status[name]; !ok || old.Message != st.Message {
+			if st.Ready {
+				m.log.Info("symmetric return path in place", "peer", name, "router", st.Slot.Router, "mac", st.Slot.Neighbor.MAC.String(),
+					"interface", st.Slot.Neighbor.Link, "mark", fmt.Sprintf("%#x", st.Slot.Mark), "table", st.Slot.Table)
+			} else {
+				m.log.Info("symmetric return path not in place", "peer", name, "reason", st.Reason, "message", st.Message)
+			}
+		}
+	}
+	m.status = status
+}
+
+func (m *Manager) failLocked(err error) {
+	m.failures++
+	status := map[string]PeerStatus{}
+	for _, p := range m.spec.Peers {
+		status[p.Name] = PeerStatus{Reason: ReasonApplyFailed, Message: err.Error()}
+	}
+	if len(m.status) == 0 || fmt.Sprint(m.status) != fmt.Sprint(status) {
+		m.log.Error(err, "applying the symmetric return path")
+	}
+	m.status = status
+}

@@ -298,7 +298,7 @@ func (l *lab) set(t *testing.T, m *returnpath.Manager, spec returnpath.Spec) map
 	t.Helper()
 	var st map[string]returnpath.PeerStatus
 	for range 50 {
-		if err := l.node.Do(func() error { m.Set(spec); return nil }); err != nil {
+		if err := l.node.Do(func() error { m.Set(spec); m.Resync(); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		st = m.Status()
@@ -347,7 +347,7 @@ func runSymmetric(t *testing.T, f family, kubeProxy string) {
 	// Symmetric: before the node has talked to the second router its MAC
 	// address is unknown, which the status says (the first one's is known:
 	// it asked for the node's when it forwarded the SYN).
-	m := returnpath.NewManager(returnpath.Config{}, returnpath.Kernel{}, testr.New(t))
+	m := returnpath.NewManager(returnpath.Config{}, returnpath.Kernel{}, testr.New(t), nil)
 	a := netip.MustParseAddr(l.svcAddr)
 	bits := 24
 	if l.six {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bgplb/bgplb/internal/iprange"
 )
@@ -61,22 +63,37 @@ type Manager struct {
 	spec    Spec
 	status  map[string]PeerStatus
 	applied bool
-	// failures counts the failed applies since start.
-	failures uint64
-	changed  chan struct{}
+	// passes and failures count the passes and the failed applies since
+	// start.
+	passes, failures uint64
+	changed          chan struct{}
+	metrics          *Metrics
 }
 
-// NewManager returns a manager applying through host.
-func NewManager(cfg Config, host Host, log logr.Logger) *Manager {
+// NewManager returns a manager applying through host; metrics may be nil.
+func NewManager(cfg Config, host Host, log logr.Logger, metrics *Metrics) *Manager {
 	return &Manager{cfg: cfg.WithDefaults(), host: host, log: log, status: map[string]PeerStatus{},
-		changed: make(chan struct{}, 1)}
+		changed: make(chan struct{}, 1), metrics: metrics}
 }
 
-// Set applies spec at once and keeps it (Run re-asserts it).
+// Set applies spec at once and keeps it (Run re-asserts it). An unchanged
+// spec costs nothing: the speaker calls Set on every reconcile (each
+// EndpointSlice change), and the timer of Run retries problems.
 func (m *Manager) Set(spec Spec) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.passes > 0 && slices.Equal(spec.Peers, m.spec.Peers) && slices.Equal(spec.Services, m.spec.Services) {
+		return
+	}
 	m.spec = spec
+	m.syncLocked()
+}
+
+// Resync re-reads the neighbour table and re-asserts the last spec now
+// (Run does on its timer).
+func (m *Manager) Resync() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.syncLocked()
 }
 
@@ -133,6 +150,8 @@ func (m *Manager) Run(ctx context.Context) error {
 // peer and nothing applied since start it still applies once, removing
 // what an earlier run left.
 func (m *Manager) syncLocked() {
+	m.passes++
+	defer m.report()
 	routers := make([]Router, 0, len(m.spec.Peers))
 	for _, p := range m.spec.Peers {
 		n, err := m.host.Neighbour(p.Address)
@@ -182,6 +201,9 @@ func (m *Manager) syncLocked() {
 
 func (m *Manager) failLocked(err error) {
 	m.failures++
+	if m.metrics != nil {
+		m.metrics.Failures.Inc()
+	}
 	status := map[string]PeerStatus{}
 	for _, p := range m.spec.Peers {
 		status[p.Name] = PeerStatus{Reason: ReasonApplyFailed, Message: err.Error()}
@@ -190,4 +212,65 @@ func (m *Manager) failLocked(err error) {
 		m.log.Error(err, "applying the symmetric return path")
 	}
 	m.status = status
+}
+
+// report sets the per-peer gauge from the status (and drops the series
+// of peers that are gone).
+func (m *Manager) report() {
+	if m.metrics == nil {
+		return
+	}
+	m.metrics.Ready.Reset()
+	for name, st := range m.status {
+		v := 0.0
+		if st.Ready {
+			v = 1
+		}
+		m.metrics.Ready.WithLabelValues(name).Set(v)
+	}
+}
+
+// Metrics are the return path's Prometheus metrics. peer is a BGPPeer's
+// name with returnPath: symmetric that this node peers with.
+type Metrics struct {
+	Ready    *prometheus.GaugeVec
+	Failures prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgplb_speaker_return_path_symmetric",
+			Help: "1 when this node sends the replies of the connections the peer (a BGPPeer with returnPath: symmetric) forwarded back through it (mark rule, policy rule and route in place), else 0.",
+		}, []string{"peer"}),
+		Failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bgplb_speaker_return_path_apply_failures_total",
+			Help: "Passes in which the kernel refused the return path's nftables table, policy rules or routes.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.Ready, m.Failures} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// RemoveLeftovers is for a speaker running without
+// --symmetric-return-path: it removes the policy rules and routes (and
+// our nftables table) that an earlier run with it left. Reading needs no
+// privilege; without CAP_NET_ADMIN the removal fails and the log says
+// what to do.
+func RemoveLeftovers(cfg Config, host Host, log logr.Logger) {
+	installed, err := host.Installed(cfg)
+	if err != nil || len(installed) == 0 {
+		return
+	}
+	if err := host.Apply(cfg, Plan{}); err != nil {
+		log.Error(err, "an earlier run with --symmetric-return-path left policy rules and routes that this run cannot remove: set returnPath: direct on the BGPPeers before turning the flag off, or remove them by hand",
+			"rulePriority", cfg.WithDefaults().RulePriority, "nftablesTable", "inet "+TableName)
+		return
+	}
+	log.Info("removed the symmetric return path of an earlier run", "slots", len(installed))
 }

@@ -245,8 +245,12 @@ func applyNft(cfg Config, plan Plan) error {
 	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
 	want := nftRules(cfg, plan)
 	if plan.Empty() {
-		if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet); err != nil {
-			return nil // not there
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		if err != nil {
+			return fmt.Errorf("nftables: list tables: %w", err)
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }) {
+			return nil
 		}
 		c.DelTable(table)
 		if err := c.Flush(); err != nil {

@@ -3,6 +3,7 @@ package returnpath_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -125,7 +126,7 @@ var v4 = family{lan: "/24", client: [2]string{"192.168.2.109", "192.168.2.110"},
 var v6 = family{six: true, lan: "/64", client: [2]string{"2001:db8:2::109", "2001:db8:2::110"}, router: [2]string{"2001:db8:2::1", "2001:db8:2::2"},
 	node: "2001:db8:2::20", svc: "2001:db8:254::1", pod: "fd00:244::5", gwP: "fd00:244::1", podNet: "/64"}
 
-func newLab(t *testing.T, f family, kubeProxy string) *lab {
+func newLab(t testing.TB, f family, kubeProxy string) *lab {
 	t.Helper()
 	sw := netnstest.New(t, "sw")
 	l := &lab{node: netnstest.New(t, "node"), pod: netnstest.New(t, "pod"), six: f.six, svcAddr: f.svc}
@@ -203,7 +204,7 @@ func newLab(t *testing.T, f family, kubeProxy string) *lab {
 }
 
 // serve runs a ping/pong TCP responder in ns.
-func serve(t *testing.T, ns *netnstest.NS, addr string) {
+func serve(t testing.TB, ns *netnstest.NS, addr string) {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() error {
@@ -223,13 +224,32 @@ func serve(t *testing.T, ns *netnstest.NS, addr string) {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if l, err := bufio.NewReader(c).ReadString('\n'); err == nil && l == "ping\n" {
+				l, err := bufio.NewReader(c).ReadString('\n')
+				var n int
+				switch {
+				case err != nil:
+				case l == "ping\n":
 					_, _ = c.Write([]byte("pong\n"))
+				case scanBulk(l, &n):
+					// A bulk download for the benchmark: n bytes.
+					_ = c.SetDeadline(time.Now().Add(time.Minute))
+					_, _ = io.CopyN(c, zeros{}, int64(n))
 				}
 			}()
 		}
 	}()
 }
+
+// scanBulk parses the benchmark's request, "bulk <bytes>".
+func scanBulk(l string, n *int) bool {
+	k, err := fmt.Sscanf(l, "bulk %d\n", n)
+	return k == 1 && err == nil
+}
+
+// zeros reads as an endless stream of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // exchange does one request/response: only a reply proves the path (the
 // client "connects" either way, the SYN-ACK comes from the node directly).
@@ -260,7 +280,7 @@ func exchange(client *netnstest.NS, dst string) error {
 
 // resolve makes the node talk to the routers once, as its BGP sessions do,
 // so their neighbour entries exist.
-func (l *lab) resolve(t *testing.T) {
+func (l *lab) resolve(t testing.TB) {
 	t.Helper()
 	for _, r := range l.routerAddrs {
 		if err := l.node.Do(func() error {
@@ -294,7 +314,7 @@ func (l *lab) spec(services ...string) returnpath.Spec {
 
 // set applies spec on the node until every peer is ready (the neighbour
 // entries arrive with the routers' answers).
-func (l *lab) set(t *testing.T, m *returnpath.Manager, spec returnpath.Spec) map[string]returnpath.PeerStatus {
+func (l *lab) set(t testing.TB, m *returnpath.Manager, spec returnpath.Spec) map[string]returnpath.PeerStatus {
 	t.Helper()
 	var st map[string]returnpath.PeerStatus
 	for range 50 {
@@ -316,7 +336,7 @@ func (l *lab) set(t *testing.T, m *returnpath.Manager, spec returnpath.Spec) map
 }
 
 // assured returns the router's conntrack flows to the service.
-func (l *lab) flows(t *testing.T, router *netnstest.NS) []symmetry.Flow {
+func (l *lab) flows(t testing.TB, router *netnstest.NS) []symmetry.Flow {
 	t.Helper()
 	p := netip.PrefixFrom(netip.MustParseAddr(l.svcAddr), netip.MustParseAddr(l.svcAddr).BitLen())
 	var fs []symmetry.Flow

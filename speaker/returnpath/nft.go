@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -157,9 +156,4 @@ func setElements(rs []iprange.Range, zero netip.Addr) []nftables.SetElement {
 		}
 	}
 	return out
-}
-
-// parseFingerprint returns the fingerprint of a state rule's comment.
-func parseFingerprint(comment string) (string, bool) {
-	return strings.CutPrefix(comment, commentPrefix)
 }

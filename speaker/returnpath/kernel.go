@@ -214,9 +214,9 @@ func (Kernel) Apply(cfg Config, plan Plan) error {
 }
 
 func sameRoute(have, want netlink.Route) bool {
-	ones, _ := have.Dst.Mask.Size()
-	if have.Dst == nil {
-		ones = 0
+	ones := 0 // a default route may come without Dst
+	if have.Dst != nil {
+		ones, _ = have.Dst.Mask.Size()
 	}
 	return have.Table == want.Table && ones == 0 && have.Gw.Equal(want.Gw) && have.LinkIndex == want.LinkIndex && have.Family == want.Family
 }

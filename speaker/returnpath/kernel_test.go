@@ -179,14 +179,30 @@ func newLab(t testing.TB, f family, kubeProxy string) *lab {
 	netnstest.Veth(t, l.node, "veth0", "", l.pod, "eth0", f.pod+f.podNet)
 	l.node.Exec("ip", "link", "set", "veth0", "master", "cni0")
 	l.pod.Exec(append(ip, "route", "add", "default", "via", f.gwP)...)
+	endpoint, server := f.pod, l.pod
+	if kubeProxy == "iptables-cluster-remote" {
+		// The endpoint is on a second node (its own pod subnet, routed
+		// between the nodes as a host-gw CNI does): kube-proxy on the
+		// first node DNATs to it and SNATs to the first node's address,
+		// so the pod's reply comes back to the first node over eth0 and
+		// leaves from there to the client.
+		node2, pod2 := netnstest.New(t, "node2"), netnstest.New(t, "pod2")
+		node2.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.accept_redirects=0", "net.ipv4.conf.default.accept_redirects=0")
+		plug(node2, "eth0", "192.168.2.21"+f.lan)
+		netnstest.Veth(t, node2, "veth0", "10.244.1.1/24", pod2, "eth0", "10.244.1.5/24")
+		pod2.Exec("ip", "route", "add", "default", "via", "10.244.1.1")
+		l.node.Exec("ip", "route", "add", "10.244.1.0/24", "via", "192.168.2.21")
+		node2.Exec("ip", "route", "add", "10.244.0.0/24", "via", f.node)
+		endpoint, server = "10.244.1.5", pod2
+	}
 	switch kubeProxy {
-	case "iptables-local", "iptables-cluster":
+	case "iptables-local", "iptables-cluster", "iptables-cluster-remote":
 		restore := "iptables-legacy-restore"
 		if f.six {
 			restore = "ip6tables-legacy-restore"
 		}
 		cmd := l.node.Command(restore)
-		cmd.Stdin = strings.NewReader(kubeProxyIptables(f.svc, f.pod, 80, 8080, kubeProxy == "iptables-cluster"))
+		cmd.Stdin = strings.NewReader(kubeProxyIptables(f.svc, endpoint, 80, 8080, kubeProxy != "iptables-local"))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", restore, err, out)
 		}
@@ -199,7 +215,7 @@ func newLab(t testing.TB, f family, kubeProxy string) *lab {
 	default:
 		t.Fatalf("unknown kube-proxy %q", kubeProxy)
 	}
-	serve(t, l.pod, net.JoinHostPort(f.pod, "8080"))
+	serve(t, server, net.JoinHostPort(endpoint, "8080"))
 	return l
 }
 
@@ -425,13 +441,14 @@ func runSymmetric(t *testing.T, f family, kubeProxy string) {
 
 // TestKernelSymmetricReturnPath: the seed's network with a ferm router and
 // kube-proxy's DNAT (iptables mode, externalTrafficPolicy Local and
-// Cluster; nftables mode, Cluster) to a pod behind the node's bridge, two
+// Cluster, the endpoint on this node or another; nftables mode, Cluster)
+// to a pod behind the node's bridge, two
 // routers: without returnPath symmetric the connection hangs; with it, each
 // client's connection works through its own router, whose conntrack shows
 // it ASSURED; turning it off removes the table, rules and routes.
 func TestKernelSymmetricReturnPath(t *testing.T) {
 	netnstest.RequireRoot(t)
-	for _, kp := range []string{"iptables-local", "iptables-cluster", "nftables-cluster"} {
+	for _, kp := range []string{"iptables-local", "iptables-cluster", "iptables-cluster-remote", "nftables-cluster"} {
 		t.Run(kp, func(t *testing.T) { runSymmetric(t, v4, kp) })
 	}
 }

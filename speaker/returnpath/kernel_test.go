@@ -421,6 +421,28 @@ func runSymmetric(t *testing.T, f family, kubeProxy string) {
 		}
 	}
 
+	// Drift: someone deletes our table, a rule and a route (`nft flush
+	// ruleset` would take kube-proxy's nftables table too);
+	// the next resync puts them back and new connections work again.
+	l.node.Exec("nft", "delete", "table", "inet", returnpath.TableName)
+	ip := []string{"ip"}
+	if l.six {
+		ip = []string{"ip", "-6"}
+	}
+	l.node.Exec(append(ip, "rule", "del", "priority", "4200", "table", fmt.Sprint(st["r0"].Slot.Table))...)
+	l.node.Exec(append(ip, "route", "flush", "table", fmt.Sprint(st["r1"].Slot.Table))...)
+	if err := l.node.Do(func() error { m.Resync(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Status(); !st["r0"].Ready || !st["r1"].Ready {
+		t.Fatalf("after the repair: %+v", st)
+	}
+	for i, c := range l.clients {
+		if err := exchange(c, l.svc); err != nil {
+			t.Fatalf("after the repair, client %d: %v", i, err)
+		}
+	}
+
 	// Turned off: everything of ours goes, and the seed's failure returns.
 	if err := l.node.Do(func() error { m.Set(returnpath.Spec{}); return nil }); err != nil {
 		t.Fatal(err)

@@ -68,6 +68,8 @@ type Manager struct {
 	passes, failures uint64
 	changed          chan struct{}
 	metrics          *Metrics
+	// known is the last neighbour resolved for each router address.
+	known map[netip.Addr]Neighbour
 }
 
 // NewManager returns a manager applying through host; metrics may be nil.
@@ -153,10 +155,23 @@ func (m *Manager) syncLocked() {
 	m.passes++
 	defer m.report()
 	routers := make([]Router, 0, len(m.spec.Peers))
+	known := map[netip.Addr]Neighbour{}
 	for _, p := range m.spec.Peers {
 		n, err := m.host.Neighbour(p.Address)
+		if err != nil {
+			// A neighbour entry goes FAILED while the router reboots and
+			// is garbage-collected when idle: keep the last MAC seen
+			// rather than tear down the return path of its connections.
+			if last, ok := m.known[p.Address]; ok {
+				n, err = last, nil
+			}
+		}
+		if err == nil {
+			known[p.Address] = n
+		}
 		routers = append(routers, Router{Peer: p.Name, Address: p.Address, Neighbour: n, Err: err})
 	}
+	m.known = known
 	status := map[string]PeerStatus{}
 	installed, err := m.host.Installed(m.cfg)
 	if err != nil {

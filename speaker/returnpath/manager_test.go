@@ -75,6 +75,14 @@ func TestManagerSet(t *testing.T) {
 		t.Fatalf("after resync %+v", st)
 	}
 
+	// The neighbour entry goes away (router rebooting, garbage
+	// collection): the last MAC is kept.
+	delete(h.neigh, r2.Address)
+	m.Resync()
+	if st := m.Status(); !st["r2"].Ready || st["r2"].Slot.Neighbor.Link != "eth0" {
+		t.Fatalf("without the neighbour entry %+v", st)
+	}
+
 	h.applyErr = errors.New("operation not permitted")
 	m.Resync()
 	if st := m.Status(); st["r1"].Ready || st["r1"].Reason != ReasonApplyFailed || m.Failures() != 1 {

@@ -23,12 +23,12 @@ import (
 //		chain prerouting {
 //			type filter hook prerouting priority mangle; policy accept;
 //			counter comment "bgplb returnpath <fingerprint>"
-//			iifname "eth0" iiftype ether ether saddr 52:54:00:00:00:01 ip daddr @svc4 ct state new ct mark set ct mark & 0xf0ffffff | 0x01000000 counter comment "bgplb: mark new connections from router 192.168.2.1 (peer r1)"
-//			ct direction reply ct mark & 0x0f000000 == 0x01000000 meta mark set meta mark & 0xf0ffffff | 0x01000000 counter comment "bgplb: replies of router 192.168.2.1's connections"
+//			iifname "eth0" iiftype ether ether saddr 52:54:00:00:00:01 ip daddr @svc4 ct state new ct mark set ct mark & 0xf1ffffff | 0x01000000 counter comment "bgplb: mark new connections from router 192.168.2.1 (peer r1)"
+//			ct direction reply ct mark & 0x0f000000 == 0x01000000 meta mark set meta mark & 0xf1ffffff | 0x01000000 counter comment "bgplb: replies of router 192.168.2.1's connections"
 //		}
 //		chain output {
 //			type route hook output priority mangle; policy accept;
-//			ct direction reply ct mark & 0x0f000000 == 0x01000000 meta mark set meta mark & 0xf0ffffff | 0x01000000 counter comment "..."
+//			ct direction reply ct mark & 0x0f000000 == 0x01000000 meta mark set meta mark & 0xf1ffffff | 0x01000000 counter comment "..."
 //		}
 //	}
 //

@@ -443,6 +443,27 @@ func runSymmetric(t *testing.T, f family, kubeProxy string) {
 		}
 	}
 
+	// The second router's BGPPeer goes (or turns direct): its rule and
+	// route go, the first router's stay and keep working.
+	one := spec
+	one.Peers = spec.Peers[:1]
+	if err := l.node.Do(func() error { m.Set(one); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if out := l.node.Exec(append(ip, "rule")...); strings.Contains(out, fmt.Sprintf("lookup %d", st["r1"].Slot.Table)) ||
+		!strings.Contains(out, fmt.Sprintf("lookup %d", st["r0"].Slot.Table)) {
+		t.Errorf("rules after removing r1:\n%s", out)
+	}
+	if out := l.node.Exec(append(ip, "route", "show", "table", "all", "proto", "220")...); strings.Contains(out, l.routerAddrs[1]) || !strings.Contains(out, l.routerAddrs[0]) {
+		t.Errorf("routes after removing r1:\n%s", out)
+	}
+	if out := l.node.Exec("nft", "list", "table", "inet", returnpath.TableName); strings.Contains(out, l.routerAddrs[1]) {
+		t.Errorf("table after removing r1:\n%s", out)
+	}
+	if err := exchange(l.clients[0], l.svc); err != nil {
+		t.Fatalf("after removing r1, client 0: %v", err)
+	}
+
 	// Turned off: everything of ours goes, and the seed's failure returns.
 	if err := l.node.Do(func() error { m.Set(returnpath.Spec{}); return nil }); err != nil {
 		t.Fatal(err)

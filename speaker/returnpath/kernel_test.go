@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -195,14 +196,20 @@ func newLab(t testing.TB, f family, kubeProxy string) *lab {
 		node2.Exec("ip", "route", "add", "10.244.0.0/24", "via", f.node)
 		endpoint, server = "10.244.1.5", pod2
 	}
+	if kubeProxy == "iptables-hostnet" {
+		// A host-network endpoint: kube-proxy DNATs to the node's own
+		// address and the node's process answers (the output chain's
+		// restore and the kernel's reroute on a changed mark).
+		endpoint, server = f.node, l.node
+	}
 	switch kubeProxy {
-	case "iptables-local", "iptables-cluster", "iptables-cluster-remote":
+	case "iptables-local", "iptables-cluster", "iptables-cluster-remote", "iptables-hostnet":
 		restore := "iptables-legacy-restore"
 		if f.six {
 			restore = "ip6tables-legacy-restore"
 		}
 		cmd := l.node.Command(restore)
-		cmd.Stdin = strings.NewReader(kubeProxyIptables(f.svc, endpoint, 80, 8080, kubeProxy != "iptables-local"))
+		cmd.Stdin = strings.NewReader(kubeProxyIptables(f.svc, endpoint, 80, 8080, kubeProxy != "iptables-local" && kubeProxy != "iptables-hostnet"))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", restore, err, out)
 		}
@@ -261,6 +268,9 @@ func scanBulk(l string, n *int) bool {
 	k, err := fmt.Sscanf(l, "bulk %d\n", n)
 	return k == 1 && err == nil
 }
+
+// restoredRe matches a restore rule that counted packets.
+var restoredRe = regexp.MustCompile(`ct direction reply .* counter packets [1-9]`)
 
 // zeros reads as an endless stream of zero bytes.
 type zeros struct{}
@@ -409,6 +419,15 @@ func runSymmetric(t *testing.T, f family, kubeProxy string) {
 			t.Fatalf("symmetric return path, client %d via router %d: %v", i, i, err)
 		}
 	}
+	// The replies took our restore rule: in output for a host-network
+	// endpoint, in prerouting for a pod's.
+	chain := returnpath.ChainPrerouting
+	if kubeProxy == "iptables-hostnet" {
+		chain = returnpath.ChainOutput
+	}
+	if out := l.node.Exec("nft", "list", "chain", "inet", returnpath.TableName, chain); !restoredRe.MatchString(out) {
+		t.Errorf("no reply went through the restore rules of chain %s:\n%s", chain, out)
+	}
 	for i, r := range l.routers {
 		assured := 0
 		for _, fl := range l.flows(t, r) {
@@ -484,14 +503,15 @@ func runSymmetric(t *testing.T, f family, kubeProxy string) {
 
 // TestKernelSymmetricReturnPath: the seed's network with a ferm router and
 // kube-proxy's DNAT (iptables mode, externalTrafficPolicy Local and
-// Cluster, the endpoint on this node or another; nftables mode, Cluster)
+// Cluster, the endpoint on this node, on another or in the host network;
+// nftables mode, Cluster)
 // to a pod behind the node's bridge, two
 // routers: without returnPath symmetric the connection hangs; with it, each
 // client's connection works through its own router, whose conntrack shows
 // it ASSURED; turning it off removes the table, rules and routes.
 func TestKernelSymmetricReturnPath(t *testing.T) {
 	netnstest.RequireRoot(t)
-	for _, kp := range []string{"iptables-local", "iptables-cluster", "iptables-cluster-remote", "nftables-cluster"} {
+	for _, kp := range []string{"iptables-local", "iptables-cluster", "iptables-cluster-remote", "iptables-hostnet", "nftables-cluster"} {
 		t.Run(kp, func(t *testing.T) { runSymmetric(t, v4, kp) })
 	}
 }

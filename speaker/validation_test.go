@@ -59,6 +59,8 @@ func TestBGPPeerValidation(t *testing.T) {
 		}, wantErr: "bfd.transmitInterval must be between 10ms and 60s"},
 		{name: "bfd multiplier 0", mutate: func(s *v1.BGPPeerSpec) { s.BFD = &v1.BFD{Enabled: true, DetectMultiplier: i32(0)} }, wantErr: "detectMultiplier"},
 		{name: "bfd multiplier 256", mutate: func(s *v1.BGPPeerSpec) { s.BFD = &v1.BFD{Enabled: true, DetectMultiplier: i32(256)} }, wantErr: "detectMultiplier"},
+		{name: "returnPath symmetric accepted", mutate: func(s *v1.BGPPeerSpec) { s.ReturnPath = v1.ReturnPathSymmetric }},
+		{name: "returnPath unknown refused", mutate: func(s *v1.BGPPeerSpec) { s.ReturnPath = "via-router" }, wantErr: "supported values"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,6 +91,9 @@ func TestBGPPeerValidation(t *testing.T) {
 		}
 		if got.Spec.HoldTime == nil || got.Spec.HoldTime.Duration != 90*time.Second {
 			t.Errorf("holdTime default = %v, want 90s", got.Spec.HoldTime)
+		}
+		if got.Spec.ReturnPath != v1.ReturnPathDirect {
+			t.Errorf("returnPath default = %q, want direct", got.Spec.ReturnPath)
 		}
 		if got.Spec.PasswordSecret.Key != "password" {
 			t.Errorf("passwordSecret.key default = %q, want password", got.Spec.PasswordSecret.Key)

@@ -113,7 +113,37 @@ type BGPPeerSpec struct {
 	// been up, the speaker resets the BGP session.
 	// +optional
 	BFD *BFD `json:"bfd,omitempty"`
+
+	// ReturnPath is how each node sends the replies of the connections
+	// that this router forwarded to a service address. "direct" (the
+	// default) leaves the node's routing alone: a client on the node's own
+	// subnet gets its replies straight from the node, around the router,
+	// and a stateful firewall on the router then sees half of the
+	// connection and drops the rest as INVALID (unless it exempts the
+	// service subnets). "symmetric" sends them back through this router:
+	// the speaker marks the connections whose packets came from the
+	// router's MAC address (connmark) and routes their replies by that mark
+	// to a table whose default route is the router. It needs the speaker's
+	// --symmetric-return-path flag (chart: speaker.symmetricReturnPath.enabled,
+	// which grants CAP_NET_ADMIN); BGPSessionState shows the
+	// ReturnPathSymmetric condition.
+	// +optional
+	// +kubebuilder:default=direct
+	// +kubebuilder:validation:Enum=direct;symmetric
+	ReturnPath ReturnPath `json:"returnPath,omitempty"`
 }
+
+// ReturnPath is a BGPPeer's return path mode.
+type ReturnPath string
+
+// Return path modes.
+const (
+	// ReturnPathDirect leaves the nodes' routing alone (the default).
+	ReturnPathDirect ReturnPath = "direct"
+	// ReturnPathSymmetric sends the replies of connections that came
+	// through the router back through it.
+	ReturnPathSymmetric ReturnPath = "symmetric"
+)
 
 // BFD configures a BGPPeer's BFD session. The names and defaults are those
 // of FRR's bfdd and MetalLB. The Echo function is not supported: the speaker
@@ -194,6 +224,7 @@ type BGPPeerStatus struct{}
 // +kubebuilder:printcolumn:name="Peer ASN",type=integer,JSONPath=`.spec.peerASN`
 // +kubebuilder:printcolumn:name="My ASN",type=integer,JSONPath=`.spec.myASN`
 // +kubebuilder:printcolumn:name="Hold",type=string,JSONPath=`.spec.holdTime`
+// +kubebuilder:printcolumn:name="Return Path",type=string,JSONPath=`.spec.returnPath`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type BGPPeer struct {
 	metav1.TypeMeta   `json:",inline"`

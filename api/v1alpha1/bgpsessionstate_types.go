@@ -68,6 +68,21 @@ type BGPSessionStateStatus struct {
 	// +optional
 	BFD *BFDSessionStatus `json:"bfd,omitempty"`
 
+	// ReturnPath is the BGPPeer's returnPath mode as this speaker applies
+	// it ("direct" or "symmetric"); the ReturnPathSymmetric condition
+	// says whether the symmetric return path is in place.
+	// +optional
+	ReturnPath ReturnPath `json:"returnPath,omitempty"`
+
+	// Conditions: ReturnPathSymmetric (returnPath: symmetric only) is True
+	// when the node's connmark rule, policy rule and route for this router
+	// are installed, False with the reason (NotEnabled, RouterUnresolved,
+	// ApplyFailed) otherwise.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
 	// LastUpdateTime is when the speaker last wrote this status.
 	// +optional
 	LastUpdateTime *metav1.Time `json:"lastUpdateTime,omitempty"`
@@ -79,6 +94,23 @@ const (
 	BFDStateDown      = "Down"
 	BFDStateInit      = "Init"
 	BFDStateUp        = "Up"
+)
+
+// ConditionReturnPathSymmetric is the BGPSessionState condition of a
+// BGPPeer with returnPath: symmetric, and its reasons.
+const (
+	ConditionReturnPathSymmetric = "ReturnPathSymmetric"
+	// ReasonReturnPathApplied: the mark rules, policy rule and route are in
+	// place.
+	ReasonReturnPathApplied = "Applied"
+	// ReasonReturnPathNotEnabled: the speaker runs without
+	// --symmetric-return-path.
+	ReasonReturnPathNotEnabled = "NotEnabled"
+	// ReasonReturnPathRouterUnresolved: the router's interface or MAC
+	// address is not known yet (no neighbour entry).
+	ReasonReturnPathRouterUnresolved = "RouterUnresolved"
+	// ReasonReturnPathApplyFailed: the kernel refused the rules or routes.
+	ReasonReturnPathApplyFailed = "ApplyFailed"
 )
 
 // BFDSessionStatus is the running state of one node's BFD session to a

@@ -13,11 +13,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
@@ -28,6 +30,7 @@ import (
 	"github.com/bgplb/bgplb/speaker/bfd"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/controller"
+	"github.com/bgplb/bgplb/speaker/returnpath"
 )
 
 // defaultGOGC is the GC target unless $GOGC is set.
@@ -60,7 +63,19 @@ func run() error {
 		burst         = flag.Int("kube-api-burst", 40, "client-side burst of API requests")
 		showVersion   = flag.Bool("version", false, "print the version and exit")
 		pprofOn       = flag.Bool("enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics endpoint, behind its authentication and authorization unless --metrics-secure=false (for profiling; off by default)")
+		symReturn     = flag.Bool("symmetric-return-path", false, "set up the symmetric return path for BGPPeers with returnPath: symmetric: connmark the connections that came from the router's MAC address and route their replies back through it (needs CAP_NET_ADMIN; docs/speaker.md)")
+		rpConfig      = returnpath.Config{MarkMask: returnpath.DefaultMarkMask}
 	)
+	flag.Func("return-path-mark-mask", fmt.Sprintf("ct mark and packet mark bits of the symmetric return path, one value per router (default %#x: 15 routers; keep clear of your CNI's and kube-proxy's marks)", returnpath.DefaultMarkMask), func(v string) error {
+		n, err := strconv.ParseUint(v, 0, 32)
+		if err != nil {
+			return err
+		}
+		rpConfig.MarkMask = uint32(n)
+		return nil
+	})
+	flag.IntVar(&rpConfig.TableBase, "return-path-table-base", returnpath.DefaultTableBase, "the symmetric return path's route table of router slot n is this plus n")
+	flag.IntVar(&rpConfig.RulePriority, "return-path-rule-priority", returnpath.DefaultRulePriority, "preference of the symmetric return path's ip rules (before the main table's 32766)")
 	// The old name of --graceful-shutdown-on-drain, when it covered a
 	// cordon only and was off by default.
 	flag.BoolVar(gshutDrain, "graceful-shutdown-when-cordoned", true, "deprecated: --graceful-shutdown-on-drain")
@@ -78,6 +93,9 @@ func run() error {
 	}
 	if *nodeName == "" {
 		return errors.New("--node-name or NODE_NAME is required")
+	}
+	if err := rpConfig.Validate(); err != nil {
+		return fmt.Errorf("--return-path-*: %w", err)
 	}
 	if lv, ok := logLevel.Zap(); ok {
 		zapOpts.Level = lv
@@ -156,6 +174,19 @@ func run() error {
 	// opened with the first one.
 	bfdSessions := bfd.New(bfd.Options{Log: log.WithName("bfd"), Reset: speaker})
 	rec.BFD = bfdSessions
+	if *symReturn {
+		rpMetrics, err := returnpath.NewMetrics(metrics.Registry)
+		if err != nil {
+			return fmt.Errorf("register return path metrics: %w", err)
+		}
+		rp := returnpath.NewManager(rpConfig, returnpath.Kernel{}, log.WithName("returnpath"), rpMetrics)
+		if err := mgr.Add(manager.RunnableFunc(rp.Run)); err != nil {
+			return fmt.Errorf("add the return path loop: %w", err)
+		}
+		rec.ReturnPath = rp
+	} else {
+		returnpath.RemoveLeftovers(rpConfig, returnpath.Kernel{}, log.WithName("returnpath"))
+	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up speaker controller: %w", err)
 	}

@@ -99,6 +99,10 @@ type Reconciler struct {
 	Log      logr.Logger
 	Options  Options
 
+	// ReturnPath sets up the symmetric return path of BGPPeers with
+	// returnPath: symmetric; nil: not enabled (--symmetric-return-path).
+	ReturnPath ReturnPath
+
 	serves func(*corev1.Service) bool
 	kick   chan event.GenericEvent
 	synced atomic.Bool
@@ -116,6 +120,7 @@ type Reconciler struct {
 	lastStateSig, lastStateCounts string
 	lastStateWrite                time.Time
 	bfd                           bfdReport
+	returnPath                    returnPathReport
 }
 
 // SecretNamespace is the namespace password Secrets are read from: ns, or
@@ -194,6 +199,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				r.Kick()
 			case <-r.bfdChanged():
 				r.Kick()
+			case <-r.returnPathChanged():
+				r.Kick()
 			}
 		}
 	})); err != nil {
@@ -243,6 +250,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 
 	errs := r.apply(ctx, plan, configs, desired, log)
 	bfdRetry := r.applyBFD(ctx, configs, objs, log)
+	r.applyReturnPath(configs, objs, in.Pools)
 	r.lastConfigs = configs
 	r.inc.done(plan, cfg, in.Services, r.store.service, len(errs) == 0, start)
 	if r.Metrics != nil {
@@ -356,6 +364,7 @@ func (r *Reconciler) updateStates(ctx context.Context, full bool, desired model.
 	status := r.Speaker.Status(ctx)
 	sig, counts := stateSignature(desired, status, r.peerErrs)
 	sig += r.bfdSignature()
+	sig += r.returnPathSignature()
 	switch {
 	case full || sig != r.lastStateSig || (counts != r.lastStateCounts && time.Since(r.lastStateWrite) >= stateWriteInterval):
 		if err := r.writeStates(ctx, desired, objs, status); err != nil {
@@ -589,6 +598,7 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 			want.LastError = e
 		}
 		want.BFD = r.bfdStatus(peer)
+		r.returnPathStatus(peer, &want)
 		if err := r.writeState(ctx, node, p, objs.node, want); err != nil {
 			errs = append(errs, err)
 		}
@@ -647,10 +657,11 @@ func (r *Reconciler) writeState(ctx context.Context, node string, p *v1.BGPPeer,
 	}
 	old := cur.Status
 	old.LastUpdateTime = nil
+	now := metav1.Now()
+	keepTransitionTimes(old.Conditions, want.Conditions, now)
 	if equality.Semantic.DeepEqual(old, want) {
 		return nil
 	}
-	now := metav1.Now()
 	want.LastUpdateTime = &now
 	upd := cur.DeepCopy()
 	upd.Status = want

@@ -735,6 +735,7 @@ func TestBinariesStaticAndFlagsMatchManifests(t *testing.T) {
 		decode(t, helmTemplate(t, "--set", "loadBalancerClass.serveUnclassed=false,logLevel=debug",
 			"--set-json", `speaker.extraArgs=["--graceful-shutdown-when-cordoned"]`))...)
 	objs = append(objs, decode(t, helmTemplate(t, "--set", "logLevel=warn,controller.logLevel=error"))...)
+	objs = append(objs, decode(t, helmTemplate(t, "--set", "speaker.symmetricReturnPath.enabled=true"))...)
 	for _, prog := range []string{"controller", "speaker"} {
 		bin := filepath.Join(dir, "bgplb-"+prog)
 		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/bgplb-"+prog)
@@ -799,5 +800,44 @@ func TestDockerfileCopiesEverythingImported(t *testing.T) {
 	}
 	if !strings.Contains(df, "CGO_ENABLED=0") || !strings.Contains(df, "distroless/static") || !strings.Contains(df, "USER 65532") {
 		t.Errorf("Dockerfile must build with CGO_ENABLED=0 onto distroless/static as user 65532")
+	}
+}
+
+// speaker.symmetricReturnPath.enabled passes the flags and grants
+// CAP_NET_ADMIN, as root (no ambient capabilities in Kubernetes), and
+// nothing else of the hardening goes; off (the default), the speaker has
+// no capability (checkWorkloads).
+func TestHelmSymmetricReturnPath(t *testing.T) {
+	objs := decode(t, helmTemplate(t, "--set", "speaker.symmetricReturnPath.enabled=true,speaker.symmetricReturnPath.markMask=0x00f00000"))
+	spk := find(objs, "DaemonSet", "bgplb-speaker")
+	args := containerArgs(t, spk)
+	for _, want := range []string{"--symmetric-return-path=true", "--return-path-mark-mask=0x00f00000", "--return-path-table-base=4200", "--return-path-rule-priority=4200"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("speaker args %v lack %s", args, want)
+		}
+	}
+	cs, _, _ := unstructured.NestedSlice(spk.Object, "spec", "template", "spec", "containers")
+	sc, _, _ := unstructured.NestedMap(cs[0].(map[string]any), "securityContext")
+	if add, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add"); !slices.Equal(add, []string{"NET_ADMIN"}) {
+		t.Errorf("capabilities.add %v, want NET_ADMIN", add)
+	}
+	if drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop"); !slices.Equal(drop, []string{"ALL"}) {
+		t.Errorf("capabilities.drop %v, want ALL", drop)
+	}
+	if u, _, _ := unstructured.NestedInt64(sc, "runAsUser"); u != 0 {
+		t.Errorf("runAsUser %d, want 0", u)
+	}
+	for _, k := range []string{"readOnlyRootFilesystem"} {
+		if v, _, _ := unstructured.NestedBool(sc, k); !v {
+			t.Errorf("%s lost", k)
+		}
+	}
+	if v, found, _ := unstructured.NestedBool(sc, "allowPrivilegeEscalation"); !found || v {
+		t.Error("allowPrivilegeEscalation not false")
+	}
+	for _, a := range containerArgs(t, find(decode(t, helmTemplate(t)), "DaemonSet", "bgplb-speaker")) {
+		if strings.Contains(a, "return-path") {
+			t.Errorf("default chart passes %s", a)
+		}
 	}
 }

@@ -57,8 +57,8 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: bgplb-lab demo [--bin DIR] [--state DIR] [--keep] [--ipv6]
-       bgplb-lab down [--state DIR]
+	fmt.Fprintln(os.Stderr, `usage: bgplb-lab demo [--bin DIR] [--state DIR] [--prefix P] [--keep] [--ipv6]
+       bgplb-lab down [--state DIR] [--prefix P]
        bgplb-lab apiserver|backend ...   (started by the lab inside its namespaces)`)
 }
 
@@ -69,6 +69,7 @@ func demo(ctx context.Context, args []string) error {
 	crds := fs.String("crds", "config/crd/bases", "directory of the CRD manifests")
 	keep := fs.Bool("keep", false, "leave the lab running after the demo (remove it with `bgplb-lab down`)")
 	ipv6 := fs.Bool("ipv6", false, "after the story, tell it again over IPv6 (IPv6 sessions, a dual-stack Service)")
+	prefix := fs.String("prefix", demoPrefix, "start of the lab's namespace names")
 	_ = fs.Parse(args)
 	absBin, err := filepath.Abs(*bin)
 	if err != nil {
@@ -80,7 +81,7 @@ func demo(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	l, err := lab.Up(ctx, lab.Options{
-		Prefix: demoPrefix, BinDir: absBin, StateDir: *state, CRDDir: absCRDs,
+		Prefix: *prefix, BinDir: absBin, StateDir: *state, CRDDir: absCRDs,
 		Logf: func(f string, a ...any) { fmt.Printf("lab: "+f+"\n", a...) },
 	})
 	if err != nil {
@@ -91,11 +92,14 @@ func demo(ctx context.Context, args []string) error {
 	if derr == nil && *ipv6 {
 		derr = lab.DemoIPv6(ctx, l, os.Stdout)
 	}
+	if derr == nil {
+		derr = lab.DemoSymmetric(ctx, l, os.Stdout)
+	}
 	if *keep {
-		fmt.Printf("\nlab left running (namespaces %s*); remove it with: make demo-down\n", demoPrefix)
+		fmt.Printf("\nlab left running (namespaces %s*); remove it with: make demo-down\n", *prefix)
 		return derr
 	}
-	fmt.Println("\n== 3. Teardown")
+	fmt.Println("\n== 4. Teardown")
 	if err := l.Down(); err != nil {
 		return fmt.Errorf("%w; teardown: %w", derr, err)
 	}
@@ -109,8 +113,9 @@ func demo(ctx context.Context, args []string) error {
 func down(args []string) error {
 	fs := flag.NewFlagSet("down", flag.ExitOnError)
 	state := fs.String("state", "/run/bgplb-demo", "the lab's state directory")
+	prefix := fs.String("prefix", demoPrefix, "start of the lab's namespace names")
 	_ = fs.Parse(args)
-	if err := lab.Down(demoPrefix); err != nil {
+	if err := lab.Down(*prefix); err != nil {
 		return err
 	}
 	return os.RemoveAll(*state)

@@ -75,6 +75,7 @@ func startLab() (*lab.Lab, func(), error) {
 		return nil, func() {}, err
 	}
 	bin := filepath.Join(dir, "bin")
+	labBin = bin
 	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/bgplb-controller", "./cmd/bgplb-speaker", "./cmd/bgplb-routeragent", "./cmd/bgplb-lab")
 	cmd.Dir = testenv.RepoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

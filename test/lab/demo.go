@@ -6,10 +6,15 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 )
 
 // DemoService is the Service the demo creates.
@@ -221,4 +226,138 @@ func DemoIPv6(ctx context.Context, l *Lab, w io.Writer) error {
 	say("\n$ bgplb-routeragent status")
 	fmt.Fprint(w, out)
 	return nil
+}
+
+// DemoSymmetric is the story's third act, on a lab where Demo ran (the
+// agent fully on): instead of the router's exemption, the nodes fix the
+// asymmetry. The speakers restart one by one with --symmetric-return-path,
+// the BGPPeer gets returnPath: symmetric, and the agent reloads into
+// firewall.mode verify, which removes the exemption and adds no ACCEPT
+// rule. The same client's requests work through the untouched firewall, its
+// INVALID drop counter stays flat, and status and doctor show the flows
+// symmetric. IPv4 only (the IPv6 BGPPeer keeps returnPath direct).
+func DemoSymmetric(ctx context.Context, l *Lab, w io.Writer) error {
+	say := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	fmt.Fprintf(w, "\n== 3. Better: the nodes send their replies back through the router (returnPath: symmetric); the router's firewall is left as it is\n")
+	ip, err := l.WaitServiceIP(ctx, DemoService, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	for _, node := range []string{Node1, Node2} {
+		if err := l.Stop("speaker-"+node, syscall.SIGTERM); err != nil {
+			return fmt.Errorf("stop the speaker on %s: %w", node, err)
+		}
+		if err := l.StartSpeakerWith(node, "--symmetric-return-path"); err != nil {
+			return err
+		}
+		if err := l.WaitAgentPeers(ctx, 2, 30*time.Second); err != nil {
+			return err
+		}
+		say("speaker on %s restarted with --symmetric-return-path (the chart's speaker.symmetricReturnPath.enabled)", node)
+	}
+	peer := &bgplbv1.BGPPeer{}
+	if err := l.Kube.Get(ctx, client.ObjectKey{Name: PeerName}, peer); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(peer.DeepCopy())
+	peer.Spec.ReturnPath = bgplbv1.ReturnPathSymmetric
+	if err := l.Kube.Patch(ctx, peer, patch); err != nil {
+		return fmt.Errorf("set returnPath: symmetric on BGPPeer %s: %w", PeerName, err)
+	}
+	say("$ kubectl patch bgppeer %s --type merge -p '{\"spec\":{\"returnPath\":\"symmetric\"}}'", PeerName)
+	start := time.Now()
+	for _, node := range []string{Node1, Node2} {
+		msg, err := l.waitReturnPath(ctx, node, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		say("node %s: BGPSessionState condition ReturnPathSymmetric=True: %s (after %v)", node, msg, time.Since(start).Round(time.Millisecond))
+	}
+	if err := l.ReloadAgent(AgentMode{Verify: true, Redirects: true}); err != nil {
+		return err
+	}
+	// The reload's first firewall pass removes the exemption.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		listing, err := l.FirewallListing()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(listing, "BGPLB-") {
+			say("router: firewall.mode verify; iptables-legacy -L FORWARD, ferm's rules alone (no exemption of ours):")
+			for _, line := range strings.Split(strings.TrimRight(listing, "\n"), "\n") {
+				say("  %s", line)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the exemption is still in the router's firewall 15s after the reload to verify mode:\n%s", listing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	drops0, err := l.InvalidDrops()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 5; i++ {
+		b, err := l.ClientGet(ctx, ip.String(), 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("request %d with returnPath symmetric and no exemption failed: %w (speaker logs: %s, %s)", i+1, err,
+				l.LogPath("speaker-"+Node1), l.LogPath("speaker-"+Node2))
+		}
+		say("client %s: GET http://%s/ -> %q", ClientIP, ip, strings.TrimSpace(b))
+	}
+	drops1, _ := l.InvalidDrops()
+	say("router: ctstate INVALID DROP counter %d -> %d (the router saw both halves of every connection)", drops0, drops1)
+	if drops1 != drops0 {
+		return fmt.Errorf("the router dropped %d INVALID packets while the nodes' replies came back through it", drops1-drops0)
+	}
+	// status shows the symmetry section once the agent's conntrack
+	// watch has seen the flows (every 2 s).
+	time.Sleep(2500 * time.Millisecond)
+	out, err := l.AgentCommand("status", "--config", l.AgentConfigPath())
+	if err != nil {
+		return fmt.Errorf("bgplb-routeragent status: %w", err)
+	}
+	say("\n$ bgplb-routeragent status   (excerpt)")
+	for _, line := range strings.Split(out, "\n") {
+		if low := strings.ToLower(line); strings.Contains(low, "symmetr") || strings.Contains(low, "firewall") || strings.Contains(low, "assured") {
+			say("%s", line)
+		}
+	}
+	out, err = l.AgentCommand("doctor", "--config", l.AgentConfigPath())
+	say("\n$ bgplb-routeragent doctor")
+	fmt.Fprint(w, out)
+	if err != nil {
+		return fmt.Errorf("bgplb-routeragent doctor reports problems with returnPath symmetric: %w", err)
+	}
+	return nil
+}
+
+// waitReturnPath waits for node's BGPSessionState of the lab's BGPPeer to
+// report the symmetric return path applied and returns its message.
+func (l *Lab) waitReturnPath(ctx context.Context, node string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	last := "no BGPSessionState yet"
+	for {
+		var list bgplbv1.BGPSessionStateList
+		if err := l.Kube.List(ctx, &list); err != nil {
+			return "", err
+		}
+		for _, s := range list.Items {
+			if s.Spec.Node != node || s.Spec.Peer != PeerName {
+				continue
+			}
+			if c := meta.FindStatusCondition(s.Status.Conditions, bgplbv1.ConditionReturnPathSymmetric); c != nil {
+				if c.Status == metav1.ConditionTrue {
+					return c.Message, nil
+				}
+				last = c.Reason + ": " + c.Message
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("node %s: the symmetric return path not applied within %v (%s)", node, timeout, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

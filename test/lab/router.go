@@ -22,6 +22,10 @@ import (
 type AgentMode struct {
 	// Firewall enables the conntrack-INVALID exemptions.
 	Firewall bool
+	// Verify is firewall.mode verify instead: no exemption, the INVALID
+	// service packets and asymmetric flows only counted (for nodes that
+	// send their replies back through the router, returnPath: symmetric).
+	Verify bool
 	// Redirects turns ICMP send_redirects off.
 	Redirects bool
 	// ResyncInterval is the agent's routes.resyncInterval; 0 keeps its
@@ -48,6 +52,9 @@ func (l *Lab) AgentConfig(m AgentMode) string {
 	fw, redirects := "off", "leave"
 	if m.Firewall {
 		fw = "exempt"
+	}
+	if m.Verify {
+		fw = "verify"
 	}
 	if m.Redirects {
 		redirects = "disable"

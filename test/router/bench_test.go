@@ -16,7 +16,10 @@ import (
 // to the first that saw it back (it includes ferm's own work after its
 // iptables-restore of the IPv4 filter table: the IPv6 restore and the
 // hook); after-ferm-* is how long after the ferm command returned the
-// jump was back (0: before). Run with -benchtime Nx (the setup boots the
+// jump was back (0: before). poke-* is the hook's own part: our chain and
+// jump deleted by hand as ferm deletes them, then the hook's command
+// (`bgplb-routeragent poke`, run in the machine) at once; poke-gone is from
+// before the deletion to the jump back. Run with -benchtime Nx (the setup boots the
 // router and builds the .debs: about 2 minutes).
 func BenchmarkFermReloadHook(b *testing.B) {
 	r := bootRouter(b)
@@ -56,6 +59,22 @@ func BenchmarkFermReloadHook(b *testing.B) {
 		n = 5
 	}
 	dGone, dAfter := measure(n, "ferm", "/root/ferm-nohook.conf")
+	// The hook's own part: our chain and jump deleted as ferm deletes
+	// them, then the hook's command (`bgplb-routeragent poke`) at once.
+	var pGone, pAfter []time.Duration
+	for i := 0; i < n; i++ {
+		before := r.repairs()
+		x := r.measureRepair(before, func() {
+			r.nsRun("sh", "-c", "iptables-legacy -w -D FORWARD -m comment --comment 'bgplb: conntrack-INVALID exemptions for service subnets' -j BGPLB-EXEMPT && iptables-legacy -w -F BGPLB-EXEMPT && iptables-legacy -w -X BGPLB-EXEMPT")
+			m.run("bgplb-routeragent", "poke")
+		})
+		waitFor(b, "the repair", func() bool { return r.repairs() > before && r.exemption(svcSubnet) })
+		if x.seen {
+			pGone, pAfter = append(pGone, x.gone), append(pAfter, x.afterFerm)
+		}
+	}
+	slices.Sort(pGone)
+	slices.Sort(pAfter)
 	report := func(d []time.Duration, name string) {
 		if len(d) == 0 {
 			return
@@ -67,5 +86,7 @@ func BenchmarkFermReloadHook(b *testing.B) {
 	report(after, "after-ferm")
 	report(dGone, "nohook-gone")
 	report(dAfter, "nohook-after-ferm")
-	b.Logf("hook: gone %v, after ferm %v; without the hook: gone %v, after ferm %v", gone, after, dGone, dAfter)
+	report(pGone, "poke-gone")
+	report(pAfter, "poke-after")
+	b.Logf("hook: gone %v, after ferm %v; without the hook: gone %v, after ferm %v; delete+poke: gone %v, after poke %v", gone, after, dGone, dAfter, pGone, pAfter)
 }

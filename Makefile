@@ -88,6 +88,11 @@ test-race: envtest-assets ## Run the race-clean packages' tests under -race.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
 	  $(GO) test -race -count=1 -timeout 40m $(RACE_PKGS)
 
+.PHONY: test-router
+test-router: ## Boot Debian 12 (systemd-nspawn) as the lab's router and test the agent's .deb on it (root).
+	hack/debian-rootfs.sh >/dev/null
+	$(GO) test -count=1 -v -timeout 20m ./test/router/
+
 .PHONY: fuzz-smoke
 fuzz-smoke: ## Run every fuzzer briefly (FUZZTIME, default 10s each).
 	hack/fuzz-smoke.sh

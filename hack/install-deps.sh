@@ -10,8 +10,11 @@
 #   tcpdump       the demo shows the ICMP redirect and the asymmetric path
 #   systemd       systemd-analyze verify for the .deb's unit
 #   strace        the router agent's system calls checked against its unit's SystemCallFilter
+#   debootstrap   builds the Debian 12 rootfs of test/router's booted router (hack/debian-rootfs.sh)
+#   systemd-container  systemd-nspawn boots it (systemd as PID 1) in the lab router's namespace
 set -euo pipefail
-PKGS=(iptables nftables iproute2 frr bird2 ferm conntrack tcpdump procps systemd strace git make)
+PKGS=(iptables nftables iproute2 frr bird2 ferm conntrack tcpdump procps systemd strace git make
+  debootstrap systemd-container)
 
 missing=()
 for p in "${PKGS[@]}"; do

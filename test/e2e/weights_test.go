@@ -18,7 +18,7 @@ import (
 // routeWeights reads from the agent's status the installed next hops of
 // pfx with their weights (all 1 when equal) and how routes are installed.
 func routeWeights(l *lab.Lab, pfx netip.Prefix) (map[netip.Addr]uint16, string, error) {
-	out, err := l.AgentCommand("status", "--json")
+	out, err := l.AgentCommand("status", "--json", "--config", l.AgentConfigPath())
 	if err != nil {
 		return nil, "", fmt.Errorf("status: %w: %s", err, out)
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +42,10 @@ type failoverCase struct {
 	// detect is what detects the failure (for the table).
 	detect string
 	start  func(b *testing.B, l *lab) []int
+	// freeze: instead of cutting the node's link, freeze its BGP speaker
+	// (bgpd and bfdd) with SIGSTOP: the link and the kernel's TCP stay up,
+	// only the speaker stops answering (issue 21's frozen speaker).
+	freeze bool
 }
 
 const failoverAgentConfig = `asn: 64500
@@ -139,6 +144,9 @@ func failoverCases() []failoverCase {
 		{name: "BIRD 2 BFD 300ms x3", bfd: true, proto: unix.RTPROT_BIRD, detect: "BFD", start: startFailoverBIRD(true)},
 		{name: "bgplb-routeragent hold 9s", proto: 220, detect: "hold timer", start: agent(false)},
 		{name: "FRR bgpd hold 9s", proto: 186, detect: "hold timer", start: startFailoverFRR(false)},
+		{name: "bgplb-routeragent BFD 300ms x3, speaker SIGSTOP", bfd: true, proto: 220, detect: "BFD", start: agent(true), freeze: true},
+		{name: "FRR bgpd+bfdd BFD 300ms x3, speaker SIGSTOP", bfd: true, proto: 186, detect: "BFD", start: startFailoverFRR(true), freeze: true},
+		{name: "bgplb-routeragent hold 9s, speaker SIGSTOP", proto: 220, detect: "hold timer", start: agent(false), freeze: true},
 	}
 }
 
@@ -224,6 +232,8 @@ type frrNode struct {
 	ns   *netnstest.NS
 	dir  string
 	h    *netlink.Handle
+	// speaker are the pids of bgpd and bfdd.
+	speaker []int
 }
 
 func startFRRNode(b *testing.B, l *lab, short, addr string, bfd bool) *frrNode {
@@ -232,13 +242,29 @@ func startFRRNode(b *testing.B, l *lab, short, addr string, bfd bool) *frrNode {
 	if bfd {
 		extra = " neighbor 192.168.2.1 bfd\n"
 	}
-	_, dir := startFRR(b, ns, fmt.Sprintf(failoverNodeConfig, addr, extra), bfd, false)
+	pids, dir := startFRR(b, ns, fmt.Sprintf(failoverNodeConfig, addr, extra), bfd, false)
 	h, err := netlink.NewHandleAt(ns.Handle())
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(h.Close)
-	return &frrNode{addr: addr, ns: ns, h: h, dir: dir}
+	// zebra (pids[0]) installs nothing the router sees: the speaker is
+	// bgpd and, with BFD, bfdd.
+	return &frrNode{addr: addr, ns: ns, h: h, dir: dir, speaker: pids[1:]}
+}
+
+// freeze stops (SIGSTOP) or continues (SIGCONT) the node's speaker
+// processes, by pid.
+func (n *frrNode) freeze(b *testing.B, stop bool) {
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	for _, pid := range n.speaker {
+		if err := syscall.Kill(pid, sig); err != nil {
+			b.Fatalf("%v to %d: %v", sig, pid, err)
+		}
+	}
 }
 
 // bfdUp says whether the node's bfdd has its session with the router Up.
@@ -357,6 +383,17 @@ func runFailover(b *testing.B, c failoverCase) failoverResult {
 	for i, a := range failoverNodes {
 		nodes = append(nodes, startFRRNode(b, l, fmt.Sprintf("fn%d", i), a, c.bfd))
 	}
+	if c.freeze {
+		// A frozen speaker must go on before the daemons' cleanup stops
+		// them, also when the benchmark fails midway.
+		b.Cleanup(func() {
+			for _, n := range nodes {
+				for _, pid := range n.speaker {
+					_ = syscall.Kill(pid, syscall.SIGCONT)
+				}
+			}
+		})
+	}
 	both := func() bool { return slices.Equal(routeNextHops(l.h, c.proto), failoverNodes) }
 	waitFor(b, "the route over both nodes", both)
 	if c.bfd {
@@ -399,7 +436,11 @@ func runFailover(b *testing.B, c failoverCase) failoverResult {
 			<-ch
 		}
 		t0 := time.Now()
-		nodes[0].setLink(b, false)
+		if c.freeze {
+			nodes[0].freeze(b, true)
+		} else {
+			nodes[0].setLink(b, false)
+		}
 		poll := time.NewTicker(5 * time.Millisecond)
 		deadline := time.After(60 * time.Second)
 		var took time.Duration
@@ -417,7 +458,11 @@ func runFailover(b *testing.B, c failoverCase) failoverResult {
 		poll.Stop()
 		res.took = append(res.took, took)
 		b.Logf("%s: cut %d: %v", c.name, i+1, took.Round(time.Millisecond))
-		nodes[0].setLink(b, true)
+		if c.freeze {
+			nodes[0].freeze(b, false)
+		} else {
+			nodes[0].setLink(b, true)
+		}
 	}
 	return res
 }

@@ -78,6 +78,7 @@ func run() error {
 	flag.IntVar(&rpConfig.RulePriority, "return-path-rule-priority", returnpath.DefaultRulePriority, "preference of the symmetric return path's ip rules (before the main table's 32766)")
 	// The old name of --graceful-shutdown-on-drain, when it covered a
 	// cordon only and was off by default.
+	weightCluster := flag.Bool("weight-cluster-services", false, "also announce a weight (the BGP link-bandwidth community: this node's ready endpoints, at least 1) for externalTrafficPolicy Cluster Services; Local Services always carry one (docs/speaker.md)")
 	flag.BoolVar(gshutDrain, "graceful-shutdown-when-cordoned", true, "deprecated: --graceful-shutdown-on-drain")
 	// The speaker is in the host network: its metrics endpoint is on the
 	// node's addresses, hence HTTPS with authn/authz by default.
@@ -168,6 +169,7 @@ func run() error {
 		SecretNamespace:           *secretNS,
 		ServeServicesWithoutClass: *withoutClass,
 		GracefulShutdownOnDrain:   *gshutDrain,
+		WeightClusterServices:     *weightCluster,
 		ServiceEvents:             *serviceEvents,
 	})
 	// BFD sessions for the BGPPeers that enable it; the port (UDP 3784) is

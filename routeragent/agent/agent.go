@@ -64,6 +64,11 @@ type Routes interface {
 	// pass); Installed returns our routes in the kernel.
 	ReconcileChanged(desired map[netip.Prefix][]netip.Addr, changed []netip.Prefix) routes.Result
 	Installed() map[netip.Prefix][]netip.Addr
+	// SetWeights sets the next hops' announced weights (link bandwidth)
+	// that the next passes install.
+	SetWeights(w routes.Weights)
+	// Details says how routes are installed (nexthop groups, weights).
+	Details() routes.Details
 }
 
 // Firewall keeps the exemptions (package firewall implements it).
@@ -151,6 +156,8 @@ type Agent struct {
 	// passes (a.mu, like last).
 	rejectedBy map[netip.Prefix][]policy.Rejected
 	bfd        bfdState // see bfd.go
+	// weights: the accepted paths' link-bandwidth weights (see weights.go).
+	weights routes.Weights
 
 	// staleFirstReturn: when the first peer came back with End-of-RIB;
 	// staleSettle fires reconnectSpread later (see keepStale).
@@ -401,8 +408,9 @@ func (a *Agent) applyReload(ctx context.Context, nc *config.Config) error {
 	if !bgp.SameSessions(BGPConfig(old, a.local), BGPConfig(nc, a.local)) {
 		return errors.New("asn, routerID, listen or address families changed: restart the agent to apply")
 	}
-	if old.Routes.Table != nc.Routes.Table || old.Routes.Metric != nc.Routes.Metric || old.Routes.Protocol != nc.Routes.Protocol {
-		return errors.New("routes.table, routes.metric or routes.protocol changed: restart the agent to apply")
+	if old.Routes.Table != nc.Routes.Table || old.Routes.Metric != nc.Routes.Metric || old.Routes.Protocol != nc.Routes.Protocol ||
+		old.Routes.NexthopGroups != nc.Routes.NexthopGroups {
+		return errors.New("routes.table, routes.metric, routes.protocol or routes.nexthopGroups changed: restart the agent to apply")
 	}
 	var fw Firewall = a.fw
 	if a.deps.NewFirewall != nil && (old.Firewall.Mode != nc.Firewall.Mode || old.Firewall.Backend != nc.Firewall.Backend ||
@@ -571,6 +579,8 @@ func (a *Agent) reconcileFull(ctx context.Context, cfg *config.Config, full bool
 	accepted, rejected, examined := a.admit(ctx, cfg)
 	fromBGP, draining := policy.DesiredRoutesDraining(accepted)
 	desired, staleKept := a.withStale(fromBGP)
+	a.weights = weightsOf(accepted)
+	a.deps.Routes.SetWeights(a.weights)
 	res := a.deps.Routes.Reconcile(desired, full)
 	a.afterRoutes(res, start)
 	// The status asks Routes for what is installed when it needs it: the
@@ -716,6 +726,7 @@ func (a *Agent) Snapshot() Status {
 	peers := a.deps.Speaker.Peers()
 	undecodable := a.deps.Speaker.DecodeErrors()
 	installed := a.deps.Routes.Installed()
+	details := a.deps.Routes.Details()
 	bfdPeers, bfdSum := a.bfdStatus(a.config(), peers, a.bfdManager())
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -724,6 +735,7 @@ func (a *Agent) Snapshot() Status {
 		last := a.last
 		last.res.Installed = installed
 		s.update(last, peers)
+		s.fillRouteDetails(details)
 		a.maxPfx.fill(&s)
 		s.fillBFD(bfdPeers, bfdSum)
 	}

@@ -89,9 +89,14 @@ type fakeRoutes struct {
 	// fullPasses counts Reconcile calls; planned counts the prefixes
 	// ReconcileChanged was asked to look at.
 	fullPasses, planned int
+	weights             routes.Weights
 }
 
 func (f *fakeRoutes) Installed() map[netip.Prefix][]netip.Addr { return maps.Clone(f.installed) }
+func (f *fakeRoutes) SetWeights(w routes.Weights)              { f.weights = w }
+func (f *fakeRoutes) Details() routes.Details {
+	return routes.Details{NexthopGroups: routes.ModeMultipath, Reason: "fake"}
+}
 
 func (f *fakeRoutes) ReconcileChanged(desired map[netip.Prefix][]netip.Addr, changed []netip.Prefix) routes.Result {
 	var res routes.Result

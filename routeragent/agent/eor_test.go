@@ -150,11 +150,12 @@ func TestRestartEndOfRIBFromSpeakers(t *testing.T) {
 	if st := l.status(t); st.Routes.Stale != 0 {
 		t.Errorf("stale next hops still kept after the sweep: %d", st.Routes.Stale)
 	}
-	// One change: the route replaced without the dead next hop; the live
-	// next hops never left.
+	// The route is never deleted: it is replaced without the dead next hop
+	// (plain multipath) or not touched at all while its resilient nexthop
+	// group loses the dead member (routes.nexthopGroups auto, this kernel).
 	got := evs.list()
-	if len(got) == 0 || slices.Contains(got, "del 192.168.254.1/32") {
-		t.Errorf("route changes over the restart: %v, want only the replacement without .22", got)
+	if slices.Contains(got, "del 192.168.254.1/32") || len(got) > 1 {
+		t.Errorf("route changes over the restart: %v, want at most the replacement without .22", got)
 	}
 
 	// The capability carries no address family, so the agent (a graceful

@@ -140,6 +140,11 @@ func (a *Agent) reconcileChanges(cfg *config.Config, start time.Time) bool {
 		return false
 	}
 	rejectedChanged := a.applyDecisions(ds, delta, len(paths))
+	if a.weights == nil {
+		a.weights = routes.Weights{}
+	}
+	updateWeights(a.weights, pol, changed, paths)
+	a.deps.Routes.SetWeights(a.weights)
 	res := a.deps.Routes.ReconcileChanged(a.last.fromBGP, changed)
 	a.afterRoutes(res, start)
 	a.mergeResult(res, changed)

@@ -131,8 +131,19 @@ type RouteSummary struct {
 	Conflicts []routes.Conflict    `json:"conflicts,omitempty"`
 	Errors    []routes.PrefixError `json:"errors,omitempty"`
 	// ECMPWidth counts installed routes by number of next hops.
-	ECMPWidth map[int]int   `json:"ecmpWidth,omitempty"`
-	List      []RouteStatus `json:"list"`
+	ECMPWidth map[int]int `json:"ecmpWidth,omitempty"`
+	// NexthopGroups is how routes are installed: resilient (nexthop
+	// objects in resilient groups) or multipath (plain multipath routes);
+	// NexthopGroupsReason says why when it is not what routes.nexthopGroups
+	// asked for. Groups and Nexthops count our nexthop objects.
+	NexthopGroups       routes.Mode `json:"nexthopGroups,omitempty"`
+	NexthopGroupsReason string      `json:"nexthopGroupsReason,omitempty"`
+	Groups              int         `json:"nexthopGroupObjects,omitempty"`
+	Nexthops            int         `json:"nexthopObjects,omitempty"`
+	// Weighted counts installed routes whose next hops have unequal
+	// weights (link bandwidth).
+	Weighted int           `json:"weighted,omitempty"`
+	List     []RouteStatus `json:"list"`
 }
 
 // RouteStatus is one prefix: what BGP wants and what the kernel has.
@@ -146,6 +157,22 @@ type RouteStatus struct {
 	// Draining counts the next hops carrying GRACEFUL_SHUTDOWN (RFC 8326):
 	// left out of Desired while another remains.
 	Draining int `json:"draining,omitempty"`
+	// Weights are the installed next hops' weights (1-256, in the order
+	// of Installed), from the speakers' link-bandwidth communities;
+	// absent when equal.
+	Weights []uint16 `json:"weights,omitempty"`
+}
+
+// fillRouteDetails adds how routes are installed and their weights.
+func (s *Status) fillRouteDetails(d routes.Details) {
+	s.Routes.NexthopGroups, s.Routes.NexthopGroupsReason = d.NexthopGroups, d.Reason
+	s.Routes.Groups, s.Routes.Nexthops, s.Routes.Weighted = d.Groups, d.Nexthops, len(d.Weights)
+	for i := range s.Routes.List {
+		r := &s.Routes.List[i]
+		if w := d.Weights[r.Prefix]; len(w) == len(r.Installed) {
+			r.Weights = w
+		}
+	}
 }
 
 // LANStatus is what the policy uses as "connected LAN".

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -99,6 +100,8 @@ type ribEntry struct {
 	seq     uint64
 	// gshut: the path carries GRACEFUL_SHUTDOWN (RFC 8326, 65535:0).
 	gshut bool
+	// bandwidth: the path's link-bandwidth extended community (0: none).
+	bandwidth float32
 }
 
 type peerInfo struct {
@@ -564,10 +567,13 @@ func (s *Speaker) onPath(p *api.Path) {
 	}
 	var nh netip.Addr
 	var gshut bool
+	var bw float32
 	for _, a := range attrs {
 		switch a := a.(type) {
 		case *bgp.PathAttributeCommunities:
 			gshut = slices.Contains(a.Value, communityGracefulShutdown)
+		case *bgp.PathAttributeExtendedCommunities:
+			bw = linkBandwidth(a)
 		case *bgp.PathAttributeNextHop:
 			if v, ok := netip.AddrFromSlice(a.Value); ok {
 				nh = v.Unmap()
@@ -585,10 +591,21 @@ func (s *Speaker) onPath(p *api.Path) {
 	}
 	// A re-announcement that only adds or drops GRACEFUL_SHUTDOWN changes
 	// the route too: the incremental pass must decide the prefix again.
-	if !ok || old.nextHop != nh || old.gshut != gshut {
+	if !ok || old.nextHop != nh || old.gshut != gshut || old.bandwidth != bw {
 		s.dirty[pfx] = struct{}{}
 	}
-	pi.received[pfx] = ribEntry{nextHop: nh, seq: seq, gshut: gshut}
+	pi.received[pfx] = ribEntry{nextHop: nh, seq: seq, gshut: gshut, bandwidth: bw}
+}
+
+// linkBandwidth is the path's link-bandwidth extended community (the
+// speaker's weight for the path), 0 when it has none or a meaningless one.
+func linkBandwidth(a *bgp.PathAttributeExtendedCommunities) float32 {
+	for _, c := range a.Value {
+		if lb, ok := c.(*bgp.LinkBandwidthExtended); ok && lb.Bandwidth > 0 && !math.IsInf(float64(lb.Bandwidth), 0) {
+			return lb.Bandwidth
+		}
+	}
+	return 0
 }
 
 // TakeChanges returns the prefixes whose received paths changed (announced,
@@ -606,7 +623,7 @@ func (s *Speaker) TakeChanges() (changed []netip.Prefix, paths []policy.Path) {
 		changed = append(changed, pfx)
 		for a, p := range s.peers {
 			if e, ok := p.received[pfx]; ok {
-				paths = append(paths, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq, GracefulShutdown: e.gshut})
+				paths = append(paths, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq, GracefulShutdown: e.gshut, Bandwidth: e.bandwidth})
 			}
 		}
 	}
@@ -686,7 +703,7 @@ func (s *Speaker) Paths() []policy.Path {
 	out := make([]policy.Path, 0, n)
 	for a, p := range s.peers {
 		for pfx, e := range p.received {
-			out = append(out, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq, GracefulShutdown: e.gshut})
+			out = append(out, policy.Path{Peer: a, Prefix: pfx, NextHop: e.nextHop, Seq: e.seq, GracefulShutdown: e.gshut, Bandwidth: e.bandwidth})
 		}
 	}
 	return out

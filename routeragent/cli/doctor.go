@@ -66,7 +66,7 @@ func agentFindings(socket string, st agent.Status, err error) ([]doctor.Finding,
 			Message: fmt.Sprintf("the agent does not answer on %s: %v", socket, err),
 			Fix:     "systemctl start bgplb-routeragent; journalctl -u bgplb-routeragent"}}, nil
 	}
-	r := doctor.Routes{Desired: st.Routes.Desired, Installed: st.Routes.Installed}
+	r := doctor.Routes{Desired: st.Routes.Desired, Installed: st.Routes.Installed, InstalledAs: installedAs(st.Routes)}
 	for _, rt := range st.Routes.List {
 		if rt.State != "installed" && rt.State != "stale" {
 			r.Missing = append(r.Missing, rt.Prefix)
@@ -125,4 +125,21 @@ func printFindings(w io.Writer, findings []doctor.Finding) {
 		}
 	}
 	tw.Flush()
+}
+
+// installedAs says how the agent installs routes, for doctor.
+func installedAs(rs agent.RouteSummary) string {
+	var s string
+	switch rs.NexthopGroups {
+	case "":
+		return ""
+	case "resilient":
+		s = "resilient nexthop groups (a next hop that leaves moves only its own flows)"
+	default:
+		s = "plain multipath routes (a change of next hops re-hashes flows)"
+	}
+	if rs.NexthopGroupsReason != "" {
+		s += ": " + rs.NexthopGroupsReason
+	}
+	return s
 }

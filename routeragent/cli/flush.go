@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/config"
@@ -48,8 +49,11 @@ func flushRoutes(cfg *config.Config, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	defer h.Close()
-	n, err := routes.New(h, routesConfig(cfg), slog.New(slog.DiscardHandler)).Flush()
-	fmt.Fprintf(stdout, "removed %d routes of protocol %d from table %d\n", n, cfg.Routes.Protocol, cfg.Routes.Table)
+	// Our nexthop objects (routes.nexthopGroups) go with our routes.
+	r := routes.New(h, routesConfig(cfg), slog.New(slog.DiscardHandler), routes.WithNetNS(netns.None()))
+	defer r.Close()
+	n, err := r.Flush()
+	fmt.Fprintf(stdout, "removed %d routes of protocol %d from table %d, and their nexthop objects\n", n, cfg.Routes.Protocol, cfg.Routes.Table)
 	if err != nil {
 		fmt.Fprintf(stderr, "flush: %v\n", err)
 		return ExitFailure

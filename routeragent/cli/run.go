@@ -14,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/bgp"
@@ -136,8 +137,9 @@ func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *net
 		return agent.Deps{}, err
 	}
 	return agent.Deps{
-		Speaker:   bgp.New(agent.BGPConfig(cfg, lan), log.With("component", "bgp")),
-		Routes:    routes.New(h, routesConfig(cfg), log.With("component", "routes")),
+		Speaker: bgp.New(agent.BGPConfig(cfg, lan), log.With("component", "bgp")),
+		// The agent runs in the router's namespace: its nexthop objects too.
+		Routes:    routes.New(h, routesConfig(cfg), log.With("component", "routes"), routes.WithNetNS(netns.None())),
 		Firewall:  fw,
 		Redirects: sysctl.Redirects{StateFile: stateFile(cfg)},
 		LAN: func(ifaces []string) ([]netip.Prefix, []netip.Addr, []string, error) {
@@ -277,7 +279,8 @@ func firewallConfig(c *config.Config) firewall.Config {
 }
 
 func routesConfig(c *config.Config) routes.Config {
-	return routes.Config{Table: c.Routes.Table, Metric: c.Routes.Metric, Protocol: c.Routes.Protocol}
+	return routes.Config{Table: c.Routes.Table, Metric: c.Routes.Metric, Protocol: c.Routes.Protocol,
+		NexthopGroups: routes.Mode(c.Routes.NexthopGroups)}
 }
 
 func stateFile(c *config.Config) string { return filepath.Join(c.StateDir, "sysctl-redirects.json") }

@@ -148,6 +148,21 @@ func printRoutes(w io.Writer, c agent.StatusConfig, rs agent.RouteSummary, all b
 		fmt.Fprintf(w, ", %d next hops draining (GRACEFUL_SHUTDOWN)", rs.Draining)
 	}
 	fmt.Fprintln(w)
+	if rs.NexthopGroups != "" {
+		fmt.Fprintf(w, "  installed as: %s", rs.NexthopGroups)
+		if rs.NexthopGroups == "resilient" {
+			fmt.Fprintf(w, " nexthop groups (%d groups, %d next-hop objects)", rs.Groups, rs.Nexthops)
+		} else {
+			fmt.Fprint(w, " multipath routes")
+		}
+		if rs.NexthopGroupsReason != "" {
+			fmt.Fprintf(w, ": %s", rs.NexthopGroupsReason)
+		}
+		if rs.Weighted > 0 {
+			fmt.Fprintf(w, "; %d weighted by link bandwidth", rs.Weighted)
+		}
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  PREFIX\tSTATE\tDESIRED\tINSTALLED\n")
 	shown, hidden := 0, 0
@@ -161,7 +176,7 @@ func printRoutes(w io.Writer, c agent.StatusConfig, rs agent.RouteSummary, all b
 		if r.State == "installed" {
 			shown++
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Prefix, r.State, addrs(r.Desired), addrs(r.Installed))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Prefix, r.State, addrs(r.Desired), weightedAddrs(r.Installed, r.Weights))
 	}
 	if hidden > 0 {
 		fmt.Fprintf(tw, "  ... %d more installed (status --all, or --json)\t\t\t\n", hidden)
@@ -263,4 +278,17 @@ func addrs(as []netip.Addr) string {
 		s[i] = a.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// weightedAddrs is addrs with each next hop's weight, "a*3 b*1", when the
+// weights are unequal.
+func weightedAddrs(as []netip.Addr, w []uint16) string {
+	if len(w) != len(as) {
+		return addrs(as)
+	}
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = fmt.Sprintf("%s*%d", a, w[i])
+	}
+	return strings.Join(parts, ",")
 }

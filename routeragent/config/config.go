@@ -297,7 +297,23 @@ type Routes struct {
 	// StaleTimeout is how long routes found at start are kept for a peer that
 	// has not sent End-of-RIB (default 120s).
 	StaleTimeout time.Duration `yaml:"staleTimeout"`
+	// NexthopGroups is how a route reaches the kernel: resilient (through
+	// nexthop objects and a resilient nexthop group, so a next hop that
+	// leaves moves only its own flows), multipath (a plain multipath
+	// route, which re-hashes flows when its next hops change) or auto
+	// (default: resilient where the kernel has it, Linux 5.13).
+	NexthopGroups NexthopGroups `yaml:"nexthopGroups"`
 }
+
+// NexthopGroups is routes.nexthopGroups.
+type NexthopGroups string
+
+// routes.nexthopGroups values.
+const (
+	NexthopGroupsAuto      NexthopGroups = "auto"
+	NexthopGroupsResilient NexthopGroups = "resilient"
+	NexthopGroupsMultipath NexthopGroups = "multipath"
+)
 
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
@@ -481,6 +497,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Routes.ResyncInterval == 0 {
 		c.Routes.ResyncInterval = 30 * time.Second
+	}
+	if c.Routes.NexthopGroups == "" {
+		c.Routes.NexthopGroups = NexthopGroupsAuto
 	}
 	if c.Routes.StaleTimeout == 0 {
 		c.Routes.StaleTimeout = 120 * time.Second
@@ -678,6 +697,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Routes.ResyncInterval < time.Second {
 		add("routes.resyncInterval", "%s is shorter than 1s", c.Routes.ResyncInterval)
+	}
+	switch c.Routes.NexthopGroups {
+	case NexthopGroupsAuto, NexthopGroupsResilient, NexthopGroupsMultipath:
+	default:
+		add("routes.nexthopGroups", "%q is not one of auto, resilient, multipath", c.Routes.NexthopGroups)
 	}
 	if c.Routes.StaleTimeout < 0 {
 		add("routes.staleTimeout", "%s is negative", c.Routes.StaleTimeout)

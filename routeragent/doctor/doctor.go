@@ -113,6 +113,9 @@ type Routes struct {
 	Installed int
 	// Missing are desired prefixes not installed (or owned by someone else).
 	Missing []netip.Prefix
+	// InstalledAs says how routes reach the kernel (resilient nexthop
+	// groups or plain multipath, and why); "" when not known.
+	InstalledAs string
 }
 
 // Run evaluates the checks. It does no I/O.
@@ -520,7 +523,11 @@ func nftInsertFixes(in Input, d firewall.NftDrop) []string {
 
 func checkRoutes(r Routes) Finding {
 	if len(r.Missing) == 0 && r.Installed >= r.Desired {
-		return Finding{Check: "routes", Status: OK, Message: fmt.Sprintf("%d of %d desired service routes are in the kernel", r.Installed, r.Desired)}
+		msg := fmt.Sprintf("%d of %d desired service routes are in the kernel", r.Installed, r.Desired)
+		if r.InstalledAs != "" {
+			msg += ", as " + r.InstalledAs
+		}
+		return Finding{Check: "routes", Status: OK, Message: msg}
 	}
 	var ps []string
 	for i, p := range r.Missing {

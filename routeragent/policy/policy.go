@@ -23,6 +23,10 @@ type Path struct {
 	// 65535:0), its speaker is draining. It leaves the route's next hops
 	// while another remains (NextHops).
 	GracefulShutdown bool
+	// Bandwidth is the path's BGP link-bandwidth extended community (0:
+	// none): the speaker's weight for its next hop (for bgplb speakers,
+	// its ready local endpoints). The router weights next hops by it.
+	Bandwidth float32
 }
 
 // Reason says why a path was rejected; "" means accepted.

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,8 +34,10 @@ type Config struct {
 	Table int
 	// Metric is the route priority.
 	Metric int
-	// Protocol marks routes as ours.
+	// Protocol marks routes as ours (and our nexthop objects).
 	Protocol int
+	// NexthopGroups says how routes reach the kernel (empty: ModeAuto).
+	NexthopGroups Mode
 }
 
 // Conflict is a foreign route occupying a key we want.
@@ -65,6 +68,21 @@ type Result struct {
 	InstalledCount int
 }
 
+// Details are how our routes are installed, for status and doctor.
+type Details struct {
+	// NexthopGroups is the mode in use: resilient or multipath.
+	NexthopGroups Mode `json:"nexthopGroups"`
+	// Reason says why, when it is not what the configuration asked for
+	// (or when auto chose multipath).
+	Reason string `json:"reason,omitempty"`
+	// Groups and Nexthops count our nexthop group and gateway objects.
+	Groups   int `json:"groups"`
+	Nexthops int `json:"nexthops"`
+	// Weights are the installed weights of our routes whose next hops
+	// have unequal ones, in the order of their next hops.
+	Weights map[netip.Prefix][]uint16 `json:"weights,omitempty"`
+}
+
 // Reconciler makes the kernel's routes of our protocol equal the desired set.
 // It caches what it believes is installed and refreshes that cache from the
 // kernel on every full pass (Resync), on EEXIST, and after errors.
@@ -76,13 +94,40 @@ type Reconciler struct {
 	mu      sync.Mutex
 	synced  bool
 	ours    map[netip.Prefix][]netip.Addr // our routes at cfg.Metric
+	oursW   map[netip.Prefix][]uint16     // their weights (nil: equal), in next-hop order
 	strays  []netlink.Route               // our routes at another metric
 	foreign map[netip.Prefix]netlink.Route
+	weights Weights // desired (SetWeights)
+
+	// Nexthop objects: nk is nil without them (NewWith, or a kernel that
+	// has none); gs is what the kernel holds of ours.
+	ns      *netns.NsHandle
+	nk      NexthopKernel
+	nkTried bool
+	mode    Mode // in use
+	reason  string
+	gs      *groupState
+	closeNK func()
+}
+
+// Option configures a Reconciler.
+type Option func(*Reconciler)
+
+// WithNetNS enables nexthop objects (see Mode), through a socket made in
+// ns, which must be the handle's namespace (netns.None(): the current
+// one). Without it (or WithNexthopKernel) the reconciler installs plain
+// multipath routes only: a handle does not say which namespace it is in,
+// and nexthop objects made in another would be someone else's.
+func WithNetNS(ns netns.NsHandle) Option { return func(r *Reconciler) { r.ns = &ns } }
+
+// WithNexthopKernel uses k for nexthop objects (tests).
+func WithNexthopKernel(k NexthopKernel) Option {
+	return func(r *Reconciler) { r.nk, r.nkTried = k, true }
 }
 
 // New returns a reconciler using h (a handle bound to the target namespace).
-func New(h *netlink.Handle, cfg Config, log *slog.Logger) *Reconciler {
-	return NewWith(h, cfg, log)
+func New(h *netlink.Handle, cfg Config, log *slog.Logger, opts ...Option) *Reconciler {
+	return NewWith(h, cfg, log, opts...)
 }
 
 // Netlink is the part of *netlink.Handle the reconciler uses (tests pass a
@@ -94,9 +139,88 @@ type Netlink interface {
 	RouteDel(route *netlink.Route) error
 }
 
-// NewWith returns a reconciler using any Netlink implementation.
-func NewWith(h Netlink, cfg Config, log *slog.Logger) *Reconciler {
-	return &Reconciler{h: h, cfg: cfg, log: log}
+// NewWith returns a reconciler using any Netlink implementation. Nexthop
+// objects are used (see Mode) only when an option enables them.
+func NewWith(h Netlink, cfg Config, log *slog.Logger, opts ...Option) *Reconciler {
+	if cfg.NexthopGroups == "" {
+		cfg.NexthopGroups = ModeAuto
+	}
+	r := &Reconciler{h: h, cfg: cfg, log: log, mode: ModeMultipath}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.ns == nil && !r.nkTried {
+		r.nkTried = true
+		r.reason = "nexthop objects not enabled (no namespace given)"
+	}
+	return r
+}
+
+// Close releases the nexthop-object socket, if one was opened.
+func (r *Reconciler) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closeNK != nil {
+		r.closeNK()
+		r.closeNK, r.nk = nil, nil
+	}
+}
+
+// SetWeights sets the announced weights the next passes install.
+func (r *Reconciler) SetWeights(w Weights) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.weights = w
+}
+
+// Details reports how our routes are installed.
+func (r *Reconciler) Details() Details {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := Details{NexthopGroups: r.mode, Reason: r.reason}
+	if r.gs != nil {
+		d.Groups, d.Nexthops = len(r.gs.groups), len(r.gs.gw)
+	}
+	for p, w := range r.oursW {
+		if w != nil {
+			if d.Weights == nil {
+				d.Weights = map[netip.Prefix][]uint16{}
+			}
+			d.Weights[p] = w
+		}
+	}
+	return d
+}
+
+// openNexthops opens the nexthop-object socket once and decides the mode.
+func (r *Reconciler) openNexthops() {
+	if !r.nkTried {
+		r.nkTried = true
+		k, err := newNexthopKernel(*r.ns)
+		if err != nil {
+			r.reason = err.Error()
+		} else {
+			r.nk, r.closeNK = k, k.Close
+		}
+	}
+	if r.nk != nil && r.cfg.NexthopGroups != ModeMultipath && r.reason == "" {
+		r.mode = ModeResilient
+	}
+	if r.cfg.NexthopGroups == ModeMultipath {
+		r.reason = ""
+	}
+}
+
+// fallBack gives up nexthop groups for plain multipath (auto, on a kernel
+// without them). It reports whether it did.
+func (r *Reconciler) fallBack(err error) bool {
+	if r.cfg.NexthopGroups != ModeAuto || !nexthopsUnsupported(err) {
+		return false
+	}
+	r.mode = ModeMultipath
+	r.reason = fmt.Sprintf("the kernel has no resilient nexthop groups (Linux 5.13): %v", err)
+	r.log.Warn("using plain multipath routes", "reason", r.reason)
+	return true
 }
 
 // Load lists our routes currently in the kernel (for example left by a
@@ -123,6 +247,7 @@ func (r *Reconciler) refresh() error {
 		return fmt.Errorf("list routes in table %d: %w", r.cfg.Table, err)
 	}
 	r.ours = map[netip.Prefix][]netip.Addr{}
+	r.oursW = map[netip.Prefix][]uint16{}
 	r.foreign = map[netip.Prefix]netlink.Route{}
 	r.strays = nil
 	for _, rt := range rts {
@@ -136,11 +261,21 @@ func (r *Reconciler) refresh() error {
 		metric := r.metric(pfx.Addr())
 		switch {
 		case int(rt.Protocol) == r.cfg.Protocol && rt.Priority == metric:
-			r.ours[pfx] = gateways(rt)
+			r.ours[pfx], r.oursW[pfx] = gatewaysWeights(rt)
 		case int(rt.Protocol) == r.cfg.Protocol:
 			r.strays = append(r.strays, rt)
 		case rt.Priority == metric:
 			r.foreign[pfx] = rt
+		}
+	}
+	r.openNexthops()
+	r.gs = nil
+	if r.nk != nil {
+		if err := r.refreshGroups(); err != nil {
+			if !r.fallBack(err) {
+				return err
+			}
+			r.nk = nil
 		}
 	}
 	r.synced = true
@@ -163,12 +298,13 @@ func (r *Reconciler) Reconcile(desired map[netip.Prefix][]netip.Addr, full bool)
 		}
 		r.deleteStrays(&res)
 	}
-	ops := Diff(desired, r.ours, r.foreign)
+	ops := diff(desired, r.ours, r.foreign, r.same)
 	if done, reread := r.apply(ops, !full, &res); reread {
 		// The table was re-read in the middle of the pass: plan what is
 		// left against what the kernel really has.
-		r.apply(withoutPrefixes(Diff(desired, r.ours, r.foreign), ops[:done]), false, &res)
+		r.apply(withoutPrefixes(diff(desired, r.ours, r.foreign, r.same), ops[:done]), false, &res)
 	}
+	r.collect(&res)
 	if len(res.Errors) > 0 {
 		// Resync the cache next time: an error may mean it is wrong.
 		r.synced = false
@@ -201,10 +337,11 @@ func (r *Reconciler) ReconcileChanged(desired map[netip.Prefix][]netip.Addr, cha
 		}
 		r.deleteStrays(&res)
 	}
-	ops := DiffChanged(desired, r.ours, r.foreign, changed)
+	ops := diffChanged(desired, r.ours, r.foreign, changed, r.same)
 	if done, reread := r.apply(ops, true, &res); reread {
-		r.apply(withoutPrefixes(DiffChanged(desired, r.ours, r.foreign, changed), ops[:done]), false, &res)
+		r.apply(withoutPrefixes(diffChanged(desired, r.ours, r.foreign, changed, r.same), ops[:done]), false, &res)
 	}
+	r.collect(&res)
 	if len(res.Errors) > 0 {
 		r.synced = false
 	}
@@ -266,6 +403,14 @@ type Op struct {
 // a route. A foreign prefix is never added over, and never deleted: deletes
 // only come from ours.
 func Diff[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.Prefix]F) []Op {
+	return diff(desired, ours, foreign, nil)
+}
+
+// sameFunc reports whether our route for pfx with next hops cur is what
+// next hops nhs want (nil: the next hops are equal).
+type sameFunc func(pfx netip.Prefix, cur, nhs []netip.Addr) bool
+
+func diff[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.Prefix]F, same sameFunc) []Op {
 	// A pass takes our routes from len(ours) to about len(desired), one add
 	// or delete at a time: sizing for that difference saves regrowing the
 	// slice through a big install (10,000 routes: 2.9 MB a pass), and
@@ -276,7 +421,7 @@ func Diff[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.
 			continue
 		}
 		cur, held := ours[pfx]
-		if op, ok := planDesired(pfx, nhs, cur, held, foreign); ok {
+		if op, ok := planDesired(pfx, nhs, cur, held, foreign, same); ok {
 			ops = append(ops, op)
 		}
 	}
@@ -292,6 +437,10 @@ func Diff[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.
 // in the same order: adds, replaces and conflicts first, deletes last. Pure;
 // O(len(changed)).
 func DiffChanged[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.Prefix]F, changed []netip.Prefix) []Op {
+	return diffChanged(desired, ours, foreign, changed, nil)
+}
+
+func diffChanged[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map[netip.Prefix]F, changed []netip.Prefix, same sameFunc) []Op {
 	var ops, dels []Op
 	for _, pfx := range changed {
 		nhs := desired[pfx]
@@ -302,7 +451,7 @@ func DiffChanged[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map
 			}
 			continue
 		}
-		if op, ok := planDesired(pfx, nhs, cur, held, foreign); ok {
+		if op, ok := planDesired(pfx, nhs, cur, held, foreign, same); ok {
 			ops = append(ops, op)
 		}
 	}
@@ -313,12 +462,12 @@ func DiffChanged[F any](desired, ours map[netip.Prefix][]netip.Addr, foreign map
 // prefix with next hops nhs: a conflict when another protocol holds it, an
 // add when we hold none, a replace when ours (cur, held) differs, and
 // nothing (false) when ours already matches.
-func planDesired[F any](pfx netip.Prefix, nhs, cur []netip.Addr, held bool, foreign map[netip.Prefix]F) (Op, bool) {
+func planDesired[F any](pfx netip.Prefix, nhs, cur []netip.Addr, held bool, foreign map[netip.Prefix]F, same sameFunc) (Op, bool) {
 	if _, ok := foreign[pfx]; ok {
 		return Op{Kind: OpConflict, Prefix: pfx}, true
 	}
 	switch {
-	case held && slices.Equal(cur, nhs):
+	case held && slices.Equal(cur, nhs) && (same == nil || same(pfx, cur, nhs)):
 		return Op{}, false
 	case held:
 		return Op{Kind: OpReplace, Prefix: pfx, NextHops: nhs}, true
@@ -342,35 +491,115 @@ func withoutPrefixes(ops, done []Op) []Op {
 // the table, settles that prefix against what it found, and stops: done is
 // the number of ops handled and reread says the rest must be planned again.
 func (r *Reconciler) apply(ops []Op, mayReread bool, res *Result) (done int, reread bool) {
+	var plan groupPlan
+	if r.mode == ModeResilient && r.gs != nil {
+		plan = planGroups(ops, r.gs, func(op Op) []hop { return hopsOf(op.NextHops, r.want(op.Prefix, op.NextHops)) })
+	}
 	for i, op := range ops {
 		switch op.Kind {
 		case OpConflict:
 			res.Conflicts = append(res.Conflicts, conflict(op.Prefix, r.foreign[op.Prefix]))
 		case OpReplace:
-			if err := r.h.RouteReplace(r.route(op.Prefix, op.NextHops)); err != nil {
+			if err := r.program(false, op, plan); err != nil {
 				res.Errors = append(res.Errors, PrefixError{Prefix: op.Prefix, Err: fmt.Sprintf("replace: %v", err)})
 				continue
 			}
-			r.ours[op.Prefix] = slices.Clone(op.NextHops)
 			res.Replaced++
 		case OpAdd:
-			err := r.h.RouteAdd(r.route(op.Prefix, op.NextHops))
+			err := r.program(true, op, plan)
 			if errors.Is(err, syscall.EEXIST) && mayReread {
 				r.settleTaken(op, res)
 				return i + 1, true
 			}
 			r.added(op, err, res)
 		case OpDelete:
-			err := r.h.RouteDel(r.route(op.Prefix, op.NextHops))
+			rt := r.route(op.Prefix, op.NextHops)
+			if r.gs != nil && r.gs.route[op.Prefix] != 0 {
+				// A route using a nexthop object matches no gateway: delete
+				// it by its key and our protocol.
+				rt.Gw, rt.MultiPath = nil, nil
+			}
+			err := r.h.RouteDel(rt)
 			if err != nil && !errors.Is(err, syscall.ESRCH) {
 				res.Errors = append(res.Errors, PrefixError{Prefix: op.Prefix, Err: fmt.Sprintf("delete: %v", err)})
 				continue
 			}
 			delete(r.ours, op.Prefix)
+			delete(r.oursW, op.Prefix)
+			r.useGroup(op.Prefix, 0)
 			res.Deleted++
 		}
 	}
 	return len(ops), false
+}
+
+// want is the weights prefix pfx with next hops nhs should have.
+func (r *Reconciler) want(pfx netip.Prefix, nhs []netip.Addr) []uint16 {
+	return Normalize(nhs, r.weights[pfx])
+}
+
+// same is the reconciler's sameFunc: weights and the way the route is
+// installed (group or plain) count too.
+func (r *Reconciler) same(pfx netip.Prefix, _, nhs []netip.Addr) bool {
+	if !slices.Equal(r.oursW[pfx], r.want(pfx, nhs)) {
+		return false
+	}
+	grouped := r.gs != nil && r.gs.route[pfx] != 0
+	return grouped == (r.mode == ModeResilient && r.gs != nil)
+}
+
+// program adds (add) or replaces the route of op, through a nexthop group
+// or as a plain route, and records it on success.
+func (r *Reconciler) program(add bool, op Op, plan groupPlan) error {
+	w := r.want(op.Prefix, op.NextHops)
+	var gid uint32
+	if r.mode == ModeResilient && r.gs != nil {
+		id, err := r.groupFor(op.Prefix, hopsOf(op.NextHops, w), plan)
+		if err != nil && r.fallBack(err) {
+			return r.program(add, op, plan) // plain, this once and from now on
+		}
+		if err != nil {
+			return err
+		}
+		err = r.nk.SetRouteNexthop(add, op.Prefix, r.cfg.Table, r.metric(op.Prefix.Addr()), r.cfg.Protocol, id)
+		if err != nil {
+			return err
+		}
+		gid = id
+	} else {
+		rt := r.weighted(r.route(op.Prefix, op.NextHops), w)
+		var err error
+		if add {
+			err = r.h.RouteAdd(rt)
+		} else {
+			err = r.h.RouteReplace(rt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	r.ours[op.Prefix] = slices.Clone(op.NextHops)
+	r.oursW[op.Prefix] = w
+	r.useGroup(op.Prefix, gid)
+	return nil
+}
+
+// weighted puts weights w (nil: equal) on a multipath route.
+func (r *Reconciler) weighted(rt *netlink.Route, w []uint16) *netlink.Route {
+	if w == nil || len(rt.MultiPath) != len(w) {
+		return rt
+	}
+	for i, nh := range rt.MultiPath {
+		nh.Hops = int(w[i]) - 1 // rtnh_hops is the weight less one
+	}
+	return rt
+}
+
+// collect deletes the nexthop objects no route of ours uses any more.
+func (r *Reconciler) collect(res *Result) {
+	if err := r.collectNexthops(); err != nil {
+		res.Errors = append(res.Errors, PrefixError{Err: fmt.Sprintf("delete unused nexthop objects: %v", err)})
+	}
 }
 
 // settleTaken handles an add that met EEXIST: someone holds this key and our
@@ -387,18 +616,17 @@ func (r *Reconciler) settleTaken(op Op, res *Result) {
 	}
 	err := error(syscall.EEXIST)
 	if _, ok := r.ours[op.Prefix]; ok {
-		err = r.h.RouteReplace(r.route(op.Prefix, op.NextHops))
+		err = r.program(false, op, groupPlan{})
 	}
 	r.added(op, err, res)
 }
 
-// added records the outcome of an add.
+// added counts the outcome of an add (program recorded a success).
 func (r *Reconciler) added(op Op, err error, res *Result) {
 	if err != nil {
 		res.Errors = append(res.Errors, PrefixError{Prefix: op.Prefix, Err: fmt.Sprintf("add: %v", err)})
 		return
 	}
-	r.ours[op.Prefix] = slices.Clone(op.NextHops)
 	res.Added++
 }
 
@@ -406,6 +634,9 @@ func (r *Reconciler) added(op Op, err error, res *Result) {
 // since they were installed); a full pass found them.
 func (r *Reconciler) deleteStrays(res *Result) {
 	for _, rt := range r.strays {
+		// By key and protocol: a route using a nexthop object matches no
+		// gateway.
+		rt.Gw, rt.MultiPath = nil, nil
 		if err := r.h.RouteDel(&rt); err != nil && !errors.Is(err, syscall.ESRCH) {
 			pfx, _ := dstPrefix(rt)
 			res.Errors = append(res.Errors, PrefixError{Prefix: pfx, Err: fmt.Sprintf("delete our route at old metric %d: %v", rt.Priority, err)})
@@ -432,12 +663,23 @@ func (r *Reconciler) Flush() (int, error) {
 		}
 		n++
 	}
-	for pfx, nhs := range r.ours {
-		del(r.route(pfx, nhs))
+	for pfx := range r.ours {
+		rt := r.route(pfx, nil)
+		del(rt)
 	}
 	for _, rt := range r.strays {
-		rt := rt
+		rt.Gw, rt.MultiPath = nil, nil
 		del(&rt)
+	}
+	if r.gs != nil {
+		// Our nexthop objects go with our routes: groups first, then the
+		// gateways they hold.
+		for pfx := range r.gs.route {
+			r.useGroup(pfx, 0)
+		}
+		if err := r.collectNexthops(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	r.synced = false
 	return n, errors.Join(errs...)
@@ -494,23 +736,33 @@ func dstPrefix(rt netlink.Route) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
 }
 
-func gateways(rt netlink.Route) []netip.Addr {
-	var out []netip.Addr
-	add := func(ip net.IP) {
+// gatewaysWeights returns a route's next hops, sorted, and their weights
+// in the same order (nil when equal).
+func gatewaysWeights(rt netlink.Route) ([]netip.Addr, []uint16) {
+	var hs []hop
+	add := func(ip net.IP, w int) {
 		if a, ok := netip.AddrFromSlice(ip); ok {
-			out = append(out, a.Unmap())
+			hs = append(hs, hop{Addr: a.Unmap(), Weight: uint16(w + 1)})
 		}
 	}
 	if rt.Gw != nil {
-		add(rt.Gw)
+		add(rt.Gw, 0)
 	}
 	for _, nh := range rt.MultiPath {
 		if nh.Gw != nil {
-			add(nh.Gw)
+			add(nh.Gw, nh.Hops)
 		}
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
+	slices.SortFunc(hs, func(a, b hop) int { return a.Addr.Compare(b.Addr) })
+	out := make([]netip.Addr, len(hs))
+	w := make([]uint16, len(hs))
+	for i, h := range hs {
+		out[i], w[i] = h.Addr, h.Weight
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, equalAsNil(w)
 }
 
 func clone(m map[netip.Prefix][]netip.Addr) map[netip.Prefix][]netip.Addr {

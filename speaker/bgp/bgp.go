@@ -134,6 +134,10 @@ type Manager struct {
 	stop     context.CancelFunc
 	nextVRF  uint32 // numbers the neighbors' VRFs; never reused
 	sessions map[string]*session
+	// weights are the weights the running server's export policy turns
+	// into link-bandwidth communities (see weightStatement); asn is its ASN.
+	weights map[uint32]bool
+	asn     uint32
 
 	// byAddr maps a configured neighbor's address to its session, for the
 	// event watcher (a GoBGP goroutine, which must not wait for mu).
@@ -159,10 +163,26 @@ func (m *Manager) signal() {
 	}
 }
 
+// asTrans is AS_TRANS (RFC 6793), the 2-octet stand-in for a 4-octet ASN.
+const asTrans = 23456
+
+// WeightUpdateInterval rate-limits the UPDATEs that only change a path's
+// weight (its link-bandwidth community, an endpoint count): the first
+// change of a path is sent at once, further ones within this interval are
+// coalesced into one sent when it ends. A scaling event (50 pods becoming
+// ready one by one) thus costs at most one UPDATE per path per peer per
+// interval, while a change after a quiet period reaches the router at once.
+const WeightUpdateInterval = time.Second
+
 // path is one announced path and the generation of the last Set wanting it.
 type path struct {
 	adv model.Advertisement
 	gen uint64
+	// weightAt is when a change of its weight alone was last sent;
+	// pending is a newer weight-only change held back until
+	// WeightUpdateInterval has passed since (see WeightUpdateInterval).
+	weightAt time.Time
+	pending  *model.Advertisement
 }
 
 type session struct {
@@ -177,6 +197,8 @@ type session struct {
 	// after GoBGP returned success.
 	announced map[netip.Prefix]*path
 	gen       uint64
+	// weightTimer sends held-back weight changes (holdWeight); m.mu.
+	weightTimer *time.Timer
 
 	mu          sync.Mutex // guards the fields below, written by the watcher
 	state       string
@@ -287,6 +309,7 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 		return fmt.Errorf("watch peer events: %w", err)
 	}
 	m.srv, m.stop, m.routerID = srv, cancel, cfg.RouterID
+	m.weights, m.asn = map[uint32]bool{}, cfg.MyASN
 	m.log.Info("BGP started", "routerID", cfg.RouterID, "asn", cfg.MyASN)
 	return nil
 }
@@ -317,6 +340,57 @@ func rejectImports(ctx context.Context, srv *server.BgpServer) error {
 	}}); err != nil {
 		return fmt.Errorf("set import policy: %w", err)
 	}
+	return nil
+}
+
+// weightMarkerAS marks the large community that carries a path's weight
+// from AddPath to the export policy (4294967294, the last private-use
+// ASN): GoBGP drops every extended community of a path from a VRF when it
+// sends it to the VRF's neighbour (Path.ToLocal strips VPN route targets
+// that way), so the link-bandwidth community cannot be put on the path
+// itself. The export policy adds it after that and removes the marker,
+// which therefore never leaves the speaker.
+const weightMarkerAS = 4294967294
+
+// weightStatement makes the server's export policy turn the marker of
+// weight w into the link-bandwidth community: one statement per weight in
+// use (endpoint counts: a few dozen at most). m.mu held.
+func (m *Manager) weightStatement(ctx context.Context, w uint32) error {
+	if m.srv == nil || m.weights[w] {
+		return nil
+	}
+	const policy = "bgplb-weights"
+	set := fmt.Sprintf("bgplb-weight-%d", w)
+	if err := m.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_LARGE_COMMUNITY, Name: set, List: []string{fmt.Sprintf("^%d:0:%d$", uint32(weightMarkerAS), w)},
+	}}); err != nil {
+		return fmt.Errorf("add large-community set for weight %d: %w", w, err)
+	}
+	as := uint32(asTrans)
+	if m.asn <= 0xffff {
+		as = m.asn
+	}
+	if err := m.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: policy, Statements: []*api.Statement{{
+		Name:       set,
+		Conditions: &api.Conditions{LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_ANY, Name: set}},
+		Actions: &api.Actions{
+			ExtCommunity: &api.CommunityAction{Type: api.CommunityAction_ADD,
+				Communities: []string{fmt.Sprintf("lb:%d:%d", as, uint64(w)*model.WeightBandwidth)}},
+			LargeCommunity: &api.CommunityAction{Type: api.CommunityAction_REMOVE,
+				Communities: []string{fmt.Sprintf("^%d:", uint32(weightMarkerAS))}},
+		},
+	}}}}); err != nil {
+		return fmt.Errorf("add export statement for weight %d: %w", w, err)
+	}
+	if len(m.weights) == 0 {
+		if err := m.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: "global", Direction: api.PolicyDirection_EXPORT, Policies: []*api.Policy{{Name: policy}},
+			DefaultAction: api.RouteAction_ACCEPT,
+		}}); err != nil {
+			return fmt.Errorf("set export policy: %w", err)
+		}
+	}
+	m.weights[w] = true
 	return nil
 }
 
@@ -564,12 +638,16 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 			old.gen = s.gen
 			if old.adv.SameRoute(a) {
 				old.adv = a // refresh the Services it carries
+				old.pending = nil
+				continue
+			}
+			if m.holdWeight(s, old, a) {
 				continue
 			}
 		}
 		// The old path (if any) stays announced and marked when this
 		// fails; the differing attributes make the next Set retry.
-		if err := s.announce(ctx, old, a, &ch); err != nil {
+		if err := m.announce(ctx, s, old, a, &ch); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -584,6 +662,17 @@ func (m *Manager) Set(ctx context.Context, peer string, desired []model.Advertis
 	return ch, s.setResult(errs)
 }
 
+// announce is session.announce with the export statement of a's weight
+// in place first. m.mu held.
+func (m *Manager) announce(ctx context.Context, s *session, old *path, a model.Advertisement, ch *Changes) error {
+	if a.Weight > 0 {
+		if err := m.weightStatement(ctx, a.Weight); err != nil {
+			return err
+		}
+	}
+	return s.announce(ctx, old, a, ch)
+}
+
 // announce adds or replaces (old, when not nil) the path of a.Prefix and
 // records it once GoBGP accepted it. AddPath with the same prefix replaces
 // the previous path (implicit withdraw), so a changed attribute is one
@@ -593,12 +682,70 @@ func (s *session) announce(ctx context.Context, old *path, a model.Advertisement
 		return err
 	}
 	if old != nil {
-		old.adv = a
+		if old.adv.Weight != a.Weight {
+			old.weightAt = time.Now()
+		}
+		old.adv, old.pending = a, nil
 	} else {
 		s.announced[a.Prefix] = &path{adv: a, gen: s.gen}
 	}
 	ch.Added = append(ch.Added, a)
 	return nil
+}
+
+// holdWeight holds back a's change of old's weight, when that is all that
+// changes and the last such change was sent less than
+// WeightUpdateInterval ago: it keeps a as pending and makes sure a timer
+// sends the session's pending changes when the interval ends. m.mu held.
+func (m *Manager) holdWeight(s *session, old *path, a model.Advertisement) bool {
+	if !old.adv.SameRouteButWeight(a) {
+		return false
+	}
+	wait := WeightUpdateInterval - time.Since(old.weightAt)
+	if wait <= 0 {
+		return false
+	}
+	old.adv.Services = a.Services
+	old.pending = &a
+	if s.weightTimer == nil {
+		s.weightTimer = time.AfterFunc(wait, func() { m.flushWeights(s) })
+	}
+	return true
+}
+
+// flushWeights sends the weight changes held back on session s (the
+// timer of holdWeight), and arms the timer again for any still too new.
+func (m *Manager) flushWeights(s *session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s.weightTimer = nil
+	if m.sessions[s.cfg.Name] != s || s.srv == nil {
+		return // closed or replaced: a new session announces afresh
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var ch Changes
+	var errs []error
+	next := time.Duration(0)
+	for _, p := range s.announced {
+		if p.pending == nil {
+			continue
+		}
+		if wait := WeightUpdateInterval - time.Since(p.weightAt); wait > 0 {
+			next = max(next, wait)
+			continue
+		}
+		if err := m.announce(ctx, s, p, *p.pending, &ch); err != nil {
+			errs = append(errs, err) // pending stays: retried below
+			next = max(next, WeightUpdateInterval)
+		}
+	}
+	if next > 0 {
+		s.weightTimer = time.AfterFunc(next, func() { m.flushWeights(s) })
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error(err, "send held-back weight changes")
+	}
 }
 
 // withdraw deletes an announced path and forgets it once GoBGP accepted.
@@ -650,8 +797,10 @@ func (m *Manager) SetPrefixes(ctx context.Context, peer string, prefixes []netip
 		switch {
 		case wanted && old != nil && old.adv.SameRoute(a):
 			old.adv = a
+			old.pending = nil
+		case wanted && old != nil && m.holdWeight(s, old, a):
 		case wanted:
-			err = s.announce(ctx, old, a, &ch)
+			err = m.announce(ctx, s, old, a, &ch)
 		case old != nil:
 			err = s.withdraw(ctx, old, &ch)
 		}
@@ -702,7 +851,10 @@ func (s *session) deletePath(ctx context.Context, a model.Advertisement) error {
 
 // apiPath renders an advertisement as a GoBGP path. An unspecified next hop
 // is kept as such: GoBGP replaces it with the session's local address, which
-// is the node's address towards that peer.
+// is the node's address towards that peer. A weight goes out as the
+// link-bandwidth extended community of our ASN (AS_TRANS when it needs 4
+// octets), model.WeightBandwidth bytes/s per unit, through the export
+// policy (see weightMarkerAS).
 func apiPath(a model.Advertisement, withdraw bool) (*api.Path, error) {
 	if !a.Prefix.IsValid() {
 		return nil, fmt.Errorf("invalid prefix %v", a.Prefix)
@@ -726,10 +878,15 @@ func apiPath(a model.Advertisement, withdraw bool) (*api.Path, error) {
 	if len(a.Communities) > 0 {
 		attrs = append(attrs, bgp.NewPathAttributeCommunities(a.Communities))
 	}
-	if len(a.LargeCommunities) > 0 {
-		lc := make([]*bgp.LargeCommunity, 0, len(a.LargeCommunities))
+	if len(a.LargeCommunities) > 0 || a.Weight > 0 {
+		lc := make([]*bgp.LargeCommunity, 0, len(a.LargeCommunities)+1)
 		for _, c := range a.LargeCommunities {
 			lc = append(lc, bgp.NewLargeCommunity(c.GlobalAdmin, c.LocalData1, c.LocalData2))
+		}
+		if a.Weight > 0 {
+			// The export policy makes it the link-bandwidth community
+			// (see weightMarkerAS).
+			lc = append(lc, bgp.NewLargeCommunity(weightMarkerAS, 0, a.Weight))
 		}
 		attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(lc))
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	gobgp "github.com/osrg/gobgp/v3/pkg/packet/bgp"
 
 	"github.com/bgplb/bgplb/internal/tcpmd5"
 	"github.com/bgplb/bgplb/speaker/bgp"
@@ -522,4 +523,46 @@ func TestRouterIDChangeRestartsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRoutes(t, r, []bgptest.Route{{Prefix: pfx("192.168.254.1/32"), NextHop: lo4, ASPath: []uint32{65001}}})
+}
+
+// TestWeightLinkBandwidth: a weight goes out as the link-bandwidth
+// extended community (WeightBandwidth per unit), and weight-only changes
+// are rate-limited: the first is sent at once, one made right after it is
+// held back (Set reports nothing added) and sent when the interval ends.
+func TestWeightLinkBandwidth(t *testing.T) {
+	ctx := context.Background()
+	r := bgptest.Start(t, lo4, 64512, bgptest.Neighbor{Address: lo4, ASN: 65001})
+	m := newManager(t, peerTo(r, "r1", 65001))
+	r.WaitEstablished(t, lo4, wait)
+	lb := func(w uint32) []string {
+		return []string{gobgp.NewLinkBandwidthExtended(65001, float32(w)*model.WeightBandwidth).String()}
+	}
+	a := model.Advertisement{Prefix: pfx("192.168.254.10/32"), NextHop: netip.IPv4Unspecified(), Weight: 3}
+	if _, err := m.Set(ctx, "r1", []model.Advertisement{a}); err != nil {
+		t.Fatal(err)
+	}
+	route := bgptest.Route{Prefix: a.Prefix, NextHop: lo4, ASPath: []uint32{65001}, ExtendedCommunities: lb(3)}
+	waitRoutes(t, r, []bgptest.Route{route})
+
+	a.Weight = 2
+	ch, err := m.Set(ctx, "r1", []model.Advertisement{a})
+	if err != nil || len(ch.Added) != 1 {
+		t.Fatalf("the first weight change is sent at once: %+v, %v", ch, err)
+	}
+	a.Weight = 1
+	ch, err = m.SetPrefixes(ctx, "r1", []netip.Prefix{a.Prefix}, []model.Advertisement{a})
+	if err != nil || len(ch.Added) != 0 {
+		t.Fatalf("a second weight change within %s is held back: %+v, %v", bgp.WeightUpdateInterval, ch, err)
+	}
+	if got := m.Announced("r1"); len(got) != 1 || got[0].Weight != 2 {
+		t.Fatalf("announced %+v, want weight 2 until the interval ends", got)
+	}
+	// The held change goes out by itself.
+	route.ExtendedCommunities = lb(1)
+	waitRoutes(t, r, []bgptest.Route{route})
+	// Another attribute is never held back.
+	a.Weight, a.Communities = 4, []uint32{65000<<16 | 1}
+	if ch, err := m.Set(ctx, "r1", []model.Advertisement{a}); err != nil || len(ch.Added) != 1 {
+		t.Fatalf("a change of communities is sent at once: %+v, %v", ch, err)
+	}
 }

@@ -256,7 +256,10 @@ func TestSpeakerAgainstAPIServer(t *testing.T) {
 
 	// Local endpoint appears for the Local service: announced from here.
 	setEndpoint(t, localEP, "node-a", true)
-	waitRoutes(t, router, []bgptest.Route{routeTo("192.168.254.10/32"), routeTo("192.168.254.11/32")})
+	// With its weight: one ready local endpoint, 1 Mbit/s of link bandwidth.
+	weighted := routeTo("192.168.254.11/32")
+	weighted.ExtendedCommunities = []string{"65010:125000"}
+	waitRoutes(t, router, []bgptest.Route{routeTo("192.168.254.10/32"), weighted})
 	// A count-only change of the session state is written too (at most a
 	// second later, see stateWriteInterval).
 	eventually(t, "BGPSessionState prefixesSent 2", func() error {

@@ -81,6 +81,9 @@ type Options struct {
 	// GracefulShutdownOnDrain adds GRACEFUL_SHUTDOWN while the node drains
 	// (see model.Options).
 	GracefulShutdownOnDrain bool
+	// WeightClusterServices announces weights for externalTrafficPolicy
+	// Cluster Services too (see model.Options).
+	WeightClusterServices bool
 	// ServiceEvents emits Announced/Withdrawn events on Services.
 	ServiceEvents bool
 }
@@ -415,7 +418,8 @@ type poolError struct {
 }
 
 func (r *Reconciler) input(ctx context.Context) (model.Input, objects, []string, error) {
-	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownOnDrain: r.Options.GracefulShutdownOnDrain}}
+	in := model.Input{Node: r.Options.NodeName, Options: model.Options{GracefulShutdownOnDrain: r.Options.GracefulShutdownOnDrain,
+		WeightClusterServices: r.Options.WeightClusterServices}}
 	objs := objects{peers: map[string]*v1.BGPPeer{}, pools: map[string]*v1.IPPool{}}
 	var changed []string
 

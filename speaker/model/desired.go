@@ -103,7 +103,7 @@ func Desired(in Input) Result {
 	}
 	gshut := in.Options.GracefulShutdownOnDrain && self.Draining()
 	plans := planAdvertisements(in.Advertisements, advs, self.Labels, peers, gshut)
-	out := emit(in.Services, in.Pools, in.Node, plans, peers)
+	out := emit(in.Services, in.Pools, in.Node, plans, peers, in.Options.WeightClusterServices)
 	for pi, p := range peers {
 		res.Peers[p.Name] = mergeByPrefix(out[pi], in.Options.GracefulShutdownOnDrain)
 	}
@@ -299,7 +299,7 @@ func planAdvertisements(advs []BGPAdvertisement, parsed []advertisement, selfLab
 // repeated prefixes (shared addresses, aggregates, several advertisements)
 // for mergeByPrefix. No per-entry map or pointer: this runs over every
 // Service on every reconcile.
-func emit(services []Service, pools []Pool, node string, plans []advPlan, peers []Peer) [][]Advertisement {
+func emit(services []Service, pools []Pool, node string, plans []advPlan, peers []Peer, weightCluster bool) [][]Advertisement {
 	out := make([][]Advertisement, len(peers))
 	// One backing array for the one-element Services lists of this pass.
 	keysBuf := make([]string, 0, len(services))
@@ -309,6 +309,7 @@ func emit(services []Service, pools []Pool, node string, plans []advPlan, peers 
 		if !announce {
 			continue
 		}
+		weight := weightOf(svc, node, weightCluster)
 		var svcKeys []string // shared by this Service's entries; cap 1, so appends copy
 		for _, ip := range svc.IPs {
 			ip = ip.Unmap()
@@ -342,7 +343,7 @@ func emit(services []Service, pools []Pool, node string, plans []advPlan, peers 
 					out[pi] = append(out[pi], Advertisement{
 						Prefix: prefix, NextHop: nextHop(peers[pi], ip),
 						Communities: pl.communities, LargeCommunities: pl.large, LocalPref: pl.localPref,
-						Services: svcKeys, Draining: draining,
+						Services: svcKeys, Draining: draining, Weight: weight,
 					})
 				}
 			}
@@ -376,6 +377,9 @@ func mergeByPrefix(list []Advertisement, gshutDraining bool) []Advertisement {
 				a.LocalPref = max(a.LocalPref, b.LocalPref)
 				a.Services = append(a.Services, b.Services...)
 				a.Draining = a.Draining && b.Draining
+				// Services sharing an address share its traffic: their
+				// endpoints here add up.
+				a.Weight += b.Weight
 			}
 			a.Communities = sortUniq(a.Communities, cmpU32)
 			a.LargeCommunities = sortUniq(a.LargeCommunities, compareLarge)
@@ -411,6 +415,34 @@ func serves(svc *Service, node string) (announce, draining bool) {
 		announce = true
 	}
 	return announce, announce
+}
+
+// weightOf is node's weight for a Service it announces: its ready local
+// endpoints (externalTrafficPolicy Local), or, draining, its serving ones,
+// so the weight stays positive while GRACEFUL_SHUTDOWN moves traffic away.
+// A Cluster Service has none unless weightCluster (then at least 1).
+func weightOf(svc *Service, node string, weightCluster bool) uint32 {
+	local := svc.TrafficPolicy == TrafficPolicyLocal
+	if !local && !weightCluster {
+		return 0
+	}
+	var ready, usable uint32
+	for _, ep := range svc.Endpoints {
+		if ep.NodeName != node || !ep.Usable() {
+			continue
+		}
+		usable++
+		if ep.Preferred() {
+			ready++
+		}
+	}
+	switch {
+	case ready > 0:
+		return ready
+	case local:
+		return usable
+	}
+	return 1
 }
 
 func poolOf(pools []Pool, ip netip.Addr) int {

@@ -128,7 +128,32 @@ func TestDesired(t *testing.T) {
 				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"}, ep("n2"), ep("n1"))}
 			},
 			want: Result{Peers: map[string][]Advertisement{
-				"r4": {host("192.168.254.10/32", "default/web")},
+				"r4": {weighted(host("192.168.254.10/32", "default/web"), 1)},
+				"r6": nil,
+			}},
+		},
+		{
+			name: "local policy: the weight is the ready local endpoints",
+			mutate: func(in *Input) {
+				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"}, ep("n1"), ep("n2"), ep("n1"), ep("n1"),
+					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true})}
+			},
+			want: Result{Peers: map[string][]Advertisement{
+				"r4": {weighted(host("192.168.254.10/32", "default/web"), 3)},
+				"r6": nil,
+			}},
+		},
+		{
+			name: "cluster policy: no weight unless asked, then the ready local endpoints, at least 1",
+			mutate: func(in *Input) {
+				in.Options.WeightClusterServices = true
+				in.Services = []Service{
+					svc("web", TrafficPolicyCluster, []string{"192.168.254.10"}, ep("n1"), ep("n1")),
+					svc("api", TrafficPolicyCluster, []string{"192.168.254.11"}, ep("n2")),
+				}
+			},
+			want: Result{Peers: map[string][]Advertisement{
+				"r4": {weighted(host("192.168.254.10/32", "default/web"), 2), weighted(host("192.168.254.11/32", "default/api"), 1)},
 				"r6": nil,
 			}},
 		},
@@ -139,7 +164,7 @@ func TestDesired(t *testing.T) {
 					Endpoint{NodeName: "n1", Ready: false, Serving: true})}
 			},
 			want: Result{Peers: map[string][]Advertisement{
-				"r4": {host("192.168.254.10/32", "default/web")},
+				"r4": {weighted(host("192.168.254.10/32", "default/web"), 1)},
 				"r6": nil,
 			}},
 		},
@@ -153,7 +178,7 @@ func TestDesired(t *testing.T) {
 				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
 					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}, ep("n2"))}
 			},
-			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(draining(host("192.168.254.10/32", "default/web")))}, "r6": nil}},
+			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(draining(weighted(host("192.168.254.10/32", "default/web"), 1)))}, "r6": nil}},
 		},
 		{
 			name: "local policy: terminating local endpoints without the option announce plainly",
@@ -161,7 +186,7 @@ func TestDesired(t *testing.T) {
 				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
 					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}, ep("n2"))}
 			},
-			want: Result{Peers: map[string][]Advertisement{"r4": {draining(host("192.168.254.10/32", "default/web"))}, "r6": nil}},
+			want: Result{Peers: map[string][]Advertisement{"r4": {draining(weighted(host("192.168.254.10/32", "default/web"), 1))}, "r6": nil}},
 		},
 		{
 			name: "local policy: a ready local endpoint next to a terminating one keeps full preference",
@@ -170,7 +195,7 @@ func TestDesired(t *testing.T) {
 				in.Services = []Service{svc("web", TrafficPolicyLocal, []string{"192.168.254.10"},
 					Endpoint{NodeName: "n1", Ready: false, Serving: true, Terminating: true}, ep("n1"))}
 			},
-			want: Result{Peers: map[string][]Advertisement{"r4": {host("192.168.254.10/32", "default/web")}, "r6": nil}},
+			want: Result{Peers: map[string][]Advertisement{"r4": {weighted(host("192.168.254.10/32", "default/web"), 1)}, "r6": nil}},
 		},
 		{
 			name: "local policy: terminating and no longer serving: withdrawn",
@@ -193,8 +218,8 @@ func TestDesired(t *testing.T) {
 				}
 			},
 			want: Result{Peers: map[string][]Advertisement{
-				"r4": {host("192.168.254.53/32", "default/dns-tcp", "default/dns-udp"),
-					gshut(draining(host("192.168.254.54/32", "default/dns-udp", "default/other")))},
+				"r4": {weighted(host("192.168.254.53/32", "default/dns-tcp", "default/dns-udp"), 2),
+					gshut(draining(weighted(host("192.168.254.54/32", "default/dns-udp", "default/other"), 2)))},
 				"r6": nil,
 			}},
 		},
@@ -413,7 +438,7 @@ func TestDesired(t *testing.T) {
 				}
 			},
 			want: Result{Peers: map[string][]Advertisement{
-				"r4": {host("192.168.254.53/32", "default/dns-tcp", "default/dns-udp")},
+				"r4": {weighted(host("192.168.254.53/32", "default/dns-tcp", "default/dns-udp"), 1)},
 				"r6": nil,
 			}},
 		},
@@ -464,7 +489,7 @@ func TestDesired(t *testing.T) {
 					svc("evicted", TrafficPolicyLocal, []string{"192.168.254.11"}, ep("n2")),
 				}
 			},
-			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(draining(host("192.168.254.10/32", "default/evicting")))}, "r6": nil}},
+			want: Result{Peers: map[string][]Advertisement{"r4": {gshut(draining(weighted(host("192.168.254.10/32", "default/evicting"), 1)))}, "r6": nil}},
 		},
 		{
 			name: "cordoned node adds GRACEFUL_SHUTDOWN when enabled",
@@ -586,4 +611,9 @@ func TestLabelSelector(t *testing.T) {
 			t.Errorf("%s: Matches = %v, want %v", tt.name, got, tt.want)
 		}
 	}
+}
+
+func weighted(a Advertisement, w uint32) Advertisement {
+	a.Weight = w
+	return a
 }

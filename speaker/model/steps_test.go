@@ -303,25 +303,25 @@ func TestEmit(t *testing.T) {
 	nh := addr("192.0.2.10")
 	want := [][]Advertisement{
 		{
-			{Prefix: pfx("192.168.254.5/32"), NextHop: nh, Communities: comms, Services: []string{"default/dual"}},
-			{Prefix: pfx("192.168.254.6/32"), NextHop: nh, Communities: comms, Services: []string{"default/dual"}},
+			{Prefix: pfx("192.168.254.5/32"), NextHop: nh, Communities: comms, Services: []string{"default/dual"}, Weight: 1},
+			{Prefix: pfx("192.168.254.6/32"), NextHop: nh, Communities: comms, Services: []string{"default/dual"}, Weight: 1},
 			{Prefix: pfx("192.168.254.7/32"), NextHop: nh, Communities: comms, Services: []string{"default/agg"}},
 		},
 		{
-			{Prefix: pfx("fd00::5/128"), NextHop: v6any, Communities: comms, Services: []string{"default/dual"}},
+			{Prefix: pfx("fd00::5/128"), NextHop: v6any, Communities: comms, Services: []string{"default/dual"}, Weight: 1},
 		},
 		{
-			{Prefix: pfx("192.168.254.5/32"), NextHop: v4any, Communities: comms, Services: []string{"default/dual"}},
-			{Prefix: pfx("192.168.254.6/32"), NextHop: v4any, Communities: comms, Services: []string{"default/dual"}},
+			{Prefix: pfx("192.168.254.5/32"), NextHop: v4any, Communities: comms, Services: []string{"default/dual"}, Weight: 1},
+			{Prefix: pfx("192.168.254.6/32"), NextHop: v4any, Communities: comms, Services: []string{"default/dual"}, Weight: 1},
 			{Prefix: pfx("192.168.254.7/32"), NextHop: v4any, Communities: comms, Services: []string{"default/agg"}},
 			{Prefix: pfx("192.168.254.0/24"), NextHop: v4any, LocalPref: 9, Services: []string{"default/agg"}},
 		},
 	}
-	got := emit(services, pools, "n1", plans, peers)
+	got := emit(services, pools, "n1", plans, peers, false)
 	if diff := cmp.Diff(want, got, stepOpts); diff != "" {
 		t.Errorf("emit (-want +got):\n%s", diff)
 	}
-	if got := emit(nil, pools, "n1", plans, peers); len(got) != len(peers) || got[0] != nil || got[1] != nil || got[2] != nil {
+	if got := emit(nil, pools, "n1", plans, peers, false); len(got) != len(peers) || got[0] != nil || got[1] != nil || got[2] != nil {
 		t.Errorf("emit(no services) = %v, want one nil list per peer", got)
 	}
 }

@@ -163,6 +163,12 @@ type Options struct {
 	// reports it NotReady; without the option such a node withdraws at
 	// once, like any NotReady node.
 	GracefulShutdownOnDrain bool
+	// WeightClusterServices announces a weight (Advertisement.Weight) for
+	// Services with externalTrafficPolicy Cluster too: the node's ready
+	// endpoints of the Service, at least 1 (a node without one still
+	// forwards). Off by default: Cluster traffic is spread by kube-proxy
+	// over every endpoint whichever node it enters by.
+	WeightClusterServices bool
 }
 
 // Input is everything the decision reads.
@@ -204,11 +210,30 @@ type Advertisement struct {
 	// here). Not on the wire: with Options.GracefulShutdownOnDrain it
 	// puts GRACEFUL_SHUTDOWN in Communities.
 	Draining bool
+	// Weight is this node's share of the prefix's traffic, announced as
+	// the BGP link-bandwidth extended community (WeightBandwidth bytes/s
+	// per unit) so routers weight their ECMP next hops by it: the ready
+	// local endpoints of the Services it carries (externalTrafficPolicy
+	// Local; see Options.WeightClusterServices). 0: no community.
+	Weight uint32
 }
+
+// WeightBandwidth is the link bandwidth announced per unit of weight: one
+// endpoint is 1 Mbit/s (125,000 bytes/s). Routers use only the ratios;
+// FRR reads the value in whole Mbit/s, so a smaller unit would round to 0
+// there.
+const WeightBandwidth = 125000
 
 // SameRoute reports whether two advertisements put the same route on the
 // wire (Services are ignored).
 func (a Advertisement) SameRoute(b Advertisement) bool {
+	return a.SameRouteButWeight(b) && a.Weight == b.Weight
+}
+
+// SameRouteButWeight is SameRoute that ignores Weight: two advertisements
+// that differ only there (an endpoint count changed) differ in one
+// community, whose changes the BGP layer rate-limits.
+func (a Advertisement) SameRouteButWeight(b Advertisement) bool {
 	if a.Prefix != b.Prefix || a.NextHop != b.NextHop || a.LocalPref != b.LocalPref ||
 		len(a.Communities) != len(b.Communities) || len(a.LargeCommunities) != len(b.LargeCommunities) {
 		return false

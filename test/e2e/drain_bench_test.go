@@ -70,6 +70,26 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 			}
 		}()
 	}
+	// BGPLB_BENCH_DRAIN_NEXTHOP_GROUPS=multipath|resilient restarts the
+	// agent with that routes.nexthopGroups for the run (issue 21: the
+	// router's hash-threshold multipath against resilient groups).
+	nhg := os.Getenv("BGPLB_BENCH_DRAIN_NEXTHOP_GROUPS")
+	if nhg != "" {
+		restartAgent := func(m lab.AgentMode) {
+			b.Helper()
+			if err := l.StopAgent(); err != nil {
+				b.Fatal(err)
+			}
+			if err := l.StartAgent(m); err != nil {
+				b.Fatal(err)
+			}
+			if err := l.WaitAgentPeers(ctx, 2, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+		restartAgent(lab.AgentMode{Firewall: true, Redirects: true, NexthopGroups: nhg})
+		defer restartAgent(lab.AgentMode{Firewall: true, Redirects: true})
+	}
 	const name = "bench-drain"
 	if err := l.CreateService(ctx, lab.ServiceSpec{Name: name, Local: true, EndpointsOn: []string{lab.Node1, lab.Node2}}); err != nil {
 		b.Fatal(err)
@@ -209,6 +229,9 @@ func BenchmarkDrainZeroFailures(b *testing.B) {
 	mode := "defaults"
 	if speakerArgs != nil {
 		mode = "baseline " + strings.Join(speakerArgs, " ")
+	}
+	if nhg != "" {
+		mode += "; router routes.nexthopGroups: " + nhg
 	}
 	fmt.Printf("failed requests through the router (externalTrafficPolicy Local, 4 endpoints on 2 nodes; speakers: %s):\n", mode)
 	for _, r := range report {

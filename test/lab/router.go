@@ -32,6 +32,9 @@ type AgentMode struct {
 	// default. A long one leaves a poke (or a link change) as the only
 	// thing that makes the agent re-read the kernel's routes.
 	ResyncInterval time.Duration
+	// NexthopGroups is the agent's routes.nexthopGroups ("" keeps its
+	// default, auto).
+	NexthopGroups string
 }
 
 // AgentName is the lab process name of the router agent.
@@ -62,6 +65,9 @@ func (l *Lab) AgentConfig(m AgentMode) string {
 	resync := ""
 	if m.ResyncInterval > 0 {
 		resync = ", resyncInterval: " + m.ResyncInterval.String()
+	}
+	if m.NexthopGroups != "" {
+		resync += ", nexthopGroups: " + m.NexthopGroups
 	}
 	return fmt.Sprintf(`# bgplb-routeragent config for the lab router (written by bgplb-lab).
 asn: %d

@@ -168,7 +168,7 @@ func removeNamespace(name string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns delete %s: %v: %s", name, err, out)
+		return fmt.Errorf("ip netns delete %s: %w: %s", name, err, out)
 	}
 	return nil
 }

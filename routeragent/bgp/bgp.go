@@ -4,7 +4,8 @@
 // speaker).
 //
 // The speaker accepts sessions (passively: the router never dials) from the
-// configured neighbours, exports nothing, and keeps a copy of every path each
+// configured neighbours, exports nothing but each peer's verdicts back to
+// that peer (verdict.go), and keeps a copy of every path each
 // peer currently has in GoBGP's adj-RIB-in, fed by one ordered watch on
 // GoBGP's post-import-policy stream (announcements, withdrawals, the drops
 // when a session goes down, graceful-restart stale sweeps), End-of-RIB
@@ -160,6 +161,8 @@ type Speaker struct {
 	// dirty: prefixes whose paths (from any peer) changed since the last
 	// TakeChanges, so the agent's pass can look at those only.
 	dirty map[netip.Prefix]struct{}
+	// verdicts are the router's verdicts sent back to the peers (verdict.go).
+	verdicts *verdictExport
 }
 
 // Option changes how a Speaker runs.
@@ -173,7 +176,7 @@ func InNetNS(ns netns.NsHandle) Option { return func(s *Speaker) { s.ns = &ns } 
 // New returns a speaker; Start starts it.
 func New(cfg Config, log *slog.Logger, opts ...Option) *Speaker {
 	s := &Speaker{log: log, cfg: cfg, peers: map[netip.Addr]*peerInfo{}, changed: make(chan struct{}, 1),
-		dirty: map[netip.Prefix]struct{}{}}
+		dirty: map[netip.Prefix]struct{}{}, verdicts: newVerdictExport()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -256,6 +259,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.srv, s.cancel = srv, cancel
 	s.mu.Unlock()
+	go s.runVerdicts(wctx, srv)
 	s.applyListenerMinTTL(cfg)
 	for i, n := range cfg.Neighbors {
 		if err := s.addNeighbor(ctx, srv, i, n, cfg); err != nil {
@@ -282,6 +286,9 @@ func (s *Speaker) families(n Neighbor, cfg Config) []*api.AfiSafi {
 			// bounded by the limit; 80 % logs a warning first.
 			a.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: n.PrefixLimit, ShutdownThresholdPct: 80}
 		}
+		// ADD-PATH send, at most one path per prefix: the peer's verdict
+		// (see verdict.go). Receiving is unchanged.
+		a.AddPaths = &api.AddPaths{Config: &api.AddPathsConfig{SendMax: 1}}
 		out = append(out, a)
 	}
 	if cfg.IPv4 {

@@ -56,6 +56,7 @@ import (
 
 	"github.com/bgplb/bgplb/internal/gobgputil"
 	"github.com/bgplb/bgplb/internal/tcpmd5"
+	"github.com/bgplb/bgplb/internal/verdict"
 	"github.com/bgplb/bgplb/speaker/model"
 )
 
@@ -119,6 +120,10 @@ type PeerStatus struct {
 	UpdatesSent uint64
 	// LastError is the most recent failure (configuration, AddPath...).
 	LastError string
+	// RoutesInstalled and RoutesRejected count the router's verdicts on
+	// our paths (verdict.go): installed in its kernel, rejected. Both 0
+	// for a router that does not report.
+	RoutesInstalled, RoutesRejected int
 }
 
 // Manager owns the sessions of this node: one GoBGP server, started at the
@@ -186,6 +191,9 @@ type session struct {
 	// password the kernel cannot apply, or an address another peer already
 	// uses); it wins over lastErr in Status.
 	configErr string
+	// verdicts are the router's verdicts on our paths in the current
+	// session (verdict.go); cleared when the session goes down.
+	verdicts map[netip.Prefix]verdict.Verdict
 }
 
 // SetPeers makes the running sessions match peers: new peers get a session,
@@ -281,7 +289,11 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 		return err
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, m.onPeerEvent); err != nil {
+	// Received paths, before policy: the routers' verdicts (verdict.go).
+	watch := &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}, Table: &api.WatchEventRequest_Table{
+		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_ADJIN, Init: true}},
+	}}
+	if err := srv.WatchEvent(wctx, watch, m.onEvent); err != nil {
 		cancel()
 		_ = gobgputil.Stop(ctx, srv, "")
 		return fmt.Errorf("watch peer events: %w", err)
@@ -341,6 +353,15 @@ func (m *Manager) stopServer(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// onEvent dispatches one event of the watch.
+func (m *Manager) onEvent(r *api.WatchEventResponse) {
+	if t := r.GetTable(); t != nil {
+		m.onPathEvent(t)
+		return
+	}
+	m.onPeerEvent(r)
+}
+
 // onPeerEvent records a neighbor's state change; GoBGP calls it for every
 // neighbor of the server.
 func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
@@ -366,6 +387,12 @@ func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
 		s.established = time.Now()
 	} else if st != "Established" {
 		s.established = time.Time{}
+		// GoBGP drops the session's received paths without telling the
+		// path watch: so do the verdicts.
+		if len(s.verdicts) > 0 {
+			s.verdicts = nil
+			changed = true
+		}
 	}
 	s.mu.Unlock()
 	if changed {
@@ -498,6 +525,9 @@ func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 		Transport: &api.Transport{RemotePort: uint32(cfg.Port)},
 		AfiSafis: []*api.AfiSafi{{
 			Config: &api.AfiSafiConfig{Family: family, Enabled: true},
+			// ADD-PATH receive: how a bgplb router sends this node's
+			// verdicts (verdict.go); other routers send no ADD-PATH.
+			AddPaths: &api.AddPaths{Config: &api.AddPathsConfig{Receive: true}},
 		}},
 	}
 	if cfg.SourceAddress.IsValid() {
@@ -795,6 +825,7 @@ func (m *Manager) Status(ctx context.Context) []PeerStatus {
 			st.EstablishedSince = s.established
 		}
 		st.LastError = s.lastErr
+		st.RoutesInstalled, st.RoutesRejected = verdictCounts(s.verdicts)
 		if s.configErr != "" {
 			st.LastError = s.configErr
 		}

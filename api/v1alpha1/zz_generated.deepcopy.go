@@ -435,6 +435,16 @@ func (in *BGPSessionStateStatus) DeepCopyInto(out *BGPSessionStateStatus) {
 		*out = new(BFDSessionStatus)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.RoutesInstalled != nil {
+		in, out := &in.RoutesInstalled, &out.RoutesInstalled
+		*out = new(int32)
+		**out = **in
+	}
+	if in.RoutesRejected != nil {
+		in, out := &in.RoutesRejected, &out.RoutesRejected
+		*out = new(int32)
+		**out = **in
+	}
 	if in.LastUpdateTime != nil {
 		in, out := &in.LastUpdateTime, &out.LastUpdateTime
 		*out = (*in).DeepCopy()

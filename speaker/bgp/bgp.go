@@ -46,6 +46,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -124,6 +125,8 @@ type PeerStatus struct {
 	// our paths (verdict.go): installed in its kernel, rejected. Both 0
 	// for a router that does not report.
 	RoutesInstalled, RoutesRejected int
+	// VerdictsReported: the router sent verdicts in this session.
+	VerdictsReported bool
 }
 
 // Manager owns the sessions of this node: one GoBGP server, started at the
@@ -144,6 +147,9 @@ type Manager struct {
 	// event watcher (a GoBGP goroutine, which must not wait for mu).
 	addrMu sync.Mutex
 	byAddr map[netip.Addr]*session
+
+	// verdictGen counts the changes of any session's verdicts (verdict.go).
+	verdictGen atomic.Uint64
 }
 
 // NewManager returns a Manager.
@@ -392,6 +398,7 @@ func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
 		if len(s.verdicts) > 0 {
 			s.verdicts = nil
 			changed = true
+			m.verdictGen.Add(1)
 		}
 	}
 	s.mu.Unlock()
@@ -826,6 +833,7 @@ func (m *Manager) Status(ctx context.Context) []PeerStatus {
 		}
 		st.LastError = s.lastErr
 		st.RoutesInstalled, st.RoutesRejected = verdictCounts(s.verdicts)
+		st.VerdictsReported = len(s.verdicts) > 0
 		if s.configErr != "" {
 			st.LastError = s.configErr
 		}

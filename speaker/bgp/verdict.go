@@ -59,9 +59,13 @@ func (m *Manager) onPathEvent(t *api.WatchEventResponse_TableEvent) {
 		}
 	}
 	if changed {
+		m.verdictGen.Add(1)
 		m.signal()
 	}
 }
+
+// VerdictGeneration changes whenever any session's verdicts changed.
+func (m *Manager) VerdictGeneration() uint64 { return m.verdictGen.Load() }
 
 // applyVerdictPath records or forgets the verdict one path carries and
 // reports whether the session's verdicts changed.

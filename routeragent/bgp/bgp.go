@@ -117,6 +117,10 @@ type peerInfo struct {
 	// overLimit: the session went over limit and is being closed; its
 	// further paths are not stored.
 	overLimit bool
+	// addPathRecv: the peer can receive ADD-PATH, so it gets its verdicts
+	// (verdict.go); a peer that cannot (FRR, BIRD, an older speaker) is
+	// sent none.
+	addPathRecv bool
 }
 
 // gobgpPrefixLimitMax is the largest PrefixLimit GoBGP enforces itself.
@@ -489,8 +493,15 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 			p.eor = map[string]bool{}
 			p.overLimit = false
 		}
+		learn := st == api.PeerState_ESTABLISHED && p.state == "established" && !p.addPathRecv
+		if st != api.PeerState_ESTABLISHED {
+			p.addPathRecv = false
+		}
 		s.pruneLocked(a)
 		s.mu.Unlock()
+		if learn {
+			go s.learnAddPath(a)
+		}
 		if limited {
 			s.log.Warn("bgp session closed by GoBGP: prefix limit reached", "peer", a.String(), "asn", pe.Peer.State.PeerAsn)
 		}

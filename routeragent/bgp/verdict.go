@@ -14,6 +14,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/bgplb/bgplb/internal/verdict"
 )
@@ -81,6 +82,10 @@ func newVerdictExport() *verdictExport {
 // given prefixes, and those prefixes' other verdicts are withdrawn. It only
 // records and signals: the paths are sent by a goroutine of their own, so
 // the agent's pass never waits for GoBGP.
+//
+// Only peers that can receive ADD-PATH are sent their verdicts (see
+// learnAddPath): bgplb-speaker can; other routers' peers and older
+// speakers cannot, and cost no GoBGP path.
 func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPath) {
 	e := s.verdicts
 	e.mu.Lock()
@@ -174,7 +179,22 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 	e.mu.Unlock()
 	s.mu.Lock()
 	asn := s.cfg.ASN
+	capable := map[netip.Addr]bool{}
+	for a, p := range s.peers {
+		if p.addPathRecv {
+			capable[a] = true
+		}
+	}
 	s.mu.Unlock()
+	// A verdict for a peer that cannot receive it is not sent; it is sent
+	// when the peer turns out capable (learnAddPath marks it again).
+	kept := changes[:0]
+	for _, c := range changes {
+		if capable[c.k.peer] || !c.want {
+			kept = append(kept, c)
+		}
+	}
+	changes = kept
 
 	var failed []verdictKey
 	var firstErr error
@@ -374,4 +394,71 @@ func verdictPath(asn, tag uint32, prefix netip.Prefix, v verdict.Verdict, withdr
 	}
 	p.Identifier = tag
 	return p, nil
+}
+
+// learnAddPath asks GoBGP for the capabilities peer sent in its OPEN (the
+// peer events do not carry them) and, when it can receive ADD-PATH, has
+// its verdicts sent. It runs in a goroutine of its own per established
+// session.
+func (s *Speaker) learnAddPath(peer netip.Addr) {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	recv := false
+	err := srv.ListPeer(ctx, &api.ListPeerRequest{Address: peer.String()}, func(p *api.Peer) {
+		if p.State != nil && p.State.SessionState == api.PeerState_ESTABLISHED {
+			recv = canReceiveAddPath(p.State.RemoteCap)
+		}
+	})
+	if err != nil {
+		s.log.Warn("could not read a peer's capabilities; it gets no verdicts", "peer", peer.String(), "err", err)
+		return
+	}
+	s.mu.Lock()
+	p := s.peers[peer]
+	if p == nil || p.state != "established" {
+		s.mu.Unlock()
+		return
+	}
+	p.addPathRecv = recv
+	s.mu.Unlock()
+	if !recv {
+		return
+	}
+	e := s.verdicts
+	e.mu.Lock()
+	for k := range e.want {
+		if k.peer == peer {
+			e.dirty[k] = struct{}{}
+		}
+	}
+	e.mu.Unlock()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// canReceiveAddPath reports whether a peer's capabilities (its OPEN)
+// include ADD-PATH receive for some family.
+func canReceiveAddPath(caps []*anypb.Any) bool {
+	cs, err := apiutil.UnmarshalCapabilities(caps)
+	if err != nil {
+		return false
+	}
+	for _, c := range cs {
+		if ap, ok := c.(*bgp.CapAddPath); ok {
+			for _, t := range ap.Tuples {
+				if t.Mode&bgp.BGP_ADD_PATH_RECEIVE != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

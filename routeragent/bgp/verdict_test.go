@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/bgplb/bgplb/internal/verdict"
+	"github.com/bgplb/bgplb/routeragent/bgp/bgptest"
 	sbgp "github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/model"
 )
@@ -20,6 +21,7 @@ import (
 type verdictLab struct {
 	agent    *Speaker
 	speakers []*sbgp.Manager
+	plain    *bgptest.Speaker
 }
 
 func startVerdictLab(t testing.TB, ctx context.Context) *verdictLab {
@@ -49,14 +51,23 @@ func startVerdictLab(t testing.TB, ctx context.Context) *verdictLab {
 		})
 		l.speakers = append(l.speakers, m)
 	}
-	waitForTB(t, "both sessions up", func() bool {
+	// A peer without ADD-PATH receive (FRR, BIRD, an older speaker): a
+	// plain GoBGP.
+	old, err := bgptest.Start(ctx, bgptest.Config{ASN: 64512, RouterID: "127.0.0.4", Local: addr("127.0.0.4"), Router: addr("127.0.0.1"),
+		RouterASN: 64500, RouterPort: uint32(port), NoTTLSecurity: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(old.Stop)
+	l.plain = old
+	waitForTB(t, "three sessions up", func() bool {
 		up := 0
 		for _, p := range agent.Peers() {
 			if p.Up {
 				up++
 			}
 		}
-		return up == 2
+		return up == 3
 	})
 	return l
 }
@@ -105,7 +116,10 @@ func TestVerdictsReachTheirSpeakerOnly(t *testing.T) {
 	svc, bad := "192.168.254.1/32", "10.1.1.1/32"
 	announce(t, ctx, a, svc, bad)
 	announce(t, ctx, b, svc)
-	waitFor(t, "three paths at the router", func() bool { return len(l.agent.Paths()) == 3 })
+	if err := l.plain.Announce(ctx, pfx(svc), netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "four paths at the router", func() bool { return len(l.agent.Paths()) == 4 })
 
 	installed2 := verdict.Verdict{State: verdict.Installed, Width: 2, Via: true}
 	rejected := verdict.Verdict{State: verdict.Rejected, Reason: "outside-service-subnets"}
@@ -113,6 +127,7 @@ func TestVerdictsReachTheirSpeakerOnly(t *testing.T) {
 		{Peer: addr("127.0.0.2"), Prefix: pfx(svc), Verdict: installed2},
 		{Peer: addr("127.0.0.2"), Prefix: pfx(bad), Verdict: rejected},
 		{Peer: addr("127.0.0.3"), Prefix: pfx(svc), Verdict: installed2},
+		{Peer: addr("127.0.0.4"), Prefix: pfx(svc), Verdict: installed2},
 	})
 	wantA := map[netip.Prefix]verdict.Verdict{pfx(svc): installed2, pfx(bad): rejected}
 	wantB := map[netip.Prefix]verdict.Verdict{pfx(svc): installed2}
@@ -124,9 +139,12 @@ func TestVerdictsReachTheirSpeakerOnly(t *testing.T) {
 		}
 	}
 	// The verdict paths are local paths of the router: its received paths
-	// are still the speakers' three.
-	if n := len(l.agent.Paths()); n != 3 {
-		t.Errorf("router has %d received paths, want 3: %v", n, l.agent.Paths())
+	// are still the speakers' four. The peer without ADD-PATH gets none.
+	if n := len(l.agent.Paths()); n != 4 {
+		t.Errorf("router has %d received paths, want 4: %v", n, l.agent.Paths())
+	}
+	if _, ok := l.agent.VerdictsSent()[addr("127.0.0.4")]; ok {
+		t.Errorf("verdicts sent to a peer without ADD-PATH receive: %v", l.agent.VerdictsSent())
 	}
 
 	// B's path goes: the width drops for A (an incremental update of one

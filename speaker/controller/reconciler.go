@@ -250,17 +250,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 	if r.Metrics != nil {
 		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
 	}
+	// The Services' conditions first: they are what users wait for
+	// (docs/verdict.md), the session states' counts can follow.
+	if plan.full {
+		r.verdicts.dirty = true
+	}
+	verdictsAgain, err := r.reportVerdicts(ctx, configs, log)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	res.RequeueAfter, err = r.updateStates(ctx, plan.full, desired, objs)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if plan.full {
-		r.verdicts.dirty = true
-	}
-	if again, err := r.reportVerdicts(ctx, configs, log); err != nil {
-		errs = append(errs, err)
-	} else if again > 0 && (res.RequeueAfter == 0 || again < res.RequeueAfter) {
-		res.RequeueAfter = again
+	if verdictsAgain > 0 && (res.RequeueAfter == 0 || verdictsAgain < res.RequeueAfter) {
+		res.RequeueAfter = verdictsAgain
 	}
 	if err := errors.Join(errs...); err != nil {
 		// Transient (GoBGP or apiserver): retried with backoff.

@@ -285,7 +285,6 @@ func measureRoutedLatency(t *testing.T, router *routerAgent) {
 		len(lat), lat[len(lat)/2], lat[(len(lat)*99)/100], lat[len(lat)-1])
 }
 
-
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
 		return n

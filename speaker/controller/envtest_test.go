@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -56,7 +57,10 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  controller.CacheOptions(node, ""),
-		Logger:                 testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
+		// Several tests start a speaker in this process, one after the
+		// other (TestSpeakerAgainstAPIServer, TestRouterVerdictOnService).
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:     testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
 	})
 	if err != nil {
 		t.Fatal(err)

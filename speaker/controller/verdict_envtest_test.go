@@ -196,6 +196,11 @@ func verdictLab(t testing.TB, node string) (*speakerFixture, *routerAgent) {
 	t.Helper()
 	router := startRouterAgent(t, "192.168.254.0/24")
 	readyNode(t, node, map[string]string{"verdict": "yes"})
+	// No garbage collector in envtest: remove the session state (after the
+	// speaker stopped) so other tests do not see it.
+	t.Cleanup(func() {
+		_ = env.Client.DeleteAllOf(context.Background(), &v1.BGPSessionState{}, client.MatchingLabels{v1.LabelSessionNode: node})
+	})
 	create(t, &v1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "wide"}, Spec: v1.IPPoolSpec{Addresses: []string{"10.1.1.0/24"}}})
 	create(t, &v1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "agent"}, Spec: v1.BGPPeerSpec{
 		PeerAddress: "127.0.0.1", PeerPort: ptr.To(int32(router.port)), PeerASN: 64512, MyASN: 65010,

@@ -50,6 +50,17 @@ type VerdictPath struct {
 	Verdict verdict.Verdict
 }
 
+type wantedVerdict struct {
+	v   verdict.Verdict
+	gen uint64
+}
+
+// get returns the wanted verdict of k. e.mu held.
+func (e *verdictExport) get(k verdictKey) (verdict.Verdict, bool) {
+	w, ok := e.want[k.prefix][k.peer]
+	return w.v, ok
+}
+
 type verdictKey struct {
 	peer   netip.Addr
 	prefix netip.Prefix
@@ -59,7 +70,11 @@ type verdictKey struct {
 // the exported ones (owned by the export goroutine).
 type verdictExport struct {
 	mu    sync.Mutex
-	want  map[verdictKey]verdict.Verdict
+	// want: the verdicts to report, by prefix then peer (an incremental
+	// pass touches its prefixes only), each marked with the generation of
+	// the last SetVerdicts that wanted it.
+	want  map[netip.Prefix]map[netip.Addr]wantedVerdict
+	gen   uint64
 	dirty map[verdictKey]struct{}
 	kick  chan struct{}
 
@@ -72,7 +87,7 @@ type verdictExport struct {
 }
 
 func newVerdictExport() *verdictExport {
-	return &verdictExport{want: map[verdictKey]verdict.Verdict{}, dirty: map[verdictKey]struct{}{},
+	return &verdictExport{want: map[netip.Prefix]map[netip.Addr]wantedVerdict{}, dirty: map[verdictKey]struct{}{},
 		kick: make(chan struct{}, 1), sent: map[verdictKey]verdict.Verdict{}, perPeer: map[netip.Addr]int{},
 		tags: map[netip.Addr]uint32{}}
 }
@@ -90,27 +105,43 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 	e := s.verdicts
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	next := make(map[verdictKey]verdict.Verdict, len(vs))
+	// Mark what this call wants with a new generation; then whatever in
+	// its scope (every prefix, or the given ones) is not marked goes. No
+	// map of the whole set is built: a full pass costs O(paths), an
+	// incremental one O(its prefixes).
+	e.gen++
 	for _, v := range vs {
-		next[verdictKey{v.Peer.Unmap(), v.Prefix}] = v.Verdict
-	}
-	var scope map[netip.Prefix]bool
-	if !full {
-		scope = make(map[netip.Prefix]bool, len(prefixes))
-		for _, p := range prefixes {
-			scope[p] = true
+		k := verdictKey{v.Peer.Unmap(), v.Prefix}
+		m := e.want[k.prefix]
+		if m == nil {
+			m = map[netip.Addr]wantedVerdict{}
+			e.want[k.prefix] = m
 		}
-	}
-	for k := range e.want {
-		if _, ok := next[k]; !ok && (full || scope[k.prefix]) {
-			delete(e.want, k)
+		if old, ok := m[k.peer]; !ok || old.v != v.Verdict {
 			e.dirty[k] = struct{}{}
 		}
+		m[k.peer] = wantedVerdict{v: v.Verdict, gen: e.gen}
 	}
-	for k, v := range next {
-		if old, ok := e.want[k]; !ok || old != v {
-			e.want[k] = v
-			e.dirty[k] = struct{}{}
+	drop := func(pfx netip.Prefix, m map[netip.Addr]wantedVerdict) {
+		for peer, w := range m {
+			if w.gen != e.gen {
+				delete(m, peer)
+				e.dirty[verdictKey{peer, pfx}] = struct{}{}
+			}
+		}
+		if len(m) == 0 {
+			delete(e.want, pfx)
+		}
+	}
+	if full {
+		for pfx, m := range e.want {
+			drop(pfx, m)
+		}
+	} else {
+		for _, pfx := range prefixes {
+			if m := e.want[pfx]; m != nil {
+				drop(pfx, m)
+			}
 		}
 	}
 	if len(e.dirty) > 0 {
@@ -172,7 +203,7 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 	e.mu.Lock()
 	changes := make([]verdictChange, 0, len(e.dirty))
 	for k := range e.dirty {
-		v, ok := e.want[k]
+		v, ok := e.get(k)
 		changes = append(changes, verdictChange{k, v, ok})
 	}
 	e.dirty = map[verdictKey]struct{}{}
@@ -360,7 +391,7 @@ func (e *verdictExport) wanted(peer netip.Addr) bool {
 	defer e.mu.Unlock()
 	for k := range e.dirty {
 		if k.peer == peer {
-			if _, ok := e.want[k]; ok {
+			if _, ok := e.get(k); ok {
 				return true
 			}
 		}
@@ -432,9 +463,9 @@ func (s *Speaker) learnAddPath(peer netip.Addr) {
 	}
 	e := s.verdicts
 	e.mu.Lock()
-	for k := range e.want {
-		if k.peer == peer {
-			e.dirty[k] = struct{}{}
+	for pfx, m := range e.want {
+		if _, ok := m[peer]; ok {
+			e.dirty[verdictKey{peer, pfx}] = struct{}{}
 		}
 	}
 	e.mu.Unlock()

@@ -200,6 +200,8 @@ type session struct {
 	// verdicts are the router's verdicts on our paths in the current
 	// session (verdict.go); cleared when the session goes down.
 	verdicts map[netip.Prefix]verdict.Verdict
+	// verdictIDs: the ADD-PATH identifier of the path each came on.
+	verdictIDs map[netip.Prefix]uint32
 }
 
 // SetPeers makes the running sessions match peers: new peers get a session,
@@ -396,7 +398,7 @@ func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
 		// GoBGP drops the session's received paths without telling the
 		// path watch: so do the verdicts.
 		if len(s.verdicts) > 0 {
-			s.verdicts = nil
+			s.verdicts, s.verdictIDs = nil, nil
 			changed = true
 			m.verdictGen.Add(1)
 		}

@@ -85,16 +85,26 @@ func (s *session) applyVerdictPath(p *api.Path) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, had := s.verdicts[pfx]
+	// With ADD-PATH a prefix may have several paths, told apart by their
+	// identifier: the router replaces a verdict by a new path and then
+	// withdraws the old one, so only the path that carries the verdict
+	// may take it away.
+	sameID := had && s.verdictIDs[pfx] == p.Identifier
 	switch {
-	case ok && (!had || old != v):
+	case ok:
 		if s.verdicts == nil {
-			s.verdicts = map[netip.Prefix]verdict.Verdict{}
+			s.verdicts, s.verdictIDs = map[netip.Prefix]verdict.Verdict{}, map[netip.Prefix]uint32{}
+		}
+		s.verdictIDs[pfx] = p.Identifier
+		if had && old == v {
+			return false
 		}
 		s.verdicts[pfx] = v
 		s.log.V(1).Info("router verdict", "prefix", pfx, "verdict", v.String())
 		return true
-	case !ok && had:
+	case sameID:
 		delete(s.verdicts, pfx)
+		delete(s.verdictIDs, pfx)
 		return true
 	}
 	return false

@@ -69,7 +69,7 @@ type verdictKey struct {
 // verdictExport keeps the desired verdicts (set by the agent's run loop) and
 // the exported ones (owned by the export goroutine).
 type verdictExport struct {
-	mu    sync.Mutex
+	mu sync.Mutex
 	// want: the verdicts to report, by prefix then peer (an incremental
 	// pass touches its prefixes only), each marked with the generation of
 	// the last SetVerdicts that wanted it.

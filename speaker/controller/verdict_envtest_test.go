@@ -25,6 +25,7 @@ import (
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/internal/testenv"
+	"github.com/bgplb/bgplb/internal/verdict"
 	"github.com/bgplb/bgplb/routeragent/agent"
 	agentbgp "github.com/bgplb/bgplb/routeragent/bgp"
 	"github.com/bgplb/bgplb/routeragent/config"
@@ -249,24 +250,40 @@ func TestRouterVerdictOnService(t *testing.T) {
 		t.Errorf("bgplb_speaker_prefixes_routed = %v, want 1", v)
 	}
 
-	measureRoutedLatency(t, router)
+	measureRoutedLatency(t, f, router)
 }
 
 // measureRoutedLatency logs how long after the router's (in-memory) kernel
 // table got the route the Service's condition said Installed, the router
 // being reconfigured back and forth. A measurement, not an assertion (see
 // docs/benchmarks.md); BGPLB_VERDICT_ROUNDS sets the rounds (default 5).
-func measureRoutedLatency(t *testing.T, router *routerAgent) {
+func measureRoutedLatency(t *testing.T, f *speakerFixture, router *routerAgent) {
 	rounds := envInt("BGPLB_VERDICT_ROUNDS", 5)
 	pfx := netip.MustParsePrefix("10.1.1.1/32")
-	var lat []time.Duration
+	// total: route installed -> condition seen; bgpLeg: -> the speaker's
+	// GoBGP holds the verdict (agent pass, BGP, the speaker's watch).
+	var total, bgpLeg []time.Duration
 	for range rounds {
 		router.a.Reload(router.cfg("192.168.254.0/24"))
 		waitCondition(t, "default", "wide", v1.RoutedReasonRejected, "router 127.0.0.1 rejected 10.1.1.1/32: outside-service-subnets")
-		// One change at a time, as an administrator's reload is: rounds
-		// back to back would measure the API client's rate limiter (20
-		// requests/s) instead.
+		// One change at a time, as an administrator's reload is.
 		time.Sleep(300 * time.Millisecond)
+		got := make(chan time.Time, 1)
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if v, ok := f.bgp.Verdicts("agent")[pfx]; ok && v.State == verdict.Installed {
+					got <- time.Now()
+					return
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
 		router.a.Reload(router.cfg("192.168.254.0/24", "10.1.1.0/24"))
 		var seen time.Time
 		for deadline := time.Now().Add(wait); ; {
@@ -279,15 +296,27 @@ func measureRoutedLatency(t *testing.T, router *routerAgent) {
 			}
 			time.Sleep(time.Millisecond)
 		}
+		close(stop)
 		at, ok := router.routes.installedAt(pfx)
 		if !ok {
 			t.Fatal("condition Installed without a route in the router's table")
 		}
-		lat = append(lat, seen.Sub(at))
+		total = append(total, seen.Sub(at))
+		select {
+		case b := <-got:
+			bgpLeg = append(bgpLeg, b.Sub(at))
+		default:
+		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	t.Logf("route installed -> Service condition Installed, %d rounds: p50 %v, p99 %v, max %v",
-		len(lat), lat[len(lat)/2], lat[(len(lat)*99)/100], lat[len(lat)-1])
+	pct := func(d []time.Duration) string {
+		if len(d) == 0 {
+			return "none"
+		}
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return fmt.Sprintf("p50 %v, p99 %v, max %v", d[len(d)/2], d[(len(d)*99)/100], d[len(d)-1])
+	}
+	t.Logf("route installed -> Service condition Installed, %d rounds: %s; of which route installed -> verdict at the speaker: %s",
+		len(total), pct(total), pct(bgpLeg))
 }
 
 func envInt(name string, def int) int {

@@ -83,6 +83,19 @@ type BGPSessionStateStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// RoutesInstalled counts the prefixes announced on this session that
+	// the router reports installed in its kernel (its verdicts, see
+	// docs/verdict.md); unset while the router reports nothing (FRR, BIRD,
+	// or a session that just came up).
+	// +optional
+	RoutesInstalled *int32 `json:"routesInstalled,omitempty"`
+
+	// RoutesRejected counts the prefixes announced on this session that
+	// the router reports it rejected; the Services' bgplb.io/Routed
+	// condition and events say which and why. Unset like RoutesInstalled.
+	// +optional
+	RoutesRejected *int32 `json:"routesRejected,omitempty"`
+
 	// LastUpdateTime is when the speaker last wrote this status.
 	// +optional
 	LastUpdateTime *metav1.Time `json:"lastUpdateTime,omitempty"`
@@ -180,6 +193,8 @@ type BFDSessionStatus struct {
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="BFD",type=string,JSONPath=`.status.bfd.state`
 // +kubebuilder:printcolumn:name="Prefixes Sent",type=integer,JSONPath=`.status.prefixesSent`
+// +kubebuilder:printcolumn:name="Installed",type=integer,JSONPath=`.status.routesInstalled`
+// +kubebuilder:printcolumn:name="Rejected",type=integer,JSONPath=`.status.routesRejected`
 // +kubebuilder:printcolumn:name="Last Error",type=string,JSONPath=`.status.lastError`
 // +kubebuilder:printcolumn:name="Uptime",type=date,JSONPath=`.status.establishedTime`
 type BGPSessionState struct {

@@ -15,3 +15,22 @@ const (
 	// Namespace is where the bgplb programs run.
 	Namespace = "bgplb-system"
 )
+
+// The Service condition the speakers write from the routers' verdicts
+// (docs/verdict.md).
+const (
+	// ServiceConditionRouted is True when every router that reports has
+	// installed the Service's addresses in its kernel.
+	ServiceConditionRouted = "bgplb.io/Routed"
+	// RoutedReasonInstalled: every reporting router installed them.
+	RoutedReasonInstalled = "Installed"
+	// RoutedReasonRejected: a router rejected an address (or a foreign
+	// route holds it there).
+	RoutedReasonRejected = "Rejected"
+	// RoutedReasonPending: a router accepted an address but has no route
+	// for it yet (or the kernel refused it and it retries).
+	RoutedReasonPending = "Pending"
+	// RoutedReasonNotReported: no router the addresses are announced to
+	// reports verdicts (FRR, BIRD), or none has yet.
+	RoutedReasonNotReported = "NotReported"
+)

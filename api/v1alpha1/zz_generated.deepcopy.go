@@ -442,6 +442,16 @@ func (in *BGPSessionStateStatus) DeepCopyInto(out *BGPSessionStateStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.RoutesInstalled != nil {
+		in, out := &in.RoutesInstalled, &out.RoutesInstalled
+		*out = new(int32)
+		**out = **in
+	}
+	if in.RoutesRejected != nil {
+		in, out := &in.RoutesRejected, &out.RoutesRejected
+		*out = new(int32)
+		**out = **in
+	}
 	if in.LastUpdateTime != nil {
 		in, out := &in.LastUpdateTime, &out.LastUpdateTime
 		*out = (*in).DeepCopy()

@@ -590,6 +590,7 @@ func (a *Agent) reconcileFull(ctx context.Context, cfg *config.Config, full bool
 		fromBGP: fromBGP, desired: desired, res: res, staleKept: staleKept,
 		connected: a.connected, missing: a.missing, examined: examined,
 		overLimit: len(policy.OverLimit(rejected)) > 0, draining: draining}, indexRejected(rejected))
+	a.reportVerdicts(true, nil, accepted, rejected, outcomeOf(desired, res))
 }
 
 // admit runs the import policy over every received path, enforces

@@ -148,6 +148,8 @@ func (a *Agent) reconcileChanges(cfg *config.Config, start time.Time) bool {
 	res := a.deps.Routes.ReconcileChanged(a.last.fromBGP, changed)
 	a.afterRoutes(res, start)
 	a.mergeResult(res, changed)
+	acc, rej := acceptedOf(ds)
+	a.reportVerdicts(false, changed, acc, rej, outcomeOf(a.last.fromBGP, res))
 	if rejectedChanged {
 		a.logRejections(a.last.rejected)
 	}

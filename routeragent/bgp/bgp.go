@@ -4,7 +4,8 @@
 // speaker).
 //
 // The speaker accepts sessions (passively: the router never dials) from the
-// configured neighbours, exports nothing, and keeps a copy of every path each
+// configured neighbours, exports nothing but each peer's verdicts back to
+// that peer (verdict.go), and keeps a copy of every path each
 // peer currently has in GoBGP's adj-RIB-in, fed by one ordered watch on
 // GoBGP's post-import-policy stream (announcements, withdrawals, the drops
 // when a session goes down, graceful-restart stale sweeps), End-of-RIB
@@ -119,6 +120,10 @@ type peerInfo struct {
 	// overLimit: the session went over limit and is being closed; its
 	// further paths are not stored.
 	overLimit bool
+	// addPathRecv: the peer can receive ADD-PATH, so it gets its verdicts
+	// (verdict.go); a peer that cannot (FRR, BIRD, an older speaker) is
+	// sent none.
+	addPathRecv bool
 }
 
 // gobgpPrefixLimitMax is the largest PrefixLimit GoBGP enforces itself.
@@ -163,6 +168,8 @@ type Speaker struct {
 	// dirty: prefixes whose paths (from any peer) changed since the last
 	// TakeChanges, so the agent's pass can look at those only.
 	dirty map[netip.Prefix]struct{}
+	// verdicts are the router's verdicts sent back to the peers (verdict.go).
+	verdicts *verdictExport
 }
 
 // Option changes how a Speaker runs.
@@ -176,7 +183,7 @@ func InNetNS(ns netns.NsHandle) Option { return func(s *Speaker) { s.ns = &ns } 
 // New returns a speaker; Start starts it.
 func New(cfg Config, log *slog.Logger, opts ...Option) *Speaker {
 	s := &Speaker{log: log, cfg: cfg, peers: map[netip.Addr]*peerInfo{}, changed: make(chan struct{}, 1),
-		dirty: map[netip.Prefix]struct{}{}}
+		dirty: map[netip.Prefix]struct{}{}, verdicts: newVerdictExport()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -259,6 +266,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.srv, s.cancel = srv, cancel
 	s.mu.Unlock()
+	go s.runVerdicts(wctx, srv)
 	s.applyListenerMinTTL(cfg)
 	for i, n := range cfg.Neighbors {
 		if err := s.addNeighbor(ctx, srv, i, n, cfg); err != nil {
@@ -285,6 +293,9 @@ func (s *Speaker) families(n Neighbor, cfg Config) []*api.AfiSafi {
 			// bounded by the limit; 80 % logs a warning first.
 			a.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: n.PrefixLimit, ShutdownThresholdPct: 80}
 		}
+		// ADD-PATH send, at most one path per prefix: the peer's verdict
+		// (see verdict.go). Receiving is unchanged.
+		a.AddPaths = &api.AddPaths{Config: &api.AddPathsConfig{SendMax: 1}}
 		out = append(out, a)
 	}
 	if cfg.IPv4 {
@@ -485,8 +496,15 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 			p.eor = map[string]bool{}
 			p.overLimit = false
 		}
+		learn := st == api.PeerState_ESTABLISHED && p.state == "established" && !p.addPathRecv
+		if st != api.PeerState_ESTABLISHED {
+			p.addPathRecv = false
+		}
 		s.pruneLocked(a)
 		s.mu.Unlock()
+		if learn {
+			go s.learnAddPath(a)
+		}
 		if limited {
 			s.log.Warn("bgp session closed by GoBGP: prefix limit reached", "peer", a.String(), "asn", pe.Peer.State.PeerAsn)
 		}

@@ -46,6 +46,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -56,6 +57,7 @@ import (
 
 	"github.com/bgplb/bgplb/internal/gobgputil"
 	"github.com/bgplb/bgplb/internal/tcpmd5"
+	"github.com/bgplb/bgplb/internal/verdict"
 	"github.com/bgplb/bgplb/speaker/model"
 )
 
@@ -119,6 +121,12 @@ type PeerStatus struct {
 	UpdatesSent uint64
 	// LastError is the most recent failure (configuration, AddPath...).
 	LastError string
+	// RoutesInstalled and RoutesRejected count the router's verdicts on
+	// our paths (verdict.go): installed in its kernel, rejected. Both 0
+	// for a router that does not report.
+	RoutesInstalled, RoutesRejected int
+	// VerdictsReported: the router sent verdicts in this session.
+	VerdictsReported bool
 }
 
 // Manager owns the sessions of this node: one GoBGP server, started at the
@@ -143,6 +151,9 @@ type Manager struct {
 	// event watcher (a GoBGP goroutine, which must not wait for mu).
 	addrMu sync.Mutex
 	byAddr map[netip.Addr]*session
+
+	// verdictGen counts the changes of any session's verdicts (verdict.go).
+	verdictGen atomic.Uint64
 }
 
 // NewManager returns a Manager.
@@ -208,6 +219,11 @@ type session struct {
 	// password the kernel cannot apply, or an address another peer already
 	// uses); it wins over lastErr in Status.
 	configErr string
+	// verdicts are the router's verdicts on our paths in the current
+	// session (verdict.go); cleared when the session goes down.
+	verdicts map[netip.Prefix]verdict.Verdict
+	// verdictIDs: the ADD-PATH identifier of the path each came on.
+	verdictIDs map[netip.Prefix]uint32
 }
 
 // SetPeers makes the running sessions match peers: new peers get a session,
@@ -303,7 +319,11 @@ func (m *Manager) start(ctx context.Context, cfg PeerConfig) error {
 		return err
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, m.onPeerEvent); err != nil {
+	// Received paths, before policy: the routers' verdicts (verdict.go).
+	watch := &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}, Table: &api.WatchEventRequest_Table{
+		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_ADJIN, Init: true}},
+	}}
+	if err := srv.WatchEvent(wctx, watch, m.onEvent); err != nil {
 		cancel()
 		_ = gobgputil.Stop(ctx, srv, "")
 		return fmt.Errorf("watch peer events: %w", err)
@@ -415,6 +435,15 @@ func (m *Manager) stopServer(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// onEvent dispatches one event of the watch.
+func (m *Manager) onEvent(r *api.WatchEventResponse) {
+	if t := r.GetTable(); t != nil {
+		m.onPathEvent(t)
+		return
+	}
+	m.onPeerEvent(r)
+}
+
 // onPeerEvent records a neighbor's state change; GoBGP calls it for every
 // neighbor of the server.
 func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
@@ -440,6 +469,13 @@ func (m *Manager) onPeerEvent(r *api.WatchEventResponse) {
 		s.established = time.Now()
 	} else if st != "Established" {
 		s.established = time.Time{}
+		// GoBGP drops the session's received paths without telling the
+		// path watch: so do the verdicts.
+		if len(s.verdicts) > 0 {
+			s.verdicts, s.verdictIDs = nil, nil
+			changed = true
+			m.verdictGen.Add(1)
+		}
 	}
 	s.mu.Unlock()
 	if changed {
@@ -572,6 +608,9 @@ func apiPeer(cfg PeerConfig, vrf string) *api.Peer {
 		Transport: &api.Transport{RemotePort: uint32(cfg.Port)},
 		AfiSafis: []*api.AfiSafi{{
 			Config: &api.AfiSafiConfig{Family: family, Enabled: true},
+			// ADD-PATH receive: how a bgplb router sends this node's
+			// verdicts (verdict.go); other routers send no ADD-PATH.
+			AddPaths: &api.AddPaths{Config: &api.AddPathsConfig{Receive: true}},
 		}},
 	}
 	if cfg.SourceAddress.IsValid() {
@@ -952,6 +991,8 @@ func (m *Manager) Status(ctx context.Context) []PeerStatus {
 			st.EstablishedSince = s.established
 		}
 		st.LastError = s.lastErr
+		st.RoutesInstalled, st.RoutesRejected = verdictCounts(s.verdicts)
+		st.VerdictsReported = len(s.verdicts) > 0
 		if s.configErr != "" {
 			st.LastError = s.configErr
 		}

@@ -66,12 +66,14 @@ log stdout informational
 router bgp 64512
  bgp router-id %[1]s
  no bgp default ipv4-unicast
+ no bgp network import-check
  neighbor %[2]s remote-as 65001
  neighbor %[3]s remote-as 65001
  address-family ipv4 unicast
   neighbor %[2]s activate
   neighbor %[2]s route-map ACCEPT in
   neighbor %[2]s route-map ACCEPT out
+  network 10.99.0.0/24
  exit-address-family
  address-family ipv6 unicast
   neighbor %[3]s activate
@@ -226,6 +228,24 @@ func frrChild(t *testing.T) {
 		}
 		return nil
 	})
+	// FRR reports no verdicts (docs/verdict.md): the route FRR sends the
+	// speaker (10.99.0.0/24) is no verdict, and the session says the router
+	// does not report.
+	waitFor("FRR sends the speaker its network", func() error {
+		out, err := vtysh("show bgp ipv4 unicast neighbors " + frrNodeAddr + " advertised-routes")
+		if err != nil || !strings.Contains(out, "10.99.0.0/24") {
+			return fmt.Errorf("advertised: %w %q", err, out)
+		}
+		return nil
+	})
+	if v := m.Verdicts("r4"); v != nil {
+		t.Errorf("verdicts from FRR: %v", v)
+	}
+	for _, st := range m.Status(ctx) {
+		if st.VerdictsReported || st.RoutesInstalled != 0 || st.RoutesRejected != 0 {
+			t.Errorf("session %s reports verdicts from FRR: %+v", st.Name, st)
+		}
+	}
 	waitFor("IPv6 route at FRR", func() error {
 		p, err := route("ipv6", "fd00:254::10/128")
 		if err != nil || p == nil {

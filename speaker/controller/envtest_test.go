@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
@@ -56,7 +57,10 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  controller.CacheOptions(node, ""),
-		Logger:                 testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
+		// Several tests start a speaker in this process, one after the
+		// other (TestSpeakerAgainstAPIServer, TestRouterVerdictOnService).
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:     testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,10 @@ type Metrics struct {
 	// BFDUp and BFDDownEvents are per BGPPeer with BFD enabled.
 	BFDUp         *prometheus.GaugeVec
 	BFDDownEvents *prometheus.CounterVec
+	// RoutedPrefixes and RejectedPrefixes are per peer whose router reports
+	// verdicts (docs/verdict.md).
+	RoutedPrefixes   *prometheus.GaugeVec
+	RejectedPrefixes *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them, and bgplb_build_info,
@@ -83,8 +87,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "bgplb_speaker_bfd_down_events_total",
 			Help: "Times the BFD session to the peer went down from Up because the path failed (detection time expired, here or at the peer); each resets the established BGP session.",
 		}, []string{"peer"}),
+		RoutedPrefixes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgplb_speaker_prefixes_routed",
+			Help: "Prefixes this node announces to the peer that the peer's router reports installed in its kernel (only routers that report verdicts).",
+		}, []string{"peer"}),
+		RejectedPrefixes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bgplb_speaker_prefixes_rejected",
+			Help: "Prefixes this node announces to the peer that the peer's router reports it rejected (only routers that report verdicts).",
+		}, []string{"peer"}),
 	}
-	for _, c := range []prometheus.Collector{m.BFDUp, m.BFDDownEvents, m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.ApplyTime, m.Passes, m.UnadvertisedIPs} {
+	for _, c := range []prometheus.Collector{m.RoutedPrefixes, m.RejectedPrefixes, m.BFDUp, m.BFDDownEvents, m.SessionUp, m.Prefixes, m.UpdatesSent, m.PathChanges, m.Reconciles, m.ReconcileTime, m.ApplyTime, m.Passes, m.UnadvertisedIPs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -103,6 +115,13 @@ func (m *Metrics) ForgetPeer(peer string) {
 	m.UpdatesSent.DeleteLabelValues(peer)
 	m.PathChanges.DeletePartialMatch(prometheus.Labels{"peer": peer})
 	m.forgetBFD(peer)
+	m.forgetVerdicts(peer)
+}
+
+// forgetVerdicts drops peer's verdict series (its router reports none).
+func (m *Metrics) forgetVerdicts(peer string) {
+	m.RoutedPrefixes.DeleteLabelValues(peer)
+	m.RejectedPrefixes.DeleteLabelValues(peer)
 }
 
 // forgetBFD drops peer's BFD series (its BFD session is gone).

@@ -124,6 +124,8 @@ type Reconciler struct {
 	lastStateWrite                time.Time
 	bfd                           bfdReport
 	returnPath                    returnPathReport
+	// verdicts: the routers' verdicts as last reported (verdict.go).
+	verdicts verdictState
 }
 
 // SecretNamespace is the namespace password Secrets are read from: ns, or
@@ -259,9 +261,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (res re
 	if r.Metrics != nil {
 		r.Metrics.ApplyTime.Observe(time.Since(start).Seconds())
 	}
+	// The Services' conditions first: they are what users wait for
+	// (docs/verdict.md), the session states' counts can follow.
+	if plan.full {
+		r.verdicts.dirty = true
+	}
+	verdictsAgain, err := r.reportVerdicts(ctx, configs, log)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	res.RequeueAfter, err = r.updateStates(ctx, plan.full, desired, objs)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if verdictsAgain > 0 && (res.RequeueAfter == 0 || verdictsAgain < res.RequeueAfter) {
+		res.RequeueAfter = verdictsAgain
 	}
 	if err := errors.Join(errs...); err != nil {
 		// Transient (GoBGP or apiserver): retried with backoff.
@@ -395,7 +409,7 @@ func stateSignature(d model.Result, status []bgp.PeerStatus, peerErrs map[string
 	}
 	for _, st := range status {
 		fmt.Fprintf(&b, "%s|%s|%s|%v|%s;", st.Name, st.State, st.LastError, st.LocalAddress, st.EstablishedSince)
-		fmt.Fprintf(&c, "%s|%d|%d;", st.Name, st.Announced, st.UpdatesSent)
+		fmt.Fprintf(&c, "%s|%d|%d|%v|%d|%d;", st.Name, st.Announced, st.UpdatesSent, st.VerdictsReported, st.RoutesInstalled, st.RoutesRejected)
 	}
 	return b.String(), c.String()
 }
@@ -549,6 +563,7 @@ func (r *Reconciler) report(cfg bgp.PeerConfig, ch bgp.Changes, log logr.Logger)
 		r.Metrics.PathChanges.WithLabelValues(cfg.Name, "withdraw").Add(float64(len(ch.Withdrawn)))
 	}
 	if len(ch.Added)+len(ch.Withdrawn) > 0 {
+		r.verdicts.dirty = true // the Services' conditions follow their paths
 		log.V(1).Info("paths changed", "peer", cfg.Name, "announced", len(ch.Added), "withdrawn", len(ch.Withdrawn))
 	}
 	if !r.Options.ServiceEvents || r.Recorder == nil {
@@ -597,6 +612,9 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 				t := metav1.NewTime(st.EstablishedSince.Truncate(time.Second))
 				want.EstablishedTime = &t
 			}
+			if st.VerdictsReported {
+				want.RoutesInstalled, want.RoutesRejected = ptrInt32(st.RoutesInstalled), ptrInt32(st.RoutesRejected)
+			}
 		}
 		if e := r.peerErrs[peer]; e != "" {
 			want.LastError = e
@@ -614,6 +632,9 @@ func (r *Reconciler) writeStates(ctx context.Context, d model.Result, objs objec
 			r.Metrics.SessionUp.WithLabelValues(peer).Set(up)
 			r.Metrics.Prefixes.WithLabelValues(peer).Set(float64(want.PrefixesSent))
 			r.Metrics.UpdatesSent.WithLabelValues(peer).Set(float64(status[peer].UpdatesSent))
+			if !status[peer].VerdictsReported {
+				r.Metrics.forgetVerdicts(peer)
+			}
 		}
 	}
 	var list v1.BGPSessionStateList

@@ -42,6 +42,12 @@ type memRoutes struct {
 
 func (m *memRoutes) Load() (map[netip.Prefix][]netip.Addr, error) { return nil, nil }
 
+// The in-memory table keeps no weights and installs plain multipath.
+func (m *memRoutes) SetWeights(routes.Weights) {}
+func (m *memRoutes) Details() routes.Details {
+	return routes.Details{NexthopGroups: routes.ModeMultipath, Reason: "in-memory test table"}
+}
+
 func (m *memRoutes) set(desired map[netip.Prefix][]netip.Addr, prefixes []netip.Prefix) {
 	now := time.Now()
 	for _, p := range prefixes {

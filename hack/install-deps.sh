@@ -10,8 +10,10 @@
 #   tcpdump       the demo shows the ICMP redirect and the asymmetric path
 #   systemd       systemd-analyze verify for the .deb's unit
 #   strace        the router agent's system calls checked against its unit's SystemCallFilter
+#   containerd, runc, containernetworking-plugins
+#                 the real-cluster lab's nodes (test/cluster, make demo-real)
 set -euo pipefail
-PKGS=(iptables nftables iproute2 frr bird2 ferm conntrack tcpdump procps systemd strace git make)
+PKGS=(iptables nftables iproute2 frr bird2 ferm conntrack tcpdump procps systemd strace git make containerd runc containernetworking-plugins)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -31,6 +33,6 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 # The packaged daemons must not run on the host: tests start their own
 # copies inside network namespaces.
-for svc in frr bird ferm; do
+for svc in frr bird ferm containerd; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done

@@ -125,9 +125,9 @@ type Cluster struct {
 	Kube       kubernetes.Interface
 	RestConfig *rest.Config
 
-	mu      sync.Mutex
-	procs   map[string]*proc
-	sysctls map[string]string
+	mu        sync.Mutex
+	procs     map[string]*proc
+	sysctlsUp bool
 }
 
 type proc struct {
@@ -169,7 +169,7 @@ func Up(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.ProxyMode == "" {
 		opts.ProxyMode = "iptables"
 	}
-	c = &Cluster{opts: opts, procs: map[string]*proc{}, sysctls: map[string]string{}}
+	c = &Cluster{opts: opts, procs: map[string]*proc{}}
 	c.pki = pki{dir: filepath.Join(opts.StateDir, "pki")}
 	defer func() {
 		if err != nil {
@@ -190,6 +190,7 @@ func Up(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	c.saveSysctls()
+	c.sysctlsUp = true
 	c.logf("network: router %s, control plane %s, nodes %s and %s, client %s", RouterIP, CPIP, NodeIPs[Node1], NodeIPs[Node2], ClientIP)
 	if err := c.buildNetwork(); err != nil {
 		return nil, fmt.Errorf("build network: %w", err)
@@ -252,16 +253,38 @@ func (c *Cluster) checkPrograms() error {
 // already set): the lab puts the machine's values back in Down.
 var kubeletSysctls = []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"}
 
+// The machine's values, saved when the first cluster of this process
+// starts and put back when the last one stops (a second cluster's kubelet
+// would otherwise save the first one's settings).
+var sysctlState struct {
+	sync.Mutex
+	live  int
+	saved map[string]string
+}
+
 func (c *Cluster) saveSysctls() {
+	sysctlState.Lock()
+	defer sysctlState.Unlock()
+	sysctlState.live++
+	if sysctlState.live > 1 {
+		return
+	}
+	sysctlState.saved = map[string]string{}
 	for _, k := range kubeletSysctls {
 		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
-			c.sysctls[k] = strings.TrimSpace(string(b))
+			sysctlState.saved[k] = strings.TrimSpace(string(b))
 		}
 	}
 }
 
 func (c *Cluster) restoreSysctls() {
-	for k, v := range c.sysctls {
+	sysctlState.Lock()
+	defer sysctlState.Unlock()
+	sysctlState.live--
+	if sysctlState.live > 0 {
+		return
+	}
+	for k, v := range sysctlState.saved {
 		_ = os.WriteFile("/proc/sys/"+k, []byte(v), 0o644)
 	}
 }
@@ -606,6 +629,9 @@ func (c *Cluster) Down() error {
 			errs = append(errs, err)
 		}
 	}
-	c.restoreSysctls()
+	if c.sysctlsUp {
+		c.sysctlsUp = false
+		c.restoreSysctls()
+	}
 	return errors.Join(errs...)
 }

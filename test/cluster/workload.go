@@ -57,7 +57,7 @@ spec:
 %[4]s      topologySpreadConstraints:
       - maxSkew: 1
         topologyKey: kubernetes.io/hostname
-        whenUnsatisfiable: DoNotSchedule
+        whenUnsatisfiable: ScheduleAnyway
         labelSelector:
           matchLabels: {deployment: %[1]s}
       containers:

@@ -441,11 +441,14 @@ func (c *Cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 		last = err
 		if watch != "" {
 			if p := c.proc(watch); p != nil && p.exited() {
-				return fmt.Errorf("%s: %s exited: %v (see %s)", what, watch, p.err, c.LogPath(watch))
+				return fmt.Errorf("%s: %s exited: %w (see %s)", what, watch, p.err, c.LogPath(watch))
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not after %v (last: %v)", what, timeout, last)
+			if last == nil {
+				last = errors.New("condition false")
+			}
+			return fmt.Errorf("%s: not after %v (last: %w)", what, timeout, last)
 		}
 		select {
 		case <-ctx.Done():

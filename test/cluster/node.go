@@ -252,7 +252,11 @@ func nodeReady(n *corev1.Node) bool {
 func (c *Cluster) cgroupPids(node string) []int {
 	var pids []int
 	_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", c.cgroupRoot(node)), func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+		if err != nil {
+			// A cgroup removed while walking, or no tree at all.
+			return nil //nolint:nilerr // nothing to list there
+		}
+		if d.IsDir() || d.Name() != "cgroup.procs" {
 			return nil
 		}
 		b, _ := os.ReadFile(p)
@@ -314,7 +318,7 @@ func (c *Cluster) killNodePods(node string) error {
 // killNamespace kills every process left in a lab namespace (containerd's
 // shims, hostNetwork pods) and deletes it.
 func killNamespace(name string) error {
-	if _, err := os.Stat("/run/netns/" + name); err != nil {
+	if _, err := os.Stat("/run/netns/" + name); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	pids := func() []int {

@@ -472,9 +472,16 @@ func TestHelmNftables(t *testing.T) {
 
 // BenchmarkServiceServed measures Service create -> the client served
 // through the router and kube-proxy, over BGPLB_BENCH_SERVED_N (default 20)
-// Services in turn, and reports p50 and p99.
+// Services in turn, and reports p50 and p99. BGPLB_BENCH_PROXY_MODE=nftables
+// measures on the helm-installed cluster whose kube-proxies run in nftables
+// mode (default: iptables, install.yaml).
 func BenchmarkServiceServed(b *testing.B) {
-	c := iptablesCluster(b)
+	var c *Cluster
+	if os.Getenv("BGPLB_BENCH_PROXY_MODE") == "nftables" {
+		c = getCluster(b, "nftables", installHelm)
+	} else {
+		c = iptablesCluster(b)
+	}
 	ctx := context.Background()
 	if err := c.StartAgent(true); err != nil {
 		b.Fatal(err)

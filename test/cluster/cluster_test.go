@@ -397,14 +397,21 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("the client was never served during the drain (%d failures: %s)", fail, errs)
 	}
 	t.Logf("drain: %d requests served, %d failed (%s)", ok, fail, errs)
-	hops, _ := c.RouterNextHops(ip)
-	t.Logf("router next hops for %s after the drain: %v", ip, hops)
+	// The speaker on the cordoned node withdraws: the route is via node1.
+	if err := c.WaitNextHops(ctx, ip, []string{NodeIPs[Node1]}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.WaitServed(ctx, ip, 30*time.Second); err != nil {
 		t.Fatalf("after the drain: %v", err)
 	}
 	if _, err := c.Kubectl(ctx, "uncordon", Node2); err != nil {
 		t.Fatal(err)
 	}
+	// Uncordoned, node2 announces again.
+	if err := c.WaitNextHops(ctx, ip, nodeIPs(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drain: %s via node1 only while node2 was drained, via both after uncordon", ip)
 }
 
 // TestSpeakerPodDeleted deletes node1's speaker pod: the router's route

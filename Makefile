@@ -65,12 +65,16 @@ deps: ## Install the Debian packages the tests and the demo use (as root; lists 
 envtest-assets: ## Build kube-apiserver and etcd for envtest from the Go module proxy (cached).
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: k8s-node-binaries
+k8s-node-binaries: ## Build kubelet, kube-proxy, kube-controller-manager, kube-scheduler and kubectl for the real-cluster lab (cached).
+	@hack/k8s-node-binaries.sh >/dev/null
+
 ##@ Test
 
 # Every test, including envtest suites against a real apiserver and, as root,
 # kernel tests in network namespaces the tests create.
 .PHONY: test
-test: deps check-generated lint envtest-assets tools fuzz-smoke test-race ## Run all tests (the README's test command).
+test: deps check-generated lint envtest-assets k8s-node-binaries tools fuzz-smoke test-race ## Run all tests (the README's test command).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
 	  $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
 
@@ -117,11 +121,21 @@ bench-drain: envtest-assets ## Failed requests through the lab's router during a
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_BENCH_DRAIN=1 \
 	  $(GO) test -run '^$$' -bench '^BenchmarkDrainZeroFailures$$' -benchtime 1x -timeout 30m ./test/e2e/
 
+.PHONY: test-cluster
+test-cluster: deps envtest-assets k8s-node-binaries ## The real-cluster tests only (test/cluster: kubelet, containerd, kube-proxy; root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
+	  $(GO) test -count=1 -v -timeout 30m $(TESTFLAGS) ./test/cluster/
+
 ##@ Demo
 
 .PHONY: demo
 demo: deps envtest-assets build ## Replay the story in network namespaces: broken, then fixed (root).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(BIN)/bgplb-lab demo --bin $(BIN)
+
+.PHONY: demo-real
+demo-real: deps envtest-assets k8s-node-binaries ## Replay the story on a real cluster: kubectl apply -f dist/install.yaml, kubelet, containerd, kube-proxy (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" BGPLB_REQUIRE_ENVTEST=1 \
+	  $(GO) test -count=1 -v -run '^TestStoryInstallYAML$$' -timeout 20m ./test/cluster/
 
 .PHONY: demo-down
 demo-down: ## Remove the demo lab, also after an interrupted demo.

@@ -12,9 +12,11 @@
 #   strace        the router agent's system calls checked against its unit's SystemCallFilter
 #   debootstrap   builds the Debian 12 rootfs of test/router's booted router (hack/debian-rootfs.sh)
 #   systemd-container  systemd-nspawn boots it (systemd as PID 1) in the lab router's namespace
+#   containerd, runc, containernetworking-plugins
+#                 the real-cluster lab's nodes (test/cluster, make demo-real)
 set -euo pipefail
 PKGS=(iptables nftables iproute2 frr bird2 ferm conntrack tcpdump procps systemd strace git make
-  debootstrap systemd-container)
+  debootstrap systemd-container containerd runc containernetworking-plugins)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -34,6 +36,6 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 # The packaged daemons must not run on the host: tests start their own
 # copies inside network namespaces.
-for svc in frr bird ferm; do
+for svc in frr bird ferm containerd; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done

@@ -180,6 +180,10 @@ func tcpServerRole(addr string) int {
 }
 
 // tcpClientRole connects, sends a line and expects it back within 3 s.
+// tcpClientTimeoutEnv sets how long the tcpclient role waits for its echo
+// (3 s by default) before it gives up and resets the connection.
+const tcpClientTimeoutEnv = "BGPLB_TEST_TCPCLIENT_TIMEOUT"
+
 func tcpClientRole(addr string) int {
 	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 	if err != nil {
@@ -192,7 +196,11 @@ func tcpClientRole(addr string) int {
 	// retransmitting the unanswered line from an orphaned socket for
 	// minutes, and the next case's trace would see that stray flow.
 	_ = c.(*net.TCPConn).SetLinger(0)
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	timeout := 3 * time.Second
+	if d, err := time.ParseDuration(os.Getenv(tcpClientTimeoutEnv)); err == nil {
+		timeout = d
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write([]byte("hello bgplb\n")); err != nil {
 		fmt.Println("write:", err)
 		return 1

@@ -174,11 +174,12 @@ func (l *traceLab) serve(t *testing.T, ns *netnstest.NS, addr string) {
 }
 
 // connect starts one client connection (connect, send a line, expect it
-// back; at most 6 s) in the background.
-func connect(t *testing.T, ns *netnstest.NS, addr string) {
+// back; at most 6 s) in the background; env is added to the client's
+// environment (tcpClientTimeoutEnv).
+func connect(t *testing.T, ns *netnstest.NS, addr string, env ...string) {
 	t.Helper()
 	cmd := ns.Command(self(t), addr)
-	cmd.Env = append(os.Environ(), roleEnv+"=tcpclient")
+	cmd.Env = append(append(os.Environ(), roleEnv+"=tcpclient"), env...)
 	cmd.Stdout = &logWriter{t: t, prefix: "client@" + ns.Name + ": "}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {

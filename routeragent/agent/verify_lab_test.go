@@ -67,7 +67,10 @@ func TestVerifyModeLab(t *testing.T) {
 	}
 
 	// The seed's connection: it hangs, and the agent says why and where.
-	connect(t, client, "192.168.254.10:80")
+	// The client keeps its unanswered connection open well past the 5 s
+	// after which the agent calls a flow without a reply asymmetric (on
+	// giving up it resets the connection, and the flow is gone).
+	connect(t, client, "192.168.254.10:80", tcpClientTimeoutEnv+"=20s")
 	waitFor(t, "the asymmetric verdict", func() bool {
 		s := l.status(t).Symmetry
 		return s != nil && s.Verdict == symmetry.Asymmetric && s.InvalidPackets > 0 &&

@@ -84,7 +84,11 @@ func TestInstallYAMLOnAPIServer(t *testing.T) {
 		{sa("bgplb-speaker"), "create", "bgplb.io", "bgpsessionstates", "", "", true},
 		{sa("bgplb-speaker"), "get", "", "secrets", "", "bgplb-system", true},
 		{sa("bgplb-speaker"), "get", "", "secrets", "", "default", false},
-		{sa("bgplb-speaker"), "patch", "", "services", "status", "default", false},
+		// The speaker writes the router's verdict (condition bgplb.io/Routed)
+		// into the Service's status, and nothing else of the Service.
+		{sa("bgplb-speaker"), "patch", "", "services", "status", "default", true},
+		{sa("bgplb-speaker"), "patch", "", "services", "", "default", false},
+		{sa("bgplb-speaker"), "update", "", "services", "", "default", false},
 		{sa("bgplb-speaker"), "update", "", "nodes", "", "", false},
 		{sa("bgplb-speaker"), "patch", "bgplb.io", "ippools", "", "", false},
 	} {

@@ -264,7 +264,10 @@ func tracedSyscalls(t *testing.T, path string) []string {
 		if i := strings.IndexByte(name, '('); i > 0 {
 			name = name[:i]
 		}
-		if name == "" || strings.ContainsAny(name, "<.-+)") || strings.HasPrefix(f[1], "+++") || strings.HasPrefix(f[1], "---") {
+		// "???": strace could not read the call's number, as for a
+		// process killed in the middle of one (the test's SIGKILLed
+		// children at cleanup): no system call name to check.
+		if name == "" || name == "???" || strings.ContainsAny(name, "<.-+)") || strings.HasPrefix(f[1], "+++") || strings.HasPrefix(f[1], "---") {
 			continue
 		}
 		seen[name] = true

@@ -237,7 +237,7 @@ func (c *Cluster) checkPrograms() error {
 			missing = append(missing, f)
 		}
 	}
-	for _, p := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "ferm", "iptables", "nft", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
+	for _, p := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "ferm", "iptables", "nft", "conntrack", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
 		if _, err := exec.LookPath(p); err != nil {
 			missing = append(missing, p)
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	bgplbv1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/routeragent/symmetry"
+	"github.com/bgplb/bgplb/speaker/returnpath"
 )
 
 // The symmetric return path (issue 12) on the real clusters: the speaker
@@ -142,6 +144,26 @@ func (c *Cluster) nodeReturnPathState(node string) (table, rules, routes string,
 	return table, rules, strings.TrimSpace(routes), err
 }
 
+// nodeMarkedFlows returns node's conntrack entries of TCP flows from src
+// to dst that carry a return path mark (the default mask's bits).
+func (c *Cluster) nodeMarkedFlows(node, src, dst string) ([]string, error) {
+	out, err := c.nsExec(node, "conntrack", "-L", "-p", "tcp", "-s", src, "-d", dst)
+	if err != nil {
+		return nil, err
+	}
+	var marked []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, "mark="); ok {
+				if m, err := strconv.ParseUint(v, 10, 32); err == nil && uint32(m)&returnpath.DefaultMarkMask != 0 {
+					marked = append(marked, l)
+				}
+			}
+		}
+	}
+	return marked, nil
+}
+
 // agentSymmetry returns the symmetry section of the agent's status.
 func (c *Cluster) agentSymmetry() (*symmetry.Status, error) {
 	out, err := c.AgentStatusJSON()
@@ -160,16 +182,42 @@ func (c *Cluster) agentSymmetry() (*symmetry.Status, error) {
 	return st.Symmetry, nil
 }
 
+// clientSourceVia returns a client address whose flows to dst the router
+// forwards to next hop via: the client's own, else one of 192.168.2.110-
+// 192.168.2.141 added to its interface (removed in t's cleanup).
+func (c *Cluster) clientSourceVia(t *testing.T, dst, via string) (string, error) {
+	cands := []string{ClientIP}
+	for i := 110; i < 142; i++ {
+		cands = append(cands, fmt.Sprintf("192.168.2.%d", i))
+	}
+	for _, src := range cands {
+		hop, err := c.RouterNextHopFor(src, dst)
+		if err != nil {
+			return "", err
+		}
+		if hop != via {
+			continue
+		}
+		if src != ClientIP {
+			if _, err := c.nsExec(Client, "ip", "addr", "add", src+"/24", "dev", "eth0"); err != nil {
+				return "", err
+			}
+			t.Cleanup(func() { _, _ = c.nsExec(Client, "ip", "addr", "del", src+"/24", "dev", "eth0") })
+		}
+		return src, nil
+	}
+	return "", fmt.Errorf("the router sends none of %d client addresses' flows to %s via %s", len(cands), dst, via)
+}
+
 // symmetricReturnPath is the test of both clusters: enable runs the user's
 // way of turning the option on (chart value or kustomize component), ns is
 // bgplb's namespace.
 func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(context.Context, *Cluster) error) {
 	ctx := context.Background()
 	start := time.Now()
-	// Local: one pod on node1, so only node1 announces. Cluster: one pod,
-	// on the node the router does not send the client's packets to (chosen
-	// below), so the node receiving the SYN DNATs and SNATs it to the
-	// other node's pod.
+	// Local: one pod on node1, so only node1 announces. Cluster: one pod
+	// on node2, and the client's flows go to node1 (a source address
+	// chosen below), which DNATs and SNATs them to node2's pod.
 	local, cluster := "rp-local", "rp-cluster"
 	if err := c.Apply(ctx, Backend{Name: local, Replicas: 1, Node: Node1}.YAML()+"---\n"+ServiceYAML(local, local, "Local")+"---\n"+
 		Backend{Name: cluster, Replicas: 1, Node: Node2}.YAML()+"---\n"+ServiceYAML(cluster, cluster, "Cluster")); err != nil {
@@ -195,6 +243,12 @@ func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(contex
 	}
 	for _, n := range Nodes {
 		t.Logf("%s: ReturnPathSymmetric True: %s", n, msgs[n])
+	}
+	// The earlier tests' service flows (the story's hung "before"
+	// connections, which stay in conntrack for 2 minutes) are not this
+	// test's: the agent would report them asymmetric.
+	if err := c.FlushRouterConntrack(ServiceSubnet); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.StartAgentVerify(); err != nil {
 		t.Fatal(err)
@@ -230,38 +284,14 @@ func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(contex
 	if err := c.WaitNextHops(ctx, clusterIP, nodeIPs(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	// The Cluster Service's pod goes to the node the router does not pick
-	// for the client's flow.
-	ingress, err := c.RouterNextHopFor(ClientIP, clusterIP)
+	// The client's flows must reach the node without the Cluster
+	// Service's pod (node2): the router's ECMP hash is over the source and
+	// destination addresses, so pick a client address that the router
+	// sends to node1, adding it to the client's interface if it is not
+	// the client's own.
+	src, err := c.clientSourceVia(t, clusterIP, NodeIPs[Node1])
 	if err != nil {
 		t.Fatal(err)
-	}
-	podNode := Node2
-	if ingress == NodeIPs[Node2] {
-		podNode = Node1
-		if err := c.Apply(ctx, Backend{Name: cluster, Replicas: 1, Node: Node1}.YAML()); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.WaitRollout(ctx, "default", "deployment/"+cluster, 3*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.waitFor(ctx, cluster+" pods on node1 only", time.Minute, "", func() (bool, error) {
-			p1, err1 := c.PodsOn(ctx, "default", "deployment="+cluster, Node1)
-			p2, err2 := c.PodsOn(ctx, "default", "deployment="+cluster, Node2)
-			return err1 == nil && err2 == nil && len(p1) == 1 && len(p2) == 0, fmt.Errorf("node1 %v, node2 %v", p1, p2)
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.WaitNextHops(ctx, clusterIP, nodeIPs(), time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Old entries of an earlier test's Service at these addresses (the
-	// story's hung "before" connections) are not this test's flows.
-	for _, ip := range []string{localIP, clusterIP} {
-		if err := c.FlushRouterConntrack(ip); err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	// The strictest reverse-path filter on the nodes (the lab's default is
@@ -284,19 +314,19 @@ func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(contex
 	}
 	cases := []struct{ policy, ip, servedOn, how string }{
 		{"Local", localIP, Node1, "node1 -> its pod"},
-		{"Cluster", clusterIP, podNode, fmt.Sprintf("router -> %s, DNAT+SNAT -> %s's pod", ingress, podNode)},
+		{"Cluster", clusterIP, Node2, "router -> node1, DNAT+SNAT -> node2's pod"},
 	}
 	for _, tc := range cases {
 		// The first requests may race the last rollout's endpoints in
 		// kube-proxy's rules.
 		if err := c.waitFor(ctx, tc.policy+" Service served by "+tc.servedOn+"'s pod", 30*time.Second, "", func() (bool, error) {
-			body, err := c.ClientGet(ctx, tc.ip, 80, time.Second)
+			body, err := c.ClientGetFrom(ctx, src, tc.ip, 80, time.Second)
 			return err == nil && strings.Contains(body, "on "+tc.servedOn), fmt.Errorf("%q %v", body, err)
 		}); err != nil {
 			t.Fatalf("externalTrafficPolicy %s: %v", tc.policy, err)
 		}
 		for i := 0; i < 3; i++ {
-			body, err := c.ClientGet(ctx, tc.ip, 80, 3*time.Second)
+			body, err := c.ClientGetFrom(ctx, src, tc.ip, 80, 3*time.Second)
 			if err != nil {
 				t.Fatalf("externalTrafficPolicy %s: request %d: %v", tc.policy, i+1, err)
 			}
@@ -304,7 +334,15 @@ func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(contex
 				t.Fatalf("externalTrafficPolicy %s: got %q, want %s's pod", tc.policy, body, tc.servedOn)
 			}
 		}
-		t.Logf("externalTrafficPolicy %s: client %s -> %s served (%s)", tc.policy, ClientIP, tc.ip, tc.how)
+		// node1 received them and marked them as the router's.
+		marked, err := c.nodeMarkedFlows(Node1, src, tc.ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(marked) == 0 {
+			t.Fatalf("externalTrafficPolicy %s: node1's conntrack has no flow %s -> %s with the return path's mark", tc.policy, src, tc.ip)
+		}
+		t.Logf("externalTrafficPolicy %s: client %s -> %s served (%s); node1: %s", tc.policy, src, tc.ip, tc.how, marked[0])
 	}
 	drops1, err := c.InvalidDrops()
 	if err != nil {

@@ -131,7 +131,7 @@ func (c *Cluster) RouterConntrack(dst string) ([]string, error) {
 }
 
 // FlushRouterConntrack deletes the router's conntrack entries of flows to
-// dst (a service address an earlier test's Service had).
+// dst (an address or a prefix).
 func (c *Cluster) FlushRouterConntrack(dst string) error {
 	_, err := c.nsExec(Router, "conntrack", "-D", "-d", dst)
 	if err != nil && strings.Contains(err.Error(), "0 flow entries have been deleted") {

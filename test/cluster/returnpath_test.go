@@ -260,7 +260,10 @@ func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(contex
 	// inserted: nothing on the router accepts INVALID packets.
 	if err := c.waitFor(ctx, "no bgplb exemption in the router's FORWARD chain", 30*time.Second, AgentName, func() (bool, error) {
 		out, err := c.RouterFirewall()
-		return err == nil && !strings.Contains(out, "BGPLB-"), fmt.Errorf("%v: %s", err, out)
+		if err != nil {
+			return false, err
+		}
+		return !strings.Contains(out, "BGPLB-"), fmt.Errorf("exemption left: %s", out)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +324,10 @@ func symmetricReturnPath(t *testing.T, c *Cluster, ns string, enable func(contex
 		// kube-proxy's rules.
 		if err := c.waitFor(ctx, tc.policy+" Service served by "+tc.servedOn+"'s pod", 30*time.Second, "", func() (bool, error) {
 			body, err := c.ClientGetFrom(ctx, src, tc.ip, 80, time.Second)
-			return err == nil && strings.Contains(body, "on "+tc.servedOn), fmt.Errorf("%q %v", body, err)
+			if err != nil {
+				return false, err
+			}
+			return strings.Contains(body, "on "+tc.servedOn), fmt.Errorf("served by another pod: %q", body)
 		}); err != nil {
 			t.Fatalf("externalTrafficPolicy %s: %v", tc.policy, err)
 		}

@@ -151,8 +151,11 @@ func (c *Cluster) RouterNextHopFor(src, dst string) (string, error) {
 	var r []struct {
 		Gateway string `json:"gateway"`
 	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r) != 1 || r[0].Gateway == "" {
-		return "", fmt.Errorf("ip route get %s from %s iif %s: no gateway in %s (%v)", dst, src, LANIf, out, err)
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return "", fmt.Errorf("ip -j route get: %w: %s", err, out)
+	}
+	if len(r) != 1 || r[0].Gateway == "" {
+		return "", fmt.Errorf("ip route get %s from %s iif %s: no gateway in %s", dst, src, LANIf, out)
 	}
 	return r[0].Gateway, nil
 }

@@ -237,7 +237,7 @@ func (c *Cluster) checkPrograms() error {
 			missing = append(missing, f)
 		}
 	}
-	for _, p := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "ferm", "iptables", "nft", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
+	for _, p := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter", "ferm", "iptables", "nft", "conntrack", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
 		if _, err := exec.LookPath(p); err != nil {
 			missing = append(missing, p)
 		}
@@ -558,11 +558,33 @@ func (c *Cluster) HTTPClientIn(role string, timeout time.Duration) *http.Client 
 
 // ClientGet fetches http://addr:port/ from the lab's client.
 func (c *Cluster) ClientGet(ctx context.Context, addr string, port int, timeout time.Duration) (string, error) {
+	return get(ctx, c.HTTPClientIn(Client, timeout), addr, port)
+}
+
+// ClientGetFrom is ClientGet from the source address src (one of the
+// client's addresses).
+func (c *Cluster) ClientGetFrom(ctx context.Context, src, addr string, port int, timeout time.Duration) (string, error) {
+	dial := func(ctx context.Context, network, address string) (conn net.Conn, err error) {
+		derr := lab.DoIn(c.NS(Client), func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			conn, err = d.DialContext(ctx, network, address)
+			return nil
+		})
+		if derr != nil {
+			return nil, derr
+		}
+		return conn, err
+	}
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	return get(ctx, hc, addr, port)
+}
+
+func get(ctx context.Context, hc *http.Client, addr string, port int) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(addr, strconv.Itoa(port))+"/", nil)
 	if err != nil {
 		return "", err
 	}
-	resp, err := c.HTTPClientIn(Client, timeout).Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return "", err
 	}

@@ -482,6 +482,18 @@ func TestSpeakerPodDeleted(t *testing.T) {
 	}
 }
 
+// TestSymmetricReturnPathInstallYAML: bgplb from dist/install.yaml with
+// the kustomize component config/components/symmetric-return-path, the
+// BGPPeer returnPath symmetric, kube-proxy in iptables mode, the router's
+// agent in firewall.mode verify (no exemption; the firewall drops
+// INVALID), and the client on the nodes' subnet: externalTrafficPolicy
+// Local and Cluster Services serve it, the INVALID drop counter stays flat,
+// the router's conntrack shows the flows ASSURED and the agent's verdict is
+// symmetric; returnPath direct removes the nodes' state again.
+func TestSymmetricReturnPathInstallYAML(t *testing.T) {
+	symmetricReturnPath(t, iptablesCluster(t), "bgplb-system", enableSymmetricYAML)
+}
+
 // TestHelmNftables installs bgplb with helm into a fresh cluster whose
 // kube-proxies run in nftables mode, and replays the story there.
 func TestHelmNftables(t *testing.T) {
@@ -496,6 +508,14 @@ func TestHelmNftables(t *testing.T) {
 		}
 	}
 	story(t, ctx, c, "helmstory")
+}
+
+// TestSymmetricReturnPathHelm is TestSymmetricReturnPathInstallYAML on the
+// helm-installed cluster whose kube-proxies run in nftables mode, enabled
+// with the chart value speaker.symmetricReturnPath.enabled.
+func TestSymmetricReturnPathHelm(t *testing.T) {
+	releaseCluster(t, "iptables")
+	symmetricReturnPath(t, getCluster(t, "nftables", installHelm), "lb-helm", enableSymmetricHelm)
 }
 
 // BenchmarkServiceServed measures Service create -> the client served

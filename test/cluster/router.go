@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +27,10 @@ func (c *Cluster) AgentConfig(fixes bool) string {
 	if fixes {
 		fw, redirects = "exempt", "disable"
 	}
+	return c.agentConfig(fw, redirects)
+}
+
+func (c *Cluster) agentConfig(fw, redirects string) string {
 	return fmt.Sprintf(`# bgplb-routeragent config for the cluster lab's router (test/cluster).
 asn: %d
 routerID: %s
@@ -50,12 +55,25 @@ metrics: {address: "127.0.0.1:9473"}
 
 // StartAgent (re)starts bgplb-routeragent on the router.
 func (c *Cluster) StartAgent(fixes bool) error {
+	return c.startAgent(c.AgentConfig(fixes))
+}
+
+// StartAgentVerify (re)starts bgplb-routeragent on the router in
+// firewall.mode verify (no ACCEPT rule of its own; it removes the
+// exemptions an earlier mode left, counts the INVALID service packets and
+// watches conntrack), with ICMP redirects off: for nodes with a symmetric
+// return path.
+func (c *Cluster) StartAgentVerify() error {
+	return c.startAgent(c.agentConfig("verify", "disable"))
+}
+
+func (c *Cluster) startAgent(config string) error {
 	if c.proc(AgentName) != nil {
 		if err := c.Stop(AgentName, syscall.SIGTERM); err != nil {
 			return err
 		}
 	}
-	if err := os.WriteFile(c.agentConfigPath(), []byte(c.AgentConfig(fixes)), 0o644); err != nil {
+	if err := os.WriteFile(c.agentConfigPath(), []byte(config), 0o644); err != nil {
 		return err
 	}
 	return c.start(AgentName, Router, nil, filepath.Join(c.opts.BinDir, "bgplb-routeragent"), "run", "--config", c.agentConfigPath())
@@ -67,6 +85,79 @@ func (c *Cluster) WaitAgentPeers(ctx context.Context, n int, timeout time.Durati
 		out, err := c.nsExec(Router, filepath.Join(c.opts.BinDir, "bgplb-routeragent"), "status", "--json", "--config", c.agentConfigPath())
 		return err == nil && strings.Count(strings.ToLower(out), `"established"`) >= n, err
 	})
+}
+
+// AgentStatusJSON returns `bgplb-routeragent status --json` on the router.
+func (c *Cluster) AgentStatusJSON() (string, error) {
+	return c.nsExec(Router, filepath.Join(c.opts.BinDir, "bgplb-routeragent"), "status", "--json", "--config", c.agentConfigPath())
+}
+
+// RouterFirewall returns the router's FORWARD chain (iptables-legacy, as
+// ferm writes it) with counters.
+func (c *Cluster) RouterFirewall() (string, error) {
+	return c.nsExec(Router, "iptables-legacy", "-w", "5", "-t", "filter", "-L", "FORWARD", "-v", "-x", "-n")
+}
+
+// InvalidDrops returns the packet counter of the router firewall's
+// `ctstate INVALID DROP` rule in FORWARD.
+func (c *Cluster) InvalidDrops() (uint64, error) {
+	out, err := c.RouterFirewall()
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[2] == "DROP" && strings.Contains(line, "ctstate INVALID") {
+			return strconv.ParseUint(f[0], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no INVALID DROP rule in the router's FORWARD chain:\n%s", out)
+}
+
+// RouterConntrack returns the router's conntrack entries of TCP flows to
+// dst (`conntrack -L`, one line each).
+func (c *Cluster) RouterConntrack(dst string) ([]string, error) {
+	out, err := c.nsExec(Router, "conntrack", "-L", "-p", "tcp", "-d", dst)
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "tcp") {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
+}
+
+// FlushRouterConntrack deletes the router's conntrack entries of flows to
+// dst (an address or a prefix).
+func (c *Cluster) FlushRouterConntrack(dst string) error {
+	_, err := c.nsExec(Router, "conntrack", "-D", "-d", dst)
+	if err != nil && strings.Contains(err.Error(), "0 flow entries have been deleted") {
+		return nil
+	}
+	return err
+}
+
+// RouterNextHopFor returns the next hop the router picks for a packet from
+// src to dst arriving on its LAN interface (`ip route get ... iif`; with
+// ECMP the same hash as forwarding).
+func (c *Cluster) RouterNextHopFor(src, dst string) (string, error) {
+	out, err := c.nsExec(Router, "ip", "-j", "route", "get", dst, "from", src, "iif", LANIf)
+	if err != nil {
+		return "", err
+	}
+	var r []struct {
+		Gateway string `json:"gateway"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return "", fmt.Errorf("ip -j route get: %w: %s", err, out)
+	}
+	if len(r) != 1 || r[0].Gateway == "" {
+		return "", fmt.Errorf("ip route get %s from %s iif %s: no gateway in %s", dst, src, LANIf, out)
+	}
+	return r[0].Gateway, nil
 }
 
 // RouterNextHops returns the sorted next hops of the router's kernel route

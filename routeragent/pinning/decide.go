@@ -74,6 +74,21 @@ type State struct {
 	Last int
 }
 
+// Resume is the state of an agent that found loaded (Netlink.Load) in the
+// kernel at start: the same slots, each withdrawn at now (it lingers
+// unless announced by the first passes, or the stale routes kept).
+func Resume(loaded map[netip.Addr]int, now time.Time) State {
+	st := State{Slots: map[netip.Addr]int{}, Withdrawn: map[netip.Addr]time.Time{}}
+	for nh, s := range loaded {
+		if s < 1 || s > MaxSlots {
+			continue
+		}
+		st.Slots[nh], st.Withdrawn[nh] = s, now
+		st.Last = max(st.Last, s)
+	}
+	return st
+}
+
 // Input is what one decision looks at.
 type Input struct {
 	Now time.Time

@@ -21,6 +21,9 @@ type Kernel interface {
 	Apply(subnets []netip.Prefix, pins []Pin, full bool) error
 	// Remove deletes our table, rules and routes.
 	Remove() error
+	// Load reads the pins a previous run left (slot by next hop), so that
+	// a restarted agent keeps each connection's slot on its next hop.
+	Load() (map[netip.Addr]int, error)
 	// Failed returns the next hops among nhs whose neighbour entry
 	// failed (unreachable); a next hop without an entry is not reported.
 	Failed(nhs []netip.Addr) (map[netip.Addr]bool, error)
@@ -143,6 +146,28 @@ func (k *Netlink) Remove() error {
 		errs = append(errs, k.syncRoutes(TableBase+s, nil))
 	}
 	return errors.Join(errs...)
+}
+
+// Load reads our rules and the next hop of each one's table.
+func (k *Netlink) Load() (map[netip.Addr]int, error) {
+	rules, err := k.ourRules()
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Addr]int{}
+	for _, r := range rules {
+		rs, err := k.strict.RouteListFiltered(r.Family, &netlink.Route{Table: r.Table}, netlink.RT_FILTER_TABLE)
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("list routes of table %d: %w", r.Table, err)
+		}
+		for _, rt := range rs {
+			if nh, ok := netip.AddrFromSlice(rt.Gw); ok && rt.Table == r.Table {
+				out[nh.Unmap()] = r.Table - TableBase
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // nftPresent reports whether our table exists with its base chains (a

@@ -85,7 +85,11 @@ func (k *Netlink) Apply(subnets []netip.Prefix, pins []Pin, full bool) error {
 	if !full && fp == k.applied {
 		return nil
 	}
-	ok, err := k.nftPresent(len(pins) > 0)
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables netlink: %w", err)
+	}
+	have, err := readNft(c)
 	if err != nil {
 		return err
 	}
@@ -103,12 +107,10 @@ func (k *Netlink) Apply(subnets []netip.Prefix, pins []Pin, full bool) error {
 	if err := k.syncRules(rules, pins, true); err != nil {
 		return err
 	}
-	if !ok || fp != k.applied {
-		c, err := nftables.New()
-		if err != nil {
-			return fmt.Errorf("nftables netlink: %w", err)
+	if (len(pins) > 0 && !have.whole) || (len(pins) == 0 && have.exists) || fp != k.applied {
+		if err := nftBatch(c, have, subnets, pins); err != nil {
+			return err
 		}
-		nftBatch(c, subnets, pins)
 		if err := c.Flush(); err != nil {
 			return fmt.Errorf("nftables table inet %s: %w", NftTable, err)
 		}
@@ -134,7 +136,7 @@ func (k *Netlink) Remove() error {
 	if c, err := nftables.New(); err != nil {
 		errs = append(errs, fmt.Errorf("nftables netlink: %w", err))
 	} else {
-		nftBatch(c, nil, nil)
+		_ = nftBatch(c, nftState{}, nil, nil) // no pins: only the delete
 		if err := c.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("delete nftables table inet %s: %w", NftTable, err))
 		}
@@ -168,26 +170,6 @@ func (k *Netlink) Load() (map[netip.Addr]int, error) {
 		}
 	}
 	return out, nil
-}
-
-// nftPresent reports whether our table exists with its base chains (a
-// `flush ruleset` deletes it). want false: nothing to check.
-func (k *Netlink) nftPresent(want bool) (bool, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return false, fmt.Errorf("nftables netlink: %w", err)
-	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, fmt.Errorf("list nftables chains: %w", err)
-	}
-	n := 0
-	for _, ch := range chains {
-		if ch.Table.Name == NftTable && (ch.Name == chainPre || ch.Name == chainPost) {
-			n++
-		}
-	}
-	return n == 2 || (!want && n == 0), nil
 }
 
 func familyOf(a netip.Addr) int {

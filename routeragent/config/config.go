@@ -306,7 +306,7 @@ type Routes struct {
 	// PinConnections keeps an established forwarded connection to a
 	// service subnet on the next hop it started on while the route's next
 	// hops change (a drain's GRACEFUL_SHUTDOWN, a weight change), through
-	// a conntrack mark, a fib rule and a routing table per next hop
+	// an nftables flow map, a fib rule and a routing table per next hop
 	// (package pinning). Default true.
 	PinConnections *bool `yaml:"pinConnections"`
 	// PinLinger is how long a withdrawn next hop that is still reachable

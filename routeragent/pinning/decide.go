@@ -6,15 +6,14 @@
 // and a speaker restart (GRACEFUL_SHUTDOWN, then a withdrawal). Hashing,
 // even a resilient nexthop group's, moves the flows of a next hop that
 // leaves to another one, whose node has no socket for them and resets them.
-// Pinning keeps per-connection state instead, in the connection's conntrack
-// mark (bits MarkMask, which the agent owns):
+// Pinning keeps per-connection state instead (see nft.go):
 //
-//   - postrouting: a forwarded packet to a service subnet that was routed
-//     by the ordinary (hashed) route records its next hop, `rt ip nexthop`,
-//     as a slot number in its connection's ct mark;
-//   - prerouting: a packet in the original direction whose connection
-//     carries a live slot gets that slot in its packet mark, before the
-//     routing decision;
+//   - postrouting: the first packet of a flow (TCP, UDP, SCTP) to a service
+//     subnet, routed by the ordinary (hashed) route, records its next hop,
+//     `rt ip nexthop`, as a slot number in an nftables flow map keyed by
+//     addresses, protocol and ports;
+//   - prerouting: the flow's next packets get their slot in the packet mark
+//     (bits MarkMask), before the routing decision;
 //   - per slot, `ip rule fwmark SLOT/MASK lookup TABLE` (priority
 //     RulePriority), the table holding the service subnets via the slot's
 //     next hop.
@@ -37,7 +36,7 @@ import (
 const (
 	// NftTable is our inet table (its own, beside the firewall's "bgplb").
 	NftTable = "bgplb_pin"
-	// MarkMask are the ct mark and packet mark bits of the slot.
+	// MarkMask are the packet mark bits of the slot.
 	MarkMask uint32 = 0xff000000
 	// MarkShift is the slot's position in the mark.
 	MarkShift = 24

@@ -86,7 +86,7 @@ const (
 	regData = 20
 )
 
-// nftDynsetOpDelete is NFT_DYNSET_OP_DELETE (Linux 5.13), which
+// nftDynsetOpDelete is NFT_DYNSET_OP_DELETE, which
 // x/sys/unix does not name.
 const nftDynsetOpDelete = 2
 

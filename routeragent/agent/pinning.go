@@ -55,13 +55,20 @@ func maxPins(cfg *config.Config) int {
 // next hop, so a map write per path is rare.
 func announcedOf(accepted []policy.Path, desired map[netip.Prefix][]netip.Addr, staleKept int) (map[netip.Addr]bool, map[netip.Addr]netip.Addr) {
 	nhs, peers := map[netip.Addr]bool{}, map[netip.Addr]netip.Addr{}
-	var last netip.Addr
+	// recent: the first distinct next hops, scanned before the map (an
+	// ECMP route's paths alternate between a few).
+	var recent []netip.Addr
 	for _, p := range accepted {
 		nh := p.NextHop.Unmap()
-		if nh == last {
+		if slices.Contains(recent, nh) {
 			continue
 		}
-		last, nhs[nh], peers[nh] = nh, true, p.Peer
+		if len(recent) < 8 {
+			recent = append(recent, nh)
+		} else if nhs[nh] {
+			continue
+		}
+		nhs[nh], peers[nh] = true, p.Peer
 	}
 	if staleKept > 0 {
 		for _, hops := range desired {
@@ -76,6 +83,10 @@ func announcedOf(accepted []policy.Path, desired map[netip.Prefix][]netip.Addr, 
 // pinAfterFull decides and applies the pins after a full pass.
 func (a *Agent) pinAfterFull(cfg *config.Config, accepted []policy.Path, desired map[netip.Prefix][]netip.Addr, staleKept int, full bool) {
 	if a.deps.Pins == nil {
+		return
+	}
+	if !cfg.Routes.Pinning() {
+		a.removePins()
 		return
 	}
 	a.pins.announced, a.pins.peerOf = announcedOf(accepted, desired, staleKept)

@@ -158,3 +158,28 @@ func TestMaxPins(t *testing.T) {
 		}
 	}
 }
+
+// TestAnnouncedOf: every next hop of the accepted paths, with its peer,
+// however many and in whatever order; the stale routes' next hops too.
+func TestAnnouncedOf(t *testing.T) {
+	var accepted []policy.Path
+	var want []netip.Addr
+	for i := range 20 {
+		nh := netip.AddrFrom4([4]byte{192, 168, 2, byte(100 + i)})
+		want = append(want, nh)
+		for j := range 3 {
+			accepted = append(accepted, policy.Path{Peer: nh, NextHop: nh, Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, 254, byte(j)}), 32)})
+		}
+	}
+	// Interleaved, as ECMP routes list them.
+	slices.SortStableFunc(accepted, func(x, y policy.Path) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	nhs, peers := announcedOf(accepted, map[netip.Prefix][]netip.Addr{svc1: {pA}}, 1)
+	for _, nh := range append(want, pA) {
+		if !nhs[nh] {
+			t.Errorf("%s missing", nh)
+		}
+	}
+	if len(nhs) != 21 || peers[want[5]] != want[5] {
+		t.Errorf("got %d next hops, peer of %s %s", len(nhs), want[5], peers[want[5]])
+	}
+}

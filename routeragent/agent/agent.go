@@ -4,8 +4,8 @@
 // event (a BGP change, a link change, a timer) only signals; one loop then
 // recomputes the desired routes from the current state and reconciles.
 //
-// Stopping the agent (SIGTERM) leaves routes and firewall rules in place so
-// a restart never blackholes traffic; on start, routes left by the previous
+// Stopping the agent (SIGTERM) leaves routes, firewall rules and connection
+// pins in place so a restart never blackholes traffic; on start, routes left by the previous
 // run are kept until the peer that announced them sent End-of-RIB (or the
 // stale timeout passed).
 package agent

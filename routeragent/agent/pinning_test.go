@@ -1,9 +1,16 @@
 package agent
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/bgplb/bgplb/internal/netnstest"
 
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/pinning"
@@ -182,4 +189,137 @@ func TestAnnouncedOf(t *testing.T) {
 	if len(nhs) != 21 || peers[want[5]] != want[5] {
 		t.Errorf("got %d next hops, peer of %s %s", len(nhs), want[5], peers[want[5]])
 	}
+}
+
+// pinServe answers every line with name on each connection to addr, in ns,
+// until the test ends.
+func pinServe(t *testing.T, ns *netnstest.NS, addr, name string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadString('\n'); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(name + "\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// pinAsk sends a line on c and returns the answering node's name.
+func pinAsk(c net.Conn, r *bufio.Reader) (string, error) {
+	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		return "", err
+	}
+	if _, err := c.Write([]byte("who\n")); err != nil {
+		return "", err
+	}
+	s, err := r.ReadString('\n')
+	return strings.TrimSpace(s), err
+}
+
+// TestPinningLab: the real agent (defaults: pinning on) with two GoBGP
+// speakers announcing a /32 served on both, a client on the same LAN (the
+// nodes answer it directly). Long-lived connections hashed over both next
+// hops keep their node when s1 drains (GRACEFUL_SHUTDOWN: out of the route)
+// and when it then withdraws (the linger), while new connections go to s2.
+func TestPinningLab(t *testing.T) {
+	l := newLab(t)
+	s1ns := l.host(t, "s1", "192.168.2.20")
+	s2ns := l.host(t, "s2", "192.168.2.21")
+	client := l.host(t, "cl", "192.168.2.109")
+	const vip, port = "192.168.254.7", "8080"
+	addr := net.JoinHostPort(vip, port)
+	for i, ns := range []*netnstest.NS{s1ns, s2ns} {
+		ns.Exec("ip", "addr", "add", vip+"/32", "dev", "lo")
+		pinServe(t, ns, addr, fmt.Sprintf("s%d", i+1))
+	}
+	client.Exec("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0", "net.ipv4.conf.eth0.accept_redirects=0")
+	client.Exec("ip", "route", "add", vip, "via", "192.168.2.1")
+	l.router.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1")
+	l.startAgent(t, l.writeConfig(t, "firewall: {mode: \"off\"}\n"))
+	s1 := startSpeaker(t, s1ns, "192.168.2.20")
+	s2 := startSpeaker(t, s2ns, "192.168.2.21")
+	s1.do("up")
+	s2.do("up")
+	s1.do("announce " + vip + "/32")
+	s2.do("announce " + vip + "/32")
+	waitFor(t, "ECMP width 2", func() bool { return l.hasRoute(t, vip+"/32", "192.168.2.20", "192.168.2.21") })
+	waitFor(t, "both next hops pinned", func() bool {
+		out, err := l.router.Try("nft", "list", "set", "inet", pinning.NftTable, "live")
+		return err == nil && strings.Contains(out, "0x01000000") && strings.Contains(out, "0x02000000")
+	})
+
+	type conn struct {
+		c     net.Conn
+		r     *bufio.Reader
+		first string
+	}
+	var conns []conn
+	count := map[string]int{}
+	for i := 0; i < 64 && (i < 16 || count["s1"] == 0 || count["s2"] == 0); i++ {
+		var c net.Conn
+		if err := client.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		r := bufio.NewReader(c)
+		who, err := pinAsk(c, r)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, conn{c, r, who})
+		count[who]++
+	}
+	if count["s1"] == 0 || count["s2"] == 0 {
+		t.Fatalf("connections did not reach both nodes: %v", count)
+	}
+	check := func(when string) {
+		t.Helper()
+		for i, c := range conns {
+			if who, err := pinAsk(c.c, c.r); err != nil || who != c.first {
+				t.Fatalf("connection %d (first on %s) %s: %q, %v", i, c.first, when, who, err)
+			}
+		}
+		var c net.Conn
+		if err := client.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if who, err := pinAsk(c, bufio.NewReader(c)); err != nil || who != "s2" {
+			t.Fatalf("a new connection %s: %q, %v", when, who, err)
+		}
+	}
+
+	s1.do("announce-gshut " + vip + "/32")
+	waitFor(t, "s1 out of the route (GRACEFUL_SHUTDOWN)", func() bool { return l.hasRoute(t, vip+"/32", "192.168.2.21") })
+	check("while s1 drains")
+	s1.do("withdraw " + vip + "/32")
+	waitFor(t, "s1's path gone", func() bool { return l.status(t).Prefix.Accepted == 1 })
+	check("after s1 withdrew (lingering)")
 }

@@ -528,6 +528,14 @@ func (c *Config) SetDefaults() {
 	if c.Routes.StaleTimeout == 0 {
 		c.Routes.StaleTimeout = 120 * time.Second
 	}
+	if c.Routes.PinConnections == nil {
+		on := true
+		c.Routes.PinConnections = &on
+	}
+	if c.Routes.PinLinger == nil {
+		l := DefaultPinLinger
+		c.Routes.PinLinger = &l
+	}
 	if c.StatusSocket == "" {
 		c.StatusSocket = "/run/bgplb/routeragent.sock"
 	}

@@ -5,9 +5,9 @@
 // recomputes the desired routes from the current state and reconciles.
 //
 // Stopping the agent (SIGTERM) leaves routes, firewall rules and connection
-// pins in place so a restart never blackholes traffic; on start, routes left by the previous
-// run are kept until the peer that announced them sent End-of-RIB (or the
-// stale timeout passed).
+// pins in place so a restart never blackholes traffic; on start, routes left
+// by the previous run are kept until the peer that announced them sent
+// End-of-RIB (or the stale timeout passed).
 package agent
 
 import (

@@ -4,10 +4,10 @@
 // event (a BGP change, a link change, a timer) only signals; one loop then
 // recomputes the desired routes from the current state and reconciles.
 //
-// Stopping the agent (SIGTERM) leaves routes and firewall rules in place so
-// a restart never blackholes traffic; on start, routes left by the previous
-// run are kept until the peer that announced them sent End-of-RIB (or the
-// stale timeout passed).
+// Stopping the agent (SIGTERM) leaves routes, firewall rules and connection
+// pins in place so a restart never blackholes traffic; on start, routes left
+// by the previous run are kept until the peer that announced them sent
+// End-of-RIB (or the stale timeout passed).
 package agent
 
 import (
@@ -25,6 +25,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/bgp"
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/pinning"
 	"github.com/bgplb/bgplb/routeragent/policy"
 	"github.com/bgplb/bgplb/routeragent/routes"
 	"github.com/bgplb/bgplb/routeragent/symmetry"
@@ -110,7 +111,13 @@ type Deps struct {
 	// NewBFD builds the BFD Manager when a neighbour enables BFD (nil:
 	// internal/bfd with the kernel's sockets).
 	NewBFD func(log *slog.Logger) BFD
+	// Pins installs the connection pins (routes.pinConnections, see
+	// pinning.go); nil: no pinning.
+	Pins Pins
 }
+
+// Pins is the connection pinning's kernel side (pinning.Netlink).
+type Pins = pinning.Kernel
 
 // After this many route changes, once no change came for releaseWhenIdle,
 // the agent returns its grown heap to the system (a burst of thousands of
@@ -158,6 +165,7 @@ type Agent struct {
 	bfd        bfdState // see bfd.go
 	// weights: the accepted paths' link-bandwidth weights (see weights.go).
 	weights routes.Weights
+	pins    pinState // see pinning.go
 
 	// staleFirstReturn: when the first peer came back with End-of-RIB;
 	// staleSettle fires reconnectSpread later (see keepStale).
@@ -170,6 +178,8 @@ func New(cfg *config.Config, deps Deps, log *slog.Logger) *Agent {
 	a := &Agent{log: log, deps: deps, cfg: cfg, fw: deps.Firewall, reload: make(chan *config.Config, 1),
 		kickFW: make(chan struct{}, 1), resync: make(chan struct{}, 1)}
 	a.status.Started = time.Now()
+	// The first pass removes pins a previous run left if pinning is off.
+	a.pins.applied = deps.Pins != nil
 	return a
 }
 
@@ -258,6 +268,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.keepPreviousRoutes(cfg); err != nil {
 		return err
 	}
+	a.resumePins()
 	a.prepareHost(ctx)
 	if err := a.deps.Speaker.Start(ctx); err != nil {
 		return fmt.Errorf("start BGP: %w", err)
@@ -271,6 +282,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		"table", cfg.Routes.Table, "protocol", cfg.Routes.Protocol)
 	defer a.startFirewallLoop(ctx)()
 	defer a.startSymmetryLoop(ctx)()
+	defer a.stopPins()
 	return a.loop(ctx, cfg)
 }
 
@@ -583,6 +595,7 @@ func (a *Agent) reconcileFull(ctx context.Context, cfg *config.Config, full bool
 	a.deps.Routes.SetWeights(a.weights)
 	res := a.deps.Routes.Reconcile(desired, full)
 	a.afterRoutes(res, start)
+	a.pinAfterFull(cfg, accepted, desired, staleKept, full)
 	// The status asks Routes for what is installed when it needs it: the
 	// pass does not keep a second copy of every route.
 	res.Installed = nil

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bgplb/bgplb/internal/netnstest"
+	"github.com/bgplb/bgplb/routeragent/pinning"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
@@ -387,6 +388,12 @@ func TestSeedNetwork(t *testing.T) {
 	}
 	if !l.hasRoute(t, "192.168.254.1/32") {
 		t.Error("uninstall left our route")
+	}
+	if out, err := l.router.Try("nft", "list", "table", "inet", pinning.NftTable); err == nil {
+		t.Errorf("uninstall left the connection pins' table:\n%s", out)
+	}
+	if out := l.router.Exec("ip", "rule", "list"); strings.Contains(out, "fwmark") {
+		t.Errorf("uninstall left the connection pins' rules:\n%s", out)
 	}
 	if got := save(t, l.router); got != save(t, fermOnly(t)) {
 		t.Errorf("uninstall did not restore the firewall:\n%s\nwant:\n%s", got, save(t, fermOnly(t)))

@@ -140,6 +140,7 @@ func (a *Agent) reconcileChanges(cfg *config.Config, start time.Time) bool {
 		return false
 	}
 	rejectedChanged := a.applyDecisions(ds, delta, len(paths))
+	a.pinIncremental(cfg, ds)
 	if a.weights == nil {
 		a.weights = routes.Weights{}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/agent"
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/pinning"
 	"github.com/bgplb/bgplb/routeragent/routes"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
 )
@@ -26,7 +27,7 @@ func flush(o options, uninstall bool, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "the agent is running and would put its routes back; stop it first (or use --force)")
 		return ExitFailure
 	}
-	code := flushRoutes(cfg, stdout, stderr)
+	code := max(flushRoutes(cfg, stdout, stderr), removePins(cfg, stdout, stderr))
 	if !uninstall {
 		return code
 	}
@@ -40,6 +41,23 @@ func agentAnswers(socket string) bool {
 	defer cancel()
 	_, _, err := agent.FetchStatus(ctx, socket)
 	return err == nil
+}
+
+// removePins removes the connection pins (routes.pinConnections) with the
+// routes they lead to.
+func removePins(cfg *config.Config, stdout, stderr io.Writer) int {
+	k, err := pinning.NewNetlink(cfg.Routes.Protocol)
+	if err != nil {
+		fmt.Fprintf(stderr, "connection pins: %v\n", err)
+		return ExitFailure
+	}
+	defer k.Close()
+	if err := k.Remove(); err != nil {
+		fmt.Fprintf(stderr, "remove connection pins: %v\n", err)
+		return ExitFailure
+	}
+	fmt.Fprintf(stdout, "removed the connection pins (nftables table inet %s, fib rules of priority %d, their tables)\n", pinning.NftTable, pinning.RulePriority)
+	return ExitOK
 }
 
 func flushRoutes(cfg *config.Config, stdout, stderr io.Writer) int {

@@ -21,6 +21,7 @@ import (
 	"github.com/bgplb/bgplb/routeragent/config"
 	"github.com/bgplb/bgplb/routeragent/doctor"
 	"github.com/bgplb/bgplb/routeragent/firewall"
+	"github.com/bgplb/bgplb/routeragent/pinning"
 	"github.com/bgplb/bgplb/routeragent/routes"
 	"github.com/bgplb/bgplb/routeragent/symmetry"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
@@ -152,12 +153,24 @@ func agentDeps(ctx context.Context, cfg *config.Config, lan []netip.Addr, h *net
 		NewFirewall:    newFirewall,
 		// Read only in firewall.mode verify (also after a reload to it).
 		Conntrack: symmetry.Conntrack{},
+		Pins:      newPins(cfg, log),
 		Notify: func(state string) {
 			if _, err := daemon.SdNotify(false, state); err != nil {
 				log.Debug("sd_notify", "err", err)
 			}
 		},
 	}, nil
+}
+
+// newPins opens connection pinning's netlink side (nil, logged, when it
+// cannot: the agent then runs without pins).
+func newPins(cfg *config.Config, log *slog.Logger) agent.Pins {
+	k, err := pinning.NewNetlink(cfg.Routes.Protocol)
+	if err != nil {
+		log.Error("connection pinning unavailable", "err", err)
+		return nil
+	}
+	return k
 }
 
 // firewallFactory returns the agent's NewFirewall. Every mode gets a

@@ -303,6 +303,30 @@ type Routes struct {
 	// route, which re-hashes flows when its next hops change) or auto
 	// (default: resilient where the kernel has it, Linux 5.13).
 	NexthopGroups NexthopGroups `yaml:"nexthopGroups"`
+	// PinConnections keeps an established forwarded connection to a
+	// service subnet on the next hop it started on while the route's next
+	// hops change (a drain's GRACEFUL_SHUTDOWN, a weight change), through
+	// an nftables flow map, a fib rule and a routing table per next hop
+	// (package pinning). Default true.
+	PinConnections *bool `yaml:"pinConnections"`
+	// PinLinger is how long a withdrawn next hop that is still reachable
+	// keeps its connections (a restarting speaker withdraws while its node
+	// still serves). Default 60s; 0 unpins at the withdrawal.
+	PinLinger *time.Duration `yaml:"pinLinger"`
+}
+
+// DefaultPinLinger is routes.pinLinger's default.
+const DefaultPinLinger = 60 * time.Second
+
+// Pinning reports whether routes.pinConnections is on.
+func (r Routes) Pinning() bool { return r.PinConnections == nil || *r.PinConnections }
+
+// Linger returns routes.pinLinger (its default when unset).
+func (r Routes) Linger() time.Duration {
+	if r.PinLinger == nil {
+		return DefaultPinLinger
+	}
+	return *r.PinLinger
 }
 
 // NexthopGroups is routes.nexthopGroups.
@@ -503,6 +527,14 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Routes.StaleTimeout == 0 {
 		c.Routes.StaleTimeout = 120 * time.Second
+	}
+	if c.Routes.PinConnections == nil {
+		on := true
+		c.Routes.PinConnections = &on
+	}
+	if c.Routes.PinLinger == nil {
+		l := DefaultPinLinger
+		c.Routes.PinLinger = &l
 	}
 	if c.StatusSocket == "" {
 		c.StatusSocket = "/run/bgplb/routeragent.sock"
@@ -705,6 +737,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Routes.StaleTimeout < 0 {
 		add("routes.staleTimeout", "%s is negative", c.Routes.StaleTimeout)
+	}
+	if l := c.Routes.Linger(); l < 0 || l > 24*time.Hour {
+		add("routes.pinLinger", "%s is not between 0s and 24h", l)
 	}
 	if !strings.HasPrefix(c.StatusSocket, "/") {
 		add("statusSocket", "%q is not an absolute path", c.StatusSocket)

@@ -27,17 +27,18 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	yes := true
+	yes, linger := true, DefaultPinLinger
 	want := &Config{
 		ASN: 64500, RouterID: "192.168.2.1",
 		Listen: Listen{Port: 179}, // no address: the LAN interfaces' addresses
 		Neighbors: []Neighbor{{Prefix: "192.168.2.0/24", ASN: 64512, HoldTime: 9 * time.Second,
 			KeepaliveTime: 3 * time.Second, MaxPrefixes: 1000, MaxPrefixesAction: "teardown", AllowUnauthenticated: true, GracefulRestart: &yes, TTLSecurity: &yes}},
-		ServiceSubnets:  []string{"192.168.254.0/24"},
-		LANInterfaces:   []string{"enp1s0.2"},
-		Firewall:        Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},
-		ICMPRedirects:   "disable",
-		Routes:          Routes{Table: 254, Protocol: 220, ResyncInterval: 30 * time.Second, StaleTimeout: 120 * time.Second, NexthopGroups: NexthopGroupsAuto},
+		ServiceSubnets: []string{"192.168.254.0/24"},
+		LANInterfaces:  []string{"enp1s0.2"},
+		Firewall:       Firewall{Mode: "exempt", Backend: "auto", Protocols: []string{"tcp"}},
+		ICMPRedirects:  "disable",
+		Routes: Routes{Table: 254, Protocol: 220, ResyncInterval: 30 * time.Second, StaleTimeout: 120 * time.Second, NexthopGroups: NexthopGroupsAuto,
+			PinConnections: &yes, PinLinger: &linger},
 		StatusSocket:    "/run/bgplb/routeragent.sock",
 		StateDir:        "/var/lib/bgplb",
 		Metrics:         Metrics{Address: "127.0.0.1:9479"},

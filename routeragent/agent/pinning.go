@@ -156,6 +156,7 @@ func (a *Agent) applyPins(cfg *config.Config, full bool) {
 	a.pins.applied = true
 	err := a.deps.Pins.Apply(cfg.ServicePrefixes(), d.Pins, full)
 	a.logPins(d, err)
+	a.publishPins(pinView(next, d, cfg.Routes.Linger(), err))
 }
 
 // pinWakeAt asks for a full pass when a linger ends.
@@ -233,6 +234,7 @@ func (a *Agent) stopPins() {
 // established connection then follows the route, as it did before.
 func (a *Agent) removePins() {
 	a.stopPins()
+	a.publishPins(nil)
 	if a.deps.Pins == nil || !a.pins.applied {
 		return
 	}

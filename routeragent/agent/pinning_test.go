@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -92,6 +93,22 @@ func TestPinsFollowPasses(t *testing.T) {
 	if !slices.Equal(pins.pinned(), []netip.Addr{pA, pB}) || a.pins.wake == nil {
 		t.Fatalf("withdrawn: pins %v", pins.pins)
 	}
+	// The status shows both, pA lingering, pB announced.
+	if ps := a.Snapshot().Pins; ps == nil || len(ps.Pinned) != 2 || ps.Pinned[0].NextHop != pA ||
+		ps.Pinned[0].LingerUntil == nil || ps.Pinned[1].Withdrawn != nil || ps.Error != "" {
+		t.Fatalf("status while pA lingers: %+v", ps)
+	}
+	got := gatherMetrics(t, a)
+	for k, v := range map[string]float64{
+		"bgplb_routeragent_pinned_next_hops{state=announced}": 1,
+		"bgplb_routeragent_pinned_next_hops{state=lingering}": 1,
+		"bgplb_routeragent_pin_overflow_next_hops{}":          0,
+		"bgplb_routeragent_pins_applied{}":                    1,
+	} {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
 	// Its neighbour entry failed: gone at once.
 	pins.failed[pA] = true
 	a.reconcile(t.Context(), true)
@@ -130,6 +147,9 @@ func TestPinsFollowPasses(t *testing.T) {
 	a.reconcile(t.Context(), true)
 	if pins.removed != 1 || pins.pins != nil {
 		t.Fatalf("off: removed %d, pins %v", pins.removed, pins.pins)
+	}
+	if ps := a.Snapshot().Pins; ps != nil {
+		t.Fatalf("status with pinning off: %+v", ps)
 	}
 }
 
@@ -322,4 +342,24 @@ func TestPinningLab(t *testing.T) {
 	s1.do("withdraw " + vip + "/32")
 	waitFor(t, "s1's path gone", func() bool { return l.status(t).Prefix.Accepted == 1 })
 	check("after s1 withdrew (lingering)")
+	// The status says so once a full pass saw the withdrawal (the resync).
+	waitFor(t, "status: s1 lingering, s2 announced", func() bool {
+		ps := l.status(t).Pins
+		return ps != nil && len(ps.Pinned) == 2 && ps.Pinned[0].NextHop.String() == "192.168.2.20" &&
+			ps.Pinned[0].LingerUntil != nil && ps.Pinned[1].Withdrawn == nil
+	})
+}
+
+// TestPinView: the status section from a decision (pure).
+func TestPinView(t *testing.T) {
+	w := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	st := pinning.State{Slots: map[netip.Addr]int{pA: 2, pB: 1}, Withdrawn: map[netip.Addr]time.Time{pA: w}}
+	d := pinning.Decision{Pins: []pinning.Pin{{NextHop: pB, Slot: 1}, {NextHop: pA, Slot: 2}},
+		Overflow: []netip.Addr{netip.MustParseAddr("192.168.2.99")}}
+	v := pinView(st, d, time.Minute, errors.New("nft: no such table"))
+	if len(v.Pinned) != 2 || v.Pinned[0].NextHop != pA || v.Pinned[0].Slot != 2 || v.Pinned[0].Mark != 2<<24 ||
+		v.Pinned[0].Table != pinning.TableBase+2 || !v.Pinned[0].LingerUntil.Equal(w.Add(time.Minute)) ||
+		v.Pinned[1].Withdrawn != nil || v.Overflow != 1 || v.Error != "nft: no such table" {
+		t.Fatalf("view: %+v", v)
+	}
 }

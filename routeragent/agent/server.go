@@ -312,6 +312,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	collectTraces(ch, s.Trace)
 	collectBFD(ch, s.BFD)
+	collectPins(ch, s.Pins)
 	if s.Sysctl != nil {
 		for name, i := range s.Sysctl.Interfaces {
 			g(mRedirects, float64(i.Effective), name)

@@ -43,6 +43,8 @@ type Status struct {
 	Symmetry *symmetry.Status `json:"symmetry,omitempty"`
 	// BFD sums up the BFD sessions (absent when no neighbour enables BFD).
 	BFD *BFDSummary `json:"bfd,omitempty"`
+	// Pins is connection pinning (absent when routes.pinConnections is off).
+	Pins *PinStatus `json:"pins,omitempty"`
 }
 
 // FamilyStatus is one address family at a glance: what is configured, the

@@ -47,6 +47,7 @@ func PrintStatus(w io.Writer, s agent.Status, all bool) {
 	printBFD(w, s.Peers, s.BFD)
 	printPrefixes(w, s.Prefix)
 	printRoutes(w, s.Config, s.Routes, all)
+	printPins(w, s.Pins)
 	printFirewall(w, s.Config, s.Firewall)
 	printSymmetry(w, s.Symmetry)
 	printSysctl(w, s)

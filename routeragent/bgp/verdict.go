@@ -168,6 +168,38 @@ func (s *Speaker) VerdictsSent() map[netip.Addr]map[netip.Prefix]verdict.Verdict
 	return out
 }
 
+// VerdictReport is what the agent reports to one peer.
+type VerdictReport struct {
+	// Sent counts the verdicts GoBGP accepted for export to the peer.
+	Sent int
+	// AddPathReceive: the peer negotiated ADD-PATH receive, so it is sent
+	// verdicts; a peer without it (FRR, BIRD, an older speaker) is sent none.
+	AddPathReceive bool
+}
+
+// VerdictReports returns, per established peer, what it is reported (for
+// status). It counts, it copies no verdict.
+func (s *Speaker) VerdictReports() map[netip.Addr]VerdictReport {
+	out := map[netip.Addr]VerdictReport{}
+	s.mu.Lock()
+	for addr, p := range s.peers {
+		if p.state == "established" {
+			out[addr] = VerdictReport{AddPathReceive: p.addPathRecv}
+		}
+	}
+	s.mu.Unlock()
+	e := s.verdicts
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k := range e.sent {
+		if r, ok := out[k.peer]; ok {
+			r.Sent++
+			out[k.peer] = r
+		}
+	}
+	return out
+}
+
 // runVerdicts exports the verdicts until ctx ends; a failed call is retried
 // after a second.
 func (s *Speaker) runVerdicts(ctx context.Context, srv *server.BgpServer) {

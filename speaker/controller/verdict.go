@@ -409,14 +409,13 @@ func (r *Reconciler) conditionEvent(svc string, c metav1.Condition) int {
 		ns, name, _ := strings.Cut(svc, "/")
 		obj = &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	}
-	typ, reason := corev1.EventTypeNormal, "Route"+c.Reason
-	switch c.Reason {
-	case v1.RoutedReasonRejected:
+	// RouteInstalled, RouteRejected, RoutePending, RouteNotReported,
+	// RouteNotAnnounced.
+	typ := corev1.EventTypeNormal
+	if c.Reason == v1.RoutedReasonRejected {
 		typ = corev1.EventTypeWarning
-	case v1.RoutedReasonNotReported:
-		reason = "RouteNotReported"
 	}
-	r.Recorder.Event(obj, typ, reason, c.Message)
+	r.Recorder.Event(obj, typ, "Route"+c.Reason, c.Message)
 	return 1
 }
 

@@ -231,7 +231,11 @@ func childPID(name string) int {
 // cpuWaits are the CPU waits of the processes a round runs in: this one
 // (the router agent, both GoBGPs, the speaker, the test) and envtest's
 // kube-apiserver and etcd.
-type cpuWaits struct{ self, apiserver, etcd time.Duration }
+type cpuWaits struct {
+	self, apiserver, etcd time.Duration
+	// The time their threads ran.
+	selfRun, apiserverRun, etcdRun time.Duration
+}
 
 // controlPlane are the pids of envtest's kube-apiserver and etcd.
 type controlPlane struct{ apiserver, etcd int }
@@ -241,14 +245,16 @@ func findControlPlane() controlPlane {
 }
 
 func readCPUWaits(cp controlPlane) cpuWaits {
-	self, _ := runqueueWait(os.Getpid())
-	api, _ := runqueueWait(cp.apiserver)
-	etcd, _ := runqueueWait(cp.etcd)
-	return cpuWaits{self, api, etcd}
+	var w cpuWaits
+	w.self, w.selfRun = runqueueWait(os.Getpid())
+	w.apiserver, w.apiserverRun = runqueueWait(cp.apiserver)
+	w.etcd, w.etcdRun = runqueueWait(cp.etcd)
+	return w
 }
 
 func (w cpuWaits) sub(o cpuWaits) cpuWaits {
-	return cpuWaits{w.self - o.self, w.apiserver - o.apiserver, w.etcd - o.etcd}
+	return cpuWaits{w.self - o.self, w.apiserver - o.apiserver, w.etcd - o.etcd,
+		w.selfRun - o.selfRun, w.apiserverRun - o.apiserverRun, w.etcdRun - o.etcdRun}
 }
 
 // roundStages is one round's breakdown: from the route's install to each
@@ -283,9 +289,9 @@ func (s *stageTrace) round(installed, seen time.Time) roundStages {
 
 func (r roundStages) String() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
-	return fmt.Sprintf("total %s: signal %s, reconcile start %s, patch sent %s, patch returned %s (apiserver %s), seen %s later, state write in flight %v; threads waited for a CPU: test process %s, apiserver %s, etcd %s",
+	return fmt.Sprintf("total %s: signal %s, reconcile start %s, patch sent %s, patch returned %s (apiserver %s), seen %s later, state write in flight %v; threads waited for a CPU: test process %s, apiserver %s, etcd %s; and ran: %s, %s, %s",
 		ms(r.total), ms(r.signal), ms(r.reconcile), ms(r.patchSent), ms(r.patchDone), ms(r.patchDone-r.patchSent), ms(r.total-r.patchDone), r.busy,
-		ms(r.waited.self), ms(r.waited.apiserver), ms(r.waited.etcd))
+		ms(r.waited.self), ms(r.waited.apiserver), ms(r.waited.etcd), ms(r.waited.selfRun), ms(r.waited.apiserverRun), ms(r.waited.etcdRun))
 }
 
 // summarize gives the percentiles of each stage's share and the slowest

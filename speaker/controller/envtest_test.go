@@ -85,7 +85,7 @@ func startSpeakerWith(t testing.TB, node string, hooks fixtureHooks) *speakerFix
 	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), metrics: m, reg: reg, stopped: make(chan struct{})}
 	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
 	f.bgp = bgp.NewManager(log)
-	var c client.Client = mgr.GetClient()
+	c := mgr.GetClient()
 	if hooks.client != nil {
 		c = hooks.client(c)
 	}

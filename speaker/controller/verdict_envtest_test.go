@@ -322,8 +322,14 @@ func TestRouterVerdictOneEventPerChange(t *testing.T) {
 			})
 		}
 	}
-	// events drains both nodes' events about the Service's route.
+	// events drains both nodes' events about the Service's route, once
+	// each node finished a reconcile that started after the counts showed
+	// (a pass may count a verdict that arrived after it reported on
+	// verdicts: the next pass emits its event).
 	events := func() []string {
+		for _, f := range fs {
+			settle(t, f)
+		}
 		var out []string
 		for _, f := range fs {
 			for {
@@ -361,6 +367,41 @@ func TestRouterVerdictOneEventPerChange(t *testing.T) {
 		if got, want := events(), []string{"Warning RouteRejected " + rejected}; !slices.Equal(got, want) {
 			t.Errorf("round %d: events %q, want %q", i, got, want)
 		}
+	}
+}
+
+// reconciles counts the fixture's finished reconciles.
+func reconciles(t *testing.T, f *speakerFixture) float64 {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "bgplb_speaker_reconciles_total" {
+			for _, m := range mf.Metric {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
+}
+
+// settle returns once a reconcile that started after settle was called
+// has finished: kicked twice, each time waiting for a reconcile to finish
+// (the first may have started before).
+func settle(t *testing.T, f *speakerFixture) {
+	t.Helper()
+	for range 2 {
+		n := reconciles(t, f)
+		f.rec.Kick()
+		eventually(t, "a reconcile", func() error {
+			if reconciles(t, f) <= n {
+				return fmt.Errorf("no reconcile finished")
+			}
+			return nil
+		})
 	}
 }
 

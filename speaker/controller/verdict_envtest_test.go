@@ -271,6 +271,18 @@ func TestRouterVerdictOnService(t *testing.T) {
 	// Announced again: the router's verdict is back.
 	setEndpoint(t, slice, "node-v", true)
 	waitCondition(t, "default", "wide", v1.RoutedReasonInstalled, "router 127.0.0.1 installed 10.1.1.1/32 via 1 node")
+	// The Service loses its address: bgplb no longer handles it.
+	svc := &corev1.Service{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "wide"}, svc); err != nil {
+		t.Fatal(err)
+	}
+	svc.Status.LoadBalancer.Ingress = nil
+	if err := env.Client.Status().Update(context.Background(), svc); err != nil {
+		t.Fatal(err)
+	}
+	const unhandled = "no node announces it: bgplb does not handle it (not a LoadBalancer Service of bgplb, or no address)"
+	waitCondition(t, "default", "wide", v1.RoutedReasonNotAnnounced, unhandled)
+	waitEvent(t, f, "Normal RouteNotAnnounced "+unhandled)
 }
 
 // TestRouterVerdictOneEventPerChange: two nodes announce a Service to one

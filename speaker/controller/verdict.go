@@ -65,6 +65,9 @@ type routerView struct {
 	v      verdict.Verdict
 	// reported: the router sent a verdict on the prefix.
 	reported bool
+	// awaited: it did not, but it sends verdicts on this node's other
+	// prefixes: this one's is on its way (the path was just announced).
+	awaited bool
 }
 
 // routed reports whether the router's kernel has a route for the prefix
@@ -180,7 +183,8 @@ func (r *Reconciler) reportVerdicts(ctx context.Context, configs []bgp.PeerConfi
 		for _, a := range src.Announced(pc.Name) {
 			v, reported := vs[a.Prefix]
 			for _, svc := range a.Services {
-				views[svc] = append(views[svc], routerView{router: pc.Address, prefix: a.Prefix, v: v, reported: reported})
+				views[svc] = append(views[svc], routerView{router: pc.Address, prefix: a.Prefix, v: v, reported: reported,
+					awaited: !reported && len(vs) > 0})
 			}
 			if !reported {
 				continue
@@ -268,11 +272,16 @@ func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]rou
 	st := &r.verdicts
 	want := map[string]metav1.Condition{}
 	for svc, vs := range views {
-		want[svc] = routedCondition(vs)
+		// A router that reports and has not yet told about a new path
+		// will: writing NotReported meanwhile would flap the condition
+		// (and tell an event) on every new Service.
+		if !slices.ContainsFunc(vs, func(v routerView) bool { return v.awaited }) {
+			want[svc] = routedCondition(vs)
+		}
 	}
 	for svc := range st.routed {
 		if _, ok := views[svc]; ok {
-			continue
+			continue // decided above (or awaiting a verdict)
 		}
 		if why := r.announcedNowhere(svc); why != "" {
 			want[svc] = metav1.Condition{Type: v1.ServiceConditionRouted, Status: metav1.ConditionFalse,

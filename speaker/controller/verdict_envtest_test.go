@@ -271,6 +271,26 @@ func TestRouterVerdictOnService(t *testing.T) {
 	// Announced again: the router's verdict is back.
 	setEndpoint(t, slice, "node-v", true)
 	waitCondition(t, "default", "wide", v1.RoutedReasonInstalled, "router 127.0.0.1 installed 10.1.1.1/32 via 1 node")
+	// A new Service on a router that reports: its condition waits for the
+	// router's verdict instead of saying NotReported first.
+	svc2 := lbService(t, "default", "wide2", "10.1.1.2", corev1.ServiceExternalTrafficPolicyCluster)
+	endpointSlice(t, svc2, "node-v", true)
+	waitCondition(t, "default", "wide2", v1.RoutedReasonInstalled, "router 127.0.0.1 installed 10.1.1.2/32 via 1 node")
+	for deadline := time.After(wait); ; {
+		select {
+		case e := <-f.events.Events:
+			if strings.Contains(e, " Route") && strings.Contains(e, "10.1.1.2/32") && !strings.Contains(e, "RouteInstalled") {
+				t.Errorf("event before the router's verdict on a new Service: %s", e)
+			}
+			if !strings.Contains(e, "installed 10.1.1.2/32") {
+				continue
+			}
+		case <-deadline:
+			t.Fatal("no RouteInstalled event for the new Service")
+		}
+		break
+	}
+
 	// The Service loses its address: bgplb no longer handles it.
 	svc := &corev1.Service{}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "wide"}, svc); err != nil {

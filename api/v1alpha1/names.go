@@ -33,4 +33,8 @@ const (
 	// RoutedReasonNotReported: no router the addresses are announced to
 	// reports verdicts (FRR, BIRD), or none has yet.
 	RoutedReasonNotReported = "NotReported"
+	// RoutedReasonNotAnnounced (status False): no node announces the
+	// Service any more (no usable endpoint anywhere, or bgplb no longer
+	// handles it), so no router has a route for it from bgplb.
+	RoutedReasonNotAnnounced = "NotAnnounced"
 )

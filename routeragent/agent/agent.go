@@ -742,6 +742,7 @@ func (a *Agent) Snapshot() Status {
 	installed := a.deps.Routes.Installed()
 	details := a.deps.Routes.Details()
 	bfdPeers, bfdSum := a.bfdStatus(a.config(), peers, a.bfdManager())
+	verdicts := a.verdictReports()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.status
@@ -752,6 +753,7 @@ func (a *Agent) Snapshot() Status {
 		s.fillRouteDetails(details)
 		a.maxPfx.fill(&s)
 		s.fillBFD(bfdPeers, bfdSum)
+		s.fillVerdicts(verdicts)
 	}
 	s.Prefix.Undecodable = undecodable
 	s.Trace = a.traces.snapshot()

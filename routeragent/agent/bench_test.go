@@ -102,8 +102,16 @@ func readOK(b testing.TB, s *speaker) {
 // BenchmarkScale10k announces 10,000 /32s from one speaker and measures the
 // time until all are in the kernel, then the agent's RSS and its CPU use
 // over 5 idle seconds. It measures once, whatever b.N is (one run takes
-// several seconds; each would need its own namespaces).
+// several seconds; each would need its own namespaces). With
+// BGPLB_SCALE10K_VERDICTS=1 the speaker negotiates ADD-PATH receive, as
+// bgplb-speaker does, so the agent also sends it the 10,000 verdicts
+// (docs/verdict.md), and the measurement waits until it has.
 func BenchmarkScale10k(b *testing.B) {
+	verdicts := os.Getenv("BGPLB_SCALE10K_VERDICTS") != ""
+	var speakerEnv []string
+	if verdicts {
+		speakerEnv = append(speakerEnv, "SPK_ADDPATH=1")
+	}
 	for i := 0; i < b.N; i++ {
 		if i > 0 {
 			continue
@@ -111,7 +119,7 @@ func BenchmarkScale10k(b *testing.B) {
 		l := newLab(b)
 		s1ns := l.host(b, "s1", "192.168.2.20")
 		agent := l.startAgent(b, l.writeConfigFrom(b, benchConfig, ""))
-		sp := startSpeaker(b, s1ns, "192.168.2.20")
+		sp := startSpeakerTo(b, s1ns, "192.168.2.20", "192.168.2.1", speakerEnv...)
 		sp.do("up")
 		ch := routeWatch(b, l)
 		t0 := time.Now()
@@ -137,6 +145,21 @@ func BenchmarkScale10k(b *testing.B) {
 		}
 		took := time.Since(t0)
 		b.ReportMetric((<-announced).Seconds(), "s-speaker-announced")
+		if verdicts {
+			for sent := 0; sent < 10000; {
+				sent = 0
+				for _, p := range l.status(b).Peers {
+					if p.Verdicts != nil {
+						sent += p.Verdicts.Sent
+					}
+				}
+				if time.Since(t0) > 2*time.Minute {
+					b.Fatalf("only %d verdicts sent after 2 minutes", sent)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			b.ReportMetric(time.Since(t0).Seconds(), "s-to-10k-verdicts")
+		}
 		pid := agent.cmd.Process.Pid
 		time.Sleep(4 * time.Second) // settle (the agent releases its heap 1 s after a burst)
 		cpu0 := cpuTicks(b, pid)

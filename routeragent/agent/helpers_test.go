@@ -96,6 +96,7 @@ func speakerRole() int {
 		Password: os.Getenv("SPK_PASSWORD"),
 	}
 	cfg.NoTTLSecurity = os.Getenv("SPK_NO_GTSM") != ""
+	cfg.AddPathReceive = os.Getenv("SPK_ADDPATH") != ""
 	if h, err := strconv.Atoi(os.Getenv("SPK_HOLD")); err == nil {
 		cfg.HoldTime = uint64(h)
 	}

@@ -99,6 +99,28 @@ type PeerStatus struct {
 	MaxPrefixTeardowns int `json:"maxPrefixTeardowns,omitempty"`
 	// BFD is the peer's BFD session (absent when it has none).
 	BFD *PeerBFD `json:"bfd,omitempty"`
+	// Verdicts is what the peer is told about its paths (docs/verdict.md);
+	// absent while the session is not established.
+	Verdicts *PeerVerdicts `json:"verdicts,omitempty"`
+}
+
+// PeerVerdicts is what the agent reports to one peer.
+type PeerVerdicts struct {
+	// Sent counts the verdicts sent (one per path of the peer's the agent
+	// decided on).
+	Sent int `json:"sent"`
+	// AddPathReceive: the peer negotiated ADD-PATH receive (a
+	// bgplb-speaker); without it, it is sent no verdict.
+	AddPathReceive bool `json:"addPathReceive"`
+}
+
+// fillVerdicts adds what each peer is reported.
+func (s *Status) fillVerdicts(per map[netip.Addr]bgp.VerdictReport) {
+	for i := range s.Peers {
+		if r, ok := per[s.Peers[i].Address]; ok {
+			s.Peers[i].Verdicts = &PeerVerdicts{Sent: r.Sent, AddPathReceive: r.AddPathReceive}
+		}
+	}
 }
 
 // PrefixSummary counts accepted and rejected paths and lists the rejected.

@@ -22,6 +22,21 @@ type verdictSink interface {
 	SetVerdicts(full bool, prefixes []netip.Prefix, vs []bgp.VerdictPath)
 }
 
+// verdictReporter says what each peer is sent (bgp.Speaker implements it).
+type verdictReporter interface {
+	VerdictReports() map[netip.Addr]bgp.VerdictReport
+}
+
+// verdictReports returns what each established peer is sent, nil when the
+// speaker does not report verdicts.
+func (a *Agent) verdictReports() map[netip.Addr]bgp.VerdictReport {
+	r, ok := a.deps.Speaker.(verdictReporter)
+	if !ok {
+		return nil
+	}
+	return r.VerdictReports()
+}
+
 // routeOutcome is what the kernel pass did with the prefixes.
 type routeOutcome struct {
 	// desired are the routes the kernel has after the pass, unless the

@@ -146,6 +146,15 @@ func TestVerdictsReachTheirSpeakerOnly(t *testing.T) {
 	if _, ok := l.agent.VerdictsSent()[addr("127.0.0.4")]; ok {
 		t.Errorf("verdicts sent to a peer without ADD-PATH receive: %v", l.agent.VerdictsSent())
 	}
+	// What status shows per peer: the count sent, and who cannot receive.
+	wantReports := map[netip.Addr]VerdictReport{
+		addr("127.0.0.2"): {Sent: 2, AddPathReceive: true},
+		addr("127.0.0.3"): {Sent: 1, AddPathReceive: true},
+		addr("127.0.0.4"): {Sent: 0, AddPathReceive: false},
+	}
+	waitFor(t, "verdict reports", func() bool {
+		return cmp.Equal(wantReports, l.agent.VerdictReports(), cmp.Comparer(func(x, y netip.Addr) bool { return x == y }))
+	})
 
 	// B's path goes: the width drops for A (an incremental update of one
 	// prefix), B's verdict is withdrawn.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -86,9 +87,22 @@ func printFamilies(w io.Writer, fs []agent.FamilyStatus) {
 	fmt.Fprintln(w)
 }
 
+// verdictsSent is the VERDICTS column: how many verdicts the peer was
+// sent, "no add-path" when it cannot receive them (FRR, BIRD, an older
+// speaker), "-" while its session is down.
+func verdictsSent(v *agent.PeerVerdicts) string {
+	switch {
+	case v == nil:
+		return "-"
+	case !v.AddPathReceive:
+		return "no add-path"
+	}
+	return strconv.Itoa(v.Sent)
+}
+
 func printPeers(w io.Writer, peers []agent.PeerStatus) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "PEER\tASN\tSTATE\tSINCE\tEOR\tRECEIVED\tACCEPTED\tREJECTED\n")
+	fmt.Fprintf(tw, "PEER\tASN\tSTATE\tSINCE\tEOR\tRECEIVED\tACCEPTED\tVERDICTS\tREJECTED\n")
 	for _, p := range peers {
 		since := "-"
 		if !p.Since.IsZero() {
@@ -98,7 +112,7 @@ func printPeers(w io.Writer, peers []agent.PeerStatus) {
 		if p.MaxPrefixTeardowns > 0 {
 			rej += fmt.Sprintf(" (closed %dx over maxPrefixes)", p.MaxPrefixTeardowns)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%d\t%d\t%s\n", p.Address, p.ASN, p.State, since, p.EndOfRIB, p.Received, p.Accepted, rej)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%d\t%d\t%s\t%s\n", p.Address, p.ASN, p.State, since, p.EndOfRIB, p.Received, p.Accepted, verdictsSent(p.Verdicts), rej)
 	}
 	if len(peers) == 0 {
 		fmt.Fprintf(tw, "(no peers yet)\n")

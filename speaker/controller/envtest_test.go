@@ -50,7 +50,19 @@ type speakerFixture struct {
 	stopped chan struct{}
 }
 
+// fixtureHooks let a test see inside the speaker it starts: wrap the
+// reconciler's API client and its Speaker (e.g. to time them).
+type fixtureHooks struct {
+	client  func(client.Client) client.Client
+	speaker func(*bgp.Manager) controller.Speaker
+}
+
 func startSpeaker(t testing.TB, node string) *speakerFixture {
+	t.Helper()
+	return startSpeakerWith(t, node, fixtureHooks{})
+}
+
+func startSpeakerWith(t testing.TB, node string, hooks fixtureHooks) *speakerFixture {
 	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
@@ -73,7 +85,15 @@ func startSpeaker(t testing.TB, node string) *speakerFixture {
 	f := &speakerFixture{mgr: mgr, events: record.NewFakeRecorder(100000), metrics: m, reg: reg, stopped: make(chan struct{})}
 	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
 	f.bgp = bgp.NewManager(log)
-	f.rec = controller.New(mgr.GetClient(), f.bgp, f.events, m, log, controller.Options{
+	c := mgr.GetClient()
+	if hooks.client != nil {
+		c = hooks.client(c)
+	}
+	var sp controller.Speaker = f.bgp
+	if hooks.speaker != nil {
+		sp = hooks.speaker(f.bgp)
+	}
+	f.rec = controller.New(c, sp, f.events, m, log, controller.Options{
 		NodeName: node, ServeServicesWithoutClass: true, ServiceEvents: true,
 	})
 	if err := f.rec.SetupWithManager(mgr); err != nil {

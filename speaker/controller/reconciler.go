@@ -93,8 +93,12 @@ var key = reconcile.Request{NamespacedName: types.NamespacedName{Name: "speaker"
 
 // Reconciler drives one node's announcements.
 type Reconciler struct {
-	Client  client.Client
-	Speaker Speaker
+	Client client.Client
+	// APIReader reads from the apiserver what no cache holds (a Service's
+	// conditions, see verdict.go); nil: Client. SetupWithManager sets the
+	// manager's.
+	APIReader client.Reader
+	Speaker   Speaker
 	// BFD runs the BFD sessions of BGPPeers that enable BFD; nil: none.
 	BFD      BFD
 	Recorder record.EventRecorder
@@ -181,6 +185,9 @@ func (r *Reconciler) Synced() bool { return r.synced.Load() }
 
 // SetupWithManager registers the watches.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{key}
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,6 +65,9 @@ type routerView struct {
 	v      verdict.Verdict
 	// reported: the router sent a verdict on the prefix.
 	reported bool
+	// awaited: it did not, but it sends verdicts on this node's other
+	// prefixes: this one's is on its way (the path was just announced).
+	awaited bool
 }
 
 // routed reports whether the router's kernel has a route for the prefix
@@ -143,8 +147,11 @@ type verdictState struct {
 	gen uint64
 	// verdicts: per peer and prefix, the last verdict an event told.
 	verdicts map[verdictKey]verdict.Verdict
-	// routed: per Service, the condition last written.
+	// routed: per Service, the condition last written or found there.
 	routed map[string]metav1.Condition
+	// rvs: per Service, its resourceVersion after that write or read: the
+	// next write is conditional on it (see writeRouted).
+	rvs map[string]string
 	// dirty: a pass changed paths, or a write failed or was deferred.
 	dirty bool
 }
@@ -165,7 +172,7 @@ func (r *Reconciler) reportVerdicts(ctx context.Context, configs []bgp.PeerConfi
 	}
 	st.gen, st.dirty = gen, false
 	if st.routed == nil {
-		st.routed, st.verdicts = map[string]metav1.Condition{}, map[verdictKey]verdict.Verdict{}
+		st.routed, st.rvs, st.verdicts = map[string]metav1.Condition{}, map[string]string{}, map[verdictKey]verdict.Verdict{}
 	}
 	views := map[string][]routerView{}
 	seen := map[verdictKey]bool{}
@@ -176,7 +183,8 @@ func (r *Reconciler) reportVerdicts(ctx context.Context, configs []bgp.PeerConfi
 		for _, a := range src.Announced(pc.Name) {
 			v, reported := vs[a.Prefix]
 			for _, svc := range a.Services {
-				views[svc] = append(views[svc], routerView{router: pc.Address, prefix: a.Prefix, v: v, reported: reported})
+				views[svc] = append(views[svc], routerView{router: pc.Address, prefix: a.Prefix, v: v, reported: reported,
+					awaited: !reported && len(vs) > 0})
 			}
 			if !reported {
 				continue
@@ -193,7 +201,7 @@ func (r *Reconciler) reportVerdicts(ctx context.Context, configs []bgp.PeerConfi
 				continue
 			}
 			st.verdicts[k] = v
-			if events < MaxServiceEventsPerPass {
+			if events < MaxServiceEventsPerPass && nodeSpecific(v) {
 				events += r.verdictEvent(pc, a, v)
 			}
 		}
@@ -210,10 +218,19 @@ func (r *Reconciler) reportVerdicts(ctx context.Context, configs []bgp.PeerConfi
 	if events >= MaxServiceEventsPerPass {
 		log.Info("many router verdicts changed at once; no further events this pass", "maxServiceEventsPerPass", MaxServiceEventsPerPass)
 	}
-	return r.writeConditions(ctx, views, log)
+	return r.writeConditions(ctx, views, events, log)
 }
 
-// verdictEvent emits the event of a changed verdict on each Service of a.
+// nodeSpecific reports whether a verdict says something about this node's
+// path that the Service's condition does not: the router rejected it but
+// routes the prefix through other nodes. Only this node's speaker knows
+// it, so its event is not repeated by the others.
+func nodeSpecific(v verdict.Verdict) bool {
+	return v.State == verdict.Rejected && v.Width > 0
+}
+
+// verdictEvent emits the event of a changed node-specific verdict on each
+// Service of a.
 func (r *Reconciler) verdictEvent(pc bgp.PeerConfig, a model.Advertisement, v verdict.Verdict) int {
 	if r.Recorder == nil {
 		return 0
@@ -236,20 +253,54 @@ func (r *Reconciler) verdictEvent(pc bgp.PeerConfig, a model.Advertisement, v ve
 }
 
 // writeConditions writes the changed conditions, at most
-// MaxConditionWritesPerPass.
-func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]routerView, log logr.Logger) (time.Duration, error) {
+// MaxConditionWritesPerPass, and emits one event per condition a write
+// changed (events: how many the pass emitted already).
+//
+// Every node that announces a Service decides the same condition, so each
+// write is conditional: on the resourceVersion this node last wrote or
+// read, and when another write came between (a conflict), on what the
+// Service says now: a node finds the condition another node already wrote
+// and neither writes it again nor repeats its event. N nodes that hear the
+// same verdict at once thus make one write and one event.
+//
+// A Service this node wrote a condition on and no longer announces is left
+// to the nodes that still do, unless none can: when it has no usable
+// endpoint anywhere or bgplb no longer handles it (not a LoadBalancer
+// Service of bgplb, or no address), the condition says False,
+// NotAnnounced.
+func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]routerView, events int, log logr.Logger) (time.Duration, error) {
 	st := &r.verdicts
-	for svc := range st.routed {
-		if _, ok := views[svc]; !ok {
-			delete(st.routed, svc) // no longer announced here: left to the nodes that do
+	want := map[string]metav1.Condition{}
+	for svc, vs := range views {
+		// A router that reports and has not yet told about a new path
+		// will: writing NotReported meanwhile would flap the condition
+		// (and tell an event) on every new Service.
+		if !slices.ContainsFunc(vs, func(v routerView) bool { return v.awaited }) {
+			want[svc] = routedCondition(vs)
 		}
+	}
+	for svc := range st.routed {
+		if _, ok := views[svc]; ok {
+			continue // decided above (or awaiting a verdict)
+		}
+		if why := r.announcedNowhere(svc); why != "" {
+			want[svc] = metav1.Condition{Type: v1.ServiceConditionRouted, Status: metav1.ConditionFalse,
+				Reason: v1.RoutedReasonNotAnnounced, Message: why}
+			continue
+		}
+		delete(st.routed, svc) // no longer announced here: left to the nodes that do
+		delete(st.rvs, svc)
 	}
 	writes := 0
 	var errs []error
-	for _, svc := range slices.Sorted(maps.Keys(views)) {
-		c := routedCondition(views[svc])
+	for _, svc := range slices.Sorted(maps.Keys(want)) {
+		c := want[svc]
 		old, ok := st.routed[svc]
-		if ok && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message {
+		if ok && sameCondition(old, c) {
+			if c.Reason == v1.RoutedReasonNotAnnounced {
+				delete(st.routed, svc) // said; nothing more to do here
+				delete(st.rvs, svc)
+			}
 			continue
 		}
 		if writes >= MaxConditionWritesPerPass {
@@ -261,13 +312,16 @@ func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]rou
 			c.LastTransitionTime = old.LastTransitionTime
 		}
 		writes++
-		if err := r.patchRouted(ctx, svc, c); err != nil {
+		changed, err := r.writeRouted(ctx, svc, c)
+		if err != nil {
 			st.dirty = true
 			errs = append(errs, err)
 			continue
 		}
-		st.routed[svc] = c
-		log.V(1).Info("service routed condition", "service", svc, "status", c.Status, "reason", c.Reason, "message", c.Message)
+		if changed && events < MaxServiceEventsPerPass {
+			events += r.conditionEvent(svc, c)
+		}
+		log.V(1).Info("service routed condition", "service", svc, "status", c.Status, "reason", c.Reason, "message", c.Message, "written", changed)
 	}
 	if len(errs) > 0 {
 		return 0, fmt.Errorf("write %s conditions: %w", v1.ServiceConditionRouted, errs[0])
@@ -275,23 +329,123 @@ func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]rou
 	return 0, nil
 }
 
+// sameCondition compares what a condition says (not when).
+func sameCondition(a, b metav1.Condition) bool {
+	return a.Status == b.Status && a.Reason == b.Reason && a.Message == b.Message
+}
+
+// announcedNowhere says why no node announces Service svc, or "" when some
+// node may (this node cannot tell: its endpoints and peers are its own).
+func (r *Reconciler) announcedNowhere(svc string) string {
+	s, ok := r.store.service(svc)
+	switch {
+	case !ok:
+		return "no node announces it: bgplb does not handle it (not a LoadBalancer Service of bgplb, or no address)"
+	case !slices.ContainsFunc(s.Endpoints, model.Endpoint.Usable):
+		return "no node announces it: no usable endpoint"
+	}
+	return ""
+}
+
+// maxConditionConflicts bounds the conditional writes of one condition in
+// one pass; the next pass retries.
+const maxConditionConflicts = 3
+
+// writeRouted sets condition c on Service svc unless the Service already
+// says the same, and reports whether it changed the Service. The write is
+// conditional on the resourceVersion this node last saw; on a conflict it
+// reads the Service (from the apiserver: the speaker has no Service cache)
+// and decides again.
+func (r *Reconciler) writeRouted(ctx context.Context, svc string, c metav1.Condition) (bool, error) {
+	st := &r.verdicts
+	rv := st.rvs[svc]
+	for range maxConditionConflicts {
+		if rv == "" {
+			cur, curRV, err := r.readRouted(ctx, svc)
+			if apierrors.IsNotFound(err) {
+				return false, nil // deleted meanwhile
+			}
+			if err != nil {
+				return false, err
+			}
+			if cur != nil && sameCondition(*cur, c) {
+				st.routed[svc], st.rvs[svc] = *cur, curRV
+				return false, nil
+			}
+			if cur != nil && cur.Status == c.Status {
+				c.LastTransitionTime = cur.LastTransitionTime
+			}
+			rv = curRV
+		}
+		newRV, err := r.patchRouted(ctx, svc, c, rv)
+		switch {
+		case apierrors.IsConflict(err):
+			rv = ""
+			continue
+		case apierrors.IsNotFound(err):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		st.routed[svc], st.rvs[svc] = c, newRV
+		return true, nil
+	}
+	delete(st.rvs, svc)
+	return false, fmt.Errorf("patch service %s status: %d conflicts in a row", svc, maxConditionConflicts)
+}
+
+// readRouted reads Service svc's Routed condition and resourceVersion.
+func (r *Reconciler) readRouted(ctx context.Context, svc string) (*metav1.Condition, string, error) {
+	ns, name, _ := strings.Cut(svc, "/")
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	s := &corev1.Service{}
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		return nil, "", err
+	}
+	return meta.FindStatusCondition(s.Status.Conditions, v1.ServiceConditionRouted), s.ResourceVersion, nil
+}
+
+// conditionEvent emits the event of a condition this node's write changed.
+func (r *Reconciler) conditionEvent(svc string, c metav1.Condition) int {
+	if r.Recorder == nil {
+		return 0
+	}
+	obj := r.store.eventObject(svc)
+	if obj == nil {
+		ns, name, _ := strings.Cut(svc, "/")
+		obj = &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
+	// RouteInstalled, RouteRejected, RoutePending, RouteNotReported,
+	// RouteNotAnnounced.
+	typ := corev1.EventTypeNormal
+	if c.Reason == v1.RoutedReasonRejected {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Event(obj, typ, "Route"+c.Reason, c.Message)
+	return 1
+}
+
 // patchRouted sets the condition on the Service with a strategic merge
-// patch of status.conditions (merged by type): the Service's other
-// conditions are not touched, and no read is needed.
-func (r *Reconciler) patchRouted(ctx context.Context, key string, c metav1.Condition) error {
+// patch of status.conditions (merged by type: the Service's other
+// conditions are not touched), conditional on resourceVersion rv, and
+// returns the new resourceVersion.
+func (r *Reconciler) patchRouted(ctx context.Context, key string, c metav1.Condition, rv string) (string, error) {
 	ns, name, _ := strings.Cut(key, "/")
-	data, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []metav1.Condition{c}}})
+	data, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": rv},
+		"status":   map[string]any{"conditions": []metav1.Condition{c}},
+	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	if err := r.Client.Status().Patch(ctx, svc, client.RawPatch(types.StrategicMergePatchType, data)); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil // deleted meanwhile
-		}
-		return fmt.Errorf("patch service %s status: %w", key, err)
+		return "", fmt.Errorf("patch service %s status: %w", key, err)
 	}
-	return nil
+	return svc.ResourceVersion, nil
 }
 
 func ptrInt32(n int) *int32 {

@@ -36,6 +36,9 @@ type Config struct {
 	// eBGP only, as GoBGP's API sets a TTL through ebgp-multihop): 254
 	// plays a host one hop further away.
 	TTL uint8
+	// AddPathReceive negotiates ADD-PATH receive, as bgplb-speaker does:
+	// the router agent then sends it its verdicts (docs/verdict.md).
+	AddPathReceive bool
 }
 
 // Speaker is a running test speaker.
@@ -87,6 +90,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		AfiSafis: []*api.AfiSafi{{
 			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: cfg.GracefulRestart}},
+			AddPaths:          addPaths(cfg.AddPathReceive),
 		}},
 	}})
 	if err != nil {
@@ -94,6 +98,13 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		return nil, fmt.Errorf("add peer: %w", err)
 	}
 	return &Speaker{srv: srv, cfg: cfg}, nil
+}
+
+func addPaths(receive bool) *api.AddPaths {
+	if !receive {
+		return nil
+	}
+	return &api.AddPaths{Config: &api.AddPathsConfig{Receive: true}}
 }
 
 func (s *Speaker) path(prefix netip.Prefix, nextHop netip.Addr, communities ...uint32) (*api.Path, error) {

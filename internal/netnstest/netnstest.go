@@ -8,9 +8,11 @@
 package netnstest
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -251,4 +253,39 @@ func LinkLocal(ns *NS, dev string) string {
 	}
 	ns.t.Fatalf("no link-local address on %s in %s", dev, ns.Name)
 	return ""
+}
+
+// ServeName listens on addr (TCP) in ns and answers every line on every
+// connection with name and a newline, until the test ends: which host
+// served a connection, for tests that follow where connections go.
+func ServeName(t testing.TB, ns *NS, addr, name string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadString('\n'); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(name + "\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
 }

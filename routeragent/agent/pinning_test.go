@@ -211,40 +211,6 @@ func TestAnnouncedOf(t *testing.T) {
 	}
 }
 
-// pinServe answers every line with name on each connection to addr, in ns,
-// until the test ends.
-func pinServe(t *testing.T, ns *netnstest.NS, addr, name string) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					if _, err := r.ReadString('\n'); err != nil {
-						return
-					}
-					if _, err := c.Write([]byte(name + "\n")); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-}
-
 // pinAsk sends a line on c and returns the answering node's name.
 func pinAsk(c net.Conn, r *bufio.Reader) (string, error) {
 	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
@@ -271,7 +237,7 @@ func TestPinningLab(t *testing.T) {
 	addr := net.JoinHostPort(vip, port)
 	for i, ns := range []*netnstest.NS{s1ns, s2ns} {
 		ns.Exec("ip", "addr", "add", vip+"/32", "dev", "lo")
-		pinServe(t, ns, addr, fmt.Sprintf("s%d", i+1))
+		netnstest.ServeName(t, ns, addr, fmt.Sprintf("s%d", i+1))
 	}
 	client.Exec("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0", "net.ipv4.conf.eth0.accept_redirects=0")
 	client.Exec("ip", "route", "add", vip, "via", "192.168.2.1")

@@ -82,43 +82,10 @@ func newPinLab(t *testing.T, f pinFamily, sym bool) *pinLab {
 			node.Exec("ip", ip, "route", "add", bare(f.addr(9)), "via", bare(f.addr(1)))
 		}
 		node.Exec("ip", "addr", "add", f.service+"/"+fmt.Sprint(nh.BitLen()), "dev", "lo")
-		serve(t, node, net.JoinHostPort(f.service, fmt.Sprint(pinPort)), name)
+		netnstest.ServeName(t, node, net.JoinHostPort(f.service, fmt.Sprint(pinPort)), name)
 	}
 	router.Exec("ip", ip, "route", "add", f.service, "nexthop", "via", f.node1.String(), "nexthop", "via", f.node2.String())
 	return &pinLab{client: client, router: router, fam: f}
-}
-
-// serve answers each line with name, on every connection, until the test ends.
-func serve(t *testing.T, ns *netnstest.NS, addr, name string) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					if _, err := r.ReadString('\n'); err != nil {
-						return
-					}
-					if _, err := c.Write([]byte(name + "\n")); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
 }
 
 // conn is one client connection kept open.

@@ -275,7 +275,7 @@ func ServeName(t testing.TB, ns *NS, addr, name string) {
 				return
 			}
 			go func() {
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				r := bufio.NewReader(c)
 				for {
 					if _, err := r.ReadString('\n'); err != nil {

@@ -48,6 +48,7 @@ protocol bgp speakers {
   local 192.168.2.1 as 64500;
   neighbor range 192.168.2.0/24 as 64512;
   hold time 9;
+  ttl security yes; # GTSM, as the speakers (and the agent) use it
   ipv4 { import all; export none; };
 }
 `

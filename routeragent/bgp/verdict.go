@@ -50,15 +50,21 @@ type VerdictPath struct {
 	Verdict verdict.Verdict
 }
 
+// wantedVerdict is the verdict to report to one peer on one prefix.
 type wantedVerdict struct {
-	v   verdict.Verdict
-	gen uint64
+	peer netip.Addr
+	v    verdict.Verdict
+	gen  uint64
 }
 
 // get returns the wanted verdict of k. e.mu held.
 func (e *verdictExport) get(k verdictKey) (verdict.Verdict, bool) {
-	w, ok := e.want[k.prefix][k.peer]
-	return w.v, ok
+	for _, w := range e.want[k.prefix] {
+		if w.peer == k.peer {
+			return w.v, true
+		}
+	}
+	return verdict.Verdict{}, false
 }
 
 type verdictKey struct {
@@ -70,10 +76,13 @@ type verdictKey struct {
 // the exported ones (owned by the export goroutine).
 type verdictExport struct {
 	mu sync.Mutex
-	// want: the verdicts to report, by prefix then peer (an incremental
-	// pass touches its prefixes only), each marked with the generation of
-	// the last SetVerdicts that wanted it.
-	want  map[netip.Prefix]map[netip.Addr]wantedVerdict
+	// want: the verdicts to report, by prefix (an incremental pass
+	// touches its prefixes only), one per peer that sent a path for it,
+	// each marked with the generation of the last SetVerdicts that wanted
+	// it. A slice, not a map per prefix: a prefix has a few peers, and a
+	// map of one entry cost about 400 bytes for each of 100,000 prefixes
+	// (issue 20).
+	want  map[netip.Prefix][]wantedVerdict
 	gen   uint64
 	dirty map[verdictKey]struct{}
 	kick  chan struct{}
@@ -87,7 +96,7 @@ type verdictExport struct {
 }
 
 func newVerdictExport() *verdictExport {
-	return &verdictExport{want: map[netip.Prefix]map[netip.Addr]wantedVerdict{}, dirty: map[verdictKey]struct{}{},
+	return &verdictExport{want: map[netip.Prefix][]wantedVerdict{}, dirty: map[verdictKey]struct{}{},
 		kick: make(chan struct{}, 1), sent: map[verdictKey]verdict.Verdict{}, perPeer: map[netip.Addr]int{},
 		tags: map[netip.Addr]uint32{}}
 }
@@ -112,35 +121,39 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 	e.gen++
 	for _, v := range vs {
 		k := verdictKey{v.Peer.Unmap(), v.Prefix}
-		m := e.want[k.prefix]
-		if m == nil {
-			m = map[netip.Addr]wantedVerdict{}
-			e.want[k.prefix] = m
-		}
-		if old, ok := m[k.peer]; !ok || old.v != v.Verdict {
+		ws := e.want[k.prefix]
+		i := slices.IndexFunc(ws, func(w wantedVerdict) bool { return w.peer == k.peer })
+		if i < 0 || ws[i].v != v.Verdict {
 			e.dirty[k] = struct{}{}
 		}
-		m[k.peer] = wantedVerdict{v: v.Verdict, gen: e.gen}
-	}
-	drop := func(pfx netip.Prefix, m map[netip.Addr]wantedVerdict) {
-		for peer, w := range m {
-			if w.gen != e.gen {
-				delete(m, peer)
-				e.dirty[verdictKey{peer, pfx}] = struct{}{}
-			}
+		if i < 0 {
+			e.want[k.prefix] = append(ws, wantedVerdict{peer: k.peer, v: v.Verdict, gen: e.gen})
+			continue
 		}
-		if len(m) == 0 {
+		ws[i].v, ws[i].gen = v.Verdict, e.gen
+	}
+	drop := func(pfx netip.Prefix, ws []wantedVerdict) {
+		kept := slices.DeleteFunc(ws, func(w wantedVerdict) bool {
+			if w.gen != e.gen {
+				e.dirty[verdictKey{w.peer, pfx}] = struct{}{}
+				return true
+			}
+			return false
+		})
+		if len(kept) == 0 {
 			delete(e.want, pfx)
+		} else if len(kept) != len(ws) {
+			e.want[pfx] = kept
 		}
 	}
 	if full {
-		for pfx, m := range e.want {
-			drop(pfx, m)
+		for pfx, ws := range e.want {
+			drop(pfx, ws)
 		}
 	} else {
 		for _, pfx := range prefixes {
-			if m := e.want[pfx]; m != nil {
-				drop(pfx, m)
+			if ws := e.want[pfx]; ws != nil {
+				drop(pfx, ws)
 			}
 		}
 	}
@@ -463,8 +476,8 @@ func (s *Speaker) learnAddPath(peer netip.Addr) {
 	}
 	e := s.verdicts
 	e.mu.Lock()
-	for pfx, m := range e.want {
-		if _, ok := m[peer]; ok {
+	for pfx, ws := range e.want {
+		if slices.ContainsFunc(ws, func(w wantedVerdict) bool { return w.peer == peer }) {
 			e.dirty[verdictKey{peer, pfx}] = struct{}{}
 		}
 	}

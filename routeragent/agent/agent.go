@@ -155,6 +155,7 @@ type Agent struct {
 	retryDelay    time.Duration
 	release       *time.Timer
 	churn         int            // route changes since the heap was last released
+	resyncLater   bool           // the periodic full pass waits for a bulk's end (deferResync)
 	maxPfx        maxPrefixState // guarded by mu for its counters
 	traces        traceLog       // verdicts of `trace`, own lock
 	// rejectedBefore: the rejections of the last pass (logged once each).
@@ -361,7 +362,9 @@ func (a *Agent) loop(ctx context.Context, cfg *config.Config) error {
 		case <-a.resync:
 			a.resyncAll(ctx)
 		case <-resync.C:
-			a.resyncAll(ctx)
+			if !a.deferResync() {
+				a.resyncAll(ctx)
+			}
 		case <-staleTimer:
 			staleTimer = nil
 			a.reconcile(ctx, false)
@@ -373,6 +376,9 @@ func (a *Agent) loop(ctx context.Context, cfg *config.Config) error {
 			a.reconcile(ctx, false)
 		case <-a.release.C:
 			a.releaseHeap()
+			if a.resyncLater {
+				a.resyncAll(ctx)
+			}
 		case nc := <-a.reload:
 			a.reloadNow(ctx, nc, resync)
 		}
@@ -382,6 +388,7 @@ func (a *Agent) loop(ctx context.Context, cfg *config.Config) error {
 // resyncAll re-reads the LAN, re-applies the sysctls (an interface may
 // have reappeared) and makes a full pass.
 func (a *Agent) resyncAll(ctx context.Context) {
+	a.resyncLater = false
 	a.refreshLAN()
 	a.applySysctl()
 	a.reconcile(ctx, true)

@@ -48,6 +48,7 @@ protocol bgp speakers {
   local 192.168.2.1 as 64500;
   neighbor range 192.168.2.0/24 as 64512;
   hold time 9;
+  ttl security yes; # GTSM, as the speakers (and the agent) use it
   ipv4 { import all; export none; };
 }
 `
@@ -375,9 +376,24 @@ func runBulk(b *testing.B, c bulkCase, r benchRouter) bulkResult {
 		// The agent writes its CPU profile when it stops (SIGTERM), not
 		// when the cleanup kills it.
 		_ = unix.Kill(pids[0], unix.SIGTERM)
-		time.Sleep(2 * time.Second)
+		exited(pids[0], 30*time.Second) // stopping GoBGP with 100,000 paths takes seconds
 	}
 	return res
+}
+
+// exited waits until process pid has exited (a zombie until its parent
+// reaps it) or the time is up.
+func exited(pid int, within time.Duration) {
+	for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		bs, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		if i := strings.LastIndexByte(string(bs), ')'); i > 0 && i+2 < len(bs) && bs[i+2] == 'Z' {
+			return
+		}
+	}
 }
 
 func nextHops(rt netlink.Route) int {

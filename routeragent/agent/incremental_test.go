@@ -110,3 +110,20 @@ func TestDecidePrefixes(t *testing.T) {
 		t.Errorf("decidePrefixes (-want +got):\n%s", d)
 	}
 }
+
+// TestDeferResync: the periodic full pass waits while a bulk of route
+// changes arrives (then the heap release runs it), but one interval at
+// most; without a bulk it runs at once.
+func TestDeferResync(t *testing.T) {
+	a := &Agent{}
+	if a.deferResync() {
+		t.Fatal("deferred without a bulk")
+	}
+	a.churn = releaseAfterChanges
+	if !a.deferResync() || !a.resyncLater {
+		t.Fatal("not deferred during a bulk")
+	}
+	if a.deferResync() {
+		t.Fatal("deferred a second interval: a constant bulk would never get its full pass")
+	}
+}

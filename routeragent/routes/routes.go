@@ -490,28 +490,54 @@ func withoutPrefixes(ops, done []Op) []Op {
 // although the cache said it was free, and mayReread allows it, it re-reads
 // the table, settles that prefix against what it found, and stops: done is
 // the number of ops handled and reread says the rest must be planned again.
+//
+// With nexthop groups, consecutive adds and replaces go to the kernel in
+// batches (routeBatch): their groups are made first, one by one, and their
+// routes sent together. The ops of a batch that follow an EEXIST were
+// carried out too; the re-read table tells what became of them.
 func (r *Reconciler) apply(ops []Op, mayReread bool, res *Result) (done int, reread bool) {
 	var plan groupPlan
 	if r.mode == ModeResilient && r.gs != nil {
 		plan = planGroups(ops, r.gs, func(op Op) []hop { return hopsOf(op.NextHops, r.want(op.Prefix, op.NextHops)) })
 	}
+	var b routeBatch
 	for i, op := range ops {
+		if op.Kind != OpAdd && op.Kind != OpReplace || r.mode != ModeResilient || r.gs == nil {
+			// Anything else in order: the batch first.
+			if done, reread := r.flush(&b, mayReread, res); reread {
+				return done, true
+			}
+		}
 		switch op.Kind {
 		case OpConflict:
 			res.Conflicts = append(res.Conflicts, conflict(op.Prefix, r.foreign[op.Prefix]))
-		case OpReplace:
-			if err := r.program(false, op, plan); err != nil {
-				res.Errors = append(res.Errors, PrefixError{Prefix: op.Prefix, Err: fmt.Sprintf("replace: %v", err)})
-				continue
+		case OpReplace, OpAdd:
+			add := op.Kind == OpAdd
+			if r.mode == ModeResilient && r.gs != nil {
+				err := r.queue(&b, i, add, op, plan)
+				if err == nil {
+					if len(b.reqs) >= routeBatchMax {
+						if done, reread := r.flush(&b, mayReread, res); reread {
+							return done, true
+						}
+					}
+					continue
+				}
+				if r.mode == ModeResilient {
+					r.failed(add, op, err, res)
+					continue
+				}
+				// Fell back to plain routes: this one as such, after the batch.
+				if done, reread := r.flush(&b, mayReread, res); reread {
+					return done, true
+				}
 			}
-			res.Replaced++
-		case OpAdd:
-			err := r.program(true, op, plan)
-			if errors.Is(err, syscall.EEXIST) && mayReread {
+			err := r.program(add, op, plan)
+			if add && errors.Is(err, syscall.EEXIST) && mayReread {
 				r.settleTaken(op, res)
 				return i + 1, true
 			}
-			r.added(op, err, res)
+			r.settled(add, op, err, res)
 		case OpDelete:
 			rt := r.route(op.Prefix, op.NextHops)
 			if r.gs != nil && r.gs.route[op.Prefix] != 0 {
@@ -530,7 +556,83 @@ func (r *Reconciler) apply(ops []Op, mayReread bool, res *Result) (done int, rer
 			res.Deleted++
 		}
 	}
+	if done, reread := r.flush(&b, mayReread, res); reread {
+		return done, true
+	}
 	return len(ops), false
+}
+
+// routeBatch is the routes through nexthop groups apply has queued and not
+// yet sent, with what to record for each once it succeeds.
+type routeBatch struct {
+	reqs []RouteNexthop
+	ops  []batchedOp
+}
+
+type batchedOp struct {
+	index int // in apply's ops
+	op    Op
+	w     []uint16
+}
+
+// queue makes (or finds) the group op's route needs and queues the route.
+// An error is the group's; after a fall-back to plain routes (r.mode
+// changed) the caller programs op itself.
+func (r *Reconciler) queue(b *routeBatch, i int, add bool, op Op, plan groupPlan) error {
+	w := r.want(op.Prefix, op.NextHops)
+	id, err := r.groupFor(op.Prefix, hopsOf(op.NextHops, w), plan)
+	if err != nil {
+		r.fallBack(err)
+		return err
+	}
+	b.reqs = append(b.reqs, RouteNexthop{Add: add, Prefix: op.Prefix, Table: r.cfg.Table,
+		Metric: r.metric(op.Prefix.Addr()), Proto: r.cfg.Protocol, ID: id})
+	b.ops = append(b.ops, batchedOp{index: i, op: op, w: w})
+	return nil
+}
+
+// flush sends the queued routes and records their outcomes, in order, as
+// apply would have one by one (see apply for an EEXIST).
+func (r *Reconciler) flush(b *routeBatch, mayReread bool, res *Result) (done int, reread bool) {
+	if len(b.reqs) == 0 {
+		return 0, false
+	}
+	errs := r.nk.SetRouteNexthops(b.reqs)
+	reqs, ops := b.reqs, b.ops
+	b.reqs, b.ops = b.reqs[:0], b.ops[:0]
+	for j, bo := range ops {
+		add, err := reqs[j].Add, errs[j]
+		if add && errors.Is(err, syscall.EEXIST) && mayReread {
+			r.settleTaken(bo.op, res)
+			return bo.index + 1, true
+		}
+		if err == nil {
+			r.record(bo.op, bo.w, reqs[j].ID)
+		}
+		r.settled(add, bo.op, err, res)
+	}
+	return 0, false
+}
+
+// settled counts the outcome of an add or replace (a success is recorded).
+func (r *Reconciler) settled(add bool, op Op, err error, res *Result) {
+	switch {
+	case add:
+		r.added(op, err, res)
+	case err != nil:
+		r.failed(false, op, err, res)
+	default:
+		res.Replaced++
+	}
+}
+
+// failed counts an add or replace that could not be made.
+func (r *Reconciler) failed(add bool, op Op, err error, res *Result) {
+	if add {
+		r.added(op, err, res)
+		return
+	}
+	res.Errors = append(res.Errors, PrefixError{Prefix: op.Prefix, Err: fmt.Sprintf("replace: %v", err)})
 }
 
 // want is the weights prefix pfx with next hops nhs should have.
@@ -578,10 +680,16 @@ func (r *Reconciler) program(add bool, op Op, plan groupPlan) error {
 			return err
 		}
 	}
+	r.record(op, w, gid)
+	return nil
+}
+
+// record notes that op's route is in the kernel with weights w, through
+// group gid (0: a plain route).
+func (r *Reconciler) record(op Op, w []uint16, gid uint32) {
 	r.ours[op.Prefix] = slices.Clone(op.NextHops)
 	r.oursW[op.Prefix] = w
 	r.useGroup(op.Prefix, gid)
-	return nil
 }
 
 // weighted puts weights w (nil: equal) on a multipath route.

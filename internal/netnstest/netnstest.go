@@ -289,3 +289,70 @@ func ServeName(t testing.TB, ns *NS, addr, name string) {
 		}
 	}()
 }
+
+// ServePing listens on addr (TCP) in ns until the test ends and answers a
+// connection's first line "ping" with "pong"; other, when not nil, gets
+// the connection and any other first line (a benchmark's bulk request).
+func ServePing(t testing.TB, ns *NS, addr string, other func(c net.Conn, line string)) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				l, err := bufio.NewReader(c).ReadString('\n')
+				switch {
+				case err != nil:
+				case l == "ping\n":
+					_, _ = c.Write([]byte("pong\n"))
+				case other != nil:
+					other(c, l)
+				}
+			}()
+		}
+	}()
+}
+
+// Ping connects from ns to dst (from source address src unless empty),
+// sends "ping" and waits for ServePing's "pong", 2 s each. Only the reply
+// proves the path: a client whose ACKs are dropped still "connects" when
+// the SYN-ACK reaches it directly from the node.
+func Ping(ns *NS, src, dst string) error {
+	return ns.Do(func() error {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		if src != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+		}
+		c, err := d.Dial("tcp", dst)
+		if err != nil {
+			return fmt.Errorf("dial: %w", err)
+		}
+		defer func() { _ = c.Close() }()
+		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("read reply: %w", err)
+		}
+		if reply != "pong\n" {
+			return fmt.Errorf("reply %q", reply)
+		}
+		return nil
+	})
+}

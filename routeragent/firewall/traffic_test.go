@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/routeragent/sysctl"
@@ -46,30 +44,7 @@ func icmpOutRedirects(t *testing.T, ns *netnstest.NS) int {
 // service and does one request/response. A connection whose client ACKs
 // are dropped still "connects" on the client side (the SYN-ACK came
 // straight from the node), so only a reply proves the path works.
-func exchange(client *netnstest.NS, src, dst string) error {
-	return client.Do(func() error {
-		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", dst)
-		if err != nil {
-			return fmt.Errorf("dial: %w", err)
-		}
-		defer c.Close()
-		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-			return err
-		}
-		if _, err := c.Write([]byte("ping\n")); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		reply, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("read reply: %w", err)
-		}
-		if reply != "pong\n" {
-			return fmt.Errorf("reply %q", reply)
-		}
-		return nil
-	})
-}
+func exchange(client *netnstest.NS, src, dst string) error { return netnstest.Ping(client, src, dst) }
 
 // seedService is the service address of the seed lab.
 const seedService = "192.168.254.1:3142"
@@ -98,31 +73,8 @@ func seedLab(t *testing.T) (client, router *netnstest.NS) {
 	router.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	router.Exec("ip", "route", "add", "192.168.254.1/32", "via", "192.168.2.20")
 
-	// The service: a tiny TCP responder in the node namespace.
-	var ln net.Listener
-	if err := node.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", seedService)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if l, err := bufio.NewReader(c).ReadString('\n'); err == nil && l == "ping\n" {
-					_, _ = c.Write([]byte("pong\n"))
-				}
-			}()
-		}
-	}()
+	// The service: a ping/pong responder in the node namespace.
+	netnstest.ServePing(t, node, seedService, nil)
 	return client, router
 }
 

@@ -1,13 +1,11 @@
 package firewall
 
 import (
-	"bufio"
 	"errors"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -32,35 +30,6 @@ func icmp6OutRedirects(t *testing.T, ns *netnstest.NS) int {
 	}
 	t.Fatal("no Icmp6OutRedirects in /proc/net/snmp6")
 	return 0
-}
-
-// serve runs the ping/pong responder on addr in ns until the test ends.
-func serve(t *testing.T, ns *netnstest.NS, addr string) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if l, err := bufio.NewReader(c).ReadString('\n'); err == nil && l == "ping\n" {
-					_, _ = c.Write([]byte("pong\n"))
-				}
-			}()
-		}
-	}()
 }
 
 // seedLabV6 is seedLab over IPv6: client, router and node on one L2, the
@@ -99,8 +68,8 @@ func seedLabV6(t *testing.T) (client, router *netnstest.NS) {
 	for _, s := range []string{"2001:db8:254::1/128", "2001:db8:254::2/128"} {
 		router.Exec("ip", "-6", "route", "add", s, "via", nodeLL, "dev", "lan0")
 	}
-	serve(t, node, "[2001:db8:254::1]:3142")
-	serve(t, node, "[2001:db8:254::2]:3142")
+	netnstest.ServePing(t, node, "[2001:db8:254::1]:3142", nil)
+	netnstest.ServePing(t, node, "[2001:db8:254::2]:3142", nil)
 	return client, router
 }
 

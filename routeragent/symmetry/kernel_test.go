@@ -1,10 +1,8 @@
 package symmetry_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -94,36 +92,8 @@ func newLab(t *testing.T, fw string) *lab {
 	default:
 		t.Fatalf("unknown firewall %q", fw)
 	}
-	serve(t, l.node, service)
+	netnstest.ServePing(t, l.node, service, nil)
 	return l
-}
-
-// serve runs a ping/pong TCP responder on the service address in ns.
-func serve(t *testing.T, ns *netnstest.NS, addr string) {
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if l, err := bufio.NewReader(c).ReadString('\n'); err == nil && l == "ping\n" {
-					_, _ = c.Write([]byte("pong\n"))
-				}
-			}()
-		}
-	}()
 }
 
 // exchange does one request/response from src to the service; only a
@@ -131,30 +101,7 @@ func serve(t *testing.T, ns *netnstest.NS, addr string) {
 // comes straight from the node).
 func exchange(client *netnstest.NS, src string) error { return exchangeTo(client, src, service) }
 
-func exchangeTo(client *netnstest.NS, src, dst string) error {
-	return client.Do(func() error {
-		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", dst)
-		if err != nil {
-			return fmt.Errorf("dial: %w", err)
-		}
-		defer c.Close()
-		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-			return err
-		}
-		if _, err := c.Write([]byte("ping\n")); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		reply, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("read reply: %w", err)
-		}
-		if reply != "pong\n" {
-			return fmt.Errorf("reply %q", reply)
-		}
-		return nil
-	})
-}
+func exchangeTo(client *netnstest.NS, src, dst string) error { return netnstest.Ping(client, src, dst) }
 
 func manager(t *testing.T, mode config.FirewallMode, subnets ...netip.Prefix) *firewall.Manager {
 	t.Helper()
@@ -406,7 +353,7 @@ func TestKernelVerifyIPv6(t *testing.T) {
 	}
 	l.client.Exec("ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
 	l.router.Exec("ip", "-6", "route", "add", svc6+"/128", "via", node6)
-	serve(t, l.node, "["+svc6+"]:3142")
+	netnstest.ServePing(t, l.node, "["+svc6+"]:3142", nil)
 	subnets6 := []netip.Prefix{netip.MustParsePrefix("2001:db8:254::/64")}
 	hops6 := func(a netip.Addr) []netip.Addr {
 		if a == netip.MustParseAddr(svc6) {

@@ -1,7 +1,6 @@
 package returnpath_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -226,41 +225,16 @@ func newLab(t testing.TB, f family, kubeProxy string) *lab {
 	return l
 }
 
-// serve runs a ping/pong TCP responder in ns.
+// serve runs a ping/pong TCP responder in ns, which also answers the
+// benchmark's "bulk <bytes>" with that many bytes.
 func serve(t testing.TB, ns *netnstest.NS, addr string) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				l, err := bufio.NewReader(c).ReadString('\n')
-				var n int
-				switch {
-				case err != nil:
-				case l == "ping\n":
-					_, _ = c.Write([]byte("pong\n"))
-				case scanBulk(l, &n):
-					// A bulk download for the benchmark: n bytes.
-					_ = c.SetDeadline(time.Now().Add(time.Minute))
-					_, _ = io.CopyN(c, zeros{}, int64(n))
-				}
-			}()
+	netnstest.ServePing(t, ns, addr, func(c net.Conn, l string) {
+		var n int
+		if scanBulk(l, &n) {
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+			_, _ = io.CopyN(c, zeros{}, int64(n))
 		}
-	}()
+	})
 }
 
 // scanBulk parses the benchmark's request, "bulk <bytes>".
@@ -279,30 +253,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // exchange does one request/response: only a reply proves the path (the
 // client "connects" either way, the SYN-ACK comes from the node directly).
-func exchange(client *netnstest.NS, dst string) error {
-	return client.Do(func() error {
-		d := net.Dialer{Timeout: 2 * time.Second}
-		c, err := d.Dial("tcp", dst)
-		if err != nil {
-			return fmt.Errorf("dial: %w", err)
-		}
-		defer c.Close()
-		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-			return err
-		}
-		if _, err := c.Write([]byte("ping\n")); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		reply, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("read reply: %w", err)
-		}
-		if reply != "pong\n" {
-			return fmt.Errorf("reply %q", reply)
-		}
-		return nil
-	})
-}
+func exchange(client *netnstest.NS, dst string) error { return netnstest.Ping(client, "", dst) }
 
 // resolve makes the node talk to the routers once, as its BGP sessions do,
 // so their neighbour entries exist.

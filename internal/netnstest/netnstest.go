@@ -255,10 +255,9 @@ func LinkLocal(ns *NS, dev string) string {
 	return ""
 }
 
-// ServeName listens on addr (TCP) in ns and answers every line on every
-// connection with name and a newline, until the test ends: which host
-// served a connection, for tests that follow where connections go.
-func ServeName(t testing.TB, ns *NS, addr, name string) {
+// serveTCP listens on addr (TCP) in ns until the test ends and runs handle
+// on each connection in a goroutine of its own, closing it after.
+func serveTCP(t testing.TB, ns *NS, addr string, handle func(c net.Conn)) {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) {
@@ -276,18 +275,28 @@ func ServeName(t testing.TB, ns *NS, addr, name string) {
 			}
 			go func() {
 				defer func() { _ = c.Close() }()
-				r := bufio.NewReader(c)
-				for {
-					if _, err := r.ReadString('\n'); err != nil {
-						return
-					}
-					if _, err := c.Write([]byte(name + "\n")); err != nil {
-						return
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
+}
+
+// ServeName listens on addr (TCP) in ns and answers every line on every
+// connection with name and a newline, until the test ends: which host
+// served a connection, for tests that follow where connections go.
+func ServeName(t testing.TB, ns *NS, addr, name string) {
+	t.Helper()
+	serveTCP(t, ns, addr, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+			if _, err := c.Write([]byte(name + "\n")); err != nil {
+				return
+			}
+		}
+	})
 }
 
 // ServePing listens on addr (TCP) in ns until the test ends and answers a
@@ -295,34 +304,17 @@ func ServeName(t testing.TB, ns *NS, addr, name string) {
 // the connection and any other first line (a benchmark's bulk request).
 func ServePing(t testing.TB, ns *NS, addr string, other func(c net.Conn, line string)) {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				l, err := bufio.NewReader(c).ReadString('\n')
-				switch {
-				case err != nil:
-				case l == "ping\n":
-					_, _ = c.Write([]byte("pong\n"))
-				case other != nil:
-					other(c, l)
-				}
-			}()
+	serveTCP(t, ns, addr, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		l, err := bufio.NewReader(c).ReadString('\n')
+		switch {
+		case err != nil:
+		case l == "ping\n":
+			_, _ = c.Write([]byte("pong\n"))
+		case other != nil:
+			other(c, l)
 		}
-	}()
+	})
 }
 
 // Ping connects from ns to dst (from source address src unless empty),

@@ -156,6 +156,14 @@ type verdictState struct {
 	dirty bool
 }
 
+// forget drops what st holds of Service svc: when it was deleted (a
+// Service created again under its name starts afresh), is left to other
+// nodes, or its last condition was said for good.
+func (st *verdictState) forget(svc string) {
+	delete(st.routed, svc)
+	delete(st.rvs, svc)
+}
+
 // reportVerdicts writes the Services' conditions and emits an event per
 // changed verdict. It does the work only when a verdict or an announcement
 // changed since it last did (or a write is still due) and returns how soon
@@ -288,8 +296,7 @@ func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]rou
 				Reason: v1.RoutedReasonNotAnnounced, Message: why}
 			continue
 		}
-		delete(st.routed, svc) // no longer announced here: left to the nodes that do
-		delete(st.rvs, svc)
+		st.forget(svc) // no longer announced here: left to the nodes that do
 	}
 	writes := 0
 	var errs []error
@@ -298,8 +305,7 @@ func (r *Reconciler) writeConditions(ctx context.Context, views map[string][]rou
 		old, ok := st.routed[svc]
 		if ok && sameCondition(old, c) {
 			if c.Reason == v1.RoutedReasonNotAnnounced {
-				delete(st.routed, svc) // said; nothing more to do here
-				delete(st.rvs, svc)
+				st.forget(svc) // said; nothing more to do here
 			}
 			continue
 		}
@@ -363,7 +369,8 @@ func (r *Reconciler) writeRouted(ctx context.Context, svc string, c metav1.Condi
 		if rv == "" {
 			cur, curRV, err := r.readRouted(ctx, svc)
 			if apierrors.IsNotFound(err) {
-				return false, nil // deleted meanwhile
+				st.forget(svc) // deleted meanwhile
+				return false, nil
 			}
 			if err != nil {
 				return false, err
@@ -383,6 +390,7 @@ func (r *Reconciler) writeRouted(ctx context.Context, svc string, c metav1.Condi
 			rv = ""
 			continue
 		case apierrors.IsNotFound(err):
+			st.forget(svc) // deleted: nothing to write, now or later
 			return false, nil
 		case err != nil:
 			return false, err

@@ -291,6 +291,21 @@ func TestRouterVerdictOnService(t *testing.T) {
 		break
 	}
 
+	// A deleted Service is forgotten: the passes after its deletion do
+	// not write its condition again and again (each pass patched every
+	// Service deleted since the speaker started, and kept them all).
+	if err := env.Client.Delete(context.Background(), svc2); err != nil {
+		t.Fatal(err)
+	}
+	for _, later := range []struct{ name, addr string }{{"wide3", "10.1.1.3"}, {"wide4", "10.1.1.4"}} {
+		s := lbService(t, "default", later.name, later.addr, corev1.ServiceExternalTrafficPolicyCluster)
+		endpointSlice(t, s, "node-v", true)
+		waitCondition(t, "default", later.name, v1.RoutedReasonInstalled, "router 127.0.0.1 installed "+later.addr+"/32 via 1 node")
+	}
+	if n := trace.notFoundPatches("default/wide2"); n > 1 {
+		t.Errorf("%d status patches of the deleted Service default/wide2 (at most 1 is in flight when it goes)", n)
+	}
+
 	// The Service loses its address: bgplb no longer handles it.
 	svc := &corev1.Service{}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "wide"}, svc); err != nil {

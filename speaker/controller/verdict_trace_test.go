@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -33,6 +34,9 @@ type stageTrace struct {
 	done   chan struct{}
 	mu     sync.Mutex
 	events []stageEvent
+	// notFound counts, per Service, the status patches that found it
+	// deleted.
+	notFound map[string]int
 }
 
 type stageEvent struct {
@@ -167,7 +171,24 @@ func (w tracedStatus) Patch(ctx context.Context, obj client.Object, patch client
 	sent, done := w.stages(obj)
 	w.trace.mark(sent)
 	defer w.trace.mark(done)
-	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+	err := w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+	if apierrors.IsNotFound(err) {
+		w.trace.mu.Lock()
+		if w.trace.notFound == nil {
+			w.trace.notFound = map[string]int{}
+		}
+		w.trace.notFound[obj.GetNamespace()+"/"+obj.GetName()]++
+		w.trace.mu.Unlock()
+	}
+	return err
+}
+
+// notFoundPatches is how many status patches of Service key found it
+// deleted.
+func (s *stageTrace) notFoundPatches(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.notFound[key]
 }
 
 func (w tracedStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {

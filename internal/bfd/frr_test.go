@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/bgplb/bgplb/internal/frrtest"
 	"github.com/bgplb/bgplb/internal/netnstest"
 )
 
@@ -33,11 +32,7 @@ type frrPeer struct {
 // within the detection time.
 func TestFRRBFDInterop(t *testing.T) {
 	netnstest.RequireRoot(t)
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bfdd", "vtysh"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("FRR is required for this test (apt-get install frr): %v", err)
-		}
-	}
+	frrtest.Require(t, "zebra", "bfdd")
 	r := netnstest.New(t, "bfdfrr")
 	n := netnstest.New(t, "bfdnode")
 	netnstest.Veth(t, r, "eth0", "10.79.0.1/24", n, "eth0", "10.79.0.10/24")
@@ -46,25 +41,9 @@ func TestFRRBFDInterop(t *testing.T) {
 	r4, n4 := netip.MustParseAddr("10.79.0.1"), netip.MustParseAddr("10.79.0.10")
 	r6, n6 := netip.MustParseAddr("fd00:79::1"), netip.MustParseAddr("fd00:79::10")
 
-	// The daemons drop to the frr user: their folder must be reachable, and
-	// t.TempDir's parent is 0700, so make one directly under the temp dir.
-	dir, err := os.MkdirTemp("", "bgplb-bfdd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	zconf := write("zebra.conf", "hostname r\n")
-	bconf := write("bfdd.conf", fmt.Sprintf(`hostname r
+	frr := frrtest.New(t, r, "zebra", "bfdd")
+	frr.Start("zebra", frr.Write("zebra.conf", "hostname r\n"))
+	bconf := frr.Write("bfdd.conf", fmt.Sprintf(`hostname r
 log stdout informational
 !
 bfd
@@ -80,21 +59,13 @@ bfd
  !
 !
 `, n4, r4, n6, r6))
-	zsock := filepath.Join(dir, "zserv.api")
-	r.Start("/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-f", zconf, "-i", filepath.Join(dir, "zebra.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, zsock)
-	startBFDD := func() *exec.Cmd {
-		return r.Start("/usr/lib/frr/bfdd", "-u", "frr", "-g", "frr", "-f", bconf, "-i", filepath.Join(dir, "bfdd.pid"),
-			"-z", zsock, "--vty_socket", dir, "--bfdctl", filepath.Join(dir, "bfdd.sock"), "--log", "stdout")
-	}
+	startBFDD := func() *exec.Cmd { return frr.Start("bfdd", bconf) }
 	bfdd := startBFDD()
-	waitFile(t, filepath.Join(dir, "bfdd.vty"))
 
 	frrPeers := func() (map[string]frrPeer, error) {
-		out, err := r.Try("vtysh", "--vty_socket", dir, "-c", "show bfd peers json")
+		out, err := frr.Vtysh("show bfd peers json")
 		if err != nil {
-			return nil, fmt.Errorf("vtysh: %w: %s", err, out)
+			return nil, err
 		}
 		var ps []frrPeer
 		if err := json.Unmarshal([]byte(out), &ps); err != nil {
@@ -190,15 +161,4 @@ bfd
 			t.Errorf("after bfdd's restart: its id %d, our remote discriminator %d", p.ID, st.RemoteDiscr)
 		}
 	}
-}
-
-func waitFile(t *testing.T, p string) {
-	t.Helper()
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not appear", p)
 }

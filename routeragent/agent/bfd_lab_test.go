@@ -4,15 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bgplb/bgplb/internal/bfd"
+	"github.com/bgplb/bgplb/internal/frrtest"
 	"github.com/bgplb/bgplb/internal/netnstest"
 )
 
@@ -156,11 +155,7 @@ type frrBFDPeer struct {
 // BGP session (hold time 90 s); with the link back, session, BFD and route
 // return. Killing FRR's bfdd takes the next hop out at once too.
 func TestFRRNodeBFD(t *testing.T) {
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd", "vtysh"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("FRR is required for this test (apt-get install frr): %v", err)
-		}
-	}
+	frrtest.Require(t, "zebra", "bgpd", "bfdd")
 	l := newLab(t)
 	fns := l.host(t, "frrb", "192.168.2.30")
 	// FRR 8.4 makes the BFD session of a neighbour with ttl-security a
@@ -173,24 +168,10 @@ func TestFRRNodeBFD(t *testing.T) {
     bfd: {enabled: true}
 serviceSubnets:`, 1), ""))
 
-	dir, err := os.MkdirTemp("", "bgplb-frrbfd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	zconf := write("zebra.conf", "hostname n\n")
-	bfdconf := write("bfdd.conf", "hostname n\nlog stdout informational\ndebug bfd peer\n")
-	bconf := write("bgpd.conf", `frr defaults traditional
+	frr := frrtest.New(t, fns, "zebra", "bgpd", "bfdd")
+	zconf := frr.Write("zebra.conf", "hostname n\n")
+	bfdconf := frr.Write("bfdd.conf", "hostname n\nlog stdout informational\ndebug bfd peer\n")
+	bconf := frr.Write("bgpd.conf", `frr defaults traditional
 hostname n
 log stdout informational
 !
@@ -207,21 +188,12 @@ router bgp 64512
  exit-address-family
 !
 `)
-	zsock := filepath.Join(dir, "zserv.api")
-	fns.Start("/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-f", zconf, "-i", filepath.Join(dir, "zebra.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitPath(t, zsock)
-	startBFDD := func() *exec.Cmd {
-		return fns.Start("/usr/lib/frr/bfdd", "-u", "frr", "-g", "frr", "-f", bfdconf, "-i", filepath.Join(dir, "bfdd.pid"),
-			"-z", zsock, "--vty_socket", dir, "--bfdctl", filepath.Join(dir, "bfdd.sock"), "--log", "stdout")
-	}
+	frr.Start("zebra", zconf)
+	startBFDD := func() *exec.Cmd { return frr.Start("bfdd", bfdconf) }
 	bfdd := startBFDD()
-	waitPath(t, filepath.Join(dir, "bfdd.vty"))
-	fns.Start("/usr/lib/frr/bgpd", "-u", "frr", "-g", "frr", "-f", bconf, "-i", filepath.Join(dir, "bgpd.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout", "-p", "0")
-	waitPath(t, filepath.Join(dir, "bgpd.vty"))
+	frr.Start("bgpd", bconf, "-p", "0")
 	frrBFD := func() string {
-		out, err := fns.Try("vtysh", "--vty_socket", dir, "-c", "show bfd peers json")
+		out, err := frr.Vtysh("show bfd peers json")
 		if err != nil {
 			return ""
 		}
@@ -286,7 +258,7 @@ router bgp 64512
 	startBFDD()
 	waitFor(t, "FRR's route back with a new bfdd", func() bool { return l.hasRoute(t, svc, "192.168.2.30") })
 	waitFor(t, "BFD Up with the new bfdd", bothUp)
-	t.Log(fns.Try("vtysh", "--vty_socket", dir, "-c", "show bfd peers"))
+	t.Log(frr.Vtysh("show bfd peers"))
 }
 
 // TestBFDNodeLinkCutIPv6: TestBFDNodeLinkCut over an IPv6 BGP session and

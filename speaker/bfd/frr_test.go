@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/bgplb/bgplb/internal/frrtest"
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/speaker/bfd"
 	"github.com/bgplb/bgplb/speaker/bgp"
@@ -39,35 +39,15 @@ func TestFRRBGPWithBFD(t *testing.T) {
 		return
 	}
 	netnstest.RequireRoot(t)
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd", "vtysh"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("FRR is required for this test (apt-get install frr): %v", err)
-		}
-	}
 	r := netnstest.New(t, "bfdr")
 	n := netnstest.New(t, "bfdn")
 	netnstest.Veth(t, r, "eth0", routerAddr+"/24", n, "eth0", nodeAddr+"/24")
 
-	// The daemons drop to the frr user: their folder must be reachable, and
-	// t.TempDir's parent is 0700, so make one directly under the temp dir.
-	dir, err := os.MkdirTemp("", "bgplb-bfdfrr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	zconf := write("zebra.conf", "hostname r\n")
-	write("bfdd.conf", "hostname r\nlog stdout informational\n")
-	bconf := write("bgpd.conf", fmt.Sprintf(`frr defaults traditional
+	frr := frrtest.New(t, r, "zebra", "bgpd", "bfdd")
+	dir := frr.Dir
+	zconf := frr.Write("zebra.conf", "hostname r\n")
+	bfddConf := frr.Write("bfdd.conf", "hostname r\nlog stdout informational\n")
+	bconf := frr.Write("bgpd.conf", fmt.Sprintf(`frr defaults traditional
 hostname r
 log stdout informational
 !
@@ -86,18 +66,12 @@ router bgp 64512
 route-map ACCEPT permit 10
 !
 `, routerAddr, nodeAddr))
-	zsock := filepath.Join(dir, "zserv.api")
-	r.Start("/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-f", zconf, "-i", filepath.Join(dir, "zebra.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, zsock)
-	r.Start(bfddArgs(dir)...)
-	waitFile(t, filepath.Join(dir, "bfdd.vty"))
-	r.Start("/usr/lib/frr/bgpd", "-u", "frr", "-g", "frr", "-f", bconf, "-i", filepath.Join(dir, "bgpd.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, filepath.Join(dir, "bgpd.vty"))
+	frr.Start("zebra", zconf)
+	frr.Start("bfdd", bfddConf)
+	frr.Start("bgpd", bconf)
 	// The child restarts bfdd (as a daemon of its own); stop whatever bfdd
 	// runs at the end, also when the child failed.
-	t.Cleanup(func() { killPidFile(filepath.Join(dir, "bfdd.pid")) })
+	t.Cleanup(func() { frrtest.KillPidFile(filepath.Join(dir, "bfdd.pid")) })
 
 	cmd := n.Command(os.Args[0], "-test.run=^TestFRRBGPWithBFD$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "BGPLB_BFD_FRR_CHILD=1", "BGPLB_FRR_NS="+r.Name, "BGPLB_FRR_DIR="+dir)
@@ -109,35 +83,6 @@ route-map ACCEPT permit 10
 	if !strings.Contains(string(out), "--- PASS: TestFRRBGPWithBFD") {
 		t.Fatal("speaker side did not pass")
 	}
-}
-
-func bfddArgs(dir string) []string {
-	return []string{"/usr/lib/frr/bfdd", "-u", "frr", "-g", "frr", "-f", filepath.Join(dir, "bfdd.conf"),
-		"-i", filepath.Join(dir, "bfdd.pid"), "-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir,
-		"--bfdctl", filepath.Join(dir, "bfdd.sock"), "--log", "stdout"}
-}
-
-func killPidFile(p string) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return
-	}
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-		if proc, err := os.FindProcess(pid); err == nil {
-			_ = proc.Kill()
-		}
-	}
-}
-
-func waitFile(t *testing.T, p string) {
-	t.Helper()
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not appear", p)
 }
 
 // recordingResetter resets through the bgp.Manager and records when.
@@ -167,11 +112,11 @@ func (r *recordingResetter) resets() []time.Time {
 func frrChild(t *testing.T) {
 	ns, dir := os.Getenv("BGPLB_FRR_NS"), os.Getenv("BGPLB_FRR_DIR")
 	vtyshJSON := func(c string, v any) error {
-		out, err := exec.Command("ip", "netns", "exec", ns, "vtysh", "--vty_socket", dir, "-c", c).CombinedOutput()
+		out, err := frrtest.Vtysh(ns, dir, c)
 		if err != nil {
-			return fmt.Errorf("vtysh %q: %w: %s", c, err, out)
+			return err
 		}
-		if err := json.Unmarshal(out, v); err != nil {
+		if err := json.Unmarshal([]byte(out), v); err != nil {
 			return fmt.Errorf("parse %q: %w", out, err)
 		}
 		return nil
@@ -302,7 +247,7 @@ func frrChild(t *testing.T) {
 	// the session comes back (the path is fine).
 	downsBefore := st.DownEvents
 	killed := time.Now()
-	killPidFile(filepath.Join(dir, "bfdd.pid"))
+	frrtest.KillPidFile(filepath.Join(dir, "bfdd.pid"))
 	waitFor("our BFD session Down and the BGP session reset", func() error {
 		if st := ours(); st.State != "Down" || st.DownEvents != downsBefore+1 || len(res.resets()) != 1 {
 			return fmt.Errorf("BFD %+v, resets %v", st, res.resets())
@@ -325,7 +270,7 @@ func frrChild(t *testing.T) {
 	})
 
 	// A new bfdd: bgpd registers its session again, and everything is Up.
-	bfdd := exec.Command("ip", append([]string{"netns", "exec", ns}, bfddArgs(dir)...)...)
+	bfdd := exec.Command("ip", append([]string{"netns", "exec", ns}, frrtest.DaemonArgs(dir, "bfdd", filepath.Join(dir, "bfdd.conf"))...)...)
 	if err := bfdd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/bgplb/bgplb/internal/frrtest"
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -38,27 +38,14 @@ func TestFRRInterop(t *testing.T) {
 		return
 	}
 	netnstest.RequireRoot(t)
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("FRR is required for this test (apt-get install frr): %v", err)
-		}
-	}
 	r := netnstest.New(t, "frr")
 	n := netnstest.New(t, "spk")
 	netnstest.Veth(t, r, "eth0", frrRouterAddr+"/24", n, "eth0", frrNodeAddr+"/24")
 	r.Exec("ip", "-6", "addr", "add", frrRouter6+"/64", "dev", "eth0", "nodad")
 	n.Exec("ip", "-6", "addr", "add", frrNode6+"/64", "dev", "eth0", "nodad")
 
-	// The daemons drop to the frr user: their folder must be reachable, and
-	// t.TempDir's parent is 0700, so make one directly under the temp dir.
-	dir, err := os.MkdirTemp("", "bgplb-frr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	frr := frrtest.New(t, r, "zebra", "bgpd")
+	dir := frr.Dir
 	conf := fmt.Sprintf(`frr defaults traditional
 hostname r
 log stdout informational
@@ -84,22 +71,10 @@ router bgp 64512
 route-map ACCEPT permit 10
 !
 `, frrRouterAddr, frrNodeAddr, frrNode6)
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	zconf := write("zebra.conf", "hostname r\n")
-	bconf := write("bgpd.conf", conf)
-	zsock := filepath.Join(dir, "zserv.api")
-	r.Start("/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-f", zconf, "-i", filepath.Join(dir, "zebra.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, zsock)
-	r.Start("/usr/lib/frr/bgpd", "-u", "frr", "-g", "frr", "-f", bconf, "-i", filepath.Join(dir, "bgpd.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, filepath.Join(dir, "bgpd.vty"))
+	zconf := frr.Write("zebra.conf", "hostname r\n")
+	bconf := frr.Write("bgpd.conf", conf)
+	frr.Start("zebra", zconf)
+	frr.Start("bgpd", bconf)
 
 	cmd := n.Command(os.Args[0], "-test.run=^TestFRRInterop$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "BGPLB_FRR_CHILD=1", "BGPLB_FRR_NS="+r.Name, "BGPLB_FRR_VTY="+dir)
@@ -113,24 +88,10 @@ route-map ACCEPT permit 10
 	}
 }
 
-func waitFile(t *testing.T, p string) {
-	t.Helper()
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not appear", p)
-}
-
 // frrChild runs inside the node namespace.
 func frrChild(t *testing.T) {
 	ns, vty := os.Getenv("BGPLB_FRR_NS"), os.Getenv("BGPLB_FRR_VTY")
-	vtysh := func(c string) (string, error) {
-		out, err := exec.Command("ip", "netns", "exec", ns, "vtysh", "--vty_socket", vty, "-c", c).CombinedOutput()
-		return string(out), err
-	}
+	vtysh := func(c string) (string, error) { return frrtest.Vtysh(ns, vty, c) }
 	ctx := context.Background()
 	m := bgp.NewManager(testr.New(t))
 	defer m.Shutdown(ctx, bgp.ShutdownOptions{})
@@ -178,7 +139,7 @@ func frrChild(t *testing.T) {
 	route := func(family, prefix string) (*frrPath, error) {
 		out, err := vtysh(fmt.Sprintf("show bgp %s unicast %s json", family, prefix))
 		if err != nil {
-			return nil, fmt.Errorf("vtysh: %w: %s", err, out)
+			return nil, err
 		}
 		var res struct {
 			Paths []frrPath `json:"paths"`

@@ -8,13 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/bgplb/bgplb/internal/frrtest"
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -31,25 +31,13 @@ func TestFRRWeightedECMP(t *testing.T) {
 		return
 	}
 	netnstest.RequireRoot(t)
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("FRR is required for this test (apt-get install frr): %v", err)
-		}
-	}
 	r := netnstest.New(t, "frrw")
 	n1 := netnstest.New(t, "spk1")
 	n2 := netnstest.New(t, "spk2")
 	netnstest.Veth(t, r, "eth1", "192.168.2.1/24", n1, "eth0", "192.168.2.10/24")
 	netnstest.Veth(t, r, "eth2", "192.168.3.1/24", n2, "eth0", "192.168.3.10/24")
 
-	dir, err := os.MkdirTemp("", "bgplb-frrw-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	frr := frrtest.New(t, r, "zebra", "bgpd")
 	// FRR's default `bgp bestpath bandwidth` weights multipath next hops by
 	// link bandwidth when every path carries it.
 	conf := `frr defaults traditional
@@ -72,20 +60,8 @@ router bgp 64512
 route-map ACCEPT permit 10
 !
 `
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	zsock := filepath.Join(dir, "zserv.api")
-	r.Start("/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-f", write("zebra.conf", "hostname r\n"), "-i", filepath.Join(dir, "zebra.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, zsock)
-	r.Start("/usr/lib/frr/bgpd", "-u", "frr", "-g", "frr", "-f", write("bgpd.conf", conf), "-i", filepath.Join(dir, "bgpd.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, filepath.Join(dir, "bgpd.vty"))
+	frr.Start("zebra", frr.Write("zebra.conf", "hostname r\n"))
+	frr.Start("bgpd", frr.Write("bgpd.conf", conf))
 
 	// The speakers run until their stdin closes.
 	type child struct {
@@ -103,7 +79,7 @@ route-map ACCEPT permit 10
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := os.CreateTemp(dir, "child")
+		out, err := os.CreateTemp(frr.Dir, "child")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +131,7 @@ route-map ACCEPT permit 10
 			}
 		}
 		if time.Now().After(deadline) {
-			s, _ := r.Try("vtysh", "--vty_socket", dir, "-c", "show bgp ipv4 unicast 192.168.254.10/32")
+			s, _ := frr.Vtysh("show bgp ipv4 unicast 192.168.254.10/32")
 			t.Fatalf("want a route weighted 3:1 in the router's kernel, got %+v (%s)\n%s", got, out, s)
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/bgplb/bgplb/internal/frrtest"
 	"github.com/bgplb/bgplb/internal/netnstest"
 	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/model"
@@ -38,9 +39,9 @@ func TestGTSMInterop(t *testing.T) {
 		return
 	}
 	netnstest.RequireRoot(t)
-	for _, bin := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh", "bird", "birdc"} {
+	for _, bin := range []string{"bird", "birdc"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("FRR and BIRD are required for this test (apt-get install frr bird2): %v", err)
+			t.Fatalf("BIRD is required for this test (apt-get install bird2): %v", err)
 		}
 	}
 	r := netnstest.New(t, "gfrr")
@@ -51,24 +52,11 @@ func TestGTSMInterop(t *testing.T) {
 	r.Exec("ip", "-6", "addr", "add", frrRouter6+"/64", "dev", "eth0", "nodad")
 	n.Exec("ip", "-6", "addr", "add", frrNode6+"/64", "dev", "eth0", "nodad")
 
-	dir, err := os.MkdirTemp("", "bgplb-gtsm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	frr := frrtest.New(t, r, "zebra", "bgpd")
+	dir := frr.Dir
 	// IPv4 neighbour with GTSM, IPv6 neighbour without.
-	zconf := write("zebra.conf", "hostname r\n")
-	bconf := write("bgpd.conf", fmt.Sprintf(`frr defaults traditional
+	zconf := frr.Write("zebra.conf", "hostname r\n")
+	bconf := frr.Write("bgpd.conf", fmt.Sprintf(`frr defaults traditional
 hostname r
 log stdout informational
 !
@@ -92,15 +80,10 @@ router bgp 64512
 route-map ACCEPT permit 10
 !
 `, frrRouterAddr, frrNodeAddr, frrNode6))
-	zsock := filepath.Join(dir, "zserv.api")
-	r.Start("/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-f", zconf, "-i", filepath.Join(dir, "zebra.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, zsock)
-	r.Start("/usr/lib/frr/bgpd", "-u", "frr", "-g", "frr", "-f", bconf, "-i", filepath.Join(dir, "bgpd.pid"),
-		"-z", zsock, "--vty_socket", dir, "--log", "stdout")
-	waitFile(t, filepath.Join(dir, "bgpd.vty"))
+	frr.Start("zebra", zconf)
+	frr.Start("bgpd", bconf)
 
-	birdConf := write("bird.conf", fmt.Sprintf(`router id %[1]s;
+	birdConf := frr.Write("bird.conf", fmt.Sprintf(`router id %[1]s;
 protocol device {}
 protocol bgp spk {
   local %[1]s as 64512;
@@ -112,7 +95,7 @@ protocol bgp spk {
 `, gtsmBIRDAddr, gtsmBIRDNode))
 	birdSock := filepath.Join(dir, "bird.ctl")
 	b.Start("bird", "-f", "-c", birdConf, "-s", birdSock, "-P", filepath.Join(dir, "bird.pid"))
-	waitFile(t, birdSock)
+	frrtest.WaitFile(t, birdSock)
 
 	cmd := n.Command(os.Args[0], "-test.run=^TestGTSMInterop$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "BGPLB_GTSM_CHILD=1", "BGPLB_FRR_NS="+r.Name, "BGPLB_FRR_VTY="+dir, "BGPLB_BIRD_SOCK="+birdSock)
@@ -189,9 +172,12 @@ func gtsmChild(t *testing.T) {
 		}
 	}
 	waitFor("the route at FRR, over GTSM", func() error {
-		out, err := exec.Command("ip", "netns", "exec", ns, "vtysh", "--vty_socket", vty, "-c", "show bgp ipv4 unicast 192.168.254.10/32").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), frrNodeAddr) {
-			return fmt.Errorf("vtysh: %w %s", err, out)
+		out, err := frrtest.Vtysh(ns, vty, "show bgp ipv4 unicast 192.168.254.10/32")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, frrNodeAddr) {
+			return fmt.Errorf("no path via %s: %s", frrNodeAddr, out)
 		}
 		return nil
 	})

@@ -8,20 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/internal/testenv"
 	"github.com/bgplb/bgplb/speaker/bfd"
-	"github.com/bgplb/bgplb/speaker/bgp"
 	"github.com/bgplb/bgplb/speaker/bgp/bgptest"
 	"github.com/bgplb/bgplb/speaker/controller"
 )
@@ -106,45 +100,9 @@ func TestBFDStateInSessionState(t *testing.T) {
 		_ = env.Client.DeleteAllOf(context.Background(), &v1.BGPSessionState{}, client.MatchingLabels{v1.LabelSessionNode: "node-bfd"})
 	})
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controller.CacheOptions("node-bfd", ""),
-		// A second speaker controller in this test process (see
-		// startSpeaker): its name is not registered, so the other test's
-		// stays unique.
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:     testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, err := controller.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
-	sp := bgp.NewManager(log)
 	fb := &fakeBFD{status: map[string]bfd.Status{}, changed: make(chan struct{}, 1)}
-	events := record.NewFakeRecorder(1000)
-	rec := controller.New(mgr.GetClient(), sp, events, m, log, controller.Options{NodeName: "node-bfd", ServeServicesWithoutClass: true})
-	rec.BFD = fb
-	if err := rec.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := mgr.Start(mctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-stopped
-		_ = sp.Shutdown(context.Background(), bgp.ShutdownOptions{})
-	})
+	f := startSpeakerWith(t, "node-bfd", fixtureHooks{reconciler: func(r *controller.Reconciler, _ *prometheus.Registry) { r.BFD = fb }})
+	reg, events := f.reg, f.events
 
 	getBFD := func() (*v1.BFDSessionStatus, error) {
 		s := &v1.BGPSessionState{}

@@ -55,6 +55,9 @@ type speakerFixture struct {
 type fixtureHooks struct {
 	client  func(client.Client) client.Client
 	speaker func(*bgp.Manager) controller.Speaker
+	// reconciler completes the reconciler before it starts (its BFD or
+	// ReturnPath), with the fixture's metrics registry.
+	reconciler func(*controller.Reconciler, *prometheus.Registry)
 }
 
 func startSpeaker(t testing.TB, node string) *speakerFixture {
@@ -70,7 +73,8 @@ func startSpeakerWith(t testing.TB, node string, hooks fixtureHooks) *speakerFix
 		HealthProbeBindAddress: "0",
 		Cache:                  controller.CacheOptions(node, ""),
 		// Several tests start a speaker in this process, one after the
-		// other (TestSpeakerAgainstAPIServer, TestRouterVerdictOnService).
+		// other (TestSpeakerAgainstAPIServer, TestRouterVerdictOnService,
+		// the BFD and return path tests).
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 		Logger:     testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
 	})
@@ -96,6 +100,9 @@ func startSpeakerWith(t testing.TB, node string, hooks fixtureHooks) *speakerFix
 	f.rec = controller.New(c, sp, f.events, m, log, controller.Options{
 		NodeName: node, ServeServicesWithoutClass: true, ServiceEvents: true,
 	})
+	if hooks.reconciler != nil {
+		hooks.reconciler(f.rec, reg)
+	}
 	if err := f.rec.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -13,12 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/bgplb/bgplb/api/v1alpha1"
 	"github.com/bgplb/bgplb/internal/netnstest"
@@ -119,40 +114,17 @@ func TestReturnPathSymmetricReconciled(t *testing.T) {
 		_ = env.Client.DeleteAllOf(context.Background(), &v1.BGPSessionState{}, client.MatchingLabels{v1.LabelSessionNode: node})
 	})
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache:      controller.CacheOptions(node, ""),
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:     testr.NewWithInterface(t, testr.Options{Verbosity: 0}),
+	f := startSpeakerWith(t, node, fixtureHooks{
+		speaker: func(*bgp.Manager) controller.Speaker { return &quietSpeaker{} },
+		reconciler: func(r *controller.Reconciler, reg *prometheus.Registry) {
+			rpm, err := returnpath.NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.ReturnPath = returnpath.NewManager(returnpath.Config{}, nsHost{nodeNS}, testr.New(t).WithName("returnpath"), rpm)
+		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, err := controller.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rpm, err := returnpath.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
-	rec := controller.New(mgr.GetClient(), &quietSpeaker{}, record.NewFakeRecorder(1000), m, log, controller.Options{NodeName: node, ServeServicesWithoutClass: true})
-	rp := returnpath.NewManager(returnpath.Config{}, nsHost{nodeNS}, log.WithName("returnpath"), rpm)
-	rec.ReturnPath = rp
-	if err := rec.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := mgr.Start(mctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-stopped })
+	reg := f.reg
 
 	state := func() (*v1.BGPSessionState, error) {
 		s := &v1.BGPSessionState{}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/bgplb/bgplb/routeragent/pinning"
 	"github.com/bgplb/bgplb/routeragent/policy"
 )
 
@@ -125,5 +126,50 @@ func TestDeferResync(t *testing.T) {
 	}
 	if a.deferResync() {
 		t.Fatal("deferred a second interval: a constant bulk would never get its full pass")
+	}
+}
+
+// pinsAfterRoutes is a fakePins that notes, at each Apply, whether the
+// route it watches was already in the (fake) kernel.
+type pinsAfterRoutes struct {
+	fakePins
+	rt           *fakeRoutes
+	watch        netip.Prefix
+	routeAtApply []bool
+}
+
+func (p *pinsAfterRoutes) Apply(subnets []netip.Prefix, pins []pinning.Pin, full bool) error {
+	_, in := p.rt.installed[p.watch]
+	p.routeAtApply = append(p.routeAtApply, in)
+	return p.fakePins.Apply(subnets, pins, full)
+}
+
+// TestIncrementalRouteBeforePins: a route from a new next hop (a peer's
+// first route, the benchmark's "one more route during the bulk") reaches
+// the kernel before the pass applies the pins for that next hop, as in a
+// full pass; the pins' nftables transaction and table reads (5-50 ms during
+// a bulk) no longer delay the route.
+func TestIncrementalRouteBeforePins(t *testing.T) {
+	sp := &fakeSpeaker{eor: map[netip.Addr]bool{pA: true}}
+	sp.paths = []policy.Path{{Peer: pA, NextHop: pA, Prefix: svc1}}
+	rt := &fakeRoutes{}
+	a := testAgent(t, sp, rt)
+	pins := &pinsAfterRoutes{fakePins: fakePins{failed: map[netip.Addr]bool{}}, rt: rt, watch: svc2}
+	a.deps.Pins = pins
+	a.reconcile(t.Context(), true)
+
+	pC := netip.MustParseAddr("192.168.2.22")
+	sp.paths = append(sp.paths, policy.Path{Peer: pC, NextHop: pC, Prefix: svc2})
+	reads := sp.fullReads
+	a.reconcile(t.Context(), false)
+	if sp.fullReads != reads {
+		t.Fatal("the pass was not incremental")
+	}
+	if len(pins.routeAtApply) != 2 || !pins.routeAtApply[1] {
+		t.Fatalf("pins applied %d times; route %s in the kernel at the incremental Apply: %v, want true",
+			len(pins.routeAtApply), svc2, pins.routeAtApply)
+	}
+	if got := pins.pinned(); len(got) != 2 || got[1] != pC {
+		t.Fatalf("pins after the incremental pass: %v, want %s and %s", got, pA, pC)
 	}
 }

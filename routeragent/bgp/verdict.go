@@ -53,8 +53,31 @@ type VerdictPath struct {
 // wantedVerdict is the verdict one peer is to be sent on a prefix.
 type wantedVerdict struct {
 	peer netip.Addr
-	v    verdict.Verdict
+	v    packedVerdict
 	gen  uint64
+}
+
+// packedVerdict is a verdict as its communities carry it (verdict.Encode):
+// the reason as its code. 12 bytes instead of verdict.Verdict's 40 (a
+// string and an int), for every verdict wanted and sent; two verdicts are
+// equal when they would be sent alike.
+type packedVerdict struct {
+	state  verdict.State
+	width  uint32
+	reason uint16 // verdict.ReasonCode: an index of verdict.Reasons
+	via    bool
+}
+
+func packVerdict(v verdict.Verdict) packedVerdict {
+	p := packedVerdict{state: v.State, reason: uint16(verdict.ReasonCode(v.Reason)), via: v.Via}
+	if v.Width > 0 {
+		p.width = uint32(v.Width)
+	}
+	return p
+}
+
+func (p packedVerdict) verdict() verdict.Verdict {
+	return verdict.Verdict{State: p.state, Reason: verdict.ReasonName(uint32(p.reason)), Width: int(p.width), Via: p.via}
 }
 
 // wantedVerdicts are a prefix's wanted verdicts, one per peer that
@@ -73,12 +96,12 @@ func (ws wantedVerdicts) index(peer netip.Addr) int {
 }
 
 // get returns the wanted verdict of k. e.mu held.
-func (e *verdictExport) get(k verdictKey) (verdict.Verdict, bool) {
+func (e *verdictExport) get(k verdictKey) (packedVerdict, bool) {
 	ws := e.want[k.prefix]
 	if i := ws.index(k.peer); i >= 0 {
 		return ws[i].v, true
 	}
-	return verdict.Verdict{}, false
+	return packedVerdict{}, false
 }
 
 type verdictKey struct {
@@ -99,7 +122,7 @@ type verdictExport struct {
 	kick  chan struct{}
 
 	// sent: what GoBGP accepted; written by the export goroutine under mu.
-	sent map[verdictKey]verdict.Verdict
+	sent map[verdictKey]packedVerdict
 	// Export goroutine only.
 	perPeer map[netip.Addr]int
 	tags    map[netip.Addr]uint32
@@ -108,7 +131,7 @@ type verdictExport struct {
 
 func newVerdictExport() *verdictExport {
 	return &verdictExport{want: map[netip.Prefix]wantedVerdicts{}, dirty: map[verdictKey]struct{}{},
-		kick: make(chan struct{}, 1), sent: map[verdictKey]verdict.Verdict{}, perPeer: map[netip.Addr]int{},
+		kick: make(chan struct{}, 1), sent: map[verdictKey]packedVerdict{}, perPeer: map[netip.Addr]int{},
 		tags: map[netip.Addr]uint32{}}
 }
 
@@ -142,13 +165,13 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 			continue // not kept: withdrawn below if it was
 		}
 		ws := e.want[k.prefix]
-		w := wantedVerdict{peer: k.peer, v: v.Verdict, gen: e.gen}
+		w := wantedVerdict{peer: k.peer, v: packVerdict(v.Verdict), gen: e.gen}
 		switch i := ws.index(k.peer); {
 		case i < 0:
 			e.dirty[k] = struct{}{}
 			e.want[k.prefix] = append(ws, w)
 		default:
-			if ws[i].v != v.Verdict {
+			if ws[i].v != w.v {
 				e.dirty[k] = struct{}{}
 			}
 			ws[i] = w
@@ -213,7 +236,7 @@ func (s *Speaker) VerdictsSent() map[netip.Addr]map[netip.Prefix]verdict.Verdict
 		if out[k.peer] == nil {
 			out[k.peer] = map[netip.Prefix]verdict.Verdict{}
 		}
-		out[k.peer][k.prefix] = v
+		out[k.peer][k.prefix] = v.verdict()
 	}
 	return out
 }
@@ -273,7 +296,7 @@ func (s *Speaker) runVerdicts(ctx context.Context, srv *server.BgpServer) {
 
 type verdictChange struct {
 	k    verdictKey
-	v    verdict.Verdict
+	v    packedVerdict
 	want bool
 }
 
@@ -346,7 +369,7 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 		old, sent := e.sent[c.k]
 		switch {
 		case c.want && tagged && (!sent || old != c.v):
-			p, err := verdictPath(asn, tag, c.k.prefix, c.v, false)
+			p, err := verdictPath(asn, tag, c.k.prefix, c.v.verdict(), false)
 			if err == nil {
 				_, err = srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p})
 			}
@@ -361,7 +384,7 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 			e.sent[c.k] = c.v
 			e.mu.Unlock()
 		case !c.want && sent:
-			p, err := verdictPath(asn, tag, c.k.prefix, old, true)
+			p, err := verdictPath(asn, tag, c.k.prefix, old.verdict(), true)
 			if err == nil {
 				err = srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: p.Family, Path: p})
 			}

@@ -53,12 +53,35 @@ type VerdictPath struct {
 // wantedVerdict is the verdict one peer is to be sent on a prefix.
 type wantedVerdict struct {
 	peer netip.Addr
-	v    verdict.Verdict
+	v    packedVerdict
 	gen  uint64
 }
 
+// packedVerdict is a verdict as its communities carry it (verdict.Encode):
+// the reason as its code. 12 bytes instead of verdict.Verdict's 40 (a
+// string and an int), for every verdict wanted and sent; two verdicts are
+// equal when they would be sent alike.
+type packedVerdict struct {
+	state  verdict.State
+	width  uint32
+	reason uint16 // verdict.ReasonCode: an index of verdict.Reasons
+	via    bool
+}
+
+func packVerdict(v verdict.Verdict) packedVerdict {
+	p := packedVerdict{state: v.State, reason: uint16(verdict.ReasonCode(v.Reason)), via: v.Via}
+	if v.Width > 0 {
+		p.width = uint32(v.Width)
+	}
+	return p
+}
+
+func (p packedVerdict) verdict() verdict.Verdict {
+	return verdict.Verdict{State: p.state, Reason: verdict.ReasonName(uint32(p.reason)), Width: int(p.width), Via: p.via}
+}
+
 // wantedVerdicts are a prefix's wanted verdicts, one per peer that
-// announced it: a slice, not a map, as a prefix has a handful of peers and
+// announced it and can receive them: a slice, not a map, as a prefix has a handful of peers and
 // a map per prefix costs ten times the memory (10,000 prefixes: about
 // 0.6 MB instead of 3.5 MB).
 type wantedVerdicts []wantedVerdict
@@ -73,12 +96,12 @@ func (ws wantedVerdicts) index(peer netip.Addr) int {
 }
 
 // get returns the wanted verdict of k. e.mu held.
-func (e *verdictExport) get(k verdictKey) (verdict.Verdict, bool) {
+func (e *verdictExport) get(k verdictKey) (packedVerdict, bool) {
 	ws := e.want[k.prefix]
 	if i := ws.index(k.peer); i >= 0 {
 		return ws[i].v, true
 	}
-	return verdict.Verdict{}, false
+	return packedVerdict{}, false
 }
 
 type verdictKey struct {
@@ -99,7 +122,7 @@ type verdictExport struct {
 	kick  chan struct{}
 
 	// sent: what GoBGP accepted; written by the export goroutine under mu.
-	sent map[verdictKey]verdict.Verdict
+	sent map[verdictKey]packedVerdict
 	// Export goroutine only.
 	perPeer map[netip.Addr]int
 	tags    map[netip.Addr]uint32
@@ -108,7 +131,7 @@ type verdictExport struct {
 
 func newVerdictExport() *verdictExport {
 	return &verdictExport{want: map[netip.Prefix]wantedVerdicts{}, dirty: map[verdictKey]struct{}{},
-		kick: make(chan struct{}, 1), sent: map[verdictKey]verdict.Verdict{}, perPeer: map[netip.Addr]int{},
+		kick: make(chan struct{}, 1), sent: map[verdictKey]packedVerdict{}, perPeer: map[netip.Addr]int{},
 		tags: map[netip.Addr]uint32{}}
 }
 
@@ -118,10 +141,16 @@ func newVerdictExport() *verdictExport {
 // records and signals: the paths are sent by a goroutine of their own, so
 // the agent's pass never waits for GoBGP.
 //
-// Only peers that can receive ADD-PATH are sent their verdicts (see
-// learnAddPath): bgplb-speaker can; other routers' peers and older
-// speakers cannot, and cost no GoBGP path.
+// Only peers that can receive ADD-PATH are sent their verdicts, and only
+// their verdicts are kept: bgplb-speaker can; other routers' peers and
+// older speakers cannot, and cost neither memory here nor a GoBGP path (a
+// kept verdict was about 160 bytes a path, 16 MB for 100,000 routes from
+// FRR). A verdict for a peer whose capabilities are not known yet is
+// dropped too: when the peer turns out capable, learnAddPath marks its
+// prefixes changed, so the agent's next pass decides and reports them
+// again.
 func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPath) {
+	capable := s.addPathPeers()
 	e := s.verdicts
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -132,14 +161,17 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 	e.gen++
 	for _, v := range vs {
 		k := verdictKey{v.Peer.Unmap(), v.Prefix}
+		if !slices.Contains(capable, k.peer) {
+			continue // not kept: withdrawn below if it was
+		}
 		ws := e.want[k.prefix]
-		w := wantedVerdict{peer: k.peer, v: v.Verdict, gen: e.gen}
+		w := wantedVerdict{peer: k.peer, v: packVerdict(v.Verdict), gen: e.gen}
 		switch i := ws.index(k.peer); {
 		case i < 0:
 			e.dirty[k] = struct{}{}
 			e.want[k.prefix] = append(ws, w)
 		default:
-			if ws[i].v != v.Verdict {
+			if ws[i].v != w.v {
 				e.dirty[k] = struct{}{}
 			}
 			ws[i] = w
@@ -180,6 +212,19 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 	}
 }
 
+// addPathPeers lists the peers that can receive ADD-PATH (a handful).
+func (s *Speaker) addPathPeers() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []netip.Addr
+	for a, p := range s.peers {
+		if p.addPathRecv {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // VerdictsSent returns the verdicts GoBGP accepted for export, per peer
 // (tests and status).
 func (s *Speaker) VerdictsSent() map[netip.Addr]map[netip.Prefix]verdict.Verdict {
@@ -191,7 +236,7 @@ func (s *Speaker) VerdictsSent() map[netip.Addr]map[netip.Prefix]verdict.Verdict
 		if out[k.peer] == nil {
 			out[k.peer] = map[netip.Prefix]verdict.Verdict{}
 		}
-		out[k.peer][k.prefix] = v
+		out[k.peer][k.prefix] = v.verdict()
 	}
 	return out
 }
@@ -251,7 +296,7 @@ func (s *Speaker) runVerdicts(ctx context.Context, srv *server.BgpServer) {
 
 type verdictChange struct {
 	k    verdictKey
-	v    verdict.Verdict
+	v    packedVerdict
 	want bool
 }
 
@@ -324,7 +369,7 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 		old, sent := e.sent[c.k]
 		switch {
 		case c.want && tagged && (!sent || old != c.v):
-			p, err := verdictPath(asn, tag, c.k.prefix, c.v, false)
+			p, err := verdictPath(asn, tag, c.k.prefix, c.v.verdict(), false)
 			if err == nil {
 				_, err = srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p})
 			}
@@ -339,7 +384,7 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 			e.sent[c.k] = c.v
 			e.mu.Unlock()
 		case !c.want && sent:
-			p, err := verdictPath(asn, tag, c.k.prefix, old, true)
+			p, err := verdictPath(asn, tag, c.k.prefix, old.verdict(), true)
 			if err == nil {
 				err = srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: p.Family, Path: p})
 			}
@@ -510,15 +555,7 @@ func (s *Speaker) learnAddPath(peer netip.Addr) {
 		s.log.Warn("could not read a peer's capabilities; it gets no verdicts", "peer", peer.String(), "err", err)
 		return
 	}
-	s.mu.Lock()
-	p := s.peers[peer]
-	if p == nil || p.state != "established" {
-		s.mu.Unlock()
-		return
-	}
-	p.addPathRecv = recv
-	s.mu.Unlock()
-	if !recv {
+	if !s.setAddPathRecv(peer, recv) {
 		return
 	}
 	e := s.verdicts
@@ -533,6 +570,30 @@ func (s *Speaker) learnAddPath(peer netip.Addr) {
 	case e.kick <- struct{}{}:
 	default:
 	}
+}
+
+// setAddPathRecv records whether an established peer can receive ADD-PATH
+// and reports whether it can. The verdicts for a peer are only kept once
+// it can (SetVerdicts), so its prefixes are marked changed: the agent's
+// next pass decides them again and reports their verdicts.
+func (s *Speaker) setAddPathRecv(peer netip.Addr, recv bool) bool {
+	s.mu.Lock()
+	p := s.peers[peer]
+	if p == nil || p.state != "established" {
+		s.mu.Unlock()
+		return false
+	}
+	p.addPathRecv = recv
+	if recv {
+		for pfx := range p.received {
+			s.dirty[pfx] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	if recv {
+		s.signal()
+	}
+	return recv
 }
 
 // canReceiveAddPath reports whether a peer's capabilities (its OPEN)

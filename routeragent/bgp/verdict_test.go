@@ -120,6 +120,11 @@ func TestVerdictsReachTheirSpeakerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "four paths at the router", func() bool { return len(l.agent.Paths()) == 4 })
+	// Verdicts are kept for the peers known to receive ADD-PATH only.
+	waitFor(t, "ADD-PATH receive learnt", func() bool {
+		r := l.agent.VerdictReports()
+		return r[addr("127.0.0.2")].AddPathReceive && r[addr("127.0.0.3")].AddPathReceive
+	})
 
 	installed2 := verdict.Verdict{State: verdict.Installed, Width: 2, Via: true}
 	rejected := verdict.Verdict{State: verdict.Rejected, Reason: "outside-service-subnets"}

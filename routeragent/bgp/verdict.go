@@ -150,7 +150,9 @@ func newVerdictExport() *verdictExport {
 // prefixes changed, so the agent's next pass decides and reports them
 // again.
 func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPath) {
-	capable := s.addPathPeers()
+	s.mu.Lock()
+	capable := s.addPathPeersLocked()
+	s.mu.Unlock()
 	e := s.verdicts
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -161,7 +163,7 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 	e.gen++
 	for _, v := range vs {
 		k := verdictKey{v.Peer.Unmap(), v.Prefix}
-		if !slices.Contains(capable, k.peer) {
+		if !capable[k.peer] {
 			continue // not kept: withdrawn below if it was
 		}
 		ws := e.want[k.prefix]
@@ -212,17 +214,16 @@ func (s *Speaker) SetVerdicts(full bool, prefixes []netip.Prefix, vs []VerdictPa
 	}
 }
 
-// addPathPeers lists the peers that can receive ADD-PATH (a handful).
-func (s *Speaker) addPathPeers() []netip.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []netip.Addr
+// addPathPeersLocked is the set of peers that can receive ADD-PATH: the
+// verdicts' receivers. s.mu held.
+func (s *Speaker) addPathPeersLocked() map[netip.Addr]bool {
+	capable := map[netip.Addr]bool{}
 	for a, p := range s.peers {
 		if p.addPathRecv {
-			out = append(out, a)
+			capable[a] = true
 		}
 	}
-	return out
+	return capable
 }
 
 // VerdictsSent returns the verdicts GoBGP accepted for export, per peer
@@ -315,12 +316,7 @@ func (s *Speaker) flushVerdicts(ctx context.Context, srv *server.BgpServer) erro
 	e.mu.Unlock()
 	s.mu.Lock()
 	asn := s.cfg.ASN
-	capable := map[netip.Addr]bool{}
-	for a, p := range s.peers {
-		if p.addPathRecv {
-			capable[a] = true
-		}
-	}
+	capable := s.addPathPeersLocked()
 	s.mu.Unlock()
 	// A verdict for a peer that cannot receive it is not sent; it is sent
 	// when the peer turns out capable (learnAddPath marks it again).

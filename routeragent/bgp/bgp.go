@@ -21,7 +21,6 @@ import (
 	"math"
 	"net/netip"
 	"runtime"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,7 +28,6 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/vishvananda/netns"
@@ -621,12 +619,7 @@ func (s *Speaker) onPath(p *api.Path) {
 		s.log.Debug("bgp end-of-rib", "peer", peerAddr.String(), "family", familyName(p.Family))
 		return
 	}
-	nlri, err := apiutil.GetNativeNlri(p)
-	if err != nil {
-		s.undecodable(peerAddr, err)
-		return
-	}
-	pfx, err := netip.ParsePrefix(nlri.String())
+	pfx, err := pathPrefix(p)
 	if err != nil {
 		s.undecodable(peerAddr, err)
 		return
@@ -647,36 +640,16 @@ func (s *Speaker) onPath(p *api.Path) {
 	if !ok && s.overPrefixLimitLocked(peerAddr, pi) {
 		return
 	}
-	attrs, err := apiutil.GetNativePathAttributes(p)
+	pa, err := decodeAttrs(p.Pattrs)
 	if err != nil {
 		s.undecodable(peerAddr, err)
 		return
-	}
-	var nh netip.Addr
-	var gshut bool
-	var bw float32
-	for _, a := range attrs {
-		switch a := a.(type) {
-		case *bgp.PathAttributeCommunities:
-			gshut = slices.Contains(a.Value, communityGracefulShutdown)
-		case *bgp.PathAttributeExtendedCommunities:
-			bw = linkBandwidth(a)
-		case *bgp.PathAttributeNextHop:
-			if v, ok := netip.AddrFromSlice(a.Value); ok {
-				nh = v.Unmap()
-			}
-		case *bgp.PathAttributeMpReachNLRI:
-			if v, ok := netip.AddrFromSlice(a.Nexthop); ok && !v.Unmap().IsUnspecified() {
-				nh = v.Unmap()
-			}
-		}
 	}
 	seq := old.seq
 	if !ok {
 		s.seq++
 		seq = s.seq
 	}
-	pa := pathAttrs{nextHop: nh, gshut: gshut, bandwidth: bw}
 	// A re-announcement that only adds or drops GRACEFUL_SHUTDOWN changes
 	// the route too: the incremental pass must decide the prefix again.
 	if ok && s.attrs.get(old.attrs) == pa {

@@ -74,3 +74,42 @@ func TestReceivedCopyBytesPerPath(t *testing.T) {
 		t.Errorf("the received copy keeps %.1f bytes per path, want at most %d", got, bound)
 	}
 }
+
+// BenchmarkOnPath is the watch handler's cost for one received path as a
+// speaker sends it (ORIGIN, AS_PATH, NEXT_HOP, COMMUNITIES), new prefixes
+// each time: what the agent pays per path of a bulk on top of GoBGP's own
+// watch (issue 20).
+func BenchmarkOnPath(b *testing.B) {
+	s := New(Config{}, testLogger())
+	s.onEvent(peerEvent("192.0.2.9", api.PeerState_ESTABLISHED, api.PeerState_UP))
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0),
+		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{64512})}),
+		bgp.NewPathAttributeNextHop("192.0.2.9"), bgp.NewPathAttributeCommunities([]uint32{0xFDE80001})}
+	const n = 1 << 16
+	paths := make([]*api.Path, n)
+	for i := range paths {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		p, err := apiutil.NewPath(bgp.NewIPAddrPrefix(32, a.String()), false, attrs, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.NeighborIp = "192.0.2.9"
+		paths[i] = p
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%n == 0 {
+			b.StopTimer()
+			s.TakeChanges()
+			s.mu.Lock()
+			s.peers = map[netip.Addr]*peerInfo{}
+			s.mu.Unlock()
+			s.onEvent(peerEvent("192.0.2.9", api.PeerState_ESTABLISHED, api.PeerState_UP))
+			b.StartTimer()
+		}
+		s.mu.Lock()
+		s.onPath(paths[i%n])
+		s.mu.Unlock()
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +85,9 @@ type benchRouter struct {
 	name  string
 	proto int
 	start func(b *testing.B, l *lab) []int
+	// floor: GoBGP v3 alone (benchfloor_test.go) instead of start; it
+	// installs nothing and reports when its watch has every path.
+	floor, floorAgentConf, floorNoWatch bool
 }
 
 var benchRouters = []benchRouter{
@@ -93,6 +97,9 @@ var benchRouters = []benchRouter{
 	}},
 	{name: "BIRD", proto: unix.RTPROT_BIRD, start: startBenchBIRD},
 	{name: "FRR", proto: 186, start: startBenchFRR},
+	{name: "GoBGP-floor", floor: true},
+	{name: "GoBGP-floor+verdicts", floor: true, floorAgentConf: true},
+	{name: "GoBGP-floor-nowatch", floor: true, floorNoWatch: true},
 }
 
 // routerDir is a folder the daemons (which may drop to their own user) can
@@ -264,6 +271,9 @@ func BenchmarkRouters(b *testing.B) {
 			})
 		}
 	}
+	if os.Getenv("BGPLB_BENCH_ROUTERS_PIN") != "" {
+		fmt.Println("(BGPLB_BENCH_ROUTERS_PIN: the router's processes on CPU 0, the speakers' on CPU 1)")
+	}
 	fmt.Print(routersTable(rows))
 }
 
@@ -295,20 +305,42 @@ func runBulk(b *testing.B, c bulkCase, r benchRouter) bulkResult {
 		hosts = append(hosts, l.host(b, fmt.Sprintf("s%d", i), fmt.Sprintf("192.168.2.%d", 20+i)))
 	}
 	probeNS := l.host(b, "probe", "192.168.2.40")
-	pids := r.start(b, l)
-	var sps []*speaker
-	for i, h := range hosts {
-		sps = append(sps, startSpeaker(b, h, fmt.Sprintf("192.168.2.%d", 20+i)))
+	const probePrefix = "10.99.0.1/32"
+	var pids []int
+	var floor floorRun
+	routerCPU, speakerCPU := -1, -1
+	if os.Getenv("BGPLB_BENCH_ROUTERS_PIN") != "" {
+		// The router on CPU 0, the speakers on CPU 1: as if the speakers
+		// were other machines (on this 2-core machine they otherwise
+		// take the router's CPU during a bulk).
+		routerCPU, speakerCPU = 0, 1
 	}
-	probe := startSpeaker(b, probeNS, "192.168.2.40")
+	onCPU(b, routerCPU, func() {
+		if r.floor {
+			floor = startBenchFloor(b, l, c, "10.128.0.1", probePrefix, r.floorAgentConf, r.floorNoWatch)
+			pids = []int{floor.pid}
+		} else {
+			pids = r.start(b, l)
+		}
+	})
+	var sps []*speaker
+	var probe *speaker
+	onCPU(b, speakerCPU, func() {
+		for i, h := range hosts {
+			sps = append(sps, startSpeaker(b, h, fmt.Sprintf("192.168.2.%d", 20+i)))
+		}
+		probe = startSpeaker(b, probeNS, "192.168.2.40")
+	})
 	for _, sp := range sps {
 		sp.do("up")
 	}
 	probe.do("up")
 	updates := sentUpdates(b, probeNS, "eth0")
-	ch := benchRouteEvents(b, l)
+	var ch <-chan netlink.RouteUpdate
+	if !r.floor {
+		ch = benchRouteEvents(b, l)
+	}
 
-	const probePrefix = "10.99.0.1/32"
 	var wg sync.WaitGroup
 	t0 := time.Now()
 	for _, sp := range sps {
@@ -323,7 +355,21 @@ func runBulk(b *testing.B, c bulkCase, r benchRouter) bulkResult {
 	var probeSent time.Time
 	var poll <-chan time.Time
 	deadline := time.After(10 * time.Minute)
-	for len(complete) < c.routes || res.probe == 0 {
+	for r.floor && (res.took == 0 || res.probe == 0) {
+		select {
+		case <-floor.quarter:
+			probeSent = time.Now()
+			fmt.Fprintln(probe.in, "announce "+probePrefix)
+		case t := <-floor.complete:
+			res.took = t.Sub(t0)
+		case seen := <-floor.probe:
+			res.probe = seen.Sub(probeSent)
+			res.probeWire = fromUpdate(updates, probeSent, seen)
+		case <-deadline:
+			b.Fatalf("%s: not complete after 10 minutes (probe %v)", r.name, res.probe)
+		}
+	}
+	for !r.floor && (len(complete) < c.routes || res.probe == 0) {
 		select {
 		case u, ok := <-ch:
 			if !ok {
@@ -390,6 +436,30 @@ func runBulk(b *testing.B, c bulkCase, r benchRouter) bulkResult {
 		exited(pids[0], 30*time.Second) // stopping GoBGP with 100,000 paths takes seconds
 	}
 	return res
+}
+
+// onCPU runs start, which starts processes, on an OS thread bound to cpu, so
+// that those processes (and theirs: affinity is inherited over fork and
+// exec) run on that CPU only; cpu < 0 runs start as it is.
+func onCPU(b *testing.B, cpu int, start func()) {
+	if cpu < 0 {
+		start()
+		return
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		b.Fatalf("sched_getaffinity: %v", err)
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		b.Fatalf("sched_setaffinity CPU %d: %v", cpu, err)
+	}
+	// Restored before the thread goes back to the runtime (defers run
+	// last in, first out).
+	defer func() { _ = unix.SchedSetaffinity(0, &old) }()
+	start()
 }
 
 // exited waits until process pid has exited (a zombie until its parent
@@ -543,7 +613,8 @@ func routersTable(rows []bulkResult) string {
 		return fmt.Sprintf("%.2f", x/y)
 	}
 	var sb strings.Builder
-	sb.WriteString("(* counted from 20 ms table dumps: the kernel dropped route events)\n\n")
+	sb.WriteString("(* counted from 20 ms table dumps: the kernel dropped route events; GoBGP-floor rows: GoBGP v3 alone,\n")
+	sb.WriteString("to its watch having every path, no kernel route; +verdicts: with the agent's ADD-PATH send and export policy)\n\n")
 	sb.WriteString("| case | router | to kernel | ×BIRD | ×FRR | RSS +2 s | ×BIRD | ×FRR | one more route during the bulk | from its UPDATE | load average |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {

@@ -64,6 +64,8 @@ func TestMain(m *testing.M) {
 		os.Exit(CLIMain(os.Args[1:], os.Stdout, os.Stderr))
 	case "speaker":
 		os.Exit(speakerRole())
+	case "gobgpfloor":
+		os.Exit(gobgpFloorRole())
 	case "bgplbspeaker":
 		os.Exit(bgplbSpeakerRole())
 	case "tcploop":

@@ -39,6 +39,12 @@ const (
 	// the last prefix with every path means all of them).
 	floorNoWatchEnv = "BGPLB_FLOOR_NO_WATCH"
 	floorFirstEnv   = "BGPLB_FLOOR_FIRST" // the range's first address
+	// floorBestEnv: GoBGP's cheapest change feed instead of the agent's:
+	// the best-path watch with multipath on (the paths of a prefix that
+	// are equal to its best: all of them when the speakers send the same
+	// attributes, as here). It carries no path GoBGP's best-path selection
+	// left out, so the agent cannot use it for its own decisions.
+	floorBestEnv = "BGPLB_FLOOR_BEST"
 )
 
 // gobgpFloorRole runs the floor in the current namespace. It prints "up"
@@ -54,7 +60,8 @@ func gobgpFloorRole() int {
 	srv := server.NewBgpServer()
 	go srv.Serve()
 	defer srv.Stop()
-	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 64500, RouterId: "192.168.2.1", ListenPort: 179}}); err != nil {
+	best := os.Getenv(floorBestEnv) != ""
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 64500, RouterId: "192.168.2.1", ListenPort: 179, UseMultiplePaths: best}}); err != nil {
 		fmt.Println("err:", err)
 		return 1
 	}
@@ -82,6 +89,25 @@ func gobgpFloorRole() int {
 			mu.Lock()
 			defer mu.Unlock()
 			say(what)
+		})
+	} else if best {
+		err = watchBestFloor(ctx, srv, func(prefix string, n int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if prefix == probe {
+				say("probe")
+				return
+			}
+			if n >= width && paths[prefix] < width {
+				paths[prefix] = n
+				complete++
+				if complete == routes/4 {
+					say("quarter")
+				}
+				if complete == routes {
+					say("complete")
+				}
+			}
 		})
 	} else {
 		err = watchFloor(ctx, srv, func(prefix string) {
@@ -165,6 +191,34 @@ func watchFloor(ctx context.Context, srv *server.BgpServer, seen func(prefix str
 	})
 }
 
+// watchBestFloor hands each prefix of a best-path event with its number of
+// paths (the best and those equal to it) to seen.
+func watchBestFloor(ctx context.Context, srv *server.BgpServer, seen func(prefix string, paths int)) error {
+	return srv.WatchEvent(ctx, &api.WatchEventRequest{
+		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
+			{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true},
+		}},
+	}, func(ev *api.WatchEventResponse) {
+		t, ok := ev.Event.(*api.WatchEventResponse_Table)
+		if !ok {
+			return
+		}
+		n := map[string]int{}
+		for _, p := range t.Table.Paths {
+			if p.IsWithdraw || p.Nlri == nil {
+				continue
+			}
+			var nlri api.IPAddressPrefix
+			if p.Nlri.UnmarshalTo(&nlri) == nil {
+				n[nlri.Prefix+"/"+strconv.Itoa(int(nlri.PrefixLen))]++
+			}
+		}
+		for prefix, k := range n {
+			seen(prefix, k)
+		}
+	})
+}
+
 // pollFloor looks up the range's prefix a quarter in, its last one and the
 // probe in GoBGP's global RIB every 2 ms and says "quarter", "complete" and
 // "probe" when each has its paths.
@@ -207,7 +261,7 @@ type floorRun struct {
 
 // startBenchFloor starts the floor role in the router's namespace for case
 // c and waits until it listens.
-func startBenchFloor(b *testing.B, l *lab, c bulkCase, first, probe string, agentConf, noWatch bool) floorRun {
+func startBenchFloor(b *testing.B, l *lab, c bulkCase, first, probe string, agentConf, noWatch, best bool) floorRun {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	env := []string{floorRoutesEnv + "=" + strconv.Itoa(c.routes), floorWidthEnv + "=" + strconv.Itoa(c.speakers), floorProbeEnv + "=" + probe}
@@ -216,6 +270,9 @@ func startBenchFloor(b *testing.B, l *lab, c bulkCase, first, probe string, agen
 	}
 	if noWatch {
 		env = append(env, floorNoWatchEnv+"=1", floorFirstEnv+"="+first)
+	}
+	if best {
+		env = append(env, floorBestEnv+"=1")
 	}
 	p := startRole(b, l.router, "gobgpfloor", env, inR, outW)
 	b.Cleanup(func() { inW.Close(); outW.Close() })

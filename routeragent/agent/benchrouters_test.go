@@ -87,7 +87,7 @@ type benchRouter struct {
 	start func(b *testing.B, l *lab) []int
 	// floor: GoBGP v3 alone (benchfloor_test.go) instead of start; it
 	// installs nothing and reports when its watch has every path.
-	floor, floorAgentConf, floorNoWatch bool
+	floor, floorAgentConf, floorNoWatch, floorBest bool
 }
 
 var benchRouters = []benchRouter{
@@ -99,6 +99,7 @@ var benchRouters = []benchRouter{
 	{name: "FRR", proto: 186, start: startBenchFRR},
 	{name: "GoBGP-floor", floor: true},
 	{name: "GoBGP-floor+verdicts", floor: true, floorAgentConf: true},
+	{name: "GoBGP-floor-bestpath", floor: true, floorBest: true},
 	{name: "GoBGP-floor-nowatch", floor: true, floorNoWatch: true},
 }
 
@@ -317,7 +318,7 @@ func runBulk(b *testing.B, c bulkCase, r benchRouter) bulkResult {
 	}
 	onCPU(b, routerCPU, func() {
 		if r.floor {
-			floor = startBenchFloor(b, l, c, "10.128.0.1", probePrefix, r.floorAgentConf, r.floorNoWatch)
+			floor = startBenchFloor(b, l, c, "10.128.0.1", probePrefix, r.floorAgentConf, r.floorNoWatch, r.floorBest)
 			pids = []int{floor.pid}
 		} else {
 			pids = r.start(b, l)
@@ -614,7 +615,8 @@ func routersTable(rows []bulkResult) string {
 	}
 	var sb strings.Builder
 	sb.WriteString("(* counted from 20 ms table dumps: the kernel dropped route events; GoBGP-floor rows: GoBGP v3 alone,\n")
-	sb.WriteString("to its watch having every path, no kernel route; +verdicts: with the agent's ADD-PATH send and export policy)\n\n")
+	sb.WriteString("to its watch having every path, no kernel route; +verdicts: with the agent's ADD-PATH send; -bestpath: GoBGP's best-path\n")
+	sb.WriteString("watch with multipath instead of the agent's per-path one; -nowatch: no watch, the RIB looked up every 2 ms)\n\n")
 	sb.WriteString("| case | router | to kernel | ×BIRD | ×FRR | RSS +2 s | ×BIRD | ×FRR | one more route during the bulk | from its UPDATE | load average |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {

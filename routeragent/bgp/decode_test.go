@@ -9,6 +9,8 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // nativeDecode is how the watch handler read a path before decode.go: every
@@ -112,26 +114,26 @@ func TestDecodeRejectsBrokenAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken := func(i int, value []byte) []*api.Path {
-		q := *p
-		q.Pattrs = slices.Clone(p.Pattrs)
-		a := *q.Pattrs[i]
-		a.Value = value
-		q.Pattrs[i] = &a
-		return []*api.Path{&q}
+	broken := func(i int, value []byte) []*anypb.Any {
+		attrs := make([]*anypb.Any, len(p.Pattrs))
+		for j, a := range p.Pattrs {
+			attrs[j] = proto.Clone(a).(*anypb.Any)
+		}
+		attrs[i].Value = value
+		return attrs
 	}
-	if _, err := decodeAttrs(broken(1, []byte{0xff})[0].Pattrs); err == nil {
+	if _, err := decodeAttrs(broken(1, []byte{0xff})); err == nil {
 		t.Error("a NEXT_HOP that does not decode was accepted")
 	}
-	if _, err := decodeAttrs(broken(1, []byte{0x0a, 0x03, 'x', 'y', 'z'})[0].Pattrs); err == nil {
+	if _, err := decodeAttrs(broken(1, []byte{0x0a, 0x03, 'x', 'y', 'z'})); err == nil {
 		t.Error(`a NEXT_HOP of "xyz" was accepted`)
 	}
-	if pa, err := decodeAttrs(broken(0, []byte{0xff})[0].Pattrs); err != nil || pa.nextHop != netip.MustParseAddr("192.0.2.9") {
+	if pa, err := decodeAttrs(broken(0, []byte{0xff})); err != nil || pa.nextHop != netip.MustParseAddr("192.0.2.9") {
 		t.Errorf("a broken ORIGIN (not read) gave %+v, %v", pa, err)
 	}
-	q := *p
+	q := proto.Clone(p).(*api.Path)
 	q.Nlri = p.Pattrs[0] // an ORIGIN where the NLRI should be
-	if _, err := pathPrefix(&q); err == nil {
+	if _, err := pathPrefix(q); err == nil {
 		t.Error("a path whose NLRI is not a prefix was accepted")
 	}
 }

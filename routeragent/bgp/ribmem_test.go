@@ -21,16 +21,7 @@ func receivedBytesPerPath(t testing.TB, n int) float64 {
 	s.onEvent(peerEvent("192.0.2.9", api.PeerState_ESTABLISHED, api.PeerState_UP))
 	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeNextHop("192.0.2.9"),
 		bgp.NewPathAttributeCommunities([]uint32{0xFDE80001})}
-	paths := make([]*api.Path, n)
-	for i := range paths {
-		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		p, err := apiutil.NewPath(bgp.NewIPAddrPrefix(32, a.String()), false, attrs, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.NeighborIp = "192.0.2.9"
-		paths[i] = p
-	}
+	paths := peerPaths(t, "192.0.2.9", n, attrs)
 	before := liveHeap()
 	for _, p := range paths {
 		s.mu.Lock()
@@ -47,6 +38,23 @@ func receivedBytesPerPath(t testing.TB, n int) float64 {
 	}
 	runtime.KeepAlive(s)
 	return float64(int64(after)-int64(before)) / float64(n)
+}
+
+// peerPaths are n watched paths from peer for the /32s 10.0.0.0, 10.0.0.1,
+// ..., all with attrs.
+func peerPaths(t testing.TB, peer string, n int, attrs []bgp.PathAttributeInterface) []*api.Path {
+	t.Helper()
+	paths := make([]*api.Path, n)
+	for i := range paths {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		p, err := apiutil.NewPath(bgp.NewIPAddrPrefix(32, a.String()), false, attrs, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.NeighborIp = peer
+		paths[i] = p
+	}
+	return paths
 }
 
 func liveHeap() uint64 {
@@ -86,16 +94,7 @@ func BenchmarkOnPath(b *testing.B) {
 		bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{64512})}),
 		bgp.NewPathAttributeNextHop("192.0.2.9"), bgp.NewPathAttributeCommunities([]uint32{0xFDE80001})}
 	const n = 1 << 16
-	paths := make([]*api.Path, n)
-	for i := range paths {
-		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		p, err := apiutil.NewPath(bgp.NewIPAddrPrefix(32, a.String()), false, attrs, time.Now())
-		if err != nil {
-			b.Fatal(err)
-		}
-		p.NeighborIp = "192.0.2.9"
-		paths[i] = p
-	}
+	paths := peerPaths(b, "192.0.2.9", n, attrs)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -142,12 +142,19 @@ var (
 	svc2   = netip.MustParsePrefix("192.168.254.2/32")
 )
 
-func testAgent(t *testing.T, sp *fakeSpeaker, rt *fakeRoutes) *Agent {
+func testAgent(t testing.TB, sp Speaker, rt Routes) *Agent {
+	t.Helper()
+	return testAgentSubnets(t, sp, rt, "192.168.254.0/24")
+}
+
+// testAgentSubnets is testAgent with other service subnets (a YAML list's
+// items).
+func testAgentSubnets(t testing.TB, sp Speaker, rt Routes, subnets string) *Agent {
 	t.Helper()
 	cfg, err := config.Parse([]byte(`asn: 64500
 routerID: 192.168.2.1
 neighbors: [{prefix: 192.168.2.0/24, asn: 64512, allowUnauthenticated: true}] # the test speakers have no secret
-serviceSubnets: [192.168.254.0/24]
+serviceSubnets: [` + subnets + `]
 lanInterfaces: [lan0]
 `))
 	if err != nil {

@@ -165,6 +165,19 @@ func gobgpFloorRole() int {
 	return 0
 }
 
+// announced is the prefix a watched path announces (false for a
+// withdrawal, End-of-RIB or another family).
+func announced(p *api.Path) (string, bool) {
+	if p.IsWithdraw || p.Nlri == nil {
+		return "", false
+	}
+	var nlri api.IPAddressPrefix
+	if p.Nlri.UnmarshalTo(&nlri) != nil {
+		return "", false
+	}
+	return nlri.Prefix + "/" + strconv.Itoa(int(nlri.PrefixLen)), true
+}
+
 // watchFloor hands the prefix of every path the agent's watch would see to
 // seen.
 func watchFloor(ctx context.Context, srv *server.BgpServer, seen func(prefix string)) error {
@@ -180,12 +193,8 @@ func watchFloor(ctx context.Context, srv *server.BgpServer, seen func(prefix str
 			return
 		}
 		for _, p := range t.Table.Paths {
-			if p.IsWithdraw || p.Nlri == nil {
-				continue
-			}
-			var nlri api.IPAddressPrefix
-			if p.Nlri.UnmarshalTo(&nlri) == nil {
-				seen(nlri.Prefix + "/" + strconv.Itoa(int(nlri.PrefixLen)))
+			if prefix, ok := announced(p); ok {
+				seen(prefix)
 			}
 		}
 	})
@@ -205,12 +214,8 @@ func watchBestFloor(ctx context.Context, srv *server.BgpServer, seen func(prefix
 		}
 		n := map[string]int{}
 		for _, p := range t.Table.Paths {
-			if p.IsWithdraw || p.Nlri == nil {
-				continue
-			}
-			var nlri api.IPAddressPrefix
-			if p.Nlri.UnmarshalTo(&nlri) == nil {
-				n[nlri.Prefix+"/"+strconv.Itoa(int(nlri.PrefixLen))]++
+			if prefix, ok := announced(p); ok {
+				n[prefix]++
 			}
 		}
 		for prefix, k := range n {
